@@ -1,0 +1,155 @@
+//! Shared state and the request pipeline: parse the path into an
+//! [`ApiRoute`], decide where the repository lives, dispatch to the
+//! handler, and turn any error into the OCI error body (via
+//! [`Error::into_response`], the only place that happens). Every response
+//! gets `Docker-Distribution-API-Version`.
+
+use crate::body::{self, Body};
+use crate::config::Config;
+use crate::error::{BoxError, Error, ErrorCode, Result};
+use crate::oci::{ApiRoute, RepoName};
+use crate::registry::{blobs, listing, manifests, uploads};
+use crate::store::Store;
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http_body::Body as HttpBody;
+use std::time::{Duration, Instant};
+
+/// Where a repository's content comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Pushed to and served from Wharf's own store.
+    Local,
+}
+
+/// Everything a request handler needs.
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+}
+
+impl App {
+    pub async fn open(config: Config) -> Result<App> {
+        let store = Store::open(&config.data, config.upload_timeout).await?;
+        Ok(App { config, store })
+    }
+
+    /// The one routing decision: is `name` local or mirrored? Until the
+    /// mirror exists every repository is local.
+    pub fn backend(&self, _name: &RepoName) -> Backend {
+        Backend::Local
+    }
+
+    /// A one-line summary of the routing rules, for the start-up log.
+    pub fn routing_summary(&self) -> &'static str {
+        "all repositories are local (push and pull)"
+    }
+
+    /// Answers one request. Never fails: errors become OCI error bodies.
+    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
+    where
+        B: HttpBody<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
+        let started = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        let mut resp = match self.dispatch(req).await {
+            Ok(r) => r,
+            Err(e) => {
+                if matches!(e, Error::Storage { .. }) {
+                    tracing::error!(%method, %path, error = %e, "request failed");
+                } else {
+                    tracing::debug!(%method, %path, error = %e, "request refused");
+                }
+                e.into_response()
+            }
+        };
+        if method == Method::HEAD {
+            // Same status and headers as GET (Content-Length included), no body.
+            *resp.body_mut() = body::empty();
+        }
+        resp.headers_mut().insert(
+            "docker-distribution-api-version",
+            HeaderValue::from_static("registry/2.0"),
+        );
+        tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+        resp
+    }
+
+    async fn dispatch<B>(&self, req: Request<B>) -> Result<Response<Body>>
+    where
+        B: HttpBody<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
+        let (parts, body) = req.into_parts();
+        let route = ApiRoute::parse(parts.uri.path())?;
+        if let Some(name) = route.repo() {
+            match self.backend(name) {
+                Backend::Local => {}
+            }
+        }
+        let s = &self.store;
+        let m = &parts.method;
+        let get = m == Method::GET || m == Method::HEAD;
+        match &route {
+            ApiRoute::Base if get => {
+                let mut r =
+                    crate::registry::reply::json(&serde_json::json!({}), "application/json");
+                *r.status_mut() = StatusCode::OK;
+                Ok(r)
+            }
+            ApiRoute::Catalog if get => listing::catalog(s, &parts),
+            ApiRoute::Tags { name } if get => listing::tags(s, &parts, name),
+            ApiRoute::Referrers { name, digest } if get => {
+                listing::referrers(s, &parts, name, digest).await
+            }
+            ApiRoute::Manifest { name, reference } => match *m {
+                Method::GET | Method::HEAD => manifests::get(s, &parts, name, reference).await,
+                Method::PUT => manifests::put(s, &parts, name, reference, body).await,
+                Method::DELETE => manifests::delete(s, name, reference).await,
+                _ => Err(unsupported(m)),
+            },
+            ApiRoute::Blob { name, digest } => match *m {
+                Method::GET | Method::HEAD => blobs::get(s, &parts, name, digest).await,
+                Method::DELETE => blobs::delete(s, name, digest).await,
+                _ => Err(unsupported(m)),
+            },
+            ApiRoute::UploadStart { name } if m == Method::POST => {
+                uploads::start(s, &parts, name, body).await
+            }
+            ApiRoute::Upload { name, session } => match *m {
+                Method::PATCH => uploads::patch(s, &parts, name, session, body).await,
+                Method::PUT => uploads::finish(s, &parts, name, session, body).await,
+                Method::GET | Method::HEAD => uploads::status(s, name, session).await,
+                Method::DELETE => uploads::cancel(s, name, session).await,
+                _ => Err(unsupported(m)),
+            },
+            _ => Err(unsupported(m)),
+        }
+    }
+
+    /// Periodic housekeeping until `shutdown` resolves: expires idle uploads.
+    pub async fn maintain(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let every =
+            (self.config.upload_timeout / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.changed() => return,
+            }
+            match self.store.uploads.expire_idle().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(sessions = n, "expired idle uploads"),
+                Err(e) => tracing::warn!(error = %e, "expiring uploads failed"),
+            }
+        }
+    }
+}
+
+fn unsupported(m: &Method) -> Error {
+    Error::oci(
+        ErrorCode::Unsupported,
+        format!("{m} is not supported on this endpoint"),
+    )
+}

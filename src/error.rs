@@ -1,0 +1,285 @@
+//! The one place errors become HTTP responses: OCI error codes, their
+//! statuses, and the `{"errors":[...]}` JSON body. Internal faults are
+//! logged in full and answered with a generic message, so no path or
+//! internal detail leaks to a client.
+
+use crate::body::{self, Body};
+use http::{header, HeaderName, HeaderValue, Response, StatusCode};
+use serde_json::{json, Value};
+
+/// The error codes of the distribution spec, plus the few that the
+/// reference registry adds and clients understand.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorCode {
+    BlobUnknown,
+    BlobUploadInvalid,
+    BlobUploadUnknown,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameInvalid,
+    NameUnknown,
+    SizeInvalid,
+    TagInvalid,
+    Unauthorized,
+    Denied,
+    Unsupported,
+    TooManyRequests,
+    RangeInvalid,
+    PaginationNumberInvalid,
+    Unavailable,
+    Unknown,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            BlobUnknown => "BLOB_UNKNOWN",
+            BlobUploadInvalid => "BLOB_UPLOAD_INVALID",
+            BlobUploadUnknown => "BLOB_UPLOAD_UNKNOWN",
+            DigestInvalid => "DIGEST_INVALID",
+            ManifestBlobUnknown => "MANIFEST_BLOB_UNKNOWN",
+            ManifestInvalid => "MANIFEST_INVALID",
+            ManifestUnknown => "MANIFEST_UNKNOWN",
+            NameInvalid => "NAME_INVALID",
+            NameUnknown => "NAME_UNKNOWN",
+            SizeInvalid => "SIZE_INVALID",
+            TagInvalid => "TAG_INVALID",
+            Unauthorized => "UNAUTHORIZED",
+            Denied => "DENIED",
+            Unsupported => "UNSUPPORTED",
+            TooManyRequests => "TOOMANYREQUESTS",
+            RangeInvalid => "RANGE_INVALID",
+            PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
+            Unavailable => "UNAVAILABLE",
+            Unknown => "UNKNOWN",
+        }
+    }
+
+    /// The status the reference registry pairs with each code.
+    pub fn status(self) -> StatusCode {
+        use ErrorCode::*;
+        match self {
+            BlobUnknown | BlobUploadUnknown | ManifestUnknown | NameUnknown => {
+                StatusCode::NOT_FOUND
+            }
+            BlobUploadInvalid
+            | DigestInvalid
+            | ManifestBlobUnknown
+            | ManifestInvalid
+            | NameInvalid
+            | SizeInvalid
+            | TagInvalid
+            | PaginationNumberInvalid => StatusCode::BAD_REQUEST,
+            Unauthorized => StatusCode::UNAUTHORIZED,
+            Denied => StatusCode::FORBIDDEN,
+            Unsupported => StatusCode::METHOD_NOT_ALLOWED,
+            TooManyRequests => StatusCode::TOO_MANY_REQUESTS,
+            RangeInvalid => StatusCode::RANGE_NOT_SATISFIABLE,
+            Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Unknown => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+/// One entry of an OCI error body.
+#[derive(Debug, Clone)]
+pub struct OciError {
+    pub code: ErrorCode,
+    pub message: String,
+    pub detail: Value,
+}
+
+/// Everything a request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A client-visible failure with an OCI code (one or more entries).
+    #[error("{}: {}", .errors[0].code.as_str(), .errors[0].message)]
+    Oci {
+        errors: Vec<OciError>,
+        status: StatusCode,
+        headers: Vec<(HeaderName, String)>,
+    },
+    /// A storage fault (disk, index); the client sees a generic 500.
+    #[error("{context}: {source}")]
+    Storage {
+        context: String,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The client's request body broke off or could not be read.
+    #[error("reading the request body: {0}")]
+    ClientBody(#[source] BoxError),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Any error a request body (hyper's or a test's) can fail with.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl Error {
+    pub fn oci(code: ErrorCode, message: impl Into<String>) -> Error {
+        Error::Oci {
+            errors: vec![OciError {
+                code,
+                message: message.into(),
+                detail: Value::Null,
+            }],
+            status: code.status(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Several entries in one body, e.g. one MANIFEST_BLOB_UNKNOWN per blob.
+    pub fn many(errors: Vec<OciError>) -> Error {
+        let status = errors
+            .first()
+            .map_or(StatusCode::INTERNAL_SERVER_ERROR, |e| e.code.status());
+        Error::Oci {
+            errors,
+            status,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn storage(
+        context: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Error {
+        Error::Storage {
+            context: context.into(),
+            source: Box::new(source),
+        }
+    }
+
+    /// Attaches a `detail` value to the (first) OCI entry.
+    pub fn with_detail(mut self, detail: Value) -> Error {
+        if let Error::Oci { errors, .. } = &mut self {
+            if let Some(e) = errors.first_mut() {
+                e.detail = detail;
+            }
+        }
+        self
+    }
+
+    /// Overrides the status the code would give (413 for an oversized manifest).
+    pub fn with_status(mut self, new: StatusCode) -> Error {
+        if let Error::Oci { status, .. } = &mut self {
+            *status = new;
+        }
+        self
+    }
+
+    /// Adds a response header (Location and Range on a 416 upload answer).
+    pub fn with_header(mut self, name: HeaderName, value: impl Into<String>) -> Error {
+        if let Error::Oci { headers, .. } = &mut self {
+            headers.push((name, value.into()));
+        }
+        self
+    }
+
+    /// The OCI code of the first entry, for tests and logs.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Error::Oci { errors, .. } => errors.first().map_or(ErrorCode::Unknown, |e| e.code),
+            Error::Storage { .. } => ErrorCode::Unknown,
+            Error::ClientBody(_) => ErrorCode::BlobUploadInvalid,
+        }
+    }
+
+    /// Renders the error as the response the client gets.
+    pub fn into_response(self) -> Response<Body> {
+        let (errors, status, headers) = match self {
+            Error::Oci {
+                errors,
+                status,
+                headers,
+            } => (errors, status, headers),
+            Error::Storage { context, source } => {
+                tracing::error!(%context, error = %source, "storage fault");
+                (
+                    vec![OciError {
+                        code: ErrorCode::Unknown,
+                        message: "internal storage error".into(),
+                        detail: Value::Null,
+                    }],
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    Vec::new(),
+                )
+            }
+            Error::ClientBody(e) => {
+                tracing::debug!(error = %e, "request body broke off");
+                (
+                    vec![OciError {
+                        code: ErrorCode::BlobUploadInvalid,
+                        message: "request body could not be read".into(),
+                        detail: Value::Null,
+                    }],
+                    StatusCode::BAD_REQUEST,
+                    Vec::new(),
+                )
+            }
+        };
+        let entries: Vec<Value> = errors
+            .iter()
+            .map(|e| json!({"code": e.code.as_str(), "message": e.message, "detail": e.detail}))
+            .collect();
+        let bytes = json!({ "errors": entries }).to_string();
+        let mut resp = Response::new(body::full(bytes.clone()));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+        for (name, value) in headers {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                h.append(name, v);
+            }
+        }
+        resp
+    }
+}
+
+impl From<crate::oci::route::RouteError> for Error {
+    fn from(e: crate::oci::route::RouteError) -> Error {
+        use crate::oci::name::ReferenceError;
+        use crate::oci::route::RouteError as R;
+        let code = match &e {
+            R::NotFound => ErrorCode::NameUnknown,
+            R::Name(_) => ErrorCode::NameInvalid,
+            R::Reference(ReferenceError::Tag(_)) => ErrorCode::TagInvalid,
+            R::Reference(ReferenceError::Digest(_)) | R::Digest(_) => ErrorCode::DigestInvalid,
+            R::Session => ErrorCode::BlobUploadUnknown,
+        };
+        Error::oci(code, e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    #[tokio::test]
+    async fn renders_json_body_with_matching_status() {
+        let resp = Error::oci(ErrorCode::ManifestUnknown, "no such manifest").into_response();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+        assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/json");
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v: Value = serde_json::from_slice(&bytes).unwrap();
+        assert_eq!(v["errors"][0]["code"], "MANIFEST_UNKNOWN");
+    }
+
+    #[tokio::test]
+    async fn storage_errors_do_not_leak() {
+        let io = std::io::Error::other("/secret/path exploded");
+        let resp = Error::storage("writing /secret/path", io).into_response();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        assert!(!String::from_utf8_lossy(&bytes).contains("secret"));
+    }
+}

@@ -1,0 +1,160 @@
+//! Lists: a repository's tags, the catalog of repositories, and the OCI 1.1
+//! referrers of a manifest. Tags and repositories page with `n` and an
+//! exclusive `last`, and a `Link` header while more remain.
+
+use super::reply;
+use crate::body::Body;
+use crate::error::{Error, ErrorCode, Result};
+use crate::oci::manifest::{Descriptor, OCI_INDEX};
+use crate::oci::{Digest, RepoName, Tag};
+use crate::store::Store;
+use http::{header, request::Parts, Response};
+use serde_json::json;
+
+/// Most catalog entries one page may hold (and the default page size).
+const CATALOG_MAX: usize = 1000;
+const CATALOG_DEFAULT: usize = 100;
+
+/// The `n` parameter: `None` when absent; 400 when not a number or over `max`.
+fn page_size(q: &[(String, String)], max: usize) -> Result<Option<usize>> {
+    let Some(v) = reply::query_one(q, "n") else {
+        return Ok(None);
+    };
+    match v.parse::<usize>() {
+        Ok(n) if n <= max => Ok(Some(n)),
+        _ => Err(Error::oci(
+            ErrorCode::PaginationNumberInvalid,
+            format!("n must be a number from 0 to {max}"),
+        )),
+    }
+}
+
+/// Fetches one page through `list(last, limit)` and adds the `Link` header
+/// when more entries remain after it.
+fn page(
+    path: &str,
+    q: &[(String, String)],
+    n: usize,
+    list: impl Fn(Option<&str>, usize) -> Result<Vec<String>>,
+) -> Result<(Vec<String>, Option<String>)> {
+    let last = reply::query_one(q, "last");
+    if n == 0 {
+        return Ok((Vec::new(), None));
+    }
+    let mut items = list(last, n.saturating_add(1))?;
+    let more = items.len() > n;
+    items.truncate(n);
+    let link = match (more, items.last()) {
+        (true, Some(l)) => {
+            let qs: String = form_urlencoded::Serializer::new(String::new())
+                .append_pair("last", l)
+                .append_pair("n", &n.to_string())
+                .finish();
+            Some(format!("<{path}?{qs}>; rel=\"next\""))
+        }
+        _ => None,
+    };
+    Ok((items, link))
+}
+
+/// GET `/v2/<name>/tags/list`.
+pub fn tags(store: &Store, parts: &Parts, name: &RepoName) -> Result<Response<Body>> {
+    if !store.index.repo_exists(name)? {
+        return Err(Error::oci(
+            ErrorCode::NameUnknown,
+            "repository name not known to registry",
+        )
+        .with_detail(json!({ "name": name.as_str() })));
+    }
+    let q = reply::query(&parts.uri);
+    let n = page_size(&q, usize::MAX)?.unwrap_or(usize::MAX);
+    let path = format!("/v2/{name}/tags/list");
+    let (tags, link) = page(&path, &q, n, |last, limit| {
+        store.index.tags(name, last, limit)
+    })?;
+    let mut r = reply::json(
+        &json!({ "name": name.as_str(), "tags": tags }),
+        "application/json",
+    );
+    if let Some(l) = link {
+        reply::set(&mut r, header::LINK, &l);
+    }
+    Ok(r)
+}
+
+/// GET `/v2/_catalog`.
+pub fn catalog(store: &Store, parts: &Parts) -> Result<Response<Body>> {
+    let q = reply::query(&parts.uri);
+    let n = page_size(&q, CATALOG_MAX)?.unwrap_or(CATALOG_DEFAULT);
+    let (repos, link) = page("/v2/_catalog", &q, n, |last, limit| {
+        store.index.repos(last, limit)
+    })?;
+    let mut r = reply::json(&json!({ "repositories": repos }), "application/json");
+    if let Some(l) = link {
+        reply::set(&mut r, header::LINK, &l);
+    }
+    Ok(r)
+}
+
+/// The manifests listed in an index stored under the fallback tag
+/// `<alg>-<hex>` of `subject`, which older clients maintain themselves.
+async fn fallback_tag_referrers(
+    store: &Store,
+    name: &RepoName,
+    subject: &Digest,
+) -> Result<Vec<Descriptor>> {
+    let Ok(tag) = Tag::parse(&format!(
+        "{}-{}",
+        subject.algorithm().as_str(),
+        subject.hex()
+    )) else {
+        return Ok(Vec::new());
+    };
+    let Some(d) = store.index.tag(name, &tag)? else {
+        return Ok(Vec::new());
+    };
+    let Some(meta) = store.index.manifest(name, &d)? else {
+        return Ok(Vec::new());
+    };
+    if meta.media_type != OCI_INDEX || meta.size > super::manifests::MAX_MANIFEST_BYTES as u64 {
+        return Ok(Vec::new());
+    }
+    let bytes = match tokio::fs::read(store.blobs.path(&d)).await {
+        Ok(b) => b,
+        Err(e) => return Err(Error::storage("reading a fallback referrers index", e)),
+    };
+    #[derive(serde::Deserialize)]
+    struct Idx {
+        #[serde(default)]
+        manifests: Vec<Descriptor>,
+    }
+    Ok(serde_json::from_slice::<Idx>(&bytes)
+        .map(|i| i.manifests)
+        .unwrap_or_default())
+}
+
+/// GET `/v2/<name>/referrers/<digest>[?artifactType=]`.
+pub async fn referrers(
+    store: &Store,
+    parts: &Parts,
+    name: &RepoName,
+    subject: &Digest,
+) -> Result<Response<Body>> {
+    let mut list = store.index.referrers(name, subject)?;
+    for d in fallback_tag_referrers(store, name, subject).await? {
+        if !list.iter().any(|x| x.digest == d.digest) {
+            list.push(d);
+        }
+    }
+    let q = reply::query(&parts.uri);
+    let filter = reply::query_one(&q, "artifactType");
+    if let Some(t) = filter {
+        list.retain(|d| d.artifact_type.as_deref() == Some(t));
+    }
+    let index = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": list });
+    let mut r = reply::json(&index, OCI_INDEX);
+    if filter.is_some() {
+        reply::set(&mut r, "oci-filters-applied", "artifactType");
+    }
+    Ok(r)
+}

@@ -1,0 +1,195 @@
+//! Manifests of local repositories: PUT (validated, stored byte-for-byte
+//! with the media type it was pushed with, tags and referrers recorded in
+//! one index batch), GET/HEAD by tag or digest, and DELETE.
+
+use super::{blobs, reply};
+use crate::body::Body;
+use crate::error::{BoxError, Error, ErrorCode, OciError, Result};
+use crate::oci::manifest::{self, Descriptor, ManifestError};
+use crate::oci::{Digest, Reference, RepoName, Tag};
+use crate::store::index::{ManifestMeta, ManifestPut};
+use crate::store::Store;
+use bytes::Bytes;
+use http::{header, request::Parts, Response, StatusCode};
+use http_body::Body as HttpBody;
+use serde_json::json;
+
+/// Largest manifest accepted (the spec asks for at least 4 MB).
+pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+
+fn manifest_unknown(reference: &Reference) -> Error {
+    Error::oci(ErrorCode::ManifestUnknown, "manifest unknown to registry")
+        .with_detail(json!({ "reference": reference.to_string() }))
+}
+
+/// Resolves a reference to a digest and its index record.
+pub fn resolve(
+    store: &Store,
+    name: &RepoName,
+    reference: &Reference,
+) -> Result<Option<(Digest, ManifestMeta)>> {
+    let digest = match reference {
+        Reference::Digest(d) => d.clone(),
+        Reference::Tag(t) => match store.index.tag(name, t)? {
+            Some(d) => d,
+            None => return Ok(None),
+        },
+    };
+    Ok(store.index.manifest(name, &digest)?.map(|m| (digest, m)))
+}
+
+/// GET or HEAD `/v2/<name>/manifests/<reference>`. The stored bytes are
+/// served whatever the Accept header says: Wharf never converts.
+pub async fn get(
+    store: &Store,
+    parts: &Parts,
+    name: &RepoName,
+    reference: &Reference,
+) -> Result<Response<Body>> {
+    let Some((digest, meta)) = resolve(store, name, reference)? else {
+        return Err(manifest_unknown(reference));
+    };
+    let Some((file, size)) = store
+        .blobs
+        .open_read(&digest)
+        .await
+        .map_err(|e| Error::storage("opening a manifest", e))?
+    else {
+        tracing::error!(%digest, repo = %name, "indexed manifest is missing on disk");
+        return Err(manifest_unknown(reference));
+    };
+    blobs::serve_file(parts, file, size, &digest, &meta.media_type, false).await
+}
+
+fn invalid(e: ManifestError) -> Error {
+    Error::oci(ErrorCode::ManifestInvalid, e.to_string())
+}
+
+/// PUT `/v2/<name>/manifests/<reference>`.
+pub async fn put<B>(
+    store: &Store,
+    parts: &Parts,
+    name: &RepoName,
+    reference: &Reference,
+    body: B,
+) -> Result<Response<Body>>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let bytes = reply::read_bounded(&parts.headers, body, MAX_MANIFEST_BYTES)
+        .await
+        .map_err(|e| match e.code() {
+            ErrorCode::SizeInvalid => Error::oci(
+                ErrorCode::ManifestInvalid,
+                format!("manifest is larger than the {MAX_MANIFEST_BYTES}-byte limit"),
+            )
+            .with_status(StatusCode::PAYLOAD_TOO_LARGE),
+            _ => e,
+        })?;
+    let content_type =
+        reply::header_str(&parts.headers, header::CONTENT_TYPE).map(manifest::bare_media_type);
+    let parsed = manifest::parse(&bytes, content_type).map_err(invalid)?;
+
+    let digest = match reference {
+        Reference::Digest(want) => {
+            let got = Digest::of(want.algorithm(), &bytes);
+            if got != *want {
+                return Err(Error::oci(
+                    ErrorCode::DigestInvalid,
+                    format!("manifest hashes to {got}, not {want}"),
+                ));
+            }
+            got
+        }
+        Reference::Tag(_) => Digest::of(crate::oci::Algorithm::Sha256, &bytes),
+    };
+    let mut tags = Vec::new();
+    if let Reference::Tag(t) = reference {
+        tags.push(t.clone());
+    }
+    for (k, v) in reply::query(&parts.uri) {
+        if k == "tag" {
+            tags.push(
+                Tag::parse(&v).map_err(|e| Error::oci(ErrorCode::TagInvalid, e.to_string()))?,
+            );
+        }
+    }
+
+    let mut missing = Vec::new();
+    for d in &parsed.blobs {
+        if !store.index.blob_linked(name, d)? {
+            missing.push(d);
+        }
+    }
+    for d in &parsed.manifests {
+        if store.index.manifest(name, d)?.is_none() {
+            missing.push(d);
+        }
+    }
+    if !missing.is_empty() {
+        return Err(Error::many(
+            missing
+                .into_iter()
+                .map(|d| OciError {
+                    code: ErrorCode::ManifestBlobUnknown,
+                    message: format!("manifest references {d}, which is not in {name}"),
+                    detail: json!({ "digest": d.to_string() }),
+                })
+                .collect(),
+        ));
+    }
+
+    store.blobs.put_bytes(&digest, &bytes).await?;
+    let referrer = parsed.subject.as_ref().map(|_| Descriptor {
+        media_type: parsed.media_type.clone(),
+        digest: digest.clone(),
+        size: bytes.len() as u64,
+        artifact_type: parsed.artifact_type.clone(),
+        annotations: parsed.annotations.clone(),
+        urls: None,
+    });
+    let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
+    store.index.put_manifest(ManifestPut {
+        repo: name,
+        digest: &digest,
+        meta: ManifestMeta {
+            media_type: parsed.media_type,
+            size: bytes.len() as u64,
+            subject: subject.clone(),
+        },
+        tags: &tags,
+        referrer,
+    })?;
+    store.index.flush().await?;
+
+    let mut r = reply::empty(StatusCode::CREATED);
+    reply::set(
+        &mut r,
+        header::LOCATION,
+        &format!("/v2/{name}/manifests/{digest}"),
+    );
+    reply::set(&mut r, "docker-content-digest", &digest.to_string());
+    if let Some(s) = subject {
+        reply::set(&mut r, "oci-subject", &s.to_string());
+    }
+    Ok(r)
+}
+
+/// DELETE `/v2/<name>/manifests/<reference>`: a tag removes only the tag;
+/// a digest removes the manifest and every tag pointing at it.
+pub async fn delete(
+    store: &Store,
+    name: &RepoName,
+    reference: &Reference,
+) -> Result<Response<Body>> {
+    let existed = match reference {
+        Reference::Tag(t) => store.index.delete_tag(name, t)?,
+        Reference::Digest(d) => store.index.delete_manifest(name, d)?,
+    };
+    if !existed {
+        return Err(manifest_unknown(reference));
+    }
+    store.index.flush().await?;
+    Ok(reply::empty(StatusCode::ACCEPTED))
+}

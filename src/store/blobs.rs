@@ -1,0 +1,248 @@
+//! Blob files named by digest: `DATA/blobs/<alg>/<xx>/<hex>`. Every write
+//! goes to a temp file that is hashed while it streams, fsynced, checked
+//! against the expected digest and only then renamed into place (with the
+//! directory fsynced), so a file under `blobs/` is always complete and
+//! correct. Temp files left by a crash are removed at start-up.
+
+use crate::error::{BoxError, Error, ErrorCode, Result};
+use crate::oci::digest::{Algorithm, Digest, Hasher};
+use bytes::Bytes;
+use http_body::Body as HttpBody;
+use http_body_util::BodyExt;
+use std::io;
+use std::path::{Path, PathBuf};
+use tokio::io::AsyncWriteExt;
+
+/// The blob file tree under one data directory.
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    root: PathBuf,
+}
+
+impl BlobStore {
+    /// Opens (creating if needed) the blob tree under `data`.
+    pub fn open(data: &Path) -> io::Result<BlobStore> {
+        for dir in ["blobs", "tmp", "uploads"] {
+            std::fs::create_dir_all(data.join(dir))?;
+        }
+        Ok(BlobStore {
+            root: data.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self, d: &Digest) -> PathBuf {
+        let hex = d.hex();
+        self.root
+            .join("blobs")
+            .join(d.algorithm().as_str())
+            .join(&hex[..2])
+            .join(hex)
+    }
+
+    pub fn uploads_dir(&self) -> PathBuf {
+        self.root.join("uploads")
+    }
+
+    /// The size of a stored blob, or `None` when it is not on disk.
+    pub async fn size(&self, d: &Digest) -> io::Result<Option<u64>> {
+        match tokio::fs::metadata(self.path(d)).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens a stored blob for reading, with its size.
+    pub async fn open_read(&self, d: &Digest) -> io::Result<Option<(tokio::fs::File, u64)>> {
+        match tokio::fs::File::open(self.path(d)).await {
+            Ok(f) => {
+                let len = f.metadata().await?.len();
+                Ok(Some((f, len)))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A new temp file under `tmp/`, removed on drop unless committed.
+    pub async fn temp(&self, algorithm: Algorithm) -> Result<TempBlob> {
+        let path = self
+            .root
+            .join("tmp")
+            .join(uuid::Uuid::new_v4().simple().to_string());
+        let file = tokio::fs::File::create(&path)
+            .await
+            .map_err(|e| Error::storage("creating a temp blob", e))?;
+        Ok(TempBlob {
+            path: Some(path),
+            file,
+            hasher: Hasher::new(algorithm),
+        })
+    }
+
+    /// Stores a small, already verified byte string (a manifest) under `d`.
+    pub async fn put_bytes(&self, d: &Digest, bytes: &[u8]) -> Result<()> {
+        let mut t = self.temp(d.algorithm()).await?;
+        t.write(bytes).await?;
+        t.commit(self, Some(d)).await.map(|_| ())
+    }
+
+    /// Moves a finished, fsynced file at `from` into place as blob `d`.
+    /// The bytes must already have been verified to hash to `d`.
+    pub async fn install(&self, from: PathBuf, d: &Digest) -> Result<()> {
+        let to = self.path(d);
+        tokio::task::spawn_blocking(move || -> io::Result<()> {
+            std::fs::File::open(&from)?.sync_all()?;
+            let dir = to
+                .parent()
+                .ok_or_else(|| io::Error::other("blob path has no parent"))?;
+            std::fs::create_dir_all(dir)?;
+            std::fs::rename(&from, &to)?;
+            std::fs::File::open(dir)?.sync_all()
+        })
+        .await
+        .map_err(|e| Error::storage("joining the commit task", e))?
+        .map_err(|e| Error::storage("committing a blob", e))
+    }
+
+    /// Removes temp files a crash left behind; returns how many.
+    pub fn clean_tmp(&self) -> io::Result<usize> {
+        let mut n = 0;
+        for entry in std::fs::read_dir(self.root.join("tmp"))? {
+            std::fs::remove_file(entry?.path())?;
+            n += 1;
+        }
+        Ok(n)
+    }
+}
+
+/// A blob being written: hashed as it goes, deleted on drop unless committed.
+pub struct TempBlob {
+    path: Option<PathBuf>,
+    file: tokio::fs::File,
+    hasher: Hasher,
+}
+
+impl TempBlob {
+    pub async fn write(&mut self, bytes: &[u8]) -> Result<()> {
+        self.file
+            .write_all(bytes)
+            .await
+            .map_err(|e| Error::storage("writing a temp blob", e))?;
+        self.hasher.update(bytes);
+        Ok(())
+    }
+
+    /// Copies a whole request body into the file, hashing as it goes.
+    pub async fn write_body<B>(&mut self, body: B) -> Result<()>
+    where
+        B: HttpBody<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
+        let mut body = body;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| Error::ClientBody(e.into()))?;
+            if let Ok(data) = frame.into_data() {
+                self.write(&data).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks the digest, then fsyncs and renames the file into place.
+    /// Returns the digest of what was written.
+    pub async fn commit(mut self, store: &BlobStore, expected: Option<&Digest>) -> Result<Digest> {
+        self.file
+            .flush()
+            .await
+            .map_err(|e| Error::storage("flushing a temp blob", e))?;
+        let hasher = std::mem::replace(&mut self.hasher, Hasher::new(Algorithm::Sha256));
+        let got = hasher.finish();
+        if let Some(want) = expected {
+            if *want != got {
+                return Err(Error::oci(
+                    ErrorCode::DigestInvalid,
+                    format!("content hashes to {got}, not {want}"),
+                ));
+            }
+        }
+        let Some(path) = self.path.take() else {
+            return Err(Error::storage(
+                "committing",
+                io::Error::other("temp blob already taken"),
+            ));
+        };
+        if let Err(e) = store.install(path.clone(), &got).await {
+            let _ = std::fs::remove_file(&path);
+            return Err(e);
+        }
+        Ok(got)
+    }
+}
+
+impl Drop for TempBlob {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take() {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+/// Hashes a file on disk with `algorithm`, off the async threads.
+pub async fn hash_file(path: PathBuf, algorithm: Algorithm) -> io::Result<Digest> {
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut f = std::fs::File::open(path)?;
+        let mut h = Hasher::new(algorithm);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                return Ok(h.finish());
+            }
+            h.update(&buf[..n]);
+        }
+    })
+    .await
+    .map_err(io::Error::other)?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn commit_verifies_then_renames() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let want = Digest::of(Algorithm::Sha256, b"hello");
+
+        let mut t = store.temp(Algorithm::Sha256).await.unwrap();
+        t.write(b"hellx").await.unwrap();
+        let err = t.commit(&store, Some(&want)).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::DigestInvalid);
+        assert_eq!(store.size(&want).await.unwrap(), None);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("tmp")).unwrap().count(),
+            0
+        );
+
+        store.put_bytes(&want, b"hello").await.unwrap();
+        assert_eq!(store.size(&want).await.unwrap(), Some(5));
+        assert_eq!(
+            hash_file(store.path(&want), Algorithm::Sha256)
+                .await
+                .unwrap(),
+            want
+        );
+    }
+
+    #[tokio::test]
+    async fn clean_tmp_removes_leftovers() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::open(dir.path()).unwrap();
+        let t = store.temp(Algorithm::Sha256).await.unwrap();
+        std::mem::forget(t);
+        assert_eq!(store.clean_tmp().unwrap(), 1);
+    }
+}

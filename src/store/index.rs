@@ -1,0 +1,344 @@
+//! The sled index: what blob files cannot say about themselves. One sled
+//! tree with prefixed keys, so a change that touches several records (a
+//! manifest, its tag, its referrer entry) is one atomic batch:
+//!
+//! | key | value |
+//! |---|---|
+//! | `p/<repo>` | repository exists (for the catalog) |
+//! | `l/<repo>\0<digest>` | blob (or manifest) is linked into the repository |
+//! | `m/<repo>\0<digest>` | [`ManifestMeta`] |
+//! | `t/<repo>\0<tag>` | digest the tag points to |
+//! | `r/<repo>\0<subject>\0<digest>` | referrer [`Descriptor`] |
+//! | `u/<session>` | [`UploadMeta`] |
+//!
+//! sled keeps keys sorted by bytes, so tags and repositories list in
+//! lexical order for free. Keep sled behind this module.
+
+use crate::error::{Error, Result};
+use crate::oci::manifest::Descriptor;
+use crate::oci::{Digest, RepoName, Tag};
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+/// What the index records about a stored manifest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ManifestMeta {
+    pub media_type: String,
+    pub size: u64,
+    #[serde(default)]
+    pub subject: Option<Digest>,
+}
+
+/// A persisted upload session.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct UploadMeta {
+    pub repo: String,
+    pub started_unix: u64,
+}
+
+/// A new manifest and everything that changes with it.
+pub struct ManifestPut<'a> {
+    pub repo: &'a RepoName,
+    pub digest: &'a Digest,
+    pub meta: ManifestMeta,
+    pub tags: &'a [Tag],
+    /// The descriptor to list under the manifest's subject, if it has one.
+    pub referrer: Option<Descriptor>,
+}
+
+#[derive(Clone)]
+pub struct Index {
+    db: sled::Db,
+}
+
+fn key(prefix: &str, parts: &[&str]) -> Vec<u8> {
+    let mut k = prefix.as_bytes().to_vec();
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(0);
+        }
+        k.extend_from_slice(p.as_bytes());
+    }
+    k
+}
+
+/// The key prefix under which all `prefix` records of `repo` live.
+fn repo_prefix(prefix: &str, repo: &RepoName) -> Vec<u8> {
+    let mut k = key(prefix, &[repo.as_str()]);
+    k.push(0);
+    k
+}
+
+fn db_err(context: &str) -> impl FnOnce(sled::Error) -> Error + '_ {
+    move |e| Error::storage(context.to_string(), e)
+}
+
+fn decode<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::storage("decoding an index record", e))
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serialising these plain structs cannot fail.
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+impl Index {
+    pub fn open(path: &Path) -> Result<Index> {
+        let db = sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(db_err("opening the index"))?;
+        Ok(Index { db })
+    }
+
+    /// Makes every change so far durable; a push is acknowledged after this.
+    pub async fn flush(&self) -> Result<()> {
+        self.db
+            .flush_async()
+            .await
+            .map(|_| ())
+            .map_err(db_err("flushing the index"))
+    }
+
+    pub fn repo_exists(&self, repo: &RepoName) -> Result<bool> {
+        self.db
+            .contains_key(key("p/", &[repo.as_str()]))
+            .map_err(db_err("reading a repository"))
+    }
+
+    /// Repository names in lexical order, after `last`, at most `n`.
+    pub fn repos(&self, last: Option<&str>, n: usize) -> Result<Vec<String>> {
+        self.list_after(b"p/".to_vec(), last, n)
+    }
+
+    pub fn link_blob(&self, repo: &RepoName, d: &Digest) -> Result<()> {
+        let mut b = sled::Batch::default();
+        b.insert(key("p/", &[repo.as_str()]), &[]);
+        b.insert(key("l/", &[repo.as_str(), &d.to_string()]), &[]);
+        self.db.apply_batch(b).map_err(db_err("linking a blob"))
+    }
+
+    pub fn blob_linked(&self, repo: &RepoName, d: &Digest) -> Result<bool> {
+        self.db
+            .contains_key(key("l/", &[repo.as_str(), &d.to_string()]))
+            .map_err(db_err("reading a blob link"))
+    }
+
+    /// Unlinks a blob from a repository; false when it was not linked.
+    pub fn unlink_blob(&self, repo: &RepoName, d: &Digest) -> Result<bool> {
+        self.db
+            .remove(key("l/", &[repo.as_str(), &d.to_string()]))
+            .map(|old| old.is_some())
+            .map_err(db_err("unlinking a blob"))
+    }
+
+    /// Records a manifest, its tags, its link and its referrer entry at once.
+    pub fn put_manifest(&self, put: ManifestPut<'_>) -> Result<()> {
+        let repo = put.repo.as_str();
+        let digest = put.digest.to_string();
+        let mut b = sled::Batch::default();
+        b.insert(key("p/", &[repo]), &[]);
+        b.insert(key("l/", &[repo, &digest]), &[]);
+        if let (Some(subject), Some(desc)) = (&put.meta.subject, &put.referrer) {
+            b.insert(
+                key("r/", &[repo, &subject.to_string(), &digest]),
+                encode(desc),
+            );
+        }
+        b.insert(key("m/", &[repo, &digest]), encode(&put.meta));
+        for tag in put.tags {
+            b.insert(key("t/", &[repo, tag.as_str()]), digest.as_bytes());
+        }
+        self.db
+            .apply_batch(b)
+            .map_err(db_err("recording a manifest"))
+    }
+
+    pub fn manifest(&self, repo: &RepoName, d: &Digest) -> Result<Option<ManifestMeta>> {
+        self.db
+            .get(key("m/", &[repo.as_str(), &d.to_string()]))
+            .map_err(db_err("reading a manifest"))?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    pub fn tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
+        let Some(v) = self
+            .db
+            .get(key("t/", &[repo.as_str(), tag.as_str()]))
+            .map_err(db_err("reading a tag"))?
+        else {
+            return Ok(None);
+        };
+        let s = std::str::from_utf8(&v).map_err(|e| Error::storage("decoding a tag", e))?;
+        s.parse()
+            .map(Some)
+            .map_err(|e| Error::storage("decoding a tag", e))
+    }
+
+    /// Tags of `repo` in lexical order, after `last`, at most `n`.
+    pub fn tags(&self, repo: &RepoName, last: Option<&str>, n: usize) -> Result<Vec<String>> {
+        self.list_after(repo_prefix("t/", repo), last, n)
+    }
+
+    /// Removes a tag; false when it did not exist.
+    pub fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
+        self.db
+            .remove(key("t/", &[repo.as_str(), tag.as_str()]))
+            .map(|old| old.is_some())
+            .map_err(db_err("deleting a tag"))
+    }
+
+    /// Removes a manifest, every tag pointing at it, its link and its
+    /// referrer entry, at once. False when it did not exist.
+    pub fn delete_manifest(&self, repo: &RepoName, d: &Digest) -> Result<bool> {
+        let Some(meta) = self.manifest(repo, d)? else {
+            return Ok(false);
+        };
+        let digest = d.to_string();
+        let mut b = sled::Batch::default();
+        for kv in self.db.scan_prefix(repo_prefix("t/", repo)) {
+            let (k, v) = kv.map_err(db_err("scanning tags"))?;
+            if v.as_ref() == digest.as_bytes() {
+                b.remove(k);
+            }
+        }
+        if let Some(subject) = &meta.subject {
+            b.remove(key("r/", &[repo.as_str(), &subject.to_string(), &digest]));
+        }
+        b.remove(key("m/", &[repo.as_str(), &digest]));
+        b.remove(key("l/", &[repo.as_str(), &digest]));
+        self.db
+            .apply_batch(b)
+            .map_err(db_err("deleting a manifest"))?;
+        Ok(true)
+    }
+
+    /// Descriptors of the manifests in `repo` whose subject is `subject`.
+    pub fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<Descriptor>> {
+        let mut prefix = key("r/", &[repo.as_str(), &subject.to_string()]);
+        prefix.push(0);
+        self.db
+            .scan_prefix(prefix)
+            .map(|kv| decode(&kv.map_err(db_err("scanning referrers"))?.1))
+            .collect()
+    }
+
+    pub fn put_upload(&self, id: &str, meta: &UploadMeta) -> Result<()> {
+        self.db
+            .insert(key("u/", &[id]), encode(meta))
+            .map(|_| ())
+            .map_err(db_err("recording an upload"))
+    }
+
+    pub fn upload(&self, id: &str) -> Result<Option<UploadMeta>> {
+        self.db
+            .get(key("u/", &[id]))
+            .map_err(db_err("reading an upload"))?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    pub fn remove_upload(&self, id: &str) -> Result<()> {
+        self.db
+            .remove(key("u/", &[id]))
+            .map(|_| ())
+            .map_err(db_err("removing an upload"))
+    }
+
+    /// Every recorded upload session id.
+    pub fn upload_ids(&self) -> Result<Vec<String>> {
+        self.db
+            .scan_prefix(b"u/")
+            .map(|kv| {
+                let (k, _) = kv.map_err(db_err("scanning uploads"))?;
+                Ok(String::from_utf8_lossy(&k[2..]).into_owned())
+            })
+            .collect()
+    }
+
+    /// Keys under `prefix` (with the prefix cut off), after `last`, at most `n`.
+    fn list_after(&self, prefix: Vec<u8>, last: Option<&str>, n: usize) -> Result<Vec<String>> {
+        let start = match last {
+            Some(l) => {
+                let mut s = prefix.clone();
+                s.extend_from_slice(l.as_bytes());
+                s.push(0); // the smallest key strictly after `last`
+                s
+            }
+            None => prefix.clone(),
+        };
+        let mut out = Vec::new();
+        for kv in self.db.range(start..) {
+            if out.len() >= n {
+                break;
+            }
+            let (k, _) = kv.map_err(db_err("listing"))?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            out.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::digest::Algorithm;
+
+    fn index() -> (tempfile::TempDir, Index) {
+        let dir = tempfile::tempdir().unwrap();
+        let idx = Index::open(&dir.path().join("index")).unwrap();
+        (dir, idx)
+    }
+
+    fn meta() -> ManifestMeta {
+        ManifestMeta {
+            media_type: "m".into(),
+            size: 1,
+            subject: None,
+        }
+    }
+
+    #[test]
+    fn tags_page_in_lexical_order_per_repo() {
+        let (_d, idx) = index();
+        let a = RepoName::parse("a").unwrap();
+        let ab = RepoName::parse("a/b").unwrap();
+        let dg = Digest::of(Algorithm::Sha256, b"m");
+        let tags: Vec<Tag> = ["b", "a", "c", "a1"]
+            .iter()
+            .map(|t| Tag::parse(t).unwrap())
+            .collect();
+        idx.put_manifest(ManifestPut {
+            repo: &a,
+            digest: &dg,
+            meta: meta(),
+            tags: &tags,
+            referrer: None,
+        })
+        .unwrap();
+        let other = [Tag::parse("zz").unwrap()];
+        idx.put_manifest(ManifestPut {
+            repo: &ab,
+            digest: &dg,
+            meta: meta(),
+            tags: &other,
+            referrer: None,
+        })
+        .unwrap();
+        assert_eq!(idx.tags(&a, None, 100).unwrap(), ["a", "a1", "b", "c"]);
+        assert_eq!(idx.tags(&a, None, 2).unwrap(), ["a", "a1"]);
+        assert_eq!(idx.tags(&a, Some("a1"), 100).unwrap(), ["b", "c"]);
+        assert_eq!(idx.tags(&a, Some("c"), 100).unwrap(), Vec::<String>::new());
+        assert_eq!(idx.repos(None, 10).unwrap(), ["a", "a/b"]);
+        assert_eq!(idx.repos(Some("a"), 10).unwrap(), ["a/b"]);
+
+        assert!(idx.delete_manifest(&a, &dg).unwrap());
+        assert!(idx.tags(&a, None, 100).unwrap().is_empty());
+        assert_eq!(idx.tags(&ab, None, 100).unwrap(), ["zz"]);
+        assert!(!idx.blob_linked(&a, &dg).unwrap());
+    }
+}

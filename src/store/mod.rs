@@ -1,0 +1,49 @@
+//! Everything on disk: content-addressed blob files (`blobs`), the sled
+//! index of what files cannot say (`index`), and upload sessions in
+//! progress (`uploads`). Nothing outside this module touches a path.
+
+pub mod blobs;
+pub mod index;
+pub mod uploads;
+
+pub use blobs::BlobStore;
+pub use index::Index;
+pub use uploads::Uploads;
+
+use crate::error::{Error, Result};
+use std::path::Path;
+use std::time::Duration;
+
+/// The whole store of one data directory.
+pub struct Store {
+    pub blobs: BlobStore,
+    pub index: Index,
+    pub uploads: Uploads,
+}
+
+impl Store {
+    /// Opens the store under `data`, removing temp files a crash left and
+    /// upload sessions that expired while the server was down.
+    pub async fn open(data: &Path, upload_timeout: Duration) -> Result<Store> {
+        let blobs =
+            BlobStore::open(data).map_err(|e| Error::storage("opening the data directory", e))?;
+        let cleaned = blobs
+            .clean_tmp()
+            .map_err(|e| Error::storage("cleaning temp files", e))?;
+        let index = Index::open(&data.join("index"))?;
+        let uploads = Uploads::new(blobs.clone(), index.clone(), upload_timeout);
+        let expired = uploads.expire_idle().await?;
+        if cleaned + expired > 0 {
+            tracing::info!(
+                temp_files = cleaned,
+                uploads = expired,
+                "cleaned up after the last run"
+            );
+        }
+        Ok(Store {
+            blobs,
+            index,
+            uploads,
+        })
+    }
+}

@@ -1,0 +1,274 @@
+//! Blob upload sessions: a file per session under `DATA/uploads/<id>`, its
+//! repository recorded in the index so sessions survive a restart. The
+//! session's offset is the file's length, so a client that lost a chunk to a
+//! crash asks for the status and resumes. A running sha256 covers the bytes
+//! appended while this process held the session; after a restart (or for a
+//! sha512 digest) the file is re-hashed once at the closing PUT. Idle
+//! sessions expire after the configured timeout.
+
+use super::blobs::{hash_file, BlobStore};
+use super::index::{Index, UploadMeta};
+use crate::error::{BoxError, Error, ErrorCode, Result};
+use crate::oci::digest::{Algorithm, Digest, Hasher};
+use crate::oci::RepoName;
+use bytes::Bytes;
+use http_body::Body as HttpBody;
+use http_body_util::BodyExt;
+use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::io::AsyncWriteExt;
+
+/// In-memory state of a session this process has touched.
+struct Session {
+    repo: RepoName,
+    /// A sha256 over exactly the first `hashed` bytes of the file, if valid.
+    hasher: Option<(Hasher, u64)>,
+}
+
+type SessionLock = Arc<tokio::sync::Mutex<Session>>;
+
+/// All upload sessions.
+pub struct Uploads {
+    blobs: BlobStore,
+    index: Index,
+    live: Mutex<HashMap<String, SessionLock>>,
+    timeout: Duration,
+}
+
+/// A locked session: appends and the final commit go through it.
+pub struct SessionGuard<'a> {
+    uploads: &'a Uploads,
+    id: String,
+    session: tokio::sync::OwnedMutexGuard<Session>,
+}
+
+impl Uploads {
+    pub fn new(blobs: BlobStore, index: Index, timeout: Duration) -> Uploads {
+        Uploads {
+            blobs,
+            index,
+            live: Mutex::new(HashMap::new()),
+            timeout,
+        }
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.blobs.uploads_dir().join(id)
+    }
+
+    /// Starts a session for `repo` and returns its id.
+    pub async fn start(&self, repo: &RepoName) -> Result<String> {
+        let id = uuid::Uuid::new_v4().to_string();
+        tokio::fs::File::create(self.path(&id))
+            .await
+            .map_err(|e| Error::storage("creating an upload file", e))?;
+        let started_unix = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.index.put_upload(
+            &id,
+            &UploadMeta {
+                repo: repo.as_str().to_string(),
+                started_unix,
+            },
+        )?;
+        self.live_insert(&id, repo.clone(), Some((Hasher::new(Algorithm::Sha256), 0)));
+        Ok(id)
+    }
+
+    fn live_insert(&self, id: &str, repo: RepoName, hasher: Option<(Hasher, u64)>) -> SessionLock {
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.entry(id.to_string())
+            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(Session { repo, hasher })))
+            .clone()
+    }
+
+    fn unknown() -> Error {
+        Error::oci(
+            ErrorCode::BlobUploadUnknown,
+            "upload session unknown or expired",
+        )
+    }
+
+    /// Locks session `id` of `repo`; unknown, expired or another
+    /// repository's session is BLOB_UPLOAD_UNKNOWN.
+    pub async fn lock(&self, repo: &RepoName, id: &str) -> Result<SessionGuard<'_>> {
+        let existing = {
+            let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.get(id).cloned()
+        };
+        let lock = match existing {
+            Some(l) => l,
+            None => {
+                let meta = self.index.upload(id)?.ok_or_else(Self::unknown)?;
+                let stored = RepoName::parse(&meta.repo).map_err(|_| Self::unknown())?;
+                self.live_insert(id, stored, None)
+            }
+        };
+        let session = lock.lock_owned().await;
+        if session.repo != *repo {
+            return Err(Self::unknown());
+        }
+        // A session removed while we waited for its lock is gone.
+        if self.index.upload(id)?.is_none() {
+            return Err(Self::unknown());
+        }
+        Ok(SessionGuard {
+            uploads: self,
+            id: id.to_string(),
+            session,
+        })
+    }
+
+    /// Removes sessions idle longer than the timeout; returns how many.
+    pub async fn expire_idle(&self) -> Result<usize> {
+        let mut n = 0;
+        for id in self.index.upload_ids()? {
+            let idle = match tokio::fs::metadata(self.path(&id)).await {
+                Ok(m) => m
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age > self.timeout),
+                Err(_) => true, // file lost: the session cannot continue
+            };
+            if idle {
+                self.forget(&id).await?;
+                n += 1;
+            }
+        }
+        // Files with no session record (a crash between create and record).
+        let mut dir = tokio::fs::read_dir(self.blobs.uploads_dir())
+            .await
+            .map_err(|e| Error::storage("listing uploads", e))?;
+        while let Some(entry) = dir
+            .next_entry()
+            .await
+            .map_err(|e| Error::storage("listing uploads", e))?
+        {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if self.index.upload(&name)?.is_none() && !self.is_live(&name) {
+                let _ = tokio::fs::remove_file(entry.path()).await;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    fn is_live(&self, id: &str) -> bool {
+        let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        live.contains_key(id)
+    }
+
+    async fn forget(&self, id: &str) -> Result<()> {
+        self.index.remove_upload(id)?;
+        {
+            let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.remove(id);
+        }
+        match tokio::fs::remove_file(self.path(id)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::storage("removing an upload file", e)),
+        }
+    }
+}
+
+impl SessionGuard<'_> {
+    pub fn id(&self) -> &str {
+        &self.id
+    }
+
+    /// Bytes received so far.
+    pub async fn len(&self) -> Result<u64> {
+        tokio::fs::metadata(self.uploads.path(&self.id))
+            .await
+            .map(|m| m.len())
+            .map_err(|_| Uploads::unknown())
+    }
+
+    /// Appends a request body. Bytes that arrived before the client broke
+    /// off stay appended: the client can ask for the offset and resume.
+    pub async fn append<B>(&mut self, body: B) -> Result<u64>
+    where
+        B: HttpBody<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
+        let mut len = self.len().await?;
+        let mut file = tokio::fs::OpenOptions::new()
+            .append(true)
+            .open(self.uploads.path(&self.id))
+            .await
+            .map_err(|e| Error::storage("opening an upload file", e))?;
+        if self.session.hasher.as_ref().is_some_and(|(_, h)| *h != len) {
+            self.session.hasher = None;
+        }
+        let mut body = body;
+        let result = async {
+            while let Some(frame) = body.frame().await {
+                let frame = frame.map_err(|e| Error::ClientBody(e.into()))?;
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
+                if let Err(e) = file.write_all(&data).await {
+                    self.session.hasher = None;
+                    return Err(Error::storage("appending to an upload", e));
+                }
+                len += data.len() as u64;
+                if let Some((h, hashed)) = &mut self.session.hasher {
+                    h.update(&data);
+                    *hashed = len;
+                }
+            }
+            Ok(())
+        }
+        .await;
+        file.flush()
+            .await
+            .map_err(|e| Error::storage("flushing an upload", e))?;
+        result.map(|()| len)
+    }
+
+    /// Verifies the whole upload against `expected` and moves it into the
+    /// blob store. On a mismatch the session is discarded.
+    pub async fn commit(mut self, expected: &Digest) -> Result<u64> {
+        let path = self.uploads.path(&self.id);
+        let len = self.len().await?;
+        let got = match self.session.hasher.take() {
+            Some((h, hashed)) if hashed == len && expected.algorithm() == Algorithm::Sha256 => {
+                h.finish()
+            }
+            _ => hash_file(path.clone(), expected.algorithm())
+                .await
+                .map_err(|e| Error::storage("hashing an upload", e))?,
+        };
+        if got != *expected {
+            self.cancel().await?;
+            return Err(Error::oci(
+                ErrorCode::DigestInvalid,
+                format!("uploaded content hashes to {got}, not {expected}"),
+            ));
+        }
+        if self
+            .uploads
+            .blobs
+            .size(expected)
+            .await
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            self.uploads.blobs.install(path, expected).await?;
+        }
+        self.uploads.forget(&self.id).await?;
+        Ok(len)
+    }
+
+    /// Discards the session and its bytes.
+    pub async fn cancel(self) -> Result<()> {
+        self.uploads.forget(&self.id).await
+    }
+}
