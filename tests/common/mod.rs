@@ -1,0 +1,324 @@
+//! The one test harness: starts the real `wharf` binary on a random
+//! loopback port with its own data directory, and offers an HTTP client
+//! and helpers that speak the distribution API the way clients do.
+#![allow(dead_code)]
+
+use sha2::{Digest as _, Sha256};
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+pub const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
+pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const OCI_ARTIFACT: &str = "application/vnd.oci.artifact.manifest.v1+json";
+pub const EMPTY_JSON_DIGEST: &str =
+    "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
+
+pub fn sha256(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+/// A running `wharf serve`.
+pub struct Wharf {
+    child: Option<Child>,
+    pub addr: String,
+    pub data: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+/// Extra settings for a server start.
+#[derive(Default, Clone)]
+pub struct Opts {
+    pub args: Vec<String>,
+}
+
+impl Wharf {
+    /// Starts Wharf on a fresh data directory.
+    pub fn start() -> Wharf {
+        Self::start_with(Opts::default())
+    }
+
+    pub fn start_with(opts: Opts) -> Wharf {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let data = tmp.path().join("data");
+        let mut w = Self::start_on(&data, opts);
+        w._tmp = Some(tmp);
+        w
+    }
+
+    /// Starts Wharf on an existing data directory (a restart).
+    pub fn start_on(data: &Path, opts: Opts) -> Wharf {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data")
+            .arg(data)
+            .args(&opts.args)
+            .env("WHARF_LOG", "info,wharf=debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn wharf");
+        let stderr = child.stderr.take().expect("stderr");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let log2 = log.clone();
+        std::thread::spawn(move || {
+            let mut tx = Some(tx);
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Some(i) = line.find("listening on http://") {
+                    let rest = &line[i + "listening on http://".len()..];
+                    let addr = rest.split([',', ' ']).next().unwrap_or("").to_string();
+                    if let Some(tx) = tx.take() {
+                        let _ = tx.send(addr);
+                    }
+                }
+                log2.lock().unwrap().push(line);
+            }
+        });
+        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(a) => a,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("wharf did not start: {:?}", log.lock().unwrap());
+            }
+        };
+        Wharf {
+            child: Some(child),
+            addr,
+            data: data.to_path_buf(),
+            _tmp: None,
+            log,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Peak resident memory so far (VmHWM), in bytes.
+    pub fn peak_rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+        kb * 1024
+    }
+
+    /// Graceful stop (SIGTERM); waits for the process and checks it exited 0.
+    pub fn stop(mut self) -> (PathBuf, Option<tempfile::TempDir>) {
+        let mut child = self.child.take().unwrap();
+        signal(child.id(), "TERM");
+        let status = wait_timeout(&mut child, Duration::from_secs(40));
+        assert!(status.success(), "wharf exited with {status}: {}", self.log());
+        (self.data.clone(), self._tmp.take())
+    }
+
+    /// SIGKILL: no chance to clean up.
+    pub fn kill(mut self) -> (PathBuf, Option<tempfile::TempDir>) {
+        let mut child = self.child.take().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        (self.data.clone(), self._tmp.take())
+    }
+}
+
+impl Drop for Wharf {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s;
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            panic!("process {} did not exit within {limit:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A client speaking the distribution API to one server.
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+}
+
+impl Api {
+    pub fn new(w: &Wharf) -> Api {
+        Api {
+            base: format!("http://{}", w.addr),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        if path.starts_with("http") {
+            path.to_string()
+        } else {
+            format!("{}{}", self.base, path)
+        }
+    }
+
+    pub fn req(&self, method: &str, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .request(method.parse().unwrap(), self.url(path))
+    }
+
+    /// Monolithic push: POST, then PUT with the whole body. Returns the digest.
+    pub async fn push_blob(&self, repo: &str, bytes: &[u8]) -> String {
+        let d = sha256(bytes);
+        let r = self
+            .req("POST", &format!("/v2/{repo}/blobs/uploads/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202, "POST upload");
+        let loc = location(&r);
+        let r = self
+            .req("PUT", &with_query(&loc, &format!("digest={d}")))
+            .header("content-type", "application/octet-stream")
+            .body(bytes.to_vec())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 201, "PUT upload: {}", r.text().await.unwrap());
+        d
+    }
+
+    pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> reqwest::Response {
+        self.req("PUT", &format!("/v2/{repo}/manifests/{reference}"))
+            .header("content-type", media_type)
+            .body(body.to_vec())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.req("GET", path).send().await.unwrap()
+    }
+
+    pub async fn status(&self, method: &str, path: &str) -> u16 {
+        self.req(method, path).send().await.unwrap().status().as_u16()
+    }
+}
+
+pub fn location(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("location")
+        .expect("Location header")
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+pub fn header(r: &reqwest::Response, name: &str) -> Option<String> {
+    r.headers().get(name).map(|v| v.to_str().unwrap().to_string())
+}
+
+/// Adds `q` to a URL that may already have a query.
+pub fn with_query(url: &str, q: &str) -> String {
+    if url.contains('?') {
+        format!("{url}&{q}")
+    } else {
+        format!("{url}?{q}")
+    }
+}
+
+/// The OCI error code of a response body.
+pub async fn error_code(r: reqwest::Response) -> String {
+    let v: serde_json::Value = r.json().await.expect("JSON error body");
+    v["errors"][0]["code"].as_str().unwrap_or("").to_string()
+}
+
+/// An image manifest of `media_type` with the given config and layers.
+pub fn image_manifest(media_type: Option<&str>, config: (&str, &str, usize), layers: &[(&str, &str, usize)]) -> Vec<u8> {
+    let desc = |(mt, d, s): (&str, &str, usize)| serde_json::json!({"mediaType": mt, "digest": d, "size": s});
+    let mut m = serde_json::json!({
+        "schemaVersion": 2,
+        "config": desc(config),
+        "layers": layers.iter().map(|l| desc(*l)).collect::<Vec<_>>(),
+    });
+    if let Some(mt) = media_type {
+        m["mediaType"] = mt.into();
+    }
+    serde_json::to_vec_pretty(&m).unwrap()
+}
+
+/// Pushes a small image (config + one layer) to `repo:tag`; returns the
+/// manifest digest.
+pub async fn push_image(api: &Api, repo: &str, tag: &str, seed: &str) -> String {
+    let config = format!("{{\"seed\":\"{seed}\"}}");
+    let layer = format!("layer bytes of {seed}").repeat(100);
+    let cd = api.push_blob(repo, config.as_bytes()).await;
+    let ld = api.push_blob(repo, layer.as_bytes()).await;
+    let m = image_manifest(
+        Some(OCI_MANIFEST),
+        ("application/vnd.oci.image.config.v1+json", &cd, config.len()),
+        &[("application/vnd.oci.image.layer.v1.tar+gzip", &ld, layer.len())],
+    );
+    let r = api.put_manifest(repo, tag, OCI_MANIFEST, &m).await;
+    assert_eq!(r.status(), 201);
+    sha256(&m)
+}
+
+/// Requires a command-line client; real-client tests never skip silently.
+pub fn require(tool: &str) -> PathBuf {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .unwrap();
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(
+        !path.is_empty(),
+        "{tool} is not installed: run .ci/run (or install it) before the tests"
+    );
+    PathBuf::from(path)
+}
+
+/// Runs a command, panicking with its output when it fails.
+pub fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
