@@ -11,10 +11,19 @@ async fn base_endpoint_and_version_header() {
     let api = Api::new(&w);
     let r = api.get("/v2/").await;
     assert_eq!(r.status(), 200);
-    assert_eq!(header(&r, "docker-distribution-api-version").as_deref(), Some("registry/2.0"));
+    assert_eq!(
+        header(&r, "docker-distribution-api-version").as_deref(),
+        Some("registry/2.0")
+    );
     let r = api.get("/v2/nope/blobs/sha256:abc").await;
-    assert_eq!(header(&r, "docker-distribution-api-version").as_deref(), Some("registry/2.0"));
-    assert_eq!(header(&r, "content-type").as_deref(), Some("application/json"));
+    assert_eq!(
+        header(&r, "docker-distribution-api-version").as_deref(),
+        Some("registry/2.0")
+    );
+    assert_eq!(
+        header(&r, "content-type").as_deref(),
+        Some("application/json")
+    );
 }
 
 #[tokio::test]
@@ -27,38 +36,82 @@ async fn monolithic_push_then_get_head_and_ranges() {
 
     let r = api.get(&path).await;
     assert_eq!(r.status(), 200);
-    assert_eq!(header(&r, "docker-content-digest").as_deref(), Some(d.as_str()));
-    assert_eq!(header(&r, "content-type").as_deref(), Some("application/octet-stream"));
+    assert_eq!(
+        header(&r, "docker-content-digest").as_deref(),
+        Some(d.as_str())
+    );
+    assert_eq!(
+        header(&r, "content-type").as_deref(),
+        Some("application/octet-stream")
+    );
     assert!(header(&r, "content-encoding").is_none());
     assert_eq!(r.bytes().await.unwrap(), bytes);
 
     let r = api.req("HEAD", &path).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(header(&r, "content-length").as_deref(), Some("100000"));
-    assert_eq!(header(&r, "docker-content-digest").as_deref(), Some(d.as_str()));
+    assert_eq!(
+        header(&r, "docker-content-digest").as_deref(),
+        Some(d.as_str())
+    );
 
-    let r = api.req("GET", &path).header("range", "bytes=99990-").send().await.unwrap();
+    let r = api
+        .req("GET", &path)
+        .header("range", "bytes=99990-")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 206);
-    assert_eq!(header(&r, "content-range").as_deref(), Some("bytes 99990-99999/100000"));
+    assert_eq!(
+        header(&r, "content-range").as_deref(),
+        Some("bytes 99990-99999/100000")
+    );
     assert_eq!(r.bytes().await.unwrap(), bytes[99990..]);
 
-    let r = api.req("GET", &path).header("range", "bytes=10-19").send().await.unwrap();
+    let r = api
+        .req("GET", &path)
+        .header("range", "bytes=10-19")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 206);
     assert_eq!(r.bytes().await.unwrap(), bytes[10..20]);
 
-    let r = api.req("GET", &path).header("range", "bytes=0-1,5-6").send().await.unwrap();
+    let r = api
+        .req("GET", &path)
+        .header("range", "bytes=0-1,5-6")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200, "multi-range gets the whole body");
     assert_eq!(r.bytes().await.unwrap().len(), 100_000);
 
-    let r = api.req("GET", &path).header("range", "bytes=100000-").send().await.unwrap();
+    let r = api
+        .req("GET", &path)
+        .header("range", "bytes=100000-")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 416);
-    assert_eq!(header(&r, "content-range").as_deref(), Some("bytes */100000"));
+    assert_eq!(
+        header(&r, "content-range").as_deref(),
+        Some("bytes */100000")
+    );
 
-    let r = api.req("GET", &path).header("if-none-match", format!("\"{d}\"")).send().await.unwrap();
+    let r = api
+        .req("GET", &path)
+        .header("if-none-match", format!("\"{d}\""))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 304);
 
     // Another repository cannot see the blob until it is mounted.
-    assert_eq!(api.status("HEAD", &format!("/v2/golden/other/blobs/{d}")).await, 404);
+    assert_eq!(
+        api.status("HEAD", &format!("/v2/golden/other/blobs/{d}"))
+            .await,
+        404
+    );
     let r = api.get(&format!("/v2/golden/other/blobs/{d}")).await;
     assert_eq!(error_code(r).await, "BLOB_UNKNOWN");
 }
@@ -77,11 +130,24 @@ async fn single_post_with_digest() {
         .unwrap();
     assert_eq!(r.status(), 201);
     assert_eq!(location(&r), format!("/v2/golden/a/blobs/{d}"));
-    assert_eq!(header(&r, "docker-content-digest").as_deref(), Some(d.as_str()));
-    assert_eq!(api.get(&format!("/v2/golden/a/blobs/{d}")).await.bytes().await.unwrap(), "one shot");
+    assert_eq!(
+        header(&r, "docker-content-digest").as_deref(),
+        Some(d.as_str())
+    );
+    assert_eq!(
+        api.get(&format!("/v2/golden/a/blobs/{d}"))
+            .await
+            .bytes()
+            .await
+            .unwrap(),
+        "one shot"
+    );
 
     let r = api
-        .req("POST", &format!("/v2/golden/a/blobs/uploads/?digest={}", sha256(b"other")))
+        .req(
+            "POST",
+            &format!("/v2/golden/a/blobs/uploads/?digest={}", sha256(b"other")),
+        )
         .body("one shot")
         .send()
         .await
@@ -129,7 +195,11 @@ async fn chunked_upload_with_out_of_order_chunk_and_stale_location() {
     assert_eq!(r.status(), 204);
     assert_eq!(header(&r, "range").as_deref(), Some("0-999"));
     let r = patch(first.clone(), 0, 1000).await.unwrap();
-    assert_eq!(r.status(), 416, "re-sending the first chunk is out of order");
+    assert_eq!(
+        r.status(),
+        416,
+        "re-sending the first chunk is out of order"
+    );
 
     let r = patch(second, 1000, 2000).await.unwrap();
     assert_eq!(r.status(), 202);
@@ -146,7 +216,14 @@ async fn chunked_upload_with_out_of_order_chunk_and_stale_location() {
         .await
         .unwrap();
     assert_eq!(r.status(), 201, "{:?}", r.text().await);
-    assert_eq!(api.get(&format!("/v2/golden/c/blobs/{d}")).await.bytes().await.unwrap(), data);
+    assert_eq!(
+        api.get(&format!("/v2/golden/c/blobs/{d}"))
+            .await
+            .bytes()
+            .await
+            .unwrap(),
+        data
+    );
     // The session is gone.
     let r = api.get(&first).await;
     assert_eq!(r.status(), 404);
@@ -157,20 +234,34 @@ async fn chunked_upload_with_out_of_order_chunk_and_stale_location() {
 async fn streamed_patch_without_content_range_then_empty_put() {
     let w = Wharf::start();
     let api = Api::new(&w);
-    let r = api.req("POST", "/v2/golden/s/blobs/uploads/").send().await.unwrap();
+    let r = api
+        .req("POST", "/v2/golden/s/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
     let loc = location(&r);
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = (0..50).map(|i| Ok(vec![i as u8; 10_000])).collect();
-    let all: Vec<u8> = chunks.iter().flat_map(|c| c.as_ref().unwrap().clone()).collect();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
+        (0..50).map(|i| Ok(vec![i as u8; 10_000])).collect();
+    let all: Vec<u8> = chunks
+        .iter()
+        .flat_map(|c| c.as_ref().unwrap().clone())
+        .collect();
     let r = api
         .req("PATCH", &loc)
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
     assert_eq!(header(&r, "range").as_deref(), Some("0-499999"));
     let d = sha256(&all);
-    let r = api.req("PUT", &with_query(&location(&r), &format!("digest={d}"))).send().await.unwrap();
+    let r = api
+        .req("PUT", &with_query(&location(&r), &format!("digest={d}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     assert_eq!(location(&r), format!("/v2/golden/s/blobs/{d}"));
 }
@@ -179,21 +270,50 @@ async fn streamed_patch_without_content_range_then_empty_put() {
 async fn digest_mismatch_discards_the_upload_and_stores_nothing() {
     let w = Wharf::start();
     let api = Api::new(&w);
-    let r = api.req("POST", "/v2/golden/m/blobs/uploads/").send().await.unwrap();
+    let r = api
+        .req("POST", "/v2/golden/m/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
     let loc = location(&r);
     let wrong = sha256(b"something else");
-    let r = api.req("PUT", &with_query(&loc, &format!("digest={wrong}"))).body("actual").send().await.unwrap();
+    let r = api
+        .req("PUT", &with_query(&loc, &format!("digest={wrong}")))
+        .body("actual")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(error_code(r).await, "DIGEST_INVALID");
     assert_eq!(api.status("GET", &loc).await, 404, "session discarded");
-    assert_eq!(api.status("HEAD", &format!("/v2/golden/m/blobs/{wrong}")).await, 404);
-    assert_eq!(api.status("HEAD", &format!("/v2/golden/m/blobs/{}", sha256(b"actual"))).await, 404);
-    assert_eq!(std::fs::read_dir(w.data.join("uploads")).unwrap().count(), 0);
+    assert_eq!(
+        api.status("HEAD", &format!("/v2/golden/m/blobs/{wrong}"))
+            .await,
+        404
+    );
+    assert_eq!(
+        api.status("HEAD", &format!("/v2/golden/m/blobs/{}", sha256(b"actual")))
+            .await,
+        404
+    );
+    assert_eq!(
+        std::fs::read_dir(w.data.join("uploads")).unwrap().count(),
+        0
+    );
     assert_eq!(std::fs::read_dir(w.data.join("tmp")).unwrap().count(), 0);
 
     // PUT without a digest parameter.
-    let r = api.req("POST", "/v2/golden/m/blobs/uploads/").send().await.unwrap();
-    let r = api.req("PUT", &location(&r)).body("x").send().await.unwrap();
+    let r = api
+        .req("POST", "/v2/golden/m/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    let r = api
+        .req("PUT", &location(&r))
+        .body("x")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 400);
     assert_eq!(error_code(r).await, "DIGEST_INVALID");
 }
@@ -202,18 +322,33 @@ async fn digest_mismatch_discards_the_upload_and_stores_nothing() {
 async fn cancel_upload() {
     let w = Wharf::start();
     let api = Api::new(&w);
-    let r = api.req("POST", "/v2/golden/x/blobs/uploads/").send().await.unwrap();
+    let r = api
+        .req("POST", "/v2/golden/x/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
     let loc = location(&r);
     api.req("PATCH", &loc).body("partial").send().await.unwrap();
     assert_eq!(api.status("DELETE", &loc).await, 204);
     let r = api.get(&loc).await;
     assert_eq!(r.status(), 404);
     assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
-    assert_eq!(std::fs::read_dir(w.data.join("uploads")).unwrap().count(), 0);
+    assert_eq!(
+        std::fs::read_dir(w.data.join("uploads")).unwrap().count(),
+        0
+    );
     // A session belongs to its repository.
-    let r = api.req("POST", "/v2/golden/x/blobs/uploads/").send().await.unwrap();
+    let r = api
+        .req("POST", "/v2/golden/x/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
     let id = location(&r).rsplit('/').next().unwrap().to_string();
-    assert_eq!(api.status("GET", &format!("/v2/golden/y/blobs/uploads/{id}")).await, 404);
+    assert_eq!(
+        api.status("GET", &format!("/v2/golden/y/blobs/uploads/{id}"))
+            .await,
+        404
+    );
 }
 
 #[tokio::test]
@@ -222,23 +357,40 @@ async fn cross_repository_mount() {
     let api = Api::new(&w);
     let d = api.push_blob("golden/src", b"shared layer").await;
     let r = api
-        .req("POST", &format!("/v2/golden/dst/blobs/uploads/?mount={d}&from=golden/src"))
+        .req(
+            "POST",
+            &format!("/v2/golden/dst/blobs/uploads/?mount={d}&from=golden/src"),
+        )
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 201);
     assert_eq!(location(&r), format!("/v2/golden/dst/blobs/{d}"));
-    assert_eq!(header(&r, "docker-content-digest").as_deref(), Some(d.as_str()));
-    assert_eq!(api.status("GET", &format!("/v2/golden/dst/blobs/{d}")).await, 200);
+    assert_eq!(
+        header(&r, "docker-content-digest").as_deref(),
+        Some(d.as_str())
+    );
+    assert_eq!(
+        api.status("GET", &format!("/v2/golden/dst/blobs/{d}"))
+            .await,
+        200
+    );
 
     // Without `from` a visible blob is mounted too.
-    let r = api.req("POST", &format!("/v2/golden/dst2/blobs/uploads/?mount={d}")).send().await.unwrap();
+    let r = api
+        .req("POST", &format!("/v2/golden/dst2/blobs/uploads/?mount={d}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
 
     // An unknown blob starts an ordinary session instead.
     let missing = sha256(b"not here");
     let r = api
-        .req("POST", &format!("/v2/golden/dst/blobs/uploads/?mount={missing}&from=golden/src"))
+        .req(
+            "POST",
+            &format!("/v2/golden/dst/blobs/uploads/?mount={missing}&from=golden/src"),
+        )
         .send()
         .await
         .unwrap();
@@ -257,13 +409,28 @@ async fn empty_blob_empty_json_and_sha512() {
     assert_eq!(api.push_blob("golden/e", b"{}").await, EMPTY_JSON_DIGEST);
 
     use sha2::Digest as _;
-    let d512 = format!("sha512:{}", hex::encode(sha2::Sha512::digest(b"five-twelve")));
-    let r = api.req("POST", "/v2/golden/e/blobs/uploads/").send().await.unwrap();
-    let r = api.req("PUT", &with_query(&location(&r), &format!("digest={d512}"))).body("five-twelve").send().await.unwrap();
+    let d512 = format!(
+        "sha512:{}",
+        hex::encode(sha2::Sha512::digest(b"five-twelve"))
+    );
+    let r = api
+        .req("POST", "/v2/golden/e/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    let r = api
+        .req("PUT", &with_query(&location(&r), &format!("digest={d512}")))
+        .body("five-twelve")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
     let r = api.get(&format!("/v2/golden/e/blobs/{d512}")).await;
     assert_eq!(r.status(), 200);
-    assert_eq!(header(&r, "docker-content-digest").as_deref(), Some(d512.as_str()));
+    assert_eq!(
+        header(&r, "docker-content-digest").as_deref(),
+        Some(d512.as_str())
+    );
 }
 
 #[tokio::test]
@@ -271,15 +438,30 @@ async fn delete_blob_unlinks_it() {
     let w = Wharf::start();
     let api = Api::new(&w);
     let d = api.push_blob("golden/del", b"bye").await;
-    assert_eq!(api.status("DELETE", &format!("/v2/golden/del/blobs/{d}")).await, 202);
-    assert_eq!(api.status("GET", &format!("/v2/golden/del/blobs/{d}")).await, 404);
-    assert_eq!(api.status("DELETE", &format!("/v2/golden/del/blobs/{d}")).await, 404);
+    assert_eq!(
+        api.status("DELETE", &format!("/v2/golden/del/blobs/{d}"))
+            .await,
+        202
+    );
+    assert_eq!(
+        api.status("GET", &format!("/v2/golden/del/blobs/{d}"))
+            .await,
+        404
+    );
+    assert_eq!(
+        api.status("DELETE", &format!("/v2/golden/del/blobs/{d}"))
+            .await,
+        404
+    );
 }
 
 #[tokio::test]
 async fn http2_cleartext_works() {
     let w = Wharf::start();
-    let http = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let http = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
     let r = http.get(w.url("/v2/")).send().await.unwrap();
     assert_eq!(r.version(), reqwest::Version::HTTP_2);
     assert_eq!(r.status(), 200);

@@ -63,6 +63,10 @@ pub fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// How much of an oversized body is read and thrown away so the client,
+/// still sending, gets to read the 413 instead of a broken pipe.
+const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
+
 /// Reads a whole request body of at most `limit` bytes; larger is 413.
 pub async fn read_bounded<B>(headers: &HeaderMap, body: B, limit: usize) -> Result<Bytes>
 where
@@ -77,19 +81,27 @@ where
         .with_status(StatusCode::PAYLOAD_TOO_LARGE)
     };
     let declared = header_str(headers, header::CONTENT_LENGTH).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
     let mut buf = BytesMut::new();
     let mut body = body;
+    let mut seen: u64 = 0;
+    let mut over = declared.is_some_and(|n| n > limit as u64);
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| Error::ClientBody(e.into()))?;
         if let Ok(data) = frame.into_data() {
-            if buf.len() + data.len() > limit {
-                return Err(too_large());
+            seen += data.len() as u64;
+            if over || buf.len() + data.len() > limit {
+                over = true;
+                buf.clear();
+                if seen > limit as u64 + DRAIN_LIMIT {
+                    break;
+                }
+                continue;
             }
             buf.extend_from_slice(&data);
         }
+    }
+    if over {
+        return Err(too_large());
     }
     Ok(buf.freeze())
 }

@@ -124,7 +124,11 @@ impl Wharf {
         let mut child = self.child.take().unwrap();
         signal(child.id(), "TERM");
         let status = wait_timeout(&mut child, Duration::from_secs(40));
-        assert!(status.success(), "wharf exited with {status}: {}", self.log());
+        assert!(
+            status.success(),
+            "wharf exited with {status}: {}",
+            self.log()
+        );
         (self.data.clone(), self._tmp.take())
     }
 
@@ -193,8 +197,7 @@ impl Api {
     }
 
     pub fn req(&self, method: &str, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .request(method.parse().unwrap(), self.url(path))
+        self.http.request(method.parse().unwrap(), self.url(path))
     }
 
     /// Monolithic push: POST, then PUT with the whole body. Returns the digest.
@@ -218,7 +221,13 @@ impl Api {
         d
     }
 
-    pub async fn put_manifest(&self, repo: &str, reference: &str, media_type: &str, body: &[u8]) -> reqwest::Response {
+    pub async fn put_manifest(
+        &self,
+        repo: &str,
+        reference: &str,
+        media_type: &str,
+        body: &[u8],
+    ) -> reqwest::Response {
         self.req("PUT", &format!("/v2/{repo}/manifests/{reference}"))
             .header("content-type", media_type)
             .body(body.to_vec())
@@ -232,7 +241,12 @@ impl Api {
     }
 
     pub async fn status(&self, method: &str, path: &str) -> u16 {
-        self.req(method, path).send().await.unwrap().status().as_u16()
+        self.req(method, path)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
     }
 }
 
@@ -246,7 +260,9 @@ pub fn location(r: &reqwest::Response) -> String {
 }
 
 pub fn header(r: &reqwest::Response, name: &str) -> Option<String> {
-    r.headers().get(name).map(|v| v.to_str().unwrap().to_string())
+    r.headers()
+        .get(name)
+        .map(|v| v.to_str().unwrap().to_string())
 }
 
 /// Adds `q` to a URL that may already have a query.
@@ -265,7 +281,11 @@ pub async fn error_code(r: reqwest::Response) -> String {
 }
 
 /// An image manifest of `media_type` with the given config and layers.
-pub fn image_manifest(media_type: Option<&str>, config: (&str, &str, usize), layers: &[(&str, &str, usize)]) -> Vec<u8> {
+pub fn image_manifest(
+    media_type: Option<&str>,
+    config: (&str, &str, usize),
+    layers: &[(&str, &str, usize)],
+) -> Vec<u8> {
     let desc = |(mt, d, s): (&str, &str, usize)| serde_json::json!({"mediaType": mt, "digest": d, "size": s});
     let mut m = serde_json::json!({
         "schemaVersion": 2,
@@ -287,8 +307,16 @@ pub async fn push_image(api: &Api, repo: &str, tag: &str, seed: &str) -> String 
     let ld = api.push_blob(repo, layer.as_bytes()).await;
     let m = image_manifest(
         Some(OCI_MANIFEST),
-        ("application/vnd.oci.image.config.v1+json", &cd, config.len()),
-        &[("application/vnd.oci.image.layer.v1.tar+gzip", &ld, layer.len())],
+        (
+            "application/vnd.oci.image.config.v1+json",
+            &cd,
+            config.len(),
+        ),
+        &[(
+            "application/vnd.oci.image.layer.v1.tar+gzip",
+            &ld,
+            layer.len(),
+        )],
     );
     let r = api.put_manifest(repo, tag, OCI_MANIFEST, &m).await;
     assert_eq!(r.status(), 201);
