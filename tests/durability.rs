@@ -11,7 +11,9 @@ use std::time::Duration;
 
 /// Deterministic 1 MiB chunks: chunk `i` is a fixed pattern stamped with `i`.
 fn chunk(i: u64) -> Bytes {
-    let mut v: Vec<u8> = (0..1024 * 1024u32).map(|j| (j.wrapping_mul(2654435761) >> 24) as u8).collect();
+    let mut v: Vec<u8> = (0..1024 * 1024u32)
+        .map(|j| (j.wrapping_mul(2654435761) >> 24) as u8)
+        .collect();
     v[..8].copy_from_slice(&i.to_le_bytes());
     Bytes::from(v)
 }
@@ -42,10 +44,23 @@ async fn everything_survives_a_graceful_restart() {
     let w = Wharf::start();
     let api = Api::new(&w);
     let d = push_image(&api, "golden/keep", "v1", "keep").await;
-    let manifest = api.get("/v2/golden/keep/manifests/v1").await.bytes().await.unwrap();
-    let r = api.req("POST", "/v2/golden/keep/blobs/uploads/").send().await.unwrap();
+    let manifest = api
+        .get("/v2/golden/keep/manifests/v1")
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let r = api
+        .req("POST", "/v2/golden/keep/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
     let loc = location(&r);
-    api.req("PATCH", &loc).body("first half,").send().await.unwrap();
+    api.req("PATCH", &loc)
+        .body("first half,")
+        .send()
+        .await
+        .unwrap();
 
     let (data, tmp) = w.stop();
     let w = Wharf::start_on(&data, Opts::default());
@@ -57,8 +72,17 @@ async fn everything_survives_a_graceful_restart() {
     assert_eq!(r.bytes().await.unwrap(), manifest);
     let v: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
     let layer = v["layers"][0]["digest"].as_str().unwrap();
-    assert_eq!(api.status("GET", &format!("/v2/golden/keep/blobs/{layer}")).await, 200);
-    let tags: serde_json::Value = api.get("/v2/golden/keep/tags/list").await.json().await.unwrap();
+    assert_eq!(
+        api.status("GET", &format!("/v2/golden/keep/blobs/{layer}"))
+            .await,
+        200
+    );
+    let tags: serde_json::Value = api
+        .get("/v2/golden/keep/tags/list")
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(tags["tags"], serde_json::json!(["v1"]));
 
     // The upload session carries on where it was.
@@ -66,7 +90,12 @@ async fn everything_survives_a_graceful_restart() {
     assert_eq!(r.status(), 204);
     assert_eq!(header(&r, "range").as_deref(), Some("0-10"));
     let whole = sha256(b"first half,second half");
-    let r = api.req("PUT", &with_query(&loc, &format!("digest={whole}"))).body("second half").send().await.unwrap();
+    let r = api
+        .req("PUT", &with_query(&loc, &format!("digest={whole}")))
+        .body("second half")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
 }
 
@@ -77,14 +106,22 @@ async fn sigkill_mid_upload_leaves_a_consistent_store() {
     let d = push_image(&api, "golden/safe", "v1", "safe").await;
 
     // A streamed PATCH and a one-shot POST, both stalled half way.
-    let r = api.req("POST", "/v2/golden/big/blobs/uploads/").send().await.unwrap();
+    let r = api
+        .req("POST", "/v2/golden/big/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
     let loc = location(&r);
     let total = 64u64;
     let full_digest = digest_of_chunks(total);
-    let stalled = |from: u64, to: u64| reqwest::Body::wrap_stream(chunks(from, to).chain(stream::pending()));
+    let stalled =
+        |from: u64, to: u64| reqwest::Body::wrap_stream(chunks(from, to).chain(stream::pending()));
     let patch = api.req("PATCH", &loc).body(stalled(0, 24)).send();
     let post = api
-        .req("POST", &format!("/v2/golden/big/blobs/uploads/?digest={full_digest}"))
+        .req(
+            "POST",
+            &format!("/v2/golden/big/blobs/uploads/?digest={full_digest}"),
+        )
         .body(stalled(0, 16))
         .send();
     let waiter = async {
@@ -109,13 +146,25 @@ async fn sigkill_mid_upload_leaves_a_consistent_store() {
 
     let w = Wharf::start_on(&data, Opts::default());
     let api = Api::new(&w);
-    assert_eq!(files_under(&data.join("tmp")), 0, "temp files are removed at start-up");
+    assert_eq!(
+        files_under(&data.join("tmp")),
+        0,
+        "temp files are removed at start-up"
+    );
     // The half-sent blob does not exist, in any repository.
-    assert_eq!(api.status("HEAD", &format!("/v2/golden/big/blobs/{full_digest}")).await, 404);
+    assert_eq!(
+        api.status("HEAD", &format!("/v2/golden/big/blobs/{full_digest}"))
+            .await,
+        404
+    );
     let hex = full_digest.trim_start_matches("sha256:");
     assert!(!data.join("blobs/sha256").join(&hex[..2]).join(hex).exists());
     // What was acknowledged is intact.
-    assert_eq!(api.status("GET", &format!("/v2/golden/safe/manifests/{d}")).await, 200);
+    assert_eq!(
+        api.status("GET", &format!("/v2/golden/safe/manifests/{d}"))
+            .await,
+        200
+    );
 
     // The session reports how much arrived; the client resumes from there.
     let r = api.get(&loc).await;
@@ -128,7 +177,8 @@ async fn sigkill_mid_upload_leaves_a_consistent_store() {
     let mib = 1u64 << 20;
     let next_chunk = have.div_ceil(mib);
     let tail_of_partial: Vec<u8> = chunk(have / mib)[(have % mib) as usize..].to_vec();
-    let body = stream::iter([Ok::<_, std::io::Error>(Bytes::from(tail_of_partial))]).chain(chunks(next_chunk, total));
+    let body = stream::iter([Ok::<_, std::io::Error>(Bytes::from(tail_of_partial))])
+        .chain(chunks(next_chunk, total));
     let body = if have % mib == 0 {
         reqwest::Body::wrap_stream(chunks(have / mib, total))
     } else {
@@ -136,9 +186,18 @@ async fn sigkill_mid_upload_leaves_a_consistent_store() {
     };
     let r = api.req("PATCH", &loc).body(body).send().await.unwrap();
     assert_eq!(r.status(), 202);
-    let r = api.req("PUT", &with_query(&location(&r), &format!("digest={full_digest}"))).send().await.unwrap();
+    let r = api
+        .req(
+            "PUT",
+            &with_query(&location(&r), &format!("digest={full_digest}")),
+        )
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201, "{:?}", r.text().await);
-    let r = api.get(&format!("/v2/golden/big/blobs/{full_digest}")).await;
+    let r = api
+        .get(&format!("/v2/golden/big/blobs/{full_digest}"))
+        .await;
     let mut h = Sha256::new();
     let mut s = r.bytes_stream();
     while let Some(b) = s.next().await {
@@ -149,7 +208,12 @@ async fn sigkill_mid_upload_leaves_a_consistent_store() {
 
 fn dir_bytes(dir: &std::path::Path) -> u64 {
     std::fs::read_dir(dir)
-        .map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).map(|m| m.len()).sum())
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| e.metadata().ok())
+                .map(|m| m.len())
+                .sum()
+        })
         .unwrap_or(0)
 }
 
@@ -161,7 +225,11 @@ async fn one_gib_blob_streams_in_bounded_memory() {
     let api = Api::new(&w);
     let n = 1024u64;
     let d = digest_of_chunks(n);
-    let r = api.req("POST", "/v2/golden/huge/blobs/uploads/").send().await.unwrap();
+    let r = api
+        .req("POST", "/v2/golden/huge/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
     let r = api
         .req("PATCH", &location(&r))
         .body(reqwest::Body::wrap_stream(chunks(0, n)))
@@ -169,7 +237,11 @@ async fn one_gib_blob_streams_in_bounded_memory() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    let r = api.req("PUT", &with_query(&location(&r), &format!("digest={d}"))).send().await.unwrap();
+    let r = api
+        .req("PUT", &with_query(&location(&r), &format!("digest={d}")))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 201);
 
     let r = api.get(&format!("/v2/golden/huge/blobs/{d}")).await;
@@ -185,6 +257,9 @@ async fn one_gib_blob_streams_in_bounded_memory() {
     assert_eq!(got, n << 20);
     assert_eq!(format!("sha256:{}", hex::encode(h.finalize())), d);
     let peak = w.peak_rss();
-    println!("peak resident memory of wharf after a 1 GiB push and pull: {} MiB", peak >> 20);
+    println!(
+        "peak resident memory of wharf after a 1 GiB push and pull: {} MiB",
+        peak >> 20
+    );
     assert!(peak < 100 << 20, "peak RSS {} MiB", peak >> 20);
 }
