@@ -149,6 +149,19 @@ mod tests {
     }
 
     #[test]
+    fn the_deploy_example_is_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("wharf.toml");
+        std::fs::write(&f, include_str!("../deploy/wharf.toml")).unwrap();
+        let c = Config::load(&ServeArgs {
+            config: Some(f),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(c.data, PathBuf::from("/var/lib/wharf"));
+    }
+
+    #[test]
     fn flags_override_file_and_bad_values_name_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("w.toml");
