@@ -3,6 +3,8 @@
 //! and helpers that speak the distribution API the way clients do.
 #![allow(dead_code)]
 
+pub mod docker;
+
 use sha2::{Digest as _, Sha256};
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
