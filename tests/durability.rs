@@ -263,3 +263,71 @@ async fn one_gib_blob_streams_in_bounded_memory() {
     );
     assert!(peak < 100 << 20, "peak RSS {} MiB", peak >> 20);
 }
+
+/// SIGTERM while a body is still arriving: the request finishes and is
+/// answered, then the server exits cleanly, and the blob is there after
+/// the restart.
+#[tokio::test]
+async fn sigterm_lets_in_flight_requests_finish() {
+    let w = Wharf::start();
+    let api = Api::new(&w);
+    let n = 8u64;
+    let d = digest_of_chunks(n);
+    let slow = chunks(0, n).then(|c| async move {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        c
+    });
+    let pid = w.pid();
+    let upload = api
+        .req(
+            "POST",
+            &format!("/v2/golden/slow/blobs/uploads/?digest={d}"),
+        )
+        .body(reqwest::Body::wrap_stream(slow))
+        .send();
+    let term = async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        signal(pid, "TERM");
+    };
+    let (r, ()) = tokio::join!(upload, term);
+    assert_eq!(r.unwrap().status(), 201);
+    let (data, tmp) = w.stop();
+    let _tmp = tmp;
+    let w = Wharf::start_on(&data, Opts::default());
+    assert_eq!(
+        Api::new(&w)
+            .status("HEAD", &format!("/v2/golden/slow/blobs/{d}"))
+            .await,
+        200
+    );
+}
+
+/// Idle upload sessions expire and their bytes are deleted.
+#[tokio::test]
+async fn idle_uploads_expire() {
+    let w = Wharf::start_with(Opts {
+        args: vec!["--upload-timeout".into(), "1s".into()],
+    });
+    let api = Api::new(&w);
+    let r = api
+        .req("POST", "/v2/golden/idle/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    let loc = location(&r);
+    api.req("PATCH", &loc)
+        .body("some bytes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(api.status("GET", &loc).await, 204);
+    let start = std::time::Instant::now();
+    while api.status("GET", &loc).await != 404 {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "session did not expire"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(files_under(&w.data.join("uploads")), 0);
+}
