@@ -7,6 +7,8 @@
 use crate::body::{self, Body};
 use crate::config::Config;
 use crate::error::{BoxError, Error, ErrorCode, Result};
+use crate::oci::name::ReferenceError;
+use crate::oci::route::RouteError;
 use crate::oci::{ApiRoute, RepoName};
 use crate::registry::{blobs, listing, manifests, uploads};
 use crate::store::Store;
@@ -83,7 +85,7 @@ impl App {
         B::Error: Into<BoxError>,
     {
         let (parts, body) = req.into_parts();
-        let route = ApiRoute::parse(parts.uri.path())?;
+        let route = ApiRoute::parse(parts.uri.path()).map_err(|e| route_error(e, &parts.method))?;
         if let Some(name) = route.repo() {
             match self.backend(name) {
                 Backend::Local => {}
@@ -144,6 +146,18 @@ impl App {
                 Err(e) => tracing::warn!(error = %e, "expiring uploads failed"),
             }
         }
+    }
+}
+
+/// A reference that is not a valid tag can only be refused as TAG_INVALID
+/// when a client tries to create it; reading or deleting it is simply a
+/// manifest that does not exist (404, as the conformance suite expects).
+fn route_error(e: RouteError, method: &Method) -> Error {
+    match e {
+        RouteError::Reference(ReferenceError::Tag(t)) if method != Method::PUT => {
+            Error::oci(ErrorCode::ManifestUnknown, format!("manifest unknown: {t}"))
+        }
+        other => other.into(),
     }
 }
 

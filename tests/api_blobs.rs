@@ -100,6 +100,14 @@ async fn monolithic_push_then_get_head_and_ranges() {
 
     let r = api
         .req("GET", &path)
+        .header("range", "bytes=500-0")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 416, "last byte before the first");
+
+    let r = api
+        .req("GET", &path)
         .header("if-none-match", format!("\"{d}\""))
         .send()
         .await
@@ -376,9 +384,22 @@ async fn cross_repository_mount() {
         200
     );
 
-    // Without `from` a visible blob is mounted too.
+    // Without `from` nothing is mounted from another repository: a session
+    // starts instead, so digests cannot be used to peek across repositories.
     let r = api
         .req("POST", &format!("/v2/golden/dst2/blobs/uploads/?mount={d}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    assert_eq!(
+        api.status("HEAD", &format!("/v2/golden/dst2/blobs/{d}"))
+            .await,
+        404
+    );
+    // ...unless the repository already holds it.
+    let r = api
+        .req("POST", &format!("/v2/golden/dst/blobs/uploads/?mount={d}"))
         .send()
         .await
         .unwrap();

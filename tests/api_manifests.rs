@@ -648,6 +648,15 @@ async fn bad_input_table() {
             code: "BLOB_UPLOAD_UNKNOWN",
         },
         Case {
+            what: "reading a name that is no valid tag",
+            method: "GET",
+            path: format!("/v2/{repo}/manifests/.INVALID_MANIFEST_NAME"),
+            content_type: None,
+            body: vec![],
+            status: 404,
+            code: "MANIFEST_UNKNOWN",
+        },
+        Case {
             what: "unknown manifest",
             method: "GET",
             path: format!("/v2/{repo}/manifests/nope"),
@@ -750,4 +759,38 @@ fn count_files(dir: &std::path::Path) -> usize {
         }
     }
     n
+}
+
+/// `PUT manifests/<digest>?tag=a&tag=b` (distribution-spec main) tags in
+/// one request and answers with an `OCI-Tag` header per tag.
+#[tokio::test]
+async fn put_by_digest_with_tag_parameters() {
+    let w = Wharf::start();
+    let api = Api::new(&w);
+    let repo = "golden/tagparam";
+    let cfg = api.push_blob(repo, b"{}").await;
+    let m = image_manifest(Some(OCI_MANIFEST), ("application/x", &cfg, 2), &[]);
+    let d = sha256(&m);
+    let r = api
+        .put_manifest(repo, &format!("{d}?tag=one&tag=two"), OCI_MANIFEST, &m)
+        .await;
+    assert_eq!(r.status(), 201);
+    let tags: Vec<_> = r
+        .headers()
+        .get_all("oci-tag")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(tags, ["one", "two"]);
+    let v: Value = api
+        .get(&format!("/v2/{repo}/tags/list"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["tags"], json!(["one", "two"]));
+    let r = api
+        .put_manifest(repo, &format!("{d}?tag=bad+tag"), OCI_MANIFEST, &m)
+        .await;
+    assert_eq!(r.status(), 400);
 }

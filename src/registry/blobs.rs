@@ -37,6 +37,8 @@ fn parse_range(value: Option<&str>, size: u64) -> Range {
         (false, true) => a.parse::<u64>().ok().map(|s| (s, size.saturating_sub(1))),
         (false, false) => match (a.parse::<u64>(), b.parse::<u64>()) {
             (Ok(s), Ok(e)) if s <= e => Some((s, e.min(size.saturating_sub(1)))),
+            // A last byte before the first can never be satisfied.
+            (Ok(_), Ok(_)) => return Range::Unsatisfiable,
             _ => None,
         },
         (true, false) => match b.parse::<u64>() {
@@ -158,7 +160,8 @@ mod tests {
         assert_eq!(parse_range(Some("bytes=-40"), 10), Range::Part(0, 9));
         assert_eq!(parse_range(Some("bytes=10-"), 10), Range::Unsatisfiable);
         assert_eq!(parse_range(Some("bytes=0-1,4-5"), 10), Range::Full);
-        assert_eq!(parse_range(Some("bytes=5-3"), 10), Range::Full);
+        assert_eq!(parse_range(Some("bytes=5-3"), 10), Range::Unsatisfiable);
+        assert_eq!(parse_range(Some("bytes=x-3"), 10), Range::Full);
         assert_eq!(parse_range(Some("items=1-2"), 10), Range::Full);
         assert_eq!(parse_range(Some("bytes=0-"), 0), Range::Unsatisfiable);
     }

@@ -173,6 +173,11 @@ where
     if let Some(s) = subject {
         reply::set(&mut r, "oci-subject", &s.to_string());
     }
+    for t in &tags {
+        if let Ok(v) = http::HeaderValue::from_str(t.as_str()) {
+            r.headers_mut().append("oci-tag", v);
+        }
+    }
     Ok(r)
 }
 

@@ -58,12 +58,12 @@ where
 {
     let q = reply::query(&parts.uri);
     if let Some(d) = digest_param(&q, "mount")? {
-        let visible = match reply::query_one(&q, "from") {
-            Some(from) => match RepoName::parse(from) {
-                Ok(from) => store.index.blob_linked(&from, &d)?,
-                Err(_) => false,
-            },
-            None => true,
+        // Without `from` nothing is mounted from elsewhere: a repository
+        // must not see blobs of others just by knowing their digest.
+        let from = reply::query_one(&q, "from").and_then(|f| RepoName::parse(f).ok());
+        let visible = match from {
+            Some(from) => store.index.blob_linked(&from, &d)?,
+            None => store.index.blob_linked(name, &d)?,
         };
         let on_disk = store
             .blobs
