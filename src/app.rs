@@ -1,50 +1,54 @@
 //! Shared state and the request pipeline: parse the path into an
-//! [`ApiRoute`], decide where the repository lives, dispatch to the
-//! handler, and turn any error into the OCI error body (via
+//! [`ApiRoute`], decide where the repository lives (the mirror's
+//! [`Router`]: a local namespace or a configured upstream), dispatch to the
+//! local registry or the mirror, and turn any error into the OCI error body (via
 //! [`Error::into_response`], the only place that happens). Every response
 //! gets `Docker-Distribution-API-Version`.
 
 use crate::body::{self, Body};
 use crate::config::Config;
 use crate::error::{BoxError, Error, ErrorCode, Result};
+use crate::mirror::routing::{Backend, Router};
+use crate::mirror::Mirror;
 use crate::oci::name::ReferenceError;
 use crate::oci::route::RouteError;
 use crate::oci::{ApiRoute, RepoName};
-use crate::registry::{blobs, listing, manifests, uploads};
+use crate::registry::{blobs, listing, manifests, reply, uploads};
 use crate::store::Store;
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{request::Parts, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body as HttpBody;
 use std::time::{Duration, Instant};
-
-/// Where a repository's content comes from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Backend {
-    /// Pushed to and served from Wharf's own store.
-    Local,
-}
 
 /// Everything a request handler needs.
 pub struct App {
     pub config: Config,
     pub store: Store,
+    pub router: Router,
+    pub mirror: Mirror,
 }
 
 impl App {
     pub async fn open(config: Config) -> Result<App> {
         let store = Store::open(&config.data, config.upload_timeout).await?;
-        Ok(App { config, store })
-    }
-
-    /// The one routing decision: is `name` local or mirrored? Until the
-    /// mirror exists every repository is local.
-    pub fn backend(&self, _name: &RepoName) -> Backend {
-        Backend::Local
+        let mirror = Mirror::new(&config)
+            .map_err(|e| Error::storage("setting up upstream clients", std::io::Error::other(e)))?;
+        Ok(App {
+            router: Router::new(&config),
+            mirror,
+            config,
+            store,
+        })
     }
 
     /// A one-line summary of the routing rules, for the start-up log.
-    pub fn routing_summary(&self) -> &'static str {
-        "all repositories are local (push and pull)"
+    pub fn routing_summary(&self) -> String {
+        let mode = if self.config.offline {
+            " (offline: no upstream is contacted)"
+        } else {
+            ""
+        };
+        format!("{}{mode}", self.router.summary())
     }
 
     /// Answers one request. Never fails: errors become OCI error bodies.
@@ -86,18 +90,84 @@ impl App {
     {
         let (parts, body) = req.into_parts();
         let route = ApiRoute::parse(parts.uri.path()).map_err(|e| route_error(e, &parts.method))?;
-        if let Some(name) = route.repo() {
-            match self.backend(name) {
-                Backend::Local => {}
+        let Some(name) = route.repo() else {
+            return self.dispatch_local(&route, parts, body).await;
+        };
+        let q = reply::query(&parts.uri);
+        let ns = reply::query_one(&q, "ns");
+        match self.router.route(name, ns)? {
+            Backend::Local => self.dispatch_local(&route, parts, body).await,
+            Backend::Mirror { upstream, repo } => {
+                let mut r = self
+                    .dispatch_mirror(&route, &parts, name, &upstream, &repo)
+                    .await?;
+                if let Some(ns) = ns {
+                    reply::set(&mut r, "oci-namespace", ns);
+                }
+                Ok(r)
             }
         }
+    }
+
+    async fn dispatch_mirror(
+        &self,
+        route: &ApiRoute,
+        parts: &Parts,
+        name: &RepoName,
+        upstream: &str,
+        repo: &str,
+    ) -> Result<Response<Body>> {
+        let (s, m) = (&self.store, &parts.method);
+        let get = m == Method::GET || m == Method::HEAD;
+        let read_only = || {
+            let hint = match self.config.local_namespaces.first() {
+                Some(l) => format!("; push to a local namespace instead, e.g. {l}/{name}"),
+                None => String::new(),
+            };
+            Error::oci(
+                ErrorCode::Denied,
+                format!("{name} is mirrored from {upstream} and read-only{hint}"),
+            )
+        };
+        match route {
+            ApiRoute::Manifest { reference, .. } if get => {
+                self.mirror
+                    .manifest(s, parts, upstream, repo, reference)
+                    .await
+            }
+            ApiRoute::Blob { digest, .. } if get => {
+                self.mirror.blob(s, parts, upstream, repo, digest).await
+            }
+            ApiRoute::Tags { .. } if get => {
+                self.mirror
+                    .tags(s, parts, name.as_str(), upstream, repo)
+                    .await
+            }
+            ApiRoute::Referrers { digest, .. } if get => {
+                self.mirror.referrers(parts, upstream, repo, digest).await
+            }
+            ApiRoute::Manifest { .. } if m == Method::PUT => Err(read_only()),
+            ApiRoute::UploadStart { .. } | ApiRoute::Upload { .. } => Err(read_only()),
+            _ => Err(unsupported(m)),
+        }
+    }
+
+    async fn dispatch_local<B>(
+        &self,
+        route: &ApiRoute,
+        parts: Parts,
+        body: B,
+    ) -> Result<Response<Body>>
+    where
+        B: HttpBody<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
         let s = &self.store;
         let m = &parts.method;
         let get = m == Method::GET || m == Method::HEAD;
-        match &route {
+        match route {
             ApiRoute::Base if get => {
-                let mut r =
-                    crate::registry::reply::json(&serde_json::json!({}), "application/json");
+                let mut r = reply::json(&serde_json::json!({}), "application/json");
                 *r.status_mut() = StatusCode::OK;
                 Ok(r)
             }

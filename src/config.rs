@@ -3,6 +3,7 @@
 //! to embedded defaults so `wharf serve` runs with no file at all. Values
 //! are validated here, at start-up, with messages that name the key.
 
+use crate::oci::RepoName;
 use clap::Args;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -12,13 +13,18 @@ use std::time::Duration;
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:5000";
 pub const DEFAULT_DATA: &str = "./wharf-data";
 pub const DEFAULT_UPLOAD_TIMEOUT: &str = "1h";
+pub const DEFAULT_TAG_TTL: &str = "5m";
+pub const DOCKER_HUB: &str = "docker.io";
+pub const DOCKER_HUB_URL: &str = "https://registry-1.docker.io";
+pub const DEFAULT_LOCAL_NAMESPACES: &[&str] = &["local"];
 
 /// `wharf serve` flags. Every flag can also come from its environment
 /// variable or from the config file.
 #[derive(Args, Debug, Default, Clone)]
 pub struct ServeArgs {
     /// TOML file with any of the settings below (keys: listen, data,
-    /// upload_timeout). Flags and environment variables override it.
+    /// upload_timeout, default_upstream, local_namespaces, tag_ttl, offline,
+    /// and [[upstreams]] tables). Flags and environment variables override it.
     #[arg(long, env = "WHARF_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -36,6 +42,48 @@ pub struct ServeArgs {
     /// bytes are deleted, e.g. 30m, 2h [default: 1h].
     #[arg(long, env = "WHARF_UPLOAD_TIMEOUT", value_name = "DURATION")]
     pub upload_timeout: Option<String>,
+
+    /// An upstream registry to mirror, repeatable: NAME is the registry
+    /// host clients name (docker.io, ghcr.io, quay.io, ...), URL is where
+    /// Wharf reaches it. docker.io=https://registry-1.docker.io is always
+    /// configured unless overridden. Credentials, per-upstream TTLs and
+    /// aliases go in the config file's [[upstreams]] tables.
+    #[arg(
+        long = "upstream",
+        env = "WHARF_UPSTREAM",
+        value_name = "NAME=URL",
+        value_delimiter = ','
+    )]
+    pub upstream: Vec<String>,
+
+    /// The upstream that bare repository names (what Docker's
+    /// registry-mirrors sends, e.g. library/alpine) are mirrored from
+    /// [default: docker.io].
+    #[arg(long, env = "WHARF_DEFAULT_UPSTREAM", value_name = "NAME")]
+    pub default_upstream: Option<String>,
+
+    /// A first path component whose repositories are local: pushes are
+    /// accepted there and content is served only from Wharf's store.
+    /// Repeatable or comma-separated; replaces the default [default: local].
+    /// Every other name is mirrored and read-only.
+    #[arg(
+        long = "local-namespace",
+        env = "WHARF_LOCAL_NAMESPACE",
+        value_name = "PREFIX",
+        value_delimiter = ','
+    )]
+    pub local_namespace: Vec<String>,
+
+    /// How long a tag's digest is trusted before Wharf asks the upstream
+    /// again (with a HEAD), e.g. 30s, 5m, 1h; 0s revalidates every pull
+    /// [default: 5m].
+    #[arg(long, env = "WHARF_TAG_TTL", value_name = "DURATION")]
+    pub tag_ttl: Option<String>,
+
+    /// Never contact any upstream: serve what is cached (tags at their
+    /// last known digest), and answer 503 for anything else.
+    #[arg(long, env = "WHARF_OFFLINE")]
+    pub offline: bool,
 }
 
 /// The keys the config file may hold.
@@ -45,6 +93,55 @@ struct FileConfig {
     listen: Option<String>,
     data: Option<PathBuf>,
     upload_timeout: Option<String>,
+    default_upstream: Option<String>,
+    local_namespaces: Option<Vec<String>>,
+    tag_ttl: Option<String>,
+    offline: Option<bool>,
+    #[serde(default)]
+    upstreams: Vec<FileUpstream>,
+}
+
+/// One `[[upstreams]]` table.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileUpstream {
+    name: String,
+    url: String,
+    alias: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    password_file: Option<PathBuf>,
+    tag_ttl: Option<String>,
+}
+
+/// A secret that never shows up in logs or debug output.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// A configured upstream registry.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// The registry host clients name: `docker.io`, `ghcr.io`, ...
+    pub name: String,
+    /// Where Wharf reaches it (scheme, host, optional path prefix).
+    pub url: url::Url,
+    /// A short first path component that also selects this upstream.
+    pub alias: Option<String>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub tag_ttl: Duration,
 }
 
 /// The validated settings the server runs with.
@@ -53,6 +150,10 @@ pub struct Config {
     pub listen: SocketAddr,
     pub data: PathBuf,
     pub upload_timeout: Duration,
+    pub upstreams: Vec<UpstreamConfig>,
+    pub default_upstream: String,
+    pub local_namespaces: Vec<String>,
+    pub offline: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +171,8 @@ pub enum ConfigError {
         value: String,
         allowed: &'static str,
     },
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl Config {
@@ -111,12 +214,179 @@ impl Config {
             value: timeout.clone(),
             allowed: "expected a duration of at least 1s, e.g. 90s, 30m, 2h",
         })?;
+
+        let ttl = args
+            .tag_ttl
+            .clone()
+            .or(file.tag_ttl)
+            .unwrap_or_else(|| DEFAULT_TAG_TTL.into());
+        let tag_ttl = parse_ttl(&ttl, "tag_ttl (--tag-ttl, WHARF_TAG_TTL)")?;
+
+        let local_namespaces = if !args.local_namespace.is_empty() {
+            args.local_namespace.clone()
+        } else {
+            file.local_namespaces.unwrap_or_else(|| {
+                DEFAULT_LOCAL_NAMESPACES
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect()
+            })
+        };
+        for ns in &local_namespaces {
+            if RepoName::parse(ns).map_or(true, |n| n.as_str().contains('/')) {
+                return Err(ConfigError::Invalid {
+                    key: "local_namespaces (--local-namespace, WHARF_LOCAL_NAMESPACE)",
+                    value: ns.clone(),
+                    allowed: "expected one repository name component, e.g. golden",
+                });
+            }
+        }
+
+        let mut upstreams = vec![UpstreamConfig {
+            name: DOCKER_HUB.into(),
+            url: url::Url::parse(DOCKER_HUB_URL)
+                .map_err(|_| ConfigError::Conflict("built-in Docker Hub URL".into()))?,
+            alias: None,
+            username: None,
+            password: None,
+            tag_ttl,
+        }];
+        for u in file.upstreams {
+            let password = match (u.password, u.password_file) {
+                (Some(_), Some(_)) => {
+                    return Err(ConfigError::Conflict(format!(
+                        "upstream {}: set password or password_file, not both",
+                        u.name
+                    )))
+                }
+                (Some(p), None) => Some(Secret(p)),
+                (None, Some(path)) => Some(Secret(
+                    std::fs::read_to_string(&path)
+                        .map_err(|source| ConfigError::Read { path, source })?
+                        .trim()
+                        .to_string(),
+                )),
+                (None, None) => None,
+            };
+            let ttl = match &u.tag_ttl {
+                Some(t) => parse_ttl(t, "upstreams.tag_ttl")?,
+                None => tag_ttl,
+            };
+            let mut up = upstream(&u.name, &u.url, "upstreams (config file)")?;
+            up.alias = u.alias;
+            up.username = u.username;
+            up.password = password;
+            up.tag_ttl = ttl;
+            // A file entry replaces the built-in one of the same name whole.
+            if let Some(existing) = upstreams.iter_mut().find(|x| x.name == up.name) {
+                *existing = up;
+            } else {
+                upstreams.push(up);
+            }
+        }
+        for spec in &args.upstream {
+            let (name, url) = spec.split_once('=').ok_or_else(|| ConfigError::Invalid {
+                key: "upstream (--upstream, WHARF_UPSTREAM)",
+                value: spec.clone(),
+                allowed: "expected NAME=URL, e.g. ghcr.io=https://ghcr.io",
+            })?;
+            let mut up = upstream(name, url, "upstream (--upstream, WHARF_UPSTREAM)")?;
+            up.tag_ttl = tag_ttl;
+            match upstreams.iter_mut().find(|x| x.name == up.name) {
+                Some(existing) => existing.url = up.url,
+                None => upstreams.push(up),
+            }
+        }
+        for u in &upstreams {
+            if let Some(a) = &u.alias {
+                if RepoName::parse(a).map_or(true, |n| n.as_str().contains('/')) {
+                    return Err(ConfigError::Invalid {
+                        key: "upstreams.alias",
+                        value: a.clone(),
+                        allowed: "expected one repository name component, e.g. hub",
+                    });
+                }
+                if local_namespaces.contains(a) {
+                    return Err(ConfigError::Conflict(format!(
+                        "alias {a:?} of upstream {} is also a local namespace",
+                        u.name
+                    )));
+                }
+            }
+        }
+        let default_upstream = args
+            .default_upstream
+            .clone()
+            .or(file.default_upstream)
+            .unwrap_or_else(|| DOCKER_HUB.into());
+        if !upstreams.iter().any(|u| u.name == default_upstream) {
+            return Err(ConfigError::Conflict(format!(
+                "default_upstream (--default-upstream, WHARF_DEFAULT_UPSTREAM) {default_upstream:?} is not a configured upstream"
+            )));
+        }
         Ok(Config {
             listen,
             data,
             upload_timeout,
+            upstreams,
+            default_upstream,
+            local_namespaces,
+            offline: args.offline || file.offline.unwrap_or(false),
         })
     }
+
+    /// The upstream called `name`, if configured.
+    pub fn upstream(&self, name: &str) -> Option<&UpstreamConfig> {
+        self.upstreams.iter().find(|u| u.name == name)
+    }
+}
+
+/// Validates one upstream's NAME and URL.
+fn upstream(name: &str, url: &str, key: &'static str) -> Result<UpstreamConfig, ConfigError> {
+    let name = name.trim().to_ascii_lowercase();
+    let valid_name = !name.is_empty()
+        && name.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b':')
+        });
+    if !valid_name {
+        return Err(ConfigError::Invalid {
+            key,
+            value: name,
+            allowed: "NAME must be a registry host such as ghcr.io or registry.example.com:5000",
+        });
+    }
+    let parsed = url::Url::parse(url.trim()).ok().filter(|u| {
+        matches!(u.scheme(), "http" | "https")
+            && u.host().is_some()
+            && u.query().is_none()
+            && u.fragment().is_none()
+    });
+    let Some(mut parsed) = parsed else {
+        return Err(ConfigError::Invalid {
+            key,
+            value: url.to_string(),
+            allowed:
+                "URL must be http:// or https:// with a host and no query, e.g. https://ghcr.io",
+        });
+    };
+    let path = parsed.path().trim_end_matches('/').to_string();
+    parsed.set_path(&path);
+    Ok(UpstreamConfig {
+        name,
+        url: parsed,
+        alias: None,
+        username: None,
+        password: None,
+        tag_ttl: Duration::from_secs(300),
+    })
+}
+
+fn parse_ttl(s: &str, key: &'static str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(s.trim()).map_err(|_| ConfigError::Invalid {
+        key,
+        value: s.to_string(),
+        allowed: "expected a duration, e.g. 0s, 30s, 5m, 1h",
+    })
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {

@@ -8,8 +8,12 @@
 //! ```text
 //! client ─HTTP/1.1 or h2c─▶ server (accept, header timeout, graceful shutdown)
 //!   ▶ app::App::handle: oci::route parses the path into an ApiRoute
-//!   ▶ app::App::backend decides where the repository lives (local today)
-//!   ▶ registry::{manifests, blobs, uploads, listing} ─▶ store
+//!   ▶ mirror::routing::Router: local namespace, or which configured upstream
+//!   ▶ local:    registry::{manifests, blobs, uploads, listing} ─▶ store
+//!   ▶ mirrored: mirror: tag TTL cache (moka) ─▶ store hit? ─▶ stream the file
+//!                 └ miss ─▶ single-flight fill (mirror::fill) ─▶ upstream
+//!                    (token auth, redirects) ─▶ temp file + hash ─▶ verify
+//!                    ─▶ rename ─▶ index; every client reads the growing file
 //!        store::blobs   content-addressed files (temp → hash → fsync → rename)
 //!        store::index   sled: links, manifests, tags, referrers, uploads
 //!        store::uploads upload sessions that survive a restart
@@ -17,11 +21,13 @@
 //! ```
 //!
 //! ## Module map
-//! Dependencies point one way: `oci` (pure parsing) ← `store` ← `registry`
-//! ← `app` ← `server` ← `main`.
+//! Dependencies point one way: `oci` (pure parsing) ← `store` / `upstream`
+//! ← `registry` / `mirror` ← `app` ← `server` ← `main`.
 //! - [`oci`]: names, tags, digests, routes, manifest parsing; no I/O.
 //! - [`store`]: blob files, the sled index, upload sessions, start-up recovery.
 //! - [`registry`]: the distribution-spec endpoints for local repositories.
+//! - [`upstream`]: pooled clients for upstream registries, token auth.
+//! - [`mirror`]: routing, tag cache, fills, stale-if-error, negative cache.
 //! - [`app`]: shared state, routing, dispatch.
 //! - [`server`]: accept loop and graceful shutdown.
 //! - [`config`]: flags, environment, TOML file, validation.
@@ -33,10 +39,12 @@ pub mod app;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod mirror;
 pub mod oci;
 pub mod registry;
 pub mod server;
 pub mod store;
+pub mod upstream;
 
 use std::sync::Arc;
 

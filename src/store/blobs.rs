@@ -124,6 +124,20 @@ pub struct TempBlob {
 }
 
 impl TempBlob {
+    /// Where the bytes are being written (readers of a fill open this).
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Hands everything written so far to the OS, so another reader of
+    /// the file sees it.
+    pub async fn flush(&mut self) -> Result<()> {
+        self.file
+            .flush()
+            .await
+            .map_err(|e| Error::storage("flushing a temp blob", e))
+    }
+
     pub async fn write(&mut self, bytes: &[u8]) -> Result<()> {
         self.file
             .write_all(bytes)

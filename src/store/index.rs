@@ -10,7 +10,12 @@
 //! | `t/<repo>\0<tag>` | digest the tag points to |
 //! | `r/<repo>\0<subject>\0<digest>` | referrer [`Descriptor`] |
 //! | `u/<session>` | [`UploadMeta`] |
+//! | `B/<upstream>\0<digest>` | a mirrored blob is cached (its size) |
+//! | `M/<upstream>\0<digest>` | a mirrored manifest is cached ([`ManifestMeta`]) |
+//! | `T/<upstream>\0<repo>\0<tag>` | last known digest of a mirrored tag |
 //!
+//! Mirrored content is keyed by upstream, apart from local repositories:
+//! a mirrored name can never shadow a local one, nor the other way round.
 //! sled keeps keys sorted by bytes, so tags and repositories list in
 //! lexical order for free. Keep sled behind this module.
 
@@ -255,6 +260,85 @@ impl Index {
                 Ok(String::from_utf8_lossy(&k[2..]).into_owned())
             })
             .collect()
+    }
+
+    /// Records a cached mirrored blob.
+    pub fn put_mirror_blob(&self, upstream: &str, d: &Digest, size: u64) -> Result<()> {
+        self.db
+            .insert(
+                key("B/", &[upstream, &d.to_string()]),
+                size.to_string().as_bytes(),
+            )
+            .map(|_| ())
+            .map_err(db_err("recording a mirrored blob"))
+    }
+
+    pub fn mirror_blob(&self, upstream: &str, d: &Digest) -> Result<bool> {
+        self.db
+            .contains_key(key("B/", &[upstream, &d.to_string()]))
+            .map_err(db_err("reading a mirrored blob"))
+    }
+
+    /// Records a cached mirrored manifest.
+    pub fn put_mirror_manifest(
+        &self,
+        upstream: &str,
+        d: &Digest,
+        meta: &ManifestMeta,
+    ) -> Result<()> {
+        self.db
+            .insert(key("M/", &[upstream, &d.to_string()]), encode(meta))
+            .map(|_| ())
+            .map_err(db_err("recording a mirrored manifest"))
+    }
+
+    pub fn mirror_manifest(&self, upstream: &str, d: &Digest) -> Result<Option<ManifestMeta>> {
+        self.db
+            .get(key("M/", &[upstream, &d.to_string()]))
+            .map_err(db_err("reading a mirrored manifest"))?
+            .map(|v| decode(&v))
+            .transpose()
+    }
+
+    /// Remembers the digest a mirrored tag resolved to (the offline
+    /// fallback). Writes only when it changed.
+    pub fn put_mirror_tag(&self, upstream: &str, repo: &str, tag: &str, d: &Digest) -> Result<()> {
+        let k = key("T/", &[upstream, repo, tag]);
+        let v = d.to_string();
+        let old = self.db.get(&k).map_err(db_err("reading a mirrored tag"))?;
+        if old.as_deref() != Some(v.as_bytes()) {
+            self.db
+                .insert(k, v.as_bytes())
+                .map_err(db_err("recording a mirrored tag"))?;
+        }
+        Ok(())
+    }
+
+    pub fn mirror_tag(&self, upstream: &str, repo: &str, tag: &str) -> Result<Option<Digest>> {
+        let Some(v) = self
+            .db
+            .get(key("T/", &[upstream, repo, tag]))
+            .map_err(db_err("reading a mirrored tag"))?
+        else {
+            return Ok(None);
+        };
+        let s = std::str::from_utf8(&v).map_err(|e| Error::storage("decoding a tag", e))?;
+        s.parse()
+            .map(Some)
+            .map_err(|e| Error::storage("decoding a tag", e))
+    }
+
+    /// Tags of a mirrored repository known from earlier pulls.
+    pub fn mirror_tags(
+        &self,
+        upstream: &str,
+        repo: &str,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<String>> {
+        let mut prefix = key("T/", &[upstream, repo]);
+        prefix.push(0);
+        self.list_after(prefix, last, n)
     }
 
     /// Keys under `prefix` (with the prefix cut off), after `last`, at most `n`.

@@ -61,6 +61,10 @@ impl Wharf {
             .arg("127.0.0.1:0")
             .arg("--data")
             .arg(data)
+            // Local namespaces the tests push to, and a Docker Hub that is a
+            // closed loopback port: no test may ever reach a real registry.
+            .args(["--local-namespace", "golden,charts"])
+            .args(["--upstream", "docker.io=http://127.0.0.1:9"])
             .args(&opts.args)
             .env("WHARF_LOG", "info,wharf=debug")
             .stdin(Stdio::null())

@@ -1,0 +1,350 @@
+//! Single-flight cache fills of mirrored blobs. A fill is its own task,
+//! owned by no client: it streams the upstream body into a temp file
+//! (hashed as it goes), publishes how many bytes are on disk through a
+//! `watch` channel, verifies the digest and renames the file into the
+//! store. Every client, the first included, reads the growing file up to
+//! the published watermark, so N concurrent misses cost one upstream
+//! transfer, a client that disconnects cannot break the fill, and a failed
+//! fill ends every reader's body with an error (never a short success).
+
+use crate::body::Body;
+use crate::oci::Digest;
+use crate::store::{BlobStore, Index};
+use crate::upstream::{Upstream, UpstreamError};
+use bytes::Bytes;
+use futures_util::FutureExt;
+use http::Method;
+use http_body_util::BodyExt;
+use std::collections::HashMap;
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::watch;
+
+/// How long an upstream body may stall before the fill gives up.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Bytes written before readers are told about them, at the latest.
+const PUBLISH_EVERY: u64 = 1024 * 1024;
+/// Largest chunk a reader sends at once.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// Why a fill failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum FillError {
+    #[error(transparent)]
+    Upstream(#[from] UpstreamError),
+    #[error("upstream sent bytes that do not match {0}")]
+    Corrupt(Digest),
+    #[error("cache storage failed: {0}")]
+    Storage(String),
+}
+
+/// What a fill has done so far.
+#[derive(Debug, Clone)]
+pub enum Progress {
+    /// Waiting for the upstream's answer.
+    Connecting,
+    /// `written` bytes of `total` are in the temp file at `path`.
+    Streaming {
+        path: PathBuf,
+        total: Option<u64>,
+        written: u64,
+    },
+    /// Verified and in the store.
+    Done {
+        total: u64,
+    },
+    Failed(FillError),
+}
+
+/// The fills in flight, by digest.
+#[derive(Default)]
+pub struct Fills {
+    inflight: Mutex<HashMap<Digest, watch::Receiver<Progress>>>,
+}
+
+/// What a fill needs to run.
+pub struct FillSource {
+    pub upstream: Arc<Upstream>,
+    pub repo: String,
+    pub blobs: BlobStore,
+    pub index: Index,
+}
+
+impl Fills {
+    /// Joins the fill of `digest`, starting it if none is running.
+    pub fn join(
+        self: &Arc<Self>,
+        digest: &Digest,
+        source: FillSource,
+    ) -> watch::Receiver<Progress> {
+        let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(rx) = inflight.get(digest) {
+            return rx.clone();
+        }
+        let (tx, rx) = watch::channel(Progress::Connecting);
+        inflight.insert(digest.clone(), rx.clone());
+        let fills = self.clone();
+        let digest = digest.clone();
+        tokio::spawn(async move {
+            let outcome = run(&digest, &source, &tx).await;
+            match &outcome {
+                Ok(total) => {
+                    tracing::info!(%digest, upstream = source.upstream.name(), bytes = total, "cached blob");
+                }
+                Err(e) => {
+                    tracing::warn!(%digest, upstream = source.upstream.name(), error = %e, "blob fill failed");
+                }
+            }
+            // Leave the map before the final state: a late joiner then finds
+            // the blob in the store, or starts a fresh fill after a failure.
+            fills
+                .inflight
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&digest);
+            let _ = tx.send(match outcome {
+                Ok(total) => Progress::Done { total },
+                Err(e) => Progress::Failed(e),
+            });
+        });
+        rx
+    }
+
+    /// How many fills are running (for tests and logs).
+    pub fn len(&self) -> usize {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+async fn run(
+    digest: &Digest,
+    src: &FillSource,
+    tx: &watch::Sender<Progress>,
+) -> Result<u64, FillError> {
+    let storage = |e: crate::error::Error| FillError::Storage(e.to_string());
+    let resp = src
+        .upstream
+        .send(Method::GET, &src.repo, &format!("blobs/{digest}"), &[])
+        .await?;
+    let total = resp
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let mut temp = src.blobs.temp(digest.algorithm()).await.map_err(storage)?;
+    let path = temp
+        .path()
+        .map(PathBuf::from)
+        .ok_or_else(|| FillError::Storage("temp file has no path".into()))?;
+    let _ = tx.send(Progress::Streaming {
+        path: path.clone(),
+        total,
+        written: 0,
+    });
+    let mut body = resp.into_body();
+    let mut written: u64 = 0;
+    let mut unpublished: u64 = 0;
+    loop {
+        // Publish what is on disk whenever the upstream makes us wait.
+        let frame = match body.frame().now_or_never() {
+            Some(f) => f,
+            None => {
+                if unpublished > 0 {
+                    temp.flush().await.map_err(storage)?;
+                    publish(tx, written);
+                    unpublished = 0;
+                }
+                tokio::time::timeout(IDLE_TIMEOUT, body.frame())
+                    .await
+                    .map_err(|_| {
+                        UpstreamError::Unavailable(format!(
+                            "upstream body stalled for {IDLE_TIMEOUT:?}"
+                        ))
+                    })?
+            }
+        };
+        let Some(frame) = frame else { break };
+        let frame = frame
+            .map_err(|e| UpstreamError::Unavailable(format!("upstream body broke off: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        temp.write(&data).await.map_err(storage)?;
+        written += data.len() as u64;
+        unpublished += data.len() as u64;
+        if total.is_some_and(|t| written > t) {
+            return Err(UpstreamError::Unavailable(
+                "upstream sent more than its Content-Length".into(),
+            )
+            .into());
+        }
+        if unpublished >= PUBLISH_EVERY {
+            temp.flush().await.map_err(storage)?;
+            publish(tx, written);
+            unpublished = 0;
+        }
+    }
+    if total.is_some_and(|t| t != written) {
+        return Err(UpstreamError::Unavailable(format!(
+            "upstream sent {written} of {} bytes",
+            total.unwrap_or(0)
+        ))
+        .into());
+    }
+    temp.flush().await.map_err(storage)?;
+    publish(tx, written);
+    match temp.commit(&src.blobs, Some(digest)).await {
+        Ok(_) => {}
+        Err(e) if e.code() == crate::error::ErrorCode::DigestInvalid => {
+            return Err(FillError::Corrupt(digest.clone()))
+        }
+        Err(e) => return Err(storage(e)),
+    }
+    src.index
+        .put_mirror_blob(src.upstream.name(), digest, written)
+        .map_err(storage)?;
+    Ok(written)
+}
+
+fn publish(tx: &watch::Sender<Progress>, written: u64) {
+    tx.send_modify(|p| {
+        if let Progress::Streaming { written: w, .. } = p {
+            *w = written;
+        }
+    });
+}
+
+/// Waits until the fill has an answer from upstream: the blob's size, or
+/// why it failed.
+pub async fn first_answer(rx: &mut watch::Receiver<Progress>) -> Result<Option<u64>, FillError> {
+    loop {
+        let p = rx.borrow_and_update().clone();
+        match p {
+            Progress::Connecting => {}
+            Progress::Streaming { total, .. } => return Ok(total),
+            Progress::Done { total } => return Ok(Some(total)),
+            Progress::Failed(e) => return Err(e),
+        }
+        if rx.changed().await.is_err() {
+            return Err(FillError::Storage("fill task vanished".into()));
+        }
+    }
+}
+
+/// A body streaming bytes `start..end` of a fill as they land on disk.
+pub fn reader(
+    rx: watch::Receiver<Progress>,
+    final_path: PathBuf,
+    start: u64,
+    end: Option<u64>,
+) -> Body {
+    struct State {
+        rx: watch::Receiver<Progress>,
+        final_path: PathBuf,
+        file: Option<tokio::fs::File>,
+        pos: u64,
+        end: Option<u64>,
+        finished: bool,
+    }
+    let state = State {
+        rx,
+        final_path,
+        file: None,
+        pos: start,
+        end,
+        finished: false,
+    };
+    let stream = futures_util::stream::unfold(state, |mut s| async move {
+        if s.finished {
+            return None;
+        }
+        loop {
+            let progress = s.rx.borrow_and_update().clone();
+            let (available, complete) = match progress {
+                Progress::Connecting => (0, false),
+                Progress::Streaming { path, written, .. } => {
+                    if s.file.is_none() {
+                        match open_at(&path, s.pos).await {
+                            Ok(f) => s.file = Some(f),
+                            // Renamed into the store meanwhile: Done is next.
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                            Err(e) => {
+                                s.finished = true;
+                                return Some((Err(e), s));
+                            }
+                        }
+                    }
+                    (if s.file.is_some() { written } else { 0 }, false)
+                }
+                Progress::Done { total } => {
+                    if s.file.is_none() {
+                        match open_at(&s.final_path, s.pos).await {
+                            Ok(f) => s.file = Some(f),
+                            Err(e) => {
+                                s.finished = true;
+                                return Some((Err(e), s));
+                            }
+                        }
+                    }
+                    (total, true)
+                }
+                Progress::Failed(e) => {
+                    s.finished = true;
+                    return Some((Err(io::Error::other(e.to_string())), s));
+                }
+            };
+            let limit = s.end.map_or(available, |e| e.min(available));
+            if s.pos < limit {
+                let want = (limit - s.pos).min(READ_CHUNK as u64) as usize;
+                let mut buf = vec![0u8; want];
+                let file = s.file.as_mut()?;
+                match file.read(&mut buf).await {
+                    Ok(0) => {
+                        s.finished = true;
+                        return Some((Err(io::Error::other("cache file ended early")), s));
+                    }
+                    Ok(n) => {
+                        buf.truncate(n);
+                        s.pos += n as u64;
+                        return Some((Ok(Bytes::from(buf)), s));
+                    }
+                    Err(e) => {
+                        s.finished = true;
+                        return Some((Err(e), s));
+                    }
+                }
+            }
+            if complete || s.end.is_some_and(|e| s.pos >= e) {
+                return None;
+            }
+            if s.rx.changed().await.is_err() {
+                // The sender is gone; its last state is final.
+                let last = s.rx.borrow().clone();
+                if !matches!(last, Progress::Done { .. } | Progress::Failed(_)) {
+                    s.finished = true;
+                    return Some((Err(io::Error::other("fill ended without a result")), s));
+                }
+            }
+        }
+    });
+    let frames = futures_util::StreamExt::map(stream, |r| r.map(http_body::Frame::data));
+    http_body_util::StreamBody::new(frames).boxed_unsync()
+}
+
+async fn open_at(path: &std::path::Path, pos: u64) -> io::Result<tokio::fs::File> {
+    let mut f = tokio::fs::File::open(path).await?;
+    if pos > 0 {
+        f.seek(io::SeekFrom::Start(pos)).await?;
+    }
+    Ok(f)
+}

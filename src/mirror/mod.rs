@@ -1,0 +1,726 @@
+//! The pull-through mirror: routing to configured upstreams, the tag TTL
+//! cache, single-flight manifest and blob fills, stale-if-error and the
+//! brief negative cache. Content by digest is immutable and, once cached,
+//! never asked for again; a tag is trusted for its upstream's TTL, then
+//! revalidated with a HEAD (which Docker Hub does not count against rate
+//! limits). When the upstream cannot answer, the last known digest (kept in
+//! the index, so it survives a restart) is served.
+
+pub mod fill;
+pub mod routing;
+
+use crate::body::Body;
+use crate::config::Config;
+use crate::error::{Error, ErrorCode, Result};
+use crate::oci::manifest::{self, MANIFEST_TYPES};
+use crate::oci::{Digest, Reference};
+use crate::registry::{blobs::serve_file, reply};
+use crate::store::index::ManifestMeta;
+use crate::store::Store;
+use crate::upstream::{Upstream, UpstreamError};
+use bytes::Bytes;
+use fill::{FillError, FillSource, Fills};
+use http::{header, request::Parts, Method, Response, StatusCode};
+use http_body_util::BodyExt;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long an upstream 404 is remembered.
+const NEGATIVE_TTL: Duration = Duration::from_secs(30);
+/// Tag resolutions held in memory at most.
+const TAG_CACHE_ENTRIES: u64 = 100_000;
+
+/// The Accept list for manifests: every type Wharf stores.
+const ACCEPT: [&str; 5] = MANIFEST_TYPES;
+
+type TagKey = (String, String, String);
+
+/// What a tag resolved to: the digest, and what the upstream's HEAD said
+/// of the manifest (enough to answer a HEAD without fetching it).
+#[derive(Clone)]
+struct Resolved {
+    digest: Digest,
+    media_type: Option<String>,
+    size: Option<u64>,
+    ttl: Duration,
+}
+
+struct TagExpiry;
+
+impl moka::Expiry<TagKey, Resolved> for TagExpiry {
+    fn expire_after_create(&self, _k: &TagKey, v: &Resolved, _now: Instant) -> Option<Duration> {
+        Some(v.ttl)
+    }
+}
+
+pub struct Mirror {
+    upstreams: HashMap<String, Arc<Upstream>>,
+    offline: bool,
+    tags: moka::future::Cache<TagKey, Resolved>,
+    negative: moka::future::Cache<String, ()>,
+    manifests: moka::future::Cache<(String, Digest), ManifestMeta>,
+    fills: Arc<Fills>,
+}
+
+/// Turns an upstream failure into the client's answer, for content of
+/// `kind` ("manifest" or "blob").
+fn client_error(e: &UpstreamError, unknown: ErrorCode, what: &str) -> Error {
+    match e {
+        UpstreamError::NotFound => Error::oci(unknown, format!("{what} not found upstream")),
+        UpstreamError::RateLimited { retry_after } => {
+            let err = Error::oci(
+                ErrorCode::TooManyRequests,
+                "upstream rate limit reached and nothing cached",
+            );
+            match retry_after {
+                Some(r) => err.with_header(header::RETRY_AFTER, r.clone()),
+                None => err,
+            }
+        }
+        other => Error::oci(
+            ErrorCode::Unavailable,
+            format!("{what} is not cached and the upstream cannot serve it: {other}"),
+        ),
+    }
+}
+
+fn offline_error(what: &str) -> Error {
+    Error::oci(
+        ErrorCode::Unavailable,
+        format!("{what} is not cached and Wharf is running offline"),
+    )
+}
+
+impl Mirror {
+    pub fn new(config: &Config) -> std::result::Result<Mirror, String> {
+        let mut upstreams = HashMap::new();
+        for u in &config.upstreams {
+            upstreams.insert(u.name.clone(), Arc::new(Upstream::new(u.clone())?));
+        }
+        Ok(Mirror {
+            upstreams,
+            offline: config.offline,
+            tags: moka::future::Cache::builder()
+                .max_capacity(TAG_CACHE_ENTRIES)
+                .expire_after(TagExpiry)
+                .build(),
+            negative: moka::future::Cache::builder()
+                .max_capacity(TAG_CACHE_ENTRIES)
+                .time_to_live(NEGATIVE_TTL)
+                .build(),
+            manifests: moka::future::Cache::builder()
+                .max_capacity(TAG_CACHE_ENTRIES)
+                .build(),
+            fills: Arc::new(Fills::default()),
+        })
+    }
+
+    fn upstream(&self, name: &str) -> Result<Arc<Upstream>> {
+        self.upstreams.get(name).cloned().ok_or_else(|| {
+            Error::oci(
+                ErrorCode::NameUnknown,
+                format!("upstream {name} is not configured"),
+            )
+        })
+    }
+
+    /// Fills in flight (for tests and logs).
+    pub fn fills_in_flight(&self) -> usize {
+        self.fills.len()
+    }
+
+    /// GET/HEAD a manifest of a mirrored repository.
+    pub async fn manifest(
+        &self,
+        store: &Store,
+        parts: &Parts,
+        upstream: &str,
+        repo: &str,
+        reference: &Reference,
+    ) -> Result<Response<Body>> {
+        let up = self.upstream(upstream)?;
+        let (digest, head) = match reference {
+            Reference::Digest(d) => (d.clone(), None),
+            Reference::Tag(t) => {
+                let r = self.resolve_tag(store, &up, repo, t.as_str()).await?;
+                (r.digest.clone(), Some(r))
+            }
+        };
+        let cached = store.index.mirror_manifest(upstream, &digest)?;
+        if cached.is_none() && parts.method == Method::HEAD && !self.offline {
+            // A HEAD asks only what the manifest is: answer from the tag's
+            // HEAD, or ask upstream with a HEAD too, never with a GET (which
+            // Docker Hub counts against the rate limit).
+            if let Some(Resolved {
+                media_type: Some(t),
+                size: Some(n),
+                ..
+            }) = &head
+            {
+                let mut r = reply::empty(StatusCode::OK);
+                reply::set(&mut r, header::CONTENT_TYPE, t);
+                r.headers_mut()
+                    .insert(header::CONTENT_LENGTH, http::HeaderValue::from(*n));
+                reply::set(&mut r, "docker-content-digest", &digest.to_string());
+                return Ok(r);
+            }
+            return self
+                .head_upstream(
+                    &up,
+                    repo,
+                    &format!("manifests/{digest}"),
+                    ErrorCode::ManifestUnknown,
+                )
+                .await;
+        }
+        let meta = match cached {
+            Some(m) => m,
+            None => self.fetch_manifest(store, &up, repo, &digest).await?,
+        };
+        let Some((file, size)) = store
+            .blobs
+            .open_read(&digest)
+            .await
+            .map_err(|e| Error::storage("opening a cached manifest", e))?
+        else {
+            tracing::error!(%digest, "cached manifest is missing on disk");
+            self.manifests
+                .invalidate(&(upstream.to_string(), digest.clone()))
+                .await;
+            return Err(Error::oci(
+                ErrorCode::ManifestUnknown,
+                "cached manifest is missing",
+            ));
+        };
+        serve_file(parts, file, size, &digest, &meta.media_type, false).await
+    }
+
+    /// What a tag stands for: from the TTL cache, else a HEAD upstream,
+    /// else (upstream down) the last known digest.
+    async fn resolve_tag(
+        &self,
+        store: &Store,
+        up: &Arc<Upstream>,
+        repo: &str,
+        tag: &str,
+    ) -> Result<Resolved> {
+        let name = up.name().to_string();
+        let last_known = || -> Result<Option<Resolved>> {
+            Ok(store
+                .index
+                .mirror_tag(&name, repo, tag)?
+                .map(|digest| Resolved {
+                    digest,
+                    media_type: None,
+                    size: None,
+                    ttl: Duration::ZERO,
+                }))
+        };
+        if self.offline {
+            return last_known()?.ok_or_else(|| offline_error("tag"));
+        }
+        let neg_key = format!("{name}\0{repo}\0{tag}");
+        if self.negative.contains_key(&neg_key) {
+            return Err(Error::oci(
+                ErrorCode::ManifestUnknown,
+                "manifest unknown upstream (cached answer)",
+            ));
+        }
+        let key = (name.clone(), repo.to_string(), tag.to_string());
+        let loaded = self
+            .tags
+            .try_get_with(key, self.head_tag(store, up, repo, tag))
+            .await;
+        match loaded {
+            Ok(r) => {
+                store.index.put_mirror_tag(&name, repo, tag, &r.digest)?;
+                Ok(r)
+            }
+            Err(e) if e.allows_stale() => match last_known()? {
+                Some(r) => {
+                    tracing::warn!(upstream = %name, repo, tag, error = %e, digest = %r.digest, "upstream unavailable: serving the last known digest");
+                    Ok(r)
+                }
+                None => Err(client_error(&e, ErrorCode::ManifestUnknown, "manifest")),
+            },
+            Err(e) => {
+                if *e == UpstreamError::NotFound {
+                    self.negative.insert(neg_key, ()).await;
+                }
+                Err(client_error(&e, ErrorCode::ManifestUnknown, "manifest"))
+            }
+        }
+    }
+
+    /// Asks the upstream which digest a tag points to, with a HEAD. An
+    /// upstream that omits `Docker-Content-Digest` gets a GET instead,
+    /// whose bytes are cached right away.
+    async fn head_tag(
+        &self,
+        store: &Store,
+        up: &Arc<Upstream>,
+        repo: &str,
+        tag: &str,
+    ) -> std::result::Result<Resolved, UpstreamError> {
+        let ttl = up.config.tag_ttl;
+        let resp = up
+            .send(Method::HEAD, repo, &format!("manifests/{tag}"), &ACCEPT)
+            .await?;
+        let h = resp.headers();
+        if let Some(digest) = h
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<Digest>().ok())
+        {
+            return Ok(Resolved {
+                digest,
+                media_type: h
+                    .get(header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .map(|v| manifest::bare_media_type(v).to_string())
+                    .filter(|t| MANIFEST_TYPES.contains(&t.as_str())),
+                size: h
+                    .get(header::CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok()),
+                ttl,
+            });
+        }
+        let resp = up
+            .send(Method::GET, repo, &format!("manifests/{tag}"), &ACCEPT)
+            .await?;
+        let (media_type, bytes) = read_manifest(resp).await?;
+        let digest = Digest::of(crate::oci::Algorithm::Sha256, &bytes);
+        self.store_manifest(store, up.name(), &digest, &media_type, &bytes)
+            .await
+            .map_err(|e| UpstreamError::Unavailable(format!("caching manifest: {e}")))?;
+        Ok(Resolved {
+            digest,
+            media_type: Some(media_type),
+            size: Some(bytes.len() as u64),
+            ttl,
+        })
+    }
+
+    /// Fetches a manifest by digest once, however many ask at the same time.
+    async fn fetch_manifest(
+        &self,
+        store: &Store,
+        up: &Arc<Upstream>,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<ManifestMeta> {
+        if self.offline {
+            return Err(offline_error("manifest"));
+        }
+        let neg_key = format!("{}\0{repo}\0{digest}", up.name());
+        if self.negative.contains_key(&neg_key) {
+            return Err(Error::oci(
+                ErrorCode::ManifestUnknown,
+                "manifest unknown upstream (cached answer)",
+            ));
+        }
+        let key = (up.name().to_string(), digest.clone());
+        let loaded = self
+            .manifests
+            .try_get_with(key, async {
+                if let Some(m) = store
+                    .index
+                    .mirror_manifest(up.name(), digest)
+                    .map_err(|e| UpstreamError::Unavailable(e.to_string()))?
+                {
+                    return Ok(m);
+                }
+                let resp = up
+                    .send(Method::GET, repo, &format!("manifests/{digest}"), &ACCEPT)
+                    .await?;
+                let (media_type, bytes) = read_manifest(resp).await?;
+                let got = Digest::of(digest.algorithm(), &bytes);
+                if got != *digest {
+                    return Err(UpstreamError::Unavailable(format!(
+                        "upstream manifest hashes to {got}, not {digest}"
+                    )));
+                }
+                self.store_manifest(store, up.name(), digest, &media_type, &bytes)
+                    .await
+                    .map_err(|e| UpstreamError::Unavailable(format!("caching manifest: {e}")))
+            })
+            .await;
+        match loaded {
+            Ok(m) => Ok(m),
+            Err(e) => {
+                if *e == UpstreamError::NotFound {
+                    self.negative.insert(neg_key, ()).await;
+                }
+                Err(client_error(&e, ErrorCode::ManifestUnknown, "manifest"))
+            }
+        }
+    }
+
+    async fn store_manifest(
+        &self,
+        store: &Store,
+        upstream: &str,
+        d: &Digest,
+        media_type: &str,
+        bytes: &[u8],
+    ) -> Result<ManifestMeta> {
+        store.blobs.put_bytes(d, bytes).await?;
+        let meta = ManifestMeta {
+            media_type: media_type.to_string(),
+            size: bytes.len() as u64,
+            subject: None,
+        };
+        store.index.put_mirror_manifest(upstream, d, &meta)?;
+        tracing::info!(digest = %d, upstream, "cached manifest");
+        Ok(meta)
+    }
+
+    /// A HEAD passed upstream, for content Wharf has not cached.
+    async fn head_upstream(
+        &self,
+        up: &Arc<Upstream>,
+        repo: &str,
+        suffix: &str,
+        unknown: ErrorCode,
+    ) -> Result<Response<Body>> {
+        let resp = up
+            .send(Method::HEAD, repo, suffix, &ACCEPT)
+            .await
+            .map_err(|e| client_error(&e, unknown, "content"))?;
+        let mut r = reply::empty(StatusCode::OK);
+        for name in [header::CONTENT_TYPE, header::CONTENT_LENGTH] {
+            if let Some(v) = resp.headers().get(&name) {
+                r.headers_mut().insert(name, v.clone());
+            }
+        }
+        if let Some(v) = resp.headers().get("docker-content-digest") {
+            r.headers_mut().insert("docker-content-digest", v.clone());
+        }
+        Ok(r)
+    }
+
+    /// GET/HEAD a blob of a mirrored repository.
+    pub async fn blob(
+        &self,
+        store: &Store,
+        parts: &Parts,
+        upstream: &str,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<Response<Body>> {
+        let up = self.upstream(upstream)?;
+        if store.index.mirror_blob(upstream, digest)? {
+            if let Some((file, size)) = store
+                .blobs
+                .open_read(digest)
+                .await
+                .map_err(|e| Error::storage("opening a cached blob", e))?
+            {
+                return serve_file(parts, file, size, digest, "application/octet-stream", true)
+                    .await;
+            }
+            tracing::error!(%digest, "cached blob is missing on disk: fetching it again");
+        }
+        if self.offline {
+            return Err(offline_error("blob"));
+        }
+        let neg_key = format!("{upstream}\0{repo}\0{digest}");
+        if self.negative.contains_key(&neg_key) {
+            return Err(Error::oci(
+                ErrorCode::BlobUnknown,
+                "blob unknown upstream (cached answer)",
+            ));
+        }
+        if parts.method == Method::HEAD {
+            return self
+                .head_upstream(
+                    &up,
+                    repo,
+                    &format!("blobs/{digest}"),
+                    ErrorCode::BlobUnknown,
+                )
+                .await;
+        }
+        let mut rx = self.fills.join(
+            digest,
+            FillSource {
+                upstream: up.clone(),
+                repo: repo.to_string(),
+                blobs: store.blobs.clone(),
+                index: store.index.clone(),
+            },
+        );
+        let total = match fill::first_answer(&mut rx).await {
+            Ok(t) => t,
+            Err(FillError::Upstream(e)) => {
+                if e == UpstreamError::NotFound {
+                    self.negative.insert(neg_key, ()).await;
+                }
+                return Err(client_error(&e, ErrorCode::BlobUnknown, "blob"));
+            }
+            Err(e) => return Err(Error::oci(ErrorCode::Unavailable, e.to_string())),
+        };
+        let range = reply::header_str(&parts.headers, header::RANGE);
+        let (status, start, end) = match (total, range.and_then(|r| single_range(r, total?))) {
+            (Some(t), Some((s, e))) => (
+                StatusCode::PARTIAL_CONTENT,
+                s,
+                Some(e + 1).filter(|_| t > 0),
+            ),
+            _ => (StatusCode::OK, 0, total),
+        };
+        let body = fill::reader(rx, store.blobs.path(digest), start, end);
+        let mut r = Response::new(body);
+        *r.status_mut() = status;
+        reply::set(&mut r, header::CONTENT_TYPE, "application/octet-stream");
+        reply::set(&mut r, "docker-content-digest", &digest.to_string());
+        if let (Some(t), Some(e)) = (total, end) {
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, http::HeaderValue::from(e - start));
+            if status == StatusCode::PARTIAL_CONTENT {
+                reply::set(
+                    &mut r,
+                    header::CONTENT_RANGE,
+                    &format!("bytes {start}-{}/{t}", e - 1),
+                );
+            }
+        }
+        Ok(r)
+    }
+
+    /// The tag list of a mirrored repository: upstream's, or the tags
+    /// known from earlier pulls when the upstream cannot answer.
+    pub async fn tags(
+        &self,
+        store: &Store,
+        parts: &Parts,
+        client_name: &str,
+        upstream: &str,
+        repo: &str,
+    ) -> Result<Response<Body>> {
+        let up = self.upstream(upstream)?;
+        let q = reply::query(&parts.uri);
+        let n = reply::query_one(&q, "n").map(|v| {
+            v.parse::<usize>()
+                .map_err(|_| Error::oci(ErrorCode::PaginationNumberInvalid, "n must be a number"))
+        });
+        let n = n.transpose()?;
+        let last = reply::query_one(&q, "last");
+        let upstream_answer = if self.offline {
+            Err(UpstreamError::Unavailable("offline".into()))
+        } else {
+            let suffix = tags_suffix(n, last);
+            match up
+                .send(Method::GET, repo, &suffix, &["application/json"])
+                .await
+            {
+                Ok(resp) => {
+                    let more = resp.headers().get(header::LINK).is_some();
+                    read_limited(resp.into_body(), manifest_limit())
+                        .await
+                        .and_then(|b| {
+                            serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| {
+                                UpstreamError::Unavailable(format!("bad tag list: {e}"))
+                            })
+                        })
+                        .map(|v| (v, more))
+                }
+                Err(e) => Err(e),
+            }
+        };
+        let (tags, more) = match upstream_answer {
+            Ok((v, more)) => {
+                let tags: Vec<String> = v["tags"]
+                    .as_array()
+                    .map(|a| {
+                        a.iter()
+                            .filter_map(|t| t.as_str().map(str::to_string))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                (tags, more)
+            }
+            Err(UpstreamError::NotFound) => {
+                return Err(Error::oci(
+                    ErrorCode::NameUnknown,
+                    "repository not known upstream",
+                ));
+            }
+            Err(e) => {
+                let limit = n.unwrap_or(usize::MAX);
+                let mut tags =
+                    store
+                        .index
+                        .mirror_tags(upstream, repo, last, limit.saturating_add(1))?;
+                if tags.is_empty() && !self.offline && !e.allows_stale() {
+                    return Err(client_error(&e, ErrorCode::NameUnknown, "tag list"));
+                }
+                tracing::warn!(upstream, repo, error = %e, "tag list from the cache: upstream unavailable");
+                let more = tags.len() > limit;
+                tags.truncate(limit);
+                (tags, more)
+            }
+        };
+        let mut r = reply::json(
+            &serde_json::json!({ "name": client_name, "tags": tags }),
+            "application/json",
+        );
+        if let (true, Some(l), Some(n)) = (more, tags.last(), n) {
+            let qs = form_urlencoded::Serializer::new(String::new())
+                .append_pair("last", l)
+                .append_pair("n", &n.to_string())
+                .finish();
+            reply::set(
+                &mut r,
+                header::LINK,
+                &format!("</v2/{client_name}/tags/list?{qs}>; rel=\"next\""),
+            );
+        }
+        Ok(r)
+    }
+
+    /// Referrers of a mirrored manifest: proxied when the upstream has the
+    /// API; otherwise a 404 (not NAME_UNKNOWN) so clients fall back to the
+    /// `sha256-<hex>` tag schema, which is served like any other tag.
+    pub async fn referrers(
+        &self,
+        parts: &Parts,
+        upstream: &str,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<Response<Body>> {
+        let up = self.upstream(upstream)?;
+        let unsupported = || {
+            Error::oci(
+                ErrorCode::ManifestUnknown,
+                "referrers are not available from this upstream",
+            )
+        };
+        if self.offline {
+            return Err(unsupported());
+        }
+        let mut suffix = format!("referrers/{digest}");
+        if let Some(q) = parts.uri.query() {
+            suffix = format!("{suffix}?{q}");
+        }
+        let resp = match up
+            .send(Method::GET, repo, &suffix, &[manifest::OCI_INDEX])
+            .await
+        {
+            Ok(r) => r,
+            Err(_) => return Err(unsupported()),
+        };
+        let is_index = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| manifest::bare_media_type(v) == manifest::OCI_INDEX);
+        if !is_index {
+            return Err(unsupported());
+        }
+        let filters = resp.headers().get("oci-filters-applied").cloned();
+        let body = read_limited(resp.into_body(), manifest_limit())
+            .await
+            .map_err(|_| unsupported())?;
+        let mut r = Response::new(crate::body::full(body.clone()));
+        reply::set(&mut r, header::CONTENT_TYPE, manifest::OCI_INDEX);
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, http::HeaderValue::from(body.len()));
+        if let Some(f) = filters {
+            r.headers_mut().insert("oci-filters-applied", f);
+        }
+        Ok(r)
+    }
+}
+
+/// `tags/list` with the client's `n` and `last`, passed on upstream.
+fn tags_suffix(n: Option<usize>, last: Option<&str>) -> String {
+    let mut qs = form_urlencoded::Serializer::new(String::new());
+    if let Some(n) = n {
+        qs.append_pair("n", &n.to_string());
+    }
+    if let Some(l) = last {
+        qs.append_pair("last", l);
+    }
+    let qs = qs.finish();
+    if qs.is_empty() {
+        "tags/list".to_string()
+    } else {
+        format!("tags/list?{qs}")
+    }
+}
+
+fn manifest_limit() -> usize {
+    crate::registry::manifests::MAX_MANIFEST_BYTES
+}
+
+/// A single `bytes=` range of a blob of `size`; `None` for anything else
+/// (the whole blob is sent then).
+fn single_range(v: &str, size: u64) -> Option<(u64, u64)> {
+    let spec = v.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') || size == 0 {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (s, e) = match (a.trim(), b.trim()) {
+        ("", n) => {
+            let n: u64 = n.parse().ok()?;
+            (size.saturating_sub(n), size - 1)
+        }
+        (s, "") => (s.parse().ok()?, size - 1),
+        (s, e) => (s.parse().ok()?, e.parse::<u64>().ok()?.min(size - 1)),
+    };
+    (s <= e && s < size).then_some((s, e))
+}
+
+/// Reads a manifest answer (bounded), with its bare media type.
+async fn read_manifest(
+    resp: Response<hyper::body::Incoming>,
+) -> std::result::Result<(String, Bytes), UpstreamError> {
+    let header_type = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| manifest::bare_media_type(v).to_string());
+    let bytes = read_limited(resp.into_body(), manifest_limit()).await?;
+    let media_type = match header_type {
+        Some(t) if MANIFEST_TYPES.contains(&t.as_str()) => t,
+        other => manifest::parse(&bytes, None)
+            .map(|p| p.media_type)
+            .ok()
+            .or(other)
+            .unwrap_or_else(|| manifest::OCI_MANIFEST.to_string()),
+    };
+    Ok((media_type, bytes))
+}
+
+/// Reads a small upstream body, bounded in size and in idle time.
+async fn read_limited(
+    body: hyper::body::Incoming,
+    limit: usize,
+) -> std::result::Result<Bytes, UpstreamError> {
+    let collected = tokio::time::timeout(
+        fill::IDLE_TIMEOUT,
+        http_body_util::Limited::new(body, limit).collect(),
+    )
+    .await
+    .map_err(|_| UpstreamError::Unavailable("upstream body stalled".into()))?
+    .map_err(|e| UpstreamError::Unavailable(format!("upstream body: {e}")))?;
+    Ok(collected.to_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(single_range("bytes=10-", 100), Some((10, 99)));
+        assert_eq!(single_range("bytes=10-19", 100), Some((10, 19)));
+        assert_eq!(single_range("bytes=-10", 100), Some((90, 99)));
+        assert_eq!(single_range("bytes=100-", 100), None);
+        assert_eq!(single_range("bytes=0-1,3-4", 100), None);
+    }
+}

@@ -1,0 +1,250 @@
+//! Talking to one upstream registry: a pooled HTTP client (rustls for
+//! https), the bearer-token flow from `WWW-Authenticate` with tokens cached
+//! per scope until they expire, redirects followed without carrying
+//! `Authorization` to another host, and upstream answers sorted into the
+//! few outcomes the mirror acts on.
+
+pub mod auth;
+
+use crate::config::UpstreamConfig;
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::Empty;
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::time::Duration;
+
+/// How long connecting to an upstream may take (clients give a mirror 30 s
+/// in all, so an unreachable upstream must be noticed well before that).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an upstream may take to send response headers.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(20);
+/// Redirects followed per request.
+const MAX_REDIRECTS: usize = 5;
+
+type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
+
+/// What went wrong upstream, in the terms the mirror decides on.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum UpstreamError {
+    /// 404, or a 401 for a repository the token does not open (Docker Hub
+    /// answers both for missing and private repositories).
+    #[error("not found upstream")]
+    NotFound,
+    #[error("upstream rate limit reached (429)")]
+    RateLimited { retry_after: Option<String> },
+    #[error("upstream authentication failed: {0}")]
+    Auth(String),
+    /// Connection failure, timeout, 5xx, or a broken answer.
+    #[error("upstream unavailable: {0}")]
+    Unavailable(String),
+    #[error("upstream answered {0}")]
+    Status(u16),
+}
+
+impl UpstreamError {
+    /// Whether serving stale cached content is the right answer to this.
+    pub fn allows_stale(&self) -> bool {
+        !matches!(self, UpstreamError::NotFound | UpstreamError::Status(_))
+    }
+}
+
+/// One configured upstream registry.
+pub struct Upstream {
+    pub config: UpstreamConfig,
+    client: HttpsClient,
+    auth: auth::Authorizer,
+}
+
+impl Upstream {
+    pub fn new(config: UpstreamConfig) -> Result<Upstream, String> {
+        let client = https_client()?;
+        let auth = auth::Authorizer::new(
+            client.clone(),
+            config.username.clone(),
+            config.password.clone(),
+        );
+        Ok(Upstream {
+            config,
+            client,
+            auth,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Sends `method` to `/v2/<repo>/<suffix>` with the pull token for
+    /// `repo`, following redirects. Returns a 2xx response or an error.
+    pub async fn send(
+        &self,
+        method: Method,
+        repo: &str,
+        suffix: &str,
+        accept: &[&str],
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let mut url = self.config.url.clone();
+        let path = format!("{}/v2/{repo}/{suffix}", url.path().trim_end_matches('/'));
+        let (path, query) = match path.split_once('?') {
+            Some((p, q)) => (p.to_string(), Some(q.to_string())),
+            None => (path, None),
+        };
+        url.set_path(&path);
+        url.set_query(query.as_deref());
+        let scope = format!("repository:{repo}:pull");
+
+        let mut retried_auth = false;
+        loop {
+            let authorization = self.auth.header(&scope).await;
+            let resp = self
+                .follow(&method, url.clone(), accept, authorization.clone())
+                .await?;
+            if resp.status() != StatusCode::UNAUTHORIZED {
+                return classify(resp);
+            }
+            if retried_auth {
+                // Authenticated and still refused: Docker Hub's answer for
+                // a repository that does not exist (or is private).
+                return if authorization.is_some() {
+                    Err(UpstreamError::NotFound)
+                } else {
+                    Err(UpstreamError::Auth(
+                        "upstream refused anonymous access".into(),
+                    ))
+                };
+            }
+            let challenge = resp
+                .headers()
+                .get(header::WWW_AUTHENTICATE)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_string();
+            self.auth.respond(&challenge, &scope).await?;
+            retried_auth = true;
+        }
+    }
+
+    /// One request and its redirects. `Authorization` goes only to the
+    /// upstream's own host.
+    async fn follow(
+        &self,
+        method: &Method,
+        mut url: url::Url,
+        accept: &[&str],
+        authorization: Option<HeaderValue>,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let origin = url.origin();
+        for _ in 0..=MAX_REDIRECTS {
+            let mut req = Request::builder().method(method.clone()).uri(url.as_str());
+            for a in accept {
+                req = req.header(header::ACCEPT, *a);
+            }
+            req = req.header(
+                header::USER_AGENT,
+                concat!("wharf/", env!("CARGO_PKG_VERSION")),
+            );
+            if let Some(a) = &authorization {
+                if url.origin() == origin {
+                    req = req.header(header::AUTHORIZATION, a.clone());
+                }
+            }
+            let req = req
+                .body(Empty::new())
+                .map_err(|e| UpstreamError::Unavailable(format!("building request: {e}")))?;
+            let resp = tokio::time::timeout(HEADER_TIMEOUT, self.client.request(req))
+                .await
+                .map_err(|_| {
+                    UpstreamError::Unavailable(format!(
+                        "no answer from {} within {HEADER_TIMEOUT:?}",
+                        self.name()
+                    ))
+                })?
+                .map_err(|e| {
+                    UpstreamError::Unavailable(format!("{}: {}", self.name(), error_chain(&e)))
+                })?;
+            if resp.status().is_redirection() && resp.status() != StatusCode::NOT_MODIFIED {
+                let location = resp
+                    .headers()
+                    .get(header::LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| {
+                        UpstreamError::Unavailable("redirect without Location".into())
+                    })?;
+                url = url.join(location).map_err(|e| {
+                    UpstreamError::Unavailable(format!("bad redirect Location: {e}"))
+                })?;
+                continue;
+            }
+            return Ok(resp);
+        }
+        Err(UpstreamError::Unavailable("too many redirects".into()))
+    }
+}
+
+/// Sorts a final (non-401) answer.
+fn classify(resp: Response<Incoming>) -> Result<Response<Incoming>, UpstreamError> {
+    let status = resp.status();
+    if status.is_success() {
+        return Ok(resp);
+    }
+    Err(match status {
+        StatusCode::NOT_FOUND => UpstreamError::NotFound,
+        StatusCode::TOO_MANY_REQUESTS => UpstreamError::RateLimited {
+            retry_after: resp
+                .headers()
+                .get(header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        },
+        StatusCode::FORBIDDEN => UpstreamError::Auth("upstream answered 403".into()),
+        s if s.is_server_error() => UpstreamError::Unavailable(format!("upstream answered {s}")),
+        s => UpstreamError::Status(s.as_u16()),
+    })
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
+/// A pooled client for http and https (rustls, webpki roots).
+fn https_client() -> Result<HttpsClient, String> {
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_connect_timeout(Some(CONNECT_TIMEOUT));
+    http.set_nodelay(true);
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_provider_and_webpki_roots(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .map_err(|e| format!("TLS setup: {e}"))?
+        .https_or_http()
+        .enable_http1()
+        .enable_http2()
+        .wrap_connector(http);
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(https))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_is_allowed_for_outages_not_for_absence() {
+        assert!(UpstreamError::Unavailable("x".into()).allows_stale());
+        assert!(UpstreamError::RateLimited { retry_after: None }.allows_stale());
+        assert!(UpstreamError::Auth("x".into()).allows_stale());
+        assert!(!UpstreamError::NotFound.allows_stale());
+    }
+}
