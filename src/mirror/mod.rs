@@ -532,7 +532,7 @@ impl Mirror {
         };
         let (tags, more) = match upstream_answer {
             Ok((v, more)) => {
-                let tags: Vec<String> = v["tags"]
+                let mut tags: Vec<String> = v["tags"]
                     .as_array()
                     .map(|a| {
                         a.iter()
@@ -540,6 +540,15 @@ impl Mirror {
                             .collect()
                     })
                     .unwrap_or_default();
+                // The spec wants lexical order and exact pages; not every
+                // upstream keeps either (distribution 2.8 ignores n).
+                tags.sort();
+                if let Some(l) = last {
+                    tags.retain(|t| t.as_str() > l);
+                }
+                let limit = n.unwrap_or(usize::MAX);
+                let more = more || tags.len() > limit;
+                tags.truncate(limit);
                 (tags, more)
             }
             Err(UpstreamError::NotFound) => {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod upstream;
 
 use sha2::{Digest as _, Sha256};
 use std::io::{BufRead, BufReader};
@@ -185,8 +186,13 @@ pub struct Api {
 
 impl Api {
     pub fn new(w: &Wharf) -> Api {
+        Self::at(&w.addr)
+    }
+
+    /// A client for any registry at `addr` (host:port).
+    pub fn at(addr: &str) -> Api {
         Api {
-            base: format!("http://{}", w.addr),
+            base: format!("http://{addr}"),
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()

@@ -1,0 +1,529 @@
+//! A real upstream for mirror tests: Debian's `docker-registry` (the
+//! reference registry) on loopback, behind a small counting proxy owned by
+//! the test. The proxy counts every request Wharf sends upstream (by
+//! method and path, with the bytes of blob bodies), can demand bearer
+//! tokens from its own token endpoint (so the token flow is real), and
+//! injects the faults the reference registry cannot: refusals, 5xx/429,
+//! corrupted or stalled blob bodies, and CDN-style redirects.
+
+use super::{require, wait_timeout};
+use bytes::Bytes;
+use http_body_util::{combinators::BoxBody, BodyExt, Full, StreamBody};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use std::net::TcpListener as StdListener;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// One request the proxy saw.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub query: String,
+    pub authorization: Option<String>,
+}
+
+/// Faults the proxy injects; change them at any time.
+#[derive(Debug, Clone, Default)]
+pub struct Faults {
+    /// Close every connection without answering (upstream unreachable).
+    pub refuse: bool,
+    /// Answer every request with this status (e.g. 503, 429).
+    pub status: Option<u16>,
+    /// Flip one byte in the middle of every blob body.
+    pub corrupt_blobs: bool,
+    /// Send half of every blob body, then stop sending (without closing).
+    pub stall_blobs: bool,
+    /// Send blob bodies in 256 KiB pieces with this pause between them.
+    pub slow_blobs: Option<Duration>,
+    /// Redirect blob GETs to the proxy's `/cdn/` path on another origin.
+    pub redirect_blobs: bool,
+    /// Repositories whose name contains this answer 401 even with a token,
+    /// as Docker Hub does for missing and private repositories.
+    pub deny_repos_containing: Option<String>,
+}
+
+struct State {
+    registry: String,
+    seen: Mutex<Vec<Seen>>,
+    faults: Mutex<Faults>,
+    token_requests: AtomicUsize,
+    blob_bytes: AtomicU64,
+    /// Authorization headers that reached the CDN (must stay empty).
+    cdn_authorizations: Mutex<Vec<String>>,
+    bearer: bool,
+    blob_done_at: Mutex<Option<Instant>>,
+    http: reqwest::Client,
+    port: u16,
+}
+
+/// A reference registry behind a counting, fault-injecting proxy.
+pub struct Upstream {
+    /// The proxy (what Wharf is pointed at).
+    pub addr: String,
+    /// The registry itself, for seeding without being counted.
+    pub registry_addr: String,
+    state: Arc<State>,
+    registry: Option<Child>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    _dir: tempfile::TempDir,
+}
+
+fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Upstream {
+    /// Starts a registry and its proxy; with `bearer`, every registry
+    /// request needs a token from the proxy's `/token` endpoint.
+    pub fn start(bearer: bool) -> Upstream {
+        let registry_bin = require("docker-registry");
+        let dir = tempfile::tempdir().unwrap();
+        let mut last_err = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let config = format!(
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.path().join("data").display()
+            );
+            let cfg = dir.path().join("registry.yml");
+            std::fs::write(&cfg, config).unwrap();
+            let log = std::fs::File::create(dir.path().join("registry.log")).unwrap();
+            let mut child = Command::new(&registry_bin)
+                .arg("serve")
+                .arg(&cfg)
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            let registry_addr = format!("127.0.0.1:{port}");
+            let start = Instant::now();
+            let mut up = false;
+            while start.elapsed() < Duration::from_secs(15) {
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
+                if std::net::TcpStream::connect(&registry_addr).is_ok() {
+                    up = true;
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            if !up {
+                let _ = child.kill();
+                let _ = child.wait();
+                last_err =
+                    std::fs::read_to_string(dir.path().join("registry.log")).unwrap_or_default();
+                continue;
+            }
+            return Self::with_proxy(registry_addr, child, dir, bearer);
+        }
+        panic!("docker-registry did not start: {last_err}");
+    }
+
+    fn with_proxy(
+        registry_addr: String,
+        registry: Child,
+        dir: tempfile::TempDir,
+        bearer: bool,
+    ) -> Upstream {
+        let listener = StdListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let state = Arc::new(State {
+            registry: registry_addr.clone(),
+            seen: Mutex::new(Vec::new()),
+            faults: Mutex::new(Faults::default()),
+            token_requests: AtomicUsize::new(0),
+            blob_bytes: AtomicU64::new(0),
+            cdn_authorizations: Mutex::new(Vec::new()),
+            bearer,
+            blob_done_at: Mutex::new(None),
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            port,
+        });
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel();
+        let st = state.clone();
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(serve(listener, st, stop_rx));
+        });
+        Upstream {
+            addr: format!("127.0.0.1:{port}"),
+            registry_addr,
+            state,
+            registry: Some(registry),
+            stop: Some(stop_tx),
+            thread: Some(thread),
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn set_faults(&self, f: Faults) {
+        *self.state.faults.lock().unwrap() = f;
+    }
+
+    /// Every request seen so far (token requests excluded).
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
+    }
+
+    /// How many seen requests have `method` and a path containing `part`.
+    pub fn count(&self, method: &str, part: &str) -> usize {
+        self.seen()
+            .iter()
+            .filter(|s| s.method == method && s.path.contains(part))
+            .count()
+    }
+
+    pub fn reset(&self) {
+        self.state.seen.lock().unwrap().clear();
+        self.state.blob_bytes.store(0, Ordering::SeqCst);
+        self.state.token_requests.store(0, Ordering::SeqCst);
+    }
+
+    /// Forgets the HEAD requests seen so far (keeps the rest).
+    pub fn reset_heads(&self) {
+        self.state
+            .seen
+            .lock()
+            .unwrap()
+            .retain(|s| s.method != "HEAD");
+    }
+
+    pub fn token_requests(&self) -> usize {
+        self.state.token_requests.load(Ordering::SeqCst)
+    }
+
+    /// Blob body bytes sent to Wharf.
+    pub fn blob_bytes(&self) -> u64 {
+        self.state.blob_bytes.load(Ordering::SeqCst)
+    }
+
+    /// When the last blob body finished sending.
+    pub fn blob_done_at(&self) -> Option<Instant> {
+        *self.state.blob_done_at.lock().unwrap()
+    }
+
+    pub fn cdn_authorizations(&self) -> Vec<String> {
+        self.state.cdn_authorizations.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        if let Some(mut c) = self.registry.take() {
+            super::signal(c.id(), "TERM");
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                wait_timeout(&mut c, Duration::from_secs(10))
+            }));
+        }
+    }
+}
+
+type ProxyBody = BoxBody<Bytes, std::io::Error>;
+
+fn full(status: u16, body: &str) -> Response<ProxyBody> {
+    let mut r = Response::new(
+        Full::new(Bytes::from(body.to_string()))
+            .map_err(|n| match n {})
+            .boxed(),
+    );
+    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+    r.headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    r
+}
+
+async fn serve(
+    listener: StdListener,
+    state: Arc<State>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+    loop {
+        let (stream, _) = tokio::select! {
+            c = listener.accept() => match c { Ok(c) => c, Err(_) => continue },
+            _ = &mut stop => return,
+        };
+        if state.faults.lock().unwrap().refuse {
+            drop(stream);
+            continue;
+        }
+        let st = state.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| {
+                let st = st.clone();
+                async move {
+                    // A refusing upstream also drops connections kept alive
+                    // from before: the service fails, hyper closes it.
+                    if st.faults.lock().unwrap().refuse {
+                        return Err(std::io::Error::other("refused"));
+                    }
+                    Ok(handle(st, req).await)
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBody> {
+    let path = req.uri().path().to_string();
+    let query = req.uri().query().unwrap_or("").to_string();
+    let authorization = req
+        .headers()
+        .get("authorization")
+        .map(|v| v.to_str().unwrap_or("").to_string());
+    if path == "/token" {
+        state.token_requests.fetch_add(1, Ordering::SeqCst);
+        let n = state.token_requests.load(Ordering::SeqCst);
+        return full(
+            200,
+            &format!("{{\"token\":\"token-{n}\",\"expires_in\":300}}"),
+        );
+    }
+    if let Some(rest) = path.strip_prefix("/cdn/") {
+        // The "CDN" a blob GET was redirected to: serve the registry's blob.
+        if let Some(a) = authorization {
+            state.cdn_authorizations.lock().unwrap().push(a);
+        }
+        let target = format!("http://{}/{}", state.registry, rest);
+        return forward(&state, "GET", &target, &[], true).await;
+    }
+    state.seen.lock().unwrap().push(Seen {
+        method: req.method().to_string(),
+        path: path.clone(),
+        query: query.clone(),
+        authorization: authorization.clone(),
+    });
+    let faults = state.faults.lock().unwrap().clone();
+    if let Some(s) = faults.status {
+        let mut r = full(
+            s,
+            "{\"errors\":[{\"code\":\"UNAVAILABLE\",\"message\":\"injected\"}]}",
+        );
+        if s == 429 {
+            r.headers_mut().insert("retry-after", "17".parse().unwrap());
+        }
+        return r;
+    }
+    if let Some(deny) = &faults.deny_repos_containing {
+        if path.contains(deny.as_str()) {
+            let mut r = full(401, "{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"authentication required\"}]}");
+            r.headers_mut().insert(
+                "www-authenticate",
+                format!(
+                    "Bearer realm=\"http://127.0.0.1:{}/token\",service=\"test-registry\"",
+                    state.port
+                )
+                .parse()
+                .unwrap(),
+            );
+            return r;
+        }
+    }
+    if state.bearer
+        && path != "/v2/"
+        && !authorization
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("Bearer token-")
+    {
+        let repo = path
+            .trim_start_matches("/v2/")
+            .rsplit_once("/manifests/")
+            .or_else(|| path.trim_start_matches("/v2/").rsplit_once("/blobs/"))
+            .or_else(|| path.trim_start_matches("/v2/").rsplit_once("/tags/"))
+            .map(|(r, _)| r.to_string())
+            .unwrap_or_default();
+        let mut r = full(
+            401,
+            "{\"errors\":[{\"code\":\"UNAUTHORIZED\",\"message\":\"token required\"}]}",
+        );
+        r.headers_mut().insert(
+            "www-authenticate",
+            format!(
+                "Bearer realm=\"http://127.0.0.1:{}/token\",service=\"test-registry\",scope=\"repository:{repo}:pull\"",
+                state.port
+            )
+            .parse()
+            .unwrap(),
+        );
+        return r;
+    }
+    let is_blob_get = req.method() == "GET" && path.contains("/blobs/sha256:");
+    if is_blob_get && faults.redirect_blobs {
+        let mut r = full(307, "");
+        // `localhost` is another origin than 127.0.0.1: Authorization must not follow.
+        r.headers_mut().insert(
+            "location",
+            format!("http://localhost:{}/cdn{}", state.port, path)
+                .parse()
+                .unwrap(),
+        );
+        return r;
+    }
+    let accept: Vec<String> = req
+        .headers()
+        .get_all("accept")
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_string))
+        .collect();
+    let target = format!(
+        "http://{}{}{}{}",
+        state.registry,
+        path,
+        if query.is_empty() { "" } else { "?" },
+        query
+    );
+    let mut resp = forward(&state, req.method().as_str(), &target, &accept, is_blob_get).await;
+    if is_blob_get
+        && resp.status() == 200
+        && (faults.corrupt_blobs || faults.stall_blobs || faults.slow_blobs.is_some())
+    {
+        resp = inject(resp, &faults, state.clone()).await;
+    }
+    resp
+}
+
+/// Forwards a request to the registry and streams the answer back,
+/// counting blob bytes.
+async fn forward(
+    state: &Arc<State>,
+    method: &str,
+    target: &str,
+    accept: &[String],
+    count: bool,
+) -> Response<ProxyBody> {
+    let mut rb = state.http.request(method.parse().unwrap(), target);
+    for a in accept {
+        rb = rb.header("accept", a);
+    }
+    let upstream = match rb.send().await {
+        Ok(r) => r,
+        Err(_) => {
+            return full(
+                502,
+                "{\"errors\":[{\"code\":\"UNAVAILABLE\",\"message\":\"registry down\"}]}",
+            )
+        }
+    };
+    let mut builder = Response::builder().status(upstream.status().as_u16());
+    for (k, v) in upstream.headers() {
+        builder = builder.header(k.as_str(), v.as_bytes());
+    }
+    let st = state.clone();
+    let stream = futures_util::StreamExt::map(upstream.bytes_stream(), move |r| {
+        let b = r.map_err(std::io::Error::other)?;
+        if count {
+            st.blob_bytes.fetch_add(b.len() as u64, Ordering::SeqCst);
+        }
+        Ok(hyper::body::Frame::data(b))
+    });
+    let st = state.clone();
+    let stream = futures_util::StreamExt::chain(
+        stream,
+        futures_util::stream::once(async move {
+            if count {
+                *st.blob_done_at.lock().unwrap() = Some(Instant::now());
+            }
+            Err(std::io::Error::other("end"))
+        }),
+    );
+    // The sentinel error above only records the time; stop before it.
+    let stream = futures_util::StreamExt::take_while(stream, |r| {
+        let keep = r.is_ok();
+        async move { keep }
+    });
+    builder.body(StreamBody::new(stream).boxed()).unwrap()
+}
+
+/// Rewrites a blob body according to the faults.
+async fn inject(
+    resp: Response<ProxyBody>,
+    faults: &Faults,
+    state: Arc<State>,
+) -> Response<ProxyBody> {
+    let (parts, body) = resp.into_parts();
+    let bytes = body
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .unwrap_or_default();
+    let mut data = bytes.to_vec();
+    if faults.corrupt_blobs && !data.is_empty() {
+        let mid = data.len() / 2;
+        data[mid] ^= 0xff;
+    }
+    let data = Bytes::from(data);
+    let pieces: Vec<Bytes> = data
+        .chunks(256 * 1024)
+        .map(Bytes::copy_from_slice)
+        .collect();
+    let half = pieces.len().div_ceil(2).max(1);
+    let total_pieces = pieces.len();
+    let stall = faults.stall_blobs;
+    let pause = faults.slow_blobs;
+    let stream = futures_util::stream::unfold(
+        (pieces.into_iter().enumerate(), false),
+        move |(mut it, stalled)| {
+            let state = state.clone();
+            async move {
+                if stalled {
+                    return None;
+                }
+                match it.next() {
+                    Some((i, p)) => {
+                        if stall && i >= half {
+                            // Stop sending without closing the connection.
+                            futures_util::future::pending::<()>().await;
+                        }
+                        if let Some(d) = pause {
+                            tokio::time::sleep(d).await;
+                        }
+                        if i + 1 == total_pieces {
+                            // Hyper stops polling once Content-Length bytes are out,
+                            // so the last piece marks the end of the transfer.
+                            *state.blob_done_at.lock().unwrap() = Some(Instant::now());
+                        }
+                        Some((Ok(hyper::body::Frame::data(p)), (it, false)))
+                    }
+                    None => {
+                        *state.blob_done_at.lock().unwrap() = Some(Instant::now());
+                        None
+                    }
+                }
+            }
+        },
+    );
+    Response::from_parts(parts, StreamBody::new(stream).boxed())
+}
