@@ -307,6 +307,7 @@ async fn sigterm_lets_in_flight_requests_finish() {
 async fn idle_uploads_expire() {
     let w = Wharf::start_with(Opts {
         args: vec!["--upload-timeout".into(), "1s".into()],
+        ..Default::default()
     });
     let api = Api::new(&w);
     let r = api

@@ -12,7 +12,10 @@ use std::time::{Duration, Instant};
 fn mirror_of(up: &Upstream, extra: &[&str]) -> Wharf {
     let mut args = vec!["--upstream".to_string(), format!("docker.io={}", up.url())];
     args.extend(extra.iter().map(|s| s.to_string()));
-    Wharf::start_with(Opts { args })
+    Wharf::start_with(Opts {
+        args,
+        ..Default::default()
+    })
 }
 
 /// Pushes `repo:tag` with one layer of `layer` bytes straight to the
@@ -382,6 +385,7 @@ async fn upstream_outages_serve_what_is_cached() {
         &data,
         Opts {
             args: vec!["--upstream".into(), format!("docker.io={}", up.url())],
+            ..Default::default()
         },
     );
     cached.check(&Api::new(&w)).await;
@@ -410,6 +414,7 @@ async fn upstream_outages_serve_what_is_cached() {
                 format!("docker.io={}", up.url()),
                 "--offline".into(),
             ],
+            ..Default::default()
         },
     );
     cached.check(&Api::new(&w)).await;

@@ -3,67 +3,11 @@
 //! Docker's own test lives in `docker.rs`.
 
 mod common;
+use common::layout::write_oci_layout;
 use common::*;
 use serde_json::{json, Value};
 use std::path::Path;
 use std::process::Command;
-
-/// Writes an OCI image layout with a config and `layers` layers; returns
-/// the manifest digest.
-fn write_oci_layout(dir: &Path, tag: &str, layers: usize) -> String {
-    let blobs = dir.join("blobs/sha256");
-    std::fs::create_dir_all(&blobs).unwrap();
-    let put = |bytes: &[u8]| {
-        let d = sha256(bytes);
-        std::fs::write(blobs.join(d.trim_start_matches("sha256:")), bytes).unwrap();
-        (d, bytes.len())
-    };
-    let config =
-        json!({"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}})
-            .to_string();
-    let (cd, cs) = put(config.as_bytes());
-    let mut descs = Vec::new();
-    for i in 0..layers {
-        let bytes = gzipped_tar(dir, i);
-        let (d, s) = put(&bytes);
-        descs.push(
-            json!({"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":d,"size":s}),
-        );
-    }
-    let manifest = json!({
-        "schemaVersion": 2,
-        "mediaType": OCI_MANIFEST,
-        "config": {"mediaType":"application/vnd.oci.image.config.v1+json","digest":cd,"size":cs},
-        "layers": descs,
-    })
-    .to_string();
-    let (md, ms) = put(manifest.as_bytes());
-    std::fs::write(dir.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    let index = json!({"schemaVersion":2,"manifests":[{"mediaType":OCI_MANIFEST,"digest":md,"size":ms,
-        "annotations":{"org.opencontainers.image.ref.name":tag}}]});
-    std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
-    md
-}
-
-/// A real gzip-compressed tar layer (skopeo recompresses anything else).
-fn gzipped_tar(scratch: &Path, i: usize) -> Vec<u8> {
-    let root = scratch.join(format!("layer-src-{i}"));
-    std::fs::create_dir_all(root.join("etc")).unwrap();
-    let payload: Vec<u8> = (0..(200_000 + i * 1000))
-        .map(|j| ((j * (i + 3)) % 251) as u8)
-        .collect();
-    std::fs::write(root.join(format!("etc/file-{i}")), payload).unwrap();
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg("tar --sort=name --mtime=@0 --owner=0 --group=0 -C \"$1\" -cf - . | gzip -n")
-        .arg("sh")
-        .arg(&root)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    std::fs::remove_dir_all(&root).unwrap();
-    out.stdout
-}
 
 fn skopeo() -> Command {
     let mut c = Command::new(require("skopeo"));

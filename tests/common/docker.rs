@@ -106,6 +106,18 @@ impl Dockerd {
         std::thread::sleep(Duration::from_millis(500));
     }
 
+    /// The socket of the containerd this dockerd started (for `ctr`).
+    pub fn containerd_socket(&self) -> PathBuf {
+        self.root.join("x/containerd/containerd.sock")
+    }
+
+    /// A scratch directory that is removed with the daemon.
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        let p = self.root.join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.root.join("dockerd.log")).unwrap_or_default()
     }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod docker;
+pub mod layout;
 pub mod upstream;
 
 use sha2::{Digest as _, Sha256};
@@ -38,6 +39,8 @@ pub struct Wharf {
 #[derive(Default, Clone)]
 pub struct Opts {
     pub args: Vec<String>,
+    /// Listen address (default: a random loopback port).
+    pub listen: Option<String>,
 }
 
 impl Wharf {
@@ -59,7 +62,7 @@ impl Wharf {
         let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
             .arg("serve")
             .arg("--listen")
-            .arg("127.0.0.1:0")
+            .arg(opts.listen.as_deref().unwrap_or("127.0.0.1:0"))
             .arg("--data")
             .arg(data)
             // Local namespaces the tests push to, and a Docker Hub that is a
