@@ -617,3 +617,117 @@ async fn tag_lists_and_referrers_of_mirrored_repositories() {
     assert_eq!(r.status(), 404);
     assert_ne!(error_code(r).await, "NAME_UNKNOWN");
 }
+
+#[tokio::test]
+async fn configured_credentials_reach_only_the_token_server() {
+    let up = Upstream::start(true);
+    let secret = "s3cr3t-pa55word";
+    up.require_token_credentials("mirror-bot", secret);
+    let (md, _, ld) = seed(&up, "team/private", "v1", b"private layer").await;
+    let tmp = tempfile::tempdir().unwrap();
+    let pw = tmp.path().join("password");
+    std::fs::write(&pw, format!("{secret}\n")).unwrap();
+    let cfg = tmp.path().join("wharf.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[[upstreams]]\nname = \"registry.example.com\"\nurl = \"{}\"\nusername = \"mirror-bot\"\npassword_file = \"{}\"\nalias = \"corp\"\ntag_ttl = \"1m\"\n",
+            up.url(),
+            pw.display()
+        ),
+    )
+    .unwrap();
+    let w = Wharf::start_with(Opts {
+        args: vec!["--config".into(), cfg.display().to_string()],
+        ..Default::default()
+    });
+    let api = Api::new(&w);
+    for path in [
+        "/v2/corp/team/private/manifests/v1",
+        "/v2/registry.example.com/team/private/manifests/v1",
+    ] {
+        let r = api.get(path).await;
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(header(&r, "docker-content-digest"), Some(md.clone()));
+    }
+    assert_eq!(
+        api.get(&format!("/v2/corp/team/private/blobs/{ld}"))
+            .await
+            .bytes()
+            .await
+            .unwrap(),
+        "private layer"
+    );
+    assert_eq!(up.token_requests(), 1);
+    assert!(up
+        .token_authorizations()
+        .iter()
+        .all(|a| a.starts_with("Basic ")));
+    // The password never shows in Wharf's log (debug level) or answers.
+    assert!(!w.log().contains(secret));
+    let r = api.get("/v2/corp/team/missing/manifests/v1").await;
+    assert!(!r.text().await.unwrap().contains(secret));
+
+    // Wrong credentials: an authentication failure, not a 404, and nothing leaks.
+    up.require_token_credentials("mirror-bot", "another-password");
+    let r = api.get("/v2/corp/team/other/manifests/v1").await;
+    assert_eq!(r.status(), 503);
+    assert!(!r.text().await.unwrap().contains(secret));
+}
+
+#[tokio::test]
+async fn concurrent_cold_manifest_pulls_and_ranges_on_a_cold_blob() {
+    let up = Upstream::start(false);
+    let layer = pattern(1 << 20, 4);
+    let (md, mbytes, ld) = seed(&up, "library/busy", "1", &layer).await;
+    let w = mirror_of(&up, &[]);
+    let api = Api::new(&w);
+    let pulls = (0..16).map(|_| {
+        let req = api
+            .req("GET", "/v2/busy/manifests/1")
+            .header("accept", OCI_MANIFEST);
+        async move {
+            let r = req.send().await.unwrap();
+            (
+                header(&r, "docker-content-digest"),
+                r.bytes().await.unwrap(),
+            )
+        }
+    });
+    for (d, b) in futures_util::future::join_all(pulls).await {
+        assert_eq!(d, Some(md.clone()));
+        assert_eq!(b, mbytes);
+    }
+    assert_eq!(
+        up.count("HEAD", "/manifests/1"),
+        1,
+        "one tag resolution for 16 clients"
+    );
+    assert_eq!(
+        up.count("GET", "/manifests/"),
+        1,
+        "one manifest fetch for 16 clients"
+    );
+
+    // A ranged GET of an uncached blob gets exactly the bytes asked for.
+    let r = api
+        .req("GET", &format!("/v2/busy/blobs/{ld}"))
+        .header("range", "bytes=1000-")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(
+        header(&r, "content-range"),
+        Some(format!("bytes 1000-{}/{}", layer.len() - 1, layer.len()))
+    );
+    assert_eq!(r.bytes().await.unwrap(), layer[1000..]);
+    let r = api
+        .req("GET", &format!("/v2/busy/blobs/{ld}"))
+        .header("range", "bytes=10-19")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 206);
+    assert_eq!(r.bytes().await.unwrap(), layer[10..20]);
+}

@@ -55,6 +55,10 @@ struct State {
     /// Authorization headers that reached the CDN (must stay empty).
     cdn_authorizations: Mutex<Vec<String>>,
     bearer: bool,
+    /// `Basic` credentials the token endpoint insists on, if any.
+    token_basic: Mutex<Option<String>>,
+    /// Authorization headers the token endpoint received.
+    token_authorizations: Mutex<Vec<String>>,
     blob_done_at: Mutex<Option<Instant>>,
     http: reqwest::Client,
     port: u16,
@@ -147,6 +151,8 @@ impl Upstream {
             blob_bytes: AtomicU64::new(0),
             cdn_authorizations: Mutex::new(Vec::new()),
             bearer,
+            token_basic: Mutex::new(None),
+            token_authorizations: Mutex::new(Vec::new()),
             blob_done_at: Mutex::new(None),
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
@@ -209,6 +215,17 @@ impl Upstream {
             .lock()
             .unwrap()
             .retain(|s| s.method != "HEAD");
+    }
+
+    /// Makes the token endpoint demand these Basic credentials.
+    pub fn require_token_credentials(&self, user: &str, password: &str) {
+        use base64::Engine;
+        let v = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        *self.state.token_basic.lock().unwrap() = Some(format!("Basic {v}"));
+    }
+
+    pub fn token_authorizations(&self) -> Vec<String> {
+        self.state.token_authorizations.lock().unwrap().clone()
     }
 
     pub fn token_requests(&self) -> usize {
@@ -304,6 +321,15 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBody
         .get("authorization")
         .map(|v| v.to_str().unwrap_or("").to_string());
     if path == "/token" {
+        if let Some(a) = &authorization {
+            state.token_authorizations.lock().unwrap().push(a.clone());
+        }
+        let want = state.token_basic.lock().unwrap().clone();
+        if let Some(want) = want {
+            if authorization.as_deref() != Some(want.as_str()) {
+                return full(401, "{\"details\":\"incorrect username or password\"}");
+            }
+        }
         state.token_requests.fetch_add(1, Ordering::SeqCst);
         let n = state.token_requests.load(Ordering::SeqCst);
         return full(
