@@ -12,6 +12,13 @@ use common::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+/// A `deploy/` example with the placeholder host replaced by `addr`: the
+/// tests use the very snippets the README shows.
+fn deploy_snippet(path: &str, addr: &str) -> String {
+    let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(path);
+    std::fs::read_to_string(full).unwrap().replace("wharf.example.com:5000", addr)
+}
+
 fn skopeo() -> Command {
     let mut c = Command::new(require("skopeo"));
     c.arg("--insecure-policy");
@@ -41,7 +48,10 @@ async fn docker_registry_mirrors_pull_warm_offline_and_local_push() {
         ],
         ..Default::default()
     });
-    let d = Dockerd::start(&[format!("http://{}", w.addr)]);
+    let daemon: serde_json::Value = serde_json::from_str(&deploy_snippet("docker/daemon.json", &w.addr)).unwrap();
+    let mirrors: Vec<String> = serde_json::from_value(daemon["registry-mirrors"].clone()).unwrap();
+    assert_eq!(mirrors, [format!("http://{}", w.addr)]);
+    let d = Dockerd::start(&mirrors);
 
     // The upstream gets busybox, pushed straight to it (not counted).
     let direct = format!("{}/library/busybox:latest", up.registry_addr);
@@ -164,16 +174,13 @@ async fn containerd_pulls_from_two_upstreams_with_ns() {
     });
     let d = Dockerd::start(&[]);
     let hosts = d.scratch("hosts");
-    for registry in ["docker.io", "ghcr.io"] {
+    for (registry, real) in [("docker.io", "https://registry-1.docker.io"), ("ghcr.io", "https://ghcr.io")] {
         std::fs::create_dir_all(hosts.join(registry)).unwrap();
-        std::fs::write(
-            hosts.join(registry).join("hosts.toml"),
-            format!(
-                "server = \"http://{0}\"\n\n[host.\"http://{0}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
-                w.addr
-            ),
-        )
-        .unwrap();
+        // The deploy/ snippet, with its fallback `server` pointed at Wharf
+        // too: a test must never reach a public registry.
+        let snippet = deploy_snippet(&format!("containerd/certs.d/{registry}/hosts.toml"), &w.addr)
+            .replace(real, &format!("http://{}", w.addr));
+        std::fs::write(hosts.join(registry).join("hosts.toml"), snippet).unwrap();
     }
     let ctr = |args: &[&str]| {
         run(Command::new(require("ctr"))
@@ -258,15 +265,7 @@ async fn skopeo_pulls_through_registries_conf_mirrors() {
     let tmp = tempfile::tempdir().unwrap();
     let conf = tmp.path().join("registries.conf");
     // docker.io through the mirror's root; ghcr.io through a path prefix.
-    std::fs::write(
-        &conf,
-        format!(
-            "[[registry]]\nprefix = \"docker.io\"\nlocation = \"docker.io\"\n[[registry.mirror]]\nlocation = \"{0}\"\ninsecure = true\n\n\
-             [[registry]]\nprefix = \"ghcr.io\"\nlocation = \"ghcr.io\"\n[[registry.mirror]]\nlocation = \"{0}/ghcr.io\"\ninsecure = true\n",
-            w.addr
-        ),
-    )
-    .unwrap();
+    std::fs::write(&conf, deploy_snippet("containers/registries.conf", &w.addr)).unwrap();
     for (image, digest) in [("docker.io/library/web:3", &d1), ("ghcr.io/org/cli:4", &d2)] {
         let out = tmp.path().join(image.replace(['/', ':'], "_"));
         run(skopeo()
