@@ -431,8 +431,14 @@ mod tests {
         assert_eq!(c.data, PathBuf::from("/var/lib/wharf"));
         assert_eq!(c.local_namespaces, ["local", "golden", "charts"]);
         assert_eq!(c.upstream("ghcr.io").unwrap().alias.as_deref(), Some("gh"));
-        assert_eq!(c.upstream("registry.k8s.io").unwrap().tag_ttl, Duration::from_secs(3600));
-        assert_eq!(c.upstream("docker.io").unwrap().url.host_str(), Some("registry-1.docker.io"));
+        assert_eq!(
+            c.upstream("registry.k8s.io").unwrap().tag_ttl,
+            Duration::from_secs(3600)
+        );
+        assert_eq!(
+            c.upstream("docker.io").unwrap().url.host_str(),
+            Some("registry-1.docker.io")
+        );
     }
 
     #[test]

@@ -15,13 +15,22 @@ use std::time::{Duration, Instant};
 /// A `deploy/` example with the placeholder host replaced by `addr`: the
 /// tests use the very snippets the README shows.
 fn deploy_snippet(path: &str, addr: &str) -> String {
-    let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy").join(path);
-    std::fs::read_to_string(full).unwrap().replace("wharf.example.com:5000", addr)
+    let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(path);
+    std::fs::read_to_string(full)
+        .unwrap()
+        .replace("wharf.example.com:5000", addr)
 }
 
 fn skopeo() -> Command {
     let mut c = Command::new(require("skopeo"));
     c.arg("--insecure-policy");
+    // A failing mirror makes skopeo fall back to the real registry: send
+    // any such attempt to a closed loopback port instead.
+    c.env("HTTP_PROXY", "http://127.0.0.1:9")
+        .env("HTTPS_PROXY", "http://127.0.0.1:9")
+        .env("NO_PROXY", "127.0.0.1,localhost");
     c
 }
 
@@ -48,7 +57,8 @@ async fn docker_registry_mirrors_pull_warm_offline_and_local_push() {
         ],
         ..Default::default()
     });
-    let daemon: serde_json::Value = serde_json::from_str(&deploy_snippet("docker/daemon.json", &w.addr)).unwrap();
+    let daemon: serde_json::Value =
+        serde_json::from_str(&deploy_snippet("docker/daemon.json", &w.addr)).unwrap();
     let mirrors: Vec<String> = serde_json::from_value(daemon["registry-mirrors"].clone()).unwrap();
     assert_eq!(mirrors, [format!("http://{}", w.addr)]);
     let d = Dockerd::start(&mirrors);
@@ -174,12 +184,18 @@ async fn containerd_pulls_from_two_upstreams_with_ns() {
     });
     let d = Dockerd::start(&[]);
     let hosts = d.scratch("hosts");
-    for (registry, real) in [("docker.io", "https://registry-1.docker.io"), ("ghcr.io", "https://ghcr.io")] {
+    for (registry, real) in [
+        ("docker.io", "https://registry-1.docker.io"),
+        ("ghcr.io", "https://ghcr.io"),
+    ] {
         std::fs::create_dir_all(hosts.join(registry)).unwrap();
         // The deploy/ snippet, with its fallback `server` pointed at Wharf
         // too: a test must never reach a public registry.
-        let snippet = deploy_snippet(&format!("containerd/certs.d/{registry}/hosts.toml"), &w.addr)
-            .replace(real, &format!("http://{}", w.addr));
+        let snippet = deploy_snippet(
+            &format!("containerd/certs.d/{registry}/hosts.toml"),
+            &w.addr,
+        )
+        .replace(real, &format!("http://{}", w.addr));
         std::fs::write(hosts.join(registry).join("hosts.toml"), snippet).unwrap();
     }
     let ctr = |args: &[&str]| {

@@ -24,6 +24,8 @@ pub struct Router {
     /// (name or alias, upstream name)
     prefixes: Vec<(String, String)>,
     upstreams: Vec<String>,
+    /// "name → url" for the start-up log.
+    described: Vec<String>,
 }
 
 /// Docker Hub is known by several host names.
@@ -48,6 +50,11 @@ impl Router {
             local: config.local_namespaces.clone(),
             prefixes,
             upstreams: config.upstreams.iter().map(|u| u.name.clone()).collect(),
+            described: config
+                .upstreams
+                .iter()
+                .map(|u| format!("{} → {}", u.name, u.url.as_str().trim_end_matches('/')))
+                .collect(),
         }
     }
 
@@ -99,14 +106,14 @@ impl Router {
     pub fn summary(&self) -> String {
         let locals: Vec<String> = self.local.iter().map(|l| format!("{l}/")).collect();
         format!(
-            "local: {}; mirrored: bare names from {}, host prefixes and ?ns= for {}",
+            "local namespaces: {}; mirrored: {} (bare names go to {})",
             if locals.is_empty() {
                 "none".to_string()
             } else {
                 locals.join(", ")
             },
-            self.default_upstream,
-            self.upstreams.join(", ")
+            self.described.join(", "),
+            self.default_upstream
         )
     }
 }

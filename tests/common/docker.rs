@@ -39,6 +39,11 @@ impl Dockerd {
             .arg(format!("unix://{}", root.join("d.sock").display()))
             .arg("--config-file")
             .arg(root.join("daemon.json"))
+            // Docker falls back to Docker Hub when a mirror fails: send any
+            // such attempt to a closed loopback port, never to the internet.
+            .env("HTTP_PROXY", "http://127.0.0.1:9")
+            .env("HTTPS_PROXY", "http://127.0.0.1:9")
+            .env("NO_PROXY", "127.0.0.1,localhost")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
