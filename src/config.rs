@@ -360,13 +360,15 @@ fn upstream(name: &str, url: &str, key: &'static str) -> Result<UpstreamConfig, 
             && u.host().is_some()
             && u.query().is_none()
             && u.fragment().is_none()
+            && u.username().is_empty()
+            && u.password().is_none()
     });
     let Some(mut parsed) = parsed else {
         return Err(ConfigError::Invalid {
             key,
-            value: url.to_string(),
+            value: redact_url(url),
             allowed:
-                "URL must be http:// or https:// with a host and no query, e.g. https://ghcr.io",
+                "URL must be http:// or https:// with a host, no query and no credentials (those go in username/password_file), e.g. https://ghcr.io",
         });
     };
     let path = parsed.path().trim_end_matches('/').to_string();
@@ -379,6 +381,17 @@ fn upstream(name: &str, url: &str, key: &'static str) -> Result<UpstreamConfig, 
         password: None,
         tag_ttl: Duration::from_secs(300),
     })
+}
+
+/// A URL as it may appear in a message: any password replaced.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url.trim()) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("redacted"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
 }
 
 fn parse_ttl(s: &str, key: &'static str) -> Result<Duration, ConfigError> {
@@ -455,6 +468,11 @@ mod tests {
         assert_eq!(c.upload_timeout, Duration::from_secs(300));
         args.listen = Some("127.0.0.1:7001".into());
         assert_eq!(Config::load(&args).unwrap().listen.port(), 7001);
+
+        let mut bad = args.clone();
+        bad.upstream = vec!["x.io=https://user:secret@x.io".into()];
+        let e = Config::load(&bad).unwrap_err().to_string();
+        assert!(e.contains("no credentials") && !e.contains("secret"), "{e}");
 
         args.upload_timeout = Some("soon".into());
         let e = Config::load(&args).unwrap_err().to_string();

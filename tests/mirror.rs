@@ -731,3 +731,166 @@ async fn concurrent_cold_manifest_pulls_and_ranges_on_a_cold_blob() {
     assert_eq!(r.status(), 206);
     assert_eq!(r.bytes().await.unwrap(), layer[10..20]);
 }
+
+/// No client may get a complete-looking response with bytes that fail
+/// verification: not the first, not a late joiner, not a ranged one.
+#[tokio::test]
+async fn corrupt_fills_never_complete_for_any_client() {
+    let up = Upstream::start(false);
+    let layer = pattern(2 << 20, 13);
+    let (_, _, ld) = seed(&up, "library/rot", "1", &layer).await;
+    let w = mirror_of(&up, &[]);
+    let api = Api::new(&w);
+    up.set_faults(Faults {
+        corrupt_blobs: true,
+        slow_blobs: Some(Duration::from_millis(20)),
+        ..Default::default()
+    });
+    let path = format!("/v2/rot/blobs/{ld}");
+    let whole = (0..12).map(|i| {
+        let req = api.req("GET", &path);
+        async move {
+            tokio::time::sleep(Duration::from_millis(15 * i)).await;
+            body_digest(req.send().await.unwrap()).await
+        }
+    });
+    let ranged = (0..4).map(|i| {
+        let req = api
+            .req("GET", &path)
+            .header("range", format!("bytes=0-{}", 1000 + i * 300_000));
+        async move {
+            let r = req.send().await.unwrap();
+            let mut s = r.bytes_stream();
+            let mut ok = true;
+            while let Some(b) = s.next().await {
+                ok &= b.is_ok();
+            }
+            ok
+        }
+    });
+    let (whole, ranged) = tokio::join!(
+        futures_util::future::join_all(whole),
+        futures_util::future::join_all(ranged)
+    );
+    for (i, r) in whole.iter().enumerate() {
+        assert!(r.is_err(), "client {i} completed with bad bytes: {r:?}");
+    }
+    for (i, ok) in ranged.iter().enumerate() {
+        assert!(!ok, "ranged client {i} completed before verification");
+    }
+}
+
+/// A request naming a repository that does not hold a digest upstream
+/// never spoils the pull of one that does.
+#[tokio::test]
+async fn fills_are_per_repository() {
+    let up = Upstream::start(false);
+    let layer = pattern(1 << 20, 17);
+    let (_, _, ld) = seed(&up, "library/real", "1", &layer).await;
+    up.set_faults(Faults {
+        slow_blobs: Some(Duration::from_millis(10)),
+        ..Default::default()
+    });
+    let w = mirror_of(&up, &[]);
+    let api = Api::new(&w);
+    let bogus = api.req("GET", &format!("/v2/nosuch/x/blobs/{ld}")).send();
+    let real = async {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        api.req("GET", &format!("/v2/library/real/blobs/{ld}"))
+            .send()
+            .await
+            .unwrap()
+    };
+    let (bogus, real) = tokio::join!(bogus, real);
+    assert_eq!(bogus.unwrap().status(), 404);
+    assert_eq!(real.status(), 200);
+    assert_eq!(body_digest(real).await.unwrap().0, ld);
+}
+
+/// A HEAD that sees a moved tag does not drop the offline fallback: when
+/// the new digest cannot be fetched, the last cached one is served.
+#[tokio::test]
+async fn a_moved_tag_falls_back_to_the_last_cached_digest() {
+    let up = Upstream::start(false);
+    let (old, _, _) = seed(&up, "library/mv", "latest", b"old").await;
+    let w = mirror_of(&up, &["--tag-ttl", "1s"]);
+    let api = Api::new(&w);
+    assert_eq!(
+        header(
+            &api.get("/v2/mv/manifests/latest").await,
+            "docker-content-digest"
+        ),
+        Some(old.clone())
+    );
+    let (new, _, _) = seed(&up, "library/mv", "latest", b"new").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let r = api
+        .req("HEAD", "/v2/mv/manifests/latest")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        header(&r, "docker-content-digest"),
+        Some(new.clone()),
+        "HEAD sees the move"
+    );
+    // Docker Hub when rate-limited: HEADs are free, GETs get 429.
+    up.set_faults(Faults {
+        status: Some(429),
+        ..Default::default()
+    });
+    let r = api.get("/v2/mv/manifests/latest").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(header(&r, "docker-content-digest"), Some(old.clone()));
+    up.set_faults(Faults {
+        refuse: true,
+        ..Default::default()
+    });
+    let r = api.get("/v2/mv/manifests/latest").await;
+    assert_eq!(header(&r, "docker-content-digest"), Some(old));
+}
+
+/// A cached manifest whose file vanished is fetched again, not a 404.
+#[tokio::test]
+async fn a_cached_manifest_missing_on_disk_is_fetched_again() {
+    let up = Upstream::start(false);
+    let (md, mbytes, _) = seed(&up, "library/gone", "1", b"x").await;
+    let w = mirror_of(&up, &[]);
+    let api = Api::new(&w);
+    assert_eq!(
+        api.get(&format!("/v2/gone/manifests/{md}"))
+            .await
+            .bytes()
+            .await
+            .unwrap(),
+        mbytes
+    );
+    let hex = md.trim_start_matches("sha256:");
+    std::fs::remove_file(w.data.join("blobs/sha256").join(&hex[..2]).join(hex)).unwrap();
+    let r = api.get(&format!("/v2/gone/manifests/{md}")).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.bytes().await.unwrap(), mbytes);
+    assert_eq!(up.count("GET", &format!("/manifests/{md}")), 2);
+}
+
+/// Concurrent cold requests for one repository share one token request.
+#[tokio::test]
+async fn concurrent_requests_share_one_token() {
+    let up = Upstream::start(true);
+    let (md, _, _) = seed(&up, "library/crowd", "1", b"crowd").await;
+    let w = mirror_of(&up, &[]);
+    let api = Api::new(&w);
+    let pulls = (0..16).map(|i| {
+        let path = if i % 2 == 0 {
+            "/v2/crowd/manifests/1".to_string()
+        } else {
+            format!("/v2/crowd/manifests/{md}")
+        };
+        let req = api.req("GET", &path);
+        async move { req.send().await.unwrap().status().as_u16() }
+    });
+    for s in futures_util::future::join_all(pulls).await {
+        assert_eq!(s, 200);
+    }
+    assert_eq!(up.token_requests(), 1);
+}

@@ -59,10 +59,15 @@ pub enum Progress {
     Failed(FillError),
 }
 
-/// The fills in flight, by digest.
+/// Fills are shared by requests for the same digest from the same
+/// upstream repository: a request naming another repository (which may not
+/// hold the blob upstream) never rides on, or spoils, someone else's fill.
+type FillKey = (String, String, Digest);
+
+/// The fills in flight.
 #[derive(Default)]
 pub struct Fills {
-    inflight: Mutex<HashMap<Digest, watch::Receiver<Progress>>>,
+    inflight: Mutex<HashMap<FillKey, watch::Receiver<Progress>>>,
 }
 
 /// What a fill needs to run.
@@ -74,18 +79,33 @@ pub struct FillSource {
 }
 
 impl Fills {
-    /// Joins the fill of `digest`, starting it if none is running.
+    /// Joins the fill of `digest` from `source`'s repository, starting it
+    /// if none is running. `None` when the blob has meanwhile been cached
+    /// (checked under the lock the fill leaves the map with, so a late
+    /// request never starts a second download).
     pub fn join(
         self: &Arc<Self>,
         digest: &Digest,
         source: FillSource,
-    ) -> watch::Receiver<Progress> {
+    ) -> Option<watch::Receiver<Progress>> {
+        let key: FillKey = (
+            source.upstream.name().to_string(),
+            source.repo.clone(),
+            digest.clone(),
+        );
         let mut inflight = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(rx) = inflight.get(digest) {
-            return rx.clone();
+        if let Some(rx) = inflight.get(&key) {
+            return Some(rx.clone());
+        }
+        if source
+            .index
+            .mirror_blob(source.upstream.name(), digest)
+            .unwrap_or(false)
+        {
+            return None;
         }
         let (tx, rx) = watch::channel(Progress::Connecting);
-        inflight.insert(digest.clone(), rx.clone());
+        inflight.insert(key.clone(), rx.clone());
         let fills = self.clone();
         let digest = digest.clone();
         tokio::spawn(async move {
@@ -104,13 +124,13 @@ impl Fills {
                 .inflight
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .remove(&digest);
+                .remove(&key);
             let _ = tx.send(match outcome {
                 Ok(total) => Progress::Done { total },
                 Err(e) => Progress::Failed(e),
             });
         });
-        rx
+        Some(rx)
     }
 
     /// How many fills are running (for tests and logs).
@@ -241,7 +261,8 @@ pub async fn first_answer(rx: &mut watch::Receiver<Progress>) -> Result<Option<u
     }
 }
 
-/// A body streaming bytes `start..end` of a fill as they land on disk.
+/// A body streaming bytes `start..end` of a fill as they land on disk. It
+/// ends only after the fill is verified (or with an error when it fails).
 pub fn reader(
     rx: watch::Receiver<Progress>,
     final_path: PathBuf,
@@ -303,7 +324,14 @@ pub fn reader(
                     return Some((Err(io::Error::other(e.to_string())), s));
                 }
             };
-            let limit = s.end.map_or(available, |e| e.min(available));
+            // Until the digest is verified, the last byte of what this
+            // client asked for is held back: its response cannot complete
+            // before the fill is known to be good.
+            let limit = match (s.end, complete) {
+                (Some(e), true) => e.min(available),
+                (Some(e), false) => available.min(e.saturating_sub(1)),
+                (None, _) => available,
+            };
             if s.pos < limit {
                 let want = (limit - s.pos).min(READ_CHUNK as u64) as usize;
                 let mut buf = vec![0u8; want];
@@ -324,7 +352,7 @@ pub fn reader(
                     }
                 }
             }
-            if complete || s.end.is_some_and(|e| s.pos >= e) {
+            if complete {
                 return None;
             }
             if s.rx.changed().await.is_err() {

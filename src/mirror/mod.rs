@@ -14,7 +14,8 @@ use crate::config::Config;
 use crate::error::{Error, ErrorCode, Result};
 use crate::oci::manifest::{self, MANIFEST_TYPES};
 use crate::oci::{Digest, Reference};
-use crate::registry::{blobs::serve_file, reply};
+use crate::registry::blobs::{parse_range, range_invalid, serve_file, Range};
+use crate::registry::reply;
 use crate::store::index::ManifestMeta;
 use crate::store::Store;
 use crate::upstream::{Upstream, UpstreamError};
@@ -59,7 +60,7 @@ pub struct Mirror {
     offline: bool,
     tags: moka::future::Cache<TagKey, Resolved>,
     negative: moka::future::Cache<String, ()>,
-    manifests: moka::future::Cache<(String, Digest), ManifestMeta>,
+    manifests: moka::future::Cache<(String, String, Digest), ManifestMeta>,
     fills: Arc<Fills>,
 }
 
@@ -174,26 +175,89 @@ impl Mirror {
                 )
                 .await;
         }
-        let meta = match cached {
-            Some(m) => m,
-            None => self.fetch_manifest(store, &up, repo, &digest).await?,
+        let (digest, meta) = match cached {
+            Some(m) => (digest, m),
+            None => match self.fetch_manifest(store, &up, repo, &digest).await {
+                Ok(m) => (digest, m),
+                Err(e) => match reference {
+                    // The tag's new digest cannot be fetched: serve the last
+                    // digest that is cached, as for any other outage.
+                    Reference::Tag(t) if e.allows_stale() => {
+                        let fallback = store
+                            .index
+                            .mirror_tag(upstream, repo, t.as_str())?
+                            .filter(|old| *old != digest)
+                            .map(|old| {
+                                store
+                                    .index
+                                    .mirror_manifest(upstream, &old)
+                                    .map(|m| m.map(|m| (old, m)))
+                            })
+                            .transpose()?
+                            .flatten();
+                        match fallback {
+                            Some((old, m)) => {
+                                tracing::warn!(upstream, repo, tag = %t, error = %e, digest = %old, "new digest unavailable: serving the last cached one");
+                                (old, m)
+                            }
+                            None => return Err(self.fetch_error(&e)),
+                        }
+                    }
+                    _ => return Err(self.fetch_error(&e)),
+                },
+            },
         };
-        let Some((file, size)) = store
+        let opened = store
             .blobs
             .open_read(&digest)
             .await
-            .map_err(|e| Error::storage("opening a cached manifest", e))?
-        else {
-            tracing::error!(%digest, "cached manifest is missing on disk");
-            self.manifests
-                .invalidate(&(upstream.to_string(), digest.clone()))
-                .await;
-            return Err(Error::oci(
-                ErrorCode::ManifestUnknown,
-                "cached manifest is missing",
-            ));
+            .map_err(|e| Error::storage("opening a cached manifest", e))?;
+        let (file, size, meta) = match opened {
+            Some((f, n)) => (f, n, meta),
+            None => {
+                // The index says cached but the file is gone: forget it and
+                // fetch it again.
+                tracing::error!(%digest, "cached manifest is missing on disk: fetching it again");
+                store.index.remove_mirror_manifest(upstream, &digest)?;
+                self.manifests
+                    .invalidate(&(upstream.to_string(), repo.to_string(), digest.clone()))
+                    .await;
+                let meta = self
+                    .fetch_manifest(store, &up, repo, &digest)
+                    .await
+                    .map_err(|e| self.fetch_error(&e))?;
+                match store
+                    .blobs
+                    .open_read(&digest)
+                    .await
+                    .map_err(|e| Error::storage("opening a cached manifest", e))?
+                {
+                    Some((f, n)) => (f, n, meta),
+                    None => {
+                        return Err(Error::oci(
+                            ErrorCode::ManifestUnknown,
+                            "cached manifest is missing",
+                        ))
+                    }
+                }
+            }
         };
+        if let Reference::Tag(t) = reference {
+            // Only a digest whose manifest is cached becomes the tag's
+            // offline fallback.
+            store
+                .index
+                .put_mirror_tag(upstream, repo, t.as_str(), &digest)?;
+        }
         serve_file(parts, file, size, &digest, &meta.media_type, false).await
+    }
+
+    fn fetch_error(&self, e: &UpstreamError) -> Error {
+        if self.offline {
+            offline_error("manifest")
+        } else {
+            client_error(e, ErrorCode::ManifestUnknown, "manifest")
+        }
     }
 
     /// What a tag stands for: from the TTL cache, else a HEAD upstream,
@@ -233,10 +297,7 @@ impl Mirror {
             .try_get_with(key, self.head_tag(store, up, repo, tag))
             .await;
         match loaded {
-            Ok(r) => {
-                store.index.put_mirror_tag(&name, repo, tag, &r.digest)?;
-                Ok(r)
-            }
+            Ok(r) => Ok(r),
             Err(e) if e.allows_stale() => match last_known()? {
                 Some(r) => {
                     tracing::warn!(upstream = %name, repo, tag, error = %e, digest = %r.digest, "upstream unavailable: serving the last known digest");
@@ -303,25 +364,33 @@ impl Mirror {
         })
     }
 
-    /// Fetches a manifest by digest once, however many ask at the same time.
+    /// Fetches a manifest by digest once, however many ask for it from the
+    /// same upstream repository at the same time.
     async fn fetch_manifest(
         &self,
         store: &Store,
         up: &Arc<Upstream>,
         repo: &str,
         digest: &Digest,
-    ) -> Result<ManifestMeta> {
+    ) -> std::result::Result<ManifestMeta, UpstreamError> {
         if self.offline {
-            return Err(offline_error("manifest"));
+            return Err(UpstreamError::Unavailable("offline".into()));
         }
         let neg_key = format!("{}\0{repo}\0{digest}", up.name());
         if self.negative.contains_key(&neg_key) {
-            return Err(Error::oci(
-                ErrorCode::ManifestUnknown,
-                "manifest unknown upstream (cached answer)",
-            ));
+            return Err(UpstreamError::NotFound);
         }
-        let key = (up.name().to_string(), digest.clone());
+        let key = (up.name().to_string(), repo.to_string(), digest.clone());
+        if store
+            .index
+            .mirror_manifest(up.name(), digest)
+            .ok()
+            .flatten()
+            .is_none()
+        {
+            // Whatever the in-memory cache holds for it is stale.
+            self.manifests.invalidate(&key).await;
+        }
         let loaded = self
             .manifests
             .try_get_with(key, async {
@@ -353,7 +422,7 @@ impl Mirror {
                 if *e == UpstreamError::NotFound {
                     self.negative.insert(neg_key, ()).await;
                 }
-                Err(client_error(&e, ErrorCode::ManifestUnknown, "manifest"))
+                Err((*e).clone())
             }
         }
     }
@@ -401,6 +470,36 @@ impl Mirror {
         Ok(r)
     }
 
+    /// Serves a cached mirrored blob, if it is cached and on disk.
+    async fn cached_blob(
+        &self,
+        store: &Store,
+        parts: &Parts,
+        upstream: &str,
+        digest: &Digest,
+    ) -> Result<Option<Response<Body>>> {
+        if !store.index.mirror_blob(upstream, digest)? {
+            return Ok(None);
+        }
+        match store
+            .blobs
+            .open_read(digest)
+            .await
+            .map_err(|e| Error::storage("opening a cached blob", e))?
+        {
+            Some((file, size)) => {
+                serve_file(parts, file, size, digest, "application/octet-stream", true)
+                    .await
+                    .map(Some)
+            }
+            None => {
+                tracing::error!(%digest, "cached blob is missing on disk: fetching it again");
+                store.index.remove_mirror_blob(upstream, digest)?;
+                Ok(None)
+            }
+        }
+    }
+
     /// GET/HEAD a blob of a mirrored repository.
     pub async fn blob(
         &self,
@@ -411,17 +510,8 @@ impl Mirror {
         digest: &Digest,
     ) -> Result<Response<Body>> {
         let up = self.upstream(upstream)?;
-        if store.index.mirror_blob(upstream, digest)? {
-            if let Some((file, size)) = store
-                .blobs
-                .open_read(digest)
-                .await
-                .map_err(|e| Error::storage("opening a cached blob", e))?
-            {
-                return serve_file(parts, file, size, digest, "application/octet-stream", true)
-                    .await;
-            }
-            tracing::error!(%digest, "cached blob is missing on disk: fetching it again");
+        if let Some(r) = self.cached_blob(store, parts, upstream, digest).await? {
+            return Ok(r);
         }
         if self.offline {
             return Err(offline_error("blob"));
@@ -443,15 +533,22 @@ impl Mirror {
                 )
                 .await;
         }
-        let mut rx = self.fills.join(
-            digest,
-            FillSource {
-                upstream: up.clone(),
-                repo: repo.to_string(),
-                blobs: store.blobs.clone(),
-                index: store.index.clone(),
-            },
-        );
+        let source = FillSource {
+            upstream: up.clone(),
+            repo: repo.to_string(),
+            blobs: store.blobs.clone(),
+            index: store.index.clone(),
+        };
+        let Some(mut rx) = self.fills.join(digest, source) else {
+            // Cached by a fill that finished just now.
+            return match self.cached_blob(store, parts, upstream, digest).await? {
+                Some(r) => Ok(r),
+                None => Err(Error::oci(
+                    ErrorCode::Unavailable,
+                    "blob vanished from the cache; retry",
+                )),
+            };
+        };
         let total = match fill::first_answer(&mut rx).await {
             Ok(t) => t,
             Err(FillError::Upstream(e)) => {
@@ -462,14 +559,13 @@ impl Mirror {
             }
             Err(e) => return Err(Error::oci(ErrorCode::Unavailable, e.to_string())),
         };
-        let range = reply::header_str(&parts.headers, header::RANGE);
-        let (status, start, end) = match (total, range.and_then(|r| single_range(r, total?))) {
-            (Some(t), Some((s, e))) => (
-                StatusCode::PARTIAL_CONTENT,
-                s,
-                Some(e + 1).filter(|_| t > 0),
-            ),
-            _ => (StatusCode::OK, 0, total),
+        let (status, start, end) = match total {
+            Some(t) => match parse_range(reply::header_str(&parts.headers, header::RANGE), t) {
+                Range::Full => (StatusCode::OK, 0, Some(t)),
+                Range::Part(s, e) => (StatusCode::PARTIAL_CONTENT, s, Some(e + 1)),
+                Range::Unsatisfiable => return Err(range_invalid(t)),
+            },
+            None => (StatusCode::OK, 0, None),
         };
         let body = fill::reader(rx, store.blobs.path(digest), start, end);
         let mut r = Response::new(body);
@@ -511,35 +607,10 @@ impl Mirror {
         let upstream_answer = if self.offline {
             Err(UpstreamError::Unavailable("offline".into()))
         } else {
-            let suffix = tags_suffix(n, last);
-            match up
-                .send(Method::GET, repo, &suffix, &["application/json"])
-                .await
-            {
-                Ok(resp) => {
-                    let more = resp.headers().get(header::LINK).is_some();
-                    read_limited(resp.into_body(), manifest_limit())
-                        .await
-                        .and_then(|b| {
-                            serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| {
-                                UpstreamError::Unavailable(format!("bad tag list: {e}"))
-                            })
-                        })
-                        .map(|v| (v, more))
-                }
-                Err(e) => Err(e),
-            }
+            upstream_tags(&up, repo, n, last).await
         };
         let (tags, more) = match upstream_answer {
-            Ok((v, more)) => {
-                let mut tags: Vec<String> = v["tags"]
-                    .as_array()
-                    .map(|a| {
-                        a.iter()
-                            .filter_map(|t| t.as_str().map(str::to_string))
-                            .collect()
-                    })
-                    .unwrap_or_default();
+            Ok((mut tags, more)) => {
                 // The spec wants lexical order and exact pages; not every
                 // upstream keeps either (distribution 2.8 ignores n).
                 tags.sort();
@@ -644,6 +715,58 @@ impl Mirror {
     }
 }
 
+/// Most upstream tag pages followed for one client request without `n`.
+const MAX_TAG_PAGES: usize = 100;
+
+/// The upstream's tag list for the client's `n` and `last`, and whether the
+/// upstream says more remain. Without `n` the client wants every tag, so
+/// the upstream's own pages are followed (boundedly).
+async fn upstream_tags(
+    up: &Upstream,
+    repo: &str,
+    n: Option<usize>,
+    last: Option<&str>,
+) -> std::result::Result<(Vec<String>, bool), UpstreamError> {
+    let mut tags = Vec::new();
+    let mut suffix = tags_suffix(n, last);
+    for _ in 0..MAX_TAG_PAGES {
+        let resp = up
+            .send(Method::GET, repo, &suffix, &["application/json"])
+            .await?;
+        let next = resp
+            .headers()
+            .get(header::LINK)
+            .and_then(|v| v.to_str().ok())
+            .and_then(next_page_query);
+        let body = read_limited(resp.into_body(), manifest_limit()).await?;
+        let v: serde_json::Value = serde_json::from_slice(&body)
+            .map_err(|e| UpstreamError::Unavailable(format!("bad tag list: {e}")))?;
+        if let Some(a) = v["tags"].as_array() {
+            tags.extend(a.iter().filter_map(|t| t.as_str().map(str::to_string)));
+        }
+        match next {
+            Some(q) if n.is_none() => suffix = format!("tags/list?{q}"),
+            other => return Ok((tags, other.is_some())),
+        }
+    }
+    Ok((tags, true))
+}
+
+/// The query of a `Link: <...?last=x&n=y>; rel="next"` header.
+fn next_page_query(link: &str) -> Option<String> {
+    let target = link
+        .split(';')
+        .next()?
+        .trim()
+        .strip_prefix('<')?
+        .strip_suffix('>')?;
+    let url = url::Url::parse("http://upstream.invalid")
+        .ok()?
+        .join(target)
+        .ok()?;
+    url.query().map(str::to_string)
+}
+
 /// `tags/list` with the client's `n` and `last`, passed on upstream.
 fn tags_suffix(n: Option<usize>, last: Option<&str>) -> String {
     let mut qs = form_urlencoded::Serializer::new(String::new());
@@ -663,25 +786,6 @@ fn tags_suffix(n: Option<usize>, last: Option<&str>) -> String {
 
 fn manifest_limit() -> usize {
     crate::registry::manifests::MAX_MANIFEST_BYTES
-}
-
-/// A single `bytes=` range of a blob of `size`; `None` for anything else
-/// (the whole blob is sent then).
-fn single_range(v: &str, size: u64) -> Option<(u64, u64)> {
-    let spec = v.trim().strip_prefix("bytes=")?;
-    if spec.contains(',') || size == 0 {
-        return None;
-    }
-    let (a, b) = spec.split_once('-')?;
-    let (s, e) = match (a.trim(), b.trim()) {
-        ("", n) => {
-            let n: u64 = n.parse().ok()?;
-            (size.saturating_sub(n), size - 1)
-        }
-        (s, "") => (s.parse().ok()?, size - 1),
-        (s, e) => (s.parse().ok()?, e.parse::<u64>().ok()?.min(size - 1)),
-    };
-    (s <= e && s < size).then_some((s, e))
 }
 
 /// Reads a manifest answer (bounded), with its bare media type.
@@ -725,11 +829,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ranges() {
-        assert_eq!(single_range("bytes=10-", 100), Some((10, 99)));
-        assert_eq!(single_range("bytes=10-19", 100), Some((10, 19)));
-        assert_eq!(single_range("bytes=-10", 100), Some((90, 99)));
-        assert_eq!(single_range("bytes=100-", 100), None);
-        assert_eq!(single_range("bytes=0-1,3-4", 100), None);
+    fn link_headers() {
+        assert_eq!(
+            next_page_query("</v2/library/alpine/tags/list?last=3.19&n=100>; rel=\"next\"")
+                .as_deref(),
+            Some("last=3.19&n=100")
+        );
+        assert_eq!(next_page_query("garbage"), None);
     }
 }

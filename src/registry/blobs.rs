@@ -11,7 +11,7 @@ use http::{header, request::Parts, Method, Response, StatusCode};
 
 /// A byte range of a blob of known size.
 #[derive(Debug, PartialEq, Eq)]
-enum Range {
+pub enum Range {
     /// No usable Range header: send everything.
     Full,
     /// Inclusive `start..=end`.
@@ -22,7 +22,7 @@ enum Range {
 
 /// Parses a `Range` header against `size`. Multiple ranges and malformed
 /// headers are ignored (the whole body is sent), as HTTP allows.
-fn parse_range(value: Option<&str>, size: u64) -> Range {
+pub fn parse_range(value: Option<&str>, size: u64) -> Range {
     let Some(spec) = value.and_then(|v| v.trim().strip_prefix("bytes=")) else {
         return Range::Full;
     };
@@ -108,6 +108,12 @@ pub async fn serve_file(
         reply::set(&mut r, header::CONTENT_RANGE, &range);
     }
     Ok(r)
+}
+
+/// 416 for a range outside a blob of `size` bytes.
+pub fn range_invalid(size: u64) -> Error {
+    Error::oci(ErrorCode::RangeInvalid, "requested range not satisfiable")
+        .with_header(header::CONTENT_RANGE, format!("bytes */{size}"))
 }
 
 fn blob_unknown(d: &Digest) -> Error {

@@ -300,6 +300,22 @@ impl Index {
             .transpose()
     }
 
+    /// Forgets a cached mirrored manifest (its file is gone).
+    pub fn remove_mirror_manifest(&self, upstream: &str, d: &Digest) -> Result<()> {
+        self.db
+            .remove(key("M/", &[upstream, &d.to_string()]))
+            .map(|_| ())
+            .map_err(db_err("forgetting a mirrored manifest"))
+    }
+
+    /// Forgets a cached mirrored blob (its file is gone).
+    pub fn remove_mirror_blob(&self, upstream: &str, d: &Digest) -> Result<()> {
+        self.db
+            .remove(key("B/", &[upstream, &d.to_string()]))
+            .map(|_| ())
+            .map_err(db_err("forgetting a mirrored blob"))
+    }
+
     /// Remembers the digest a mirrored tag resolved to (the offline
     /// fallback). Writes only when it changed.
     pub fn put_mirror_tag(&self, upstream: &str, repo: &str, tag: &str, d: &Digest) -> Result<()> {

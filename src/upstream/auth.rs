@@ -11,7 +11,6 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Limited};
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// Tokens are refreshed this long before they expire.
@@ -27,8 +26,29 @@ pub struct Authorizer {
     client: HttpsClient,
     username: Option<String>,
     password: Option<Secret>,
-    /// scope → (Authorization value, valid until).
-    cache: Mutex<HashMap<String, (HeaderValue, Instant)>>,
+    /// scope → `Authorization` value, dropped when the token expires.
+    cache: moka::future::Cache<String, Token>,
+}
+
+/// Scopes (repositories) whose tokens are held at most.
+const TOKEN_CACHE_ENTRIES: u64 = 10_000;
+
+#[derive(Clone)]
+struct Token {
+    value: HeaderValue,
+    lifetime: Duration,
+}
+
+struct TokenExpiry;
+
+impl moka::Expiry<String, Token> for TokenExpiry {
+    fn expire_after_create(&self, _k: &String, t: &Token, _now: Instant) -> Option<Duration> {
+        Some(
+            t.lifetime
+                .saturating_sub(EXPIRY_MARGIN)
+                .max(Duration::from_secs(1)),
+        )
+    }
 }
 
 /// A parsed `WWW-Authenticate` challenge.
@@ -81,17 +101,16 @@ impl Authorizer {
             client,
             username,
             password,
-            cache: Mutex::new(HashMap::new()),
+            cache: moka::future::Cache::builder()
+                .max_capacity(TOKEN_CACHE_ENTRIES)
+                .expire_after(TokenExpiry)
+                .build(),
         }
     }
 
     /// The cached `Authorization` value for `scope`, if still valid.
     pub async fn header(&self, scope: &str) -> Option<HeaderValue> {
-        let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache
-            .get(scope)
-            .filter(|(_, until)| Instant::now() < *until)
-            .map(|(v, _)| v.clone())
+        self.cache.get(scope).await.map(|t| t.value)
     }
 
     fn basic(&self) -> Option<HeaderValue> {
@@ -100,28 +119,46 @@ impl Authorizer {
         HeaderValue::from_str(&format!("Basic {raw}")).ok()
     }
 
-    fn remember(&self, scope: &str, value: HeaderValue, lifetime: Duration) {
-        let until = Instant::now()
-            + lifetime
-                .saturating_sub(EXPIRY_MARGIN)
-                .max(Duration::from_secs(1));
-        let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
-        cache.insert(scope.to_string(), (value, until));
+    /// Answers a 401's challenge for `scope`, so the retry carries a fresh
+    /// `Authorization` header. `sent` is what the refused request carried:
+    /// that token is dropped. Concurrent requests for one scope share one
+    /// token request.
+    pub async fn respond(
+        &self,
+        challenge: &str,
+        scope: &str,
+        sent: Option<&HeaderValue>,
+    ) -> Result<(), UpstreamError> {
+        if let Some(sent) = sent {
+            if self
+                .cache
+                .get(scope)
+                .await
+                .is_some_and(|t| t.value == *sent)
+            {
+                self.cache.invalidate(scope).await;
+            }
+        }
+        self.cache
+            .try_get_with(scope.to_string(), self.obtain(challenge, scope))
+            .await
+            .map(|_| ())
+            .map_err(|e| (*e).clone())
     }
 
-    /// Answers a 401's challenge for `scope`, so the retry carries a
-    /// fresh `Authorization` header.
-    pub async fn respond(&self, challenge: &str, scope: &str) -> Result<(), UpstreamError> {
+    async fn obtain(&self, challenge: &str, scope: &str) -> Result<Token, UpstreamError> {
         let c = parse_challenge(challenge).ok_or_else(|| {
             UpstreamError::Auth("401 without a usable WWW-Authenticate challenge".into())
         })?;
         match c.scheme.as_str() {
             "basic" => {
-                let v = self.basic().ok_or_else(|| {
+                let value = self.basic().ok_or_else(|| {
                     UpstreamError::Auth("upstream wants Basic credentials; none configured".into())
                 })?;
-                self.remember(scope, v, Duration::from_secs(3600));
-                Ok(())
+                Ok(Token {
+                    value,
+                    lifetime: Duration::from_secs(3600),
+                })
             }
             "bearer" => {
                 let realm = c
@@ -138,10 +175,9 @@ impl Authorizer {
                     q.append_pair("scope", scope);
                 }
                 let (token, lifetime) = self.fetch_token(url).await?;
-                let v = HeaderValue::from_str(&format!("Bearer {token}"))
+                let value = HeaderValue::from_str(&format!("Bearer {token}"))
                     .map_err(|_| UpstreamError::Auth("token is not a valid header value".into()))?;
-                self.remember(scope, v, lifetime);
-                Ok(())
+                Ok(Token { value, lifetime })
             }
             other => Err(UpstreamError::Auth(format!(
                 "unsupported auth scheme {other:?}"

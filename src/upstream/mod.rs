@@ -122,7 +122,9 @@ impl Upstream {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or("")
                 .to_string();
-            self.auth.respond(&challenge, &scope).await?;
+            self.auth
+                .respond(&challenge, &scope, authorization.as_ref())
+                .await?;
             retried_auth = true;
         }
     }
@@ -177,6 +179,14 @@ impl Upstream {
                     UpstreamError::Unavailable(format!("bad redirect Location: {e}"))
                 })?;
                 continue;
+            }
+            if resp.status() == StatusCode::UNAUTHORIZED && url.origin() != origin {
+                // A redirect target's challenge is not the upstream's: never
+                // answer it with the upstream's credentials.
+                return Err(UpstreamError::Unavailable(format!(
+                    "redirect target {} refused the request (401)",
+                    url.host_str().unwrap_or("?")
+                )));
             }
             return Ok(resp);
         }
