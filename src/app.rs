@@ -30,7 +30,7 @@ pub struct App {
 
 impl App {
     pub async fn open(config: Config) -> Result<App> {
-        let store = Store::open(&config.data, config.upload_timeout).await?;
+        let store = Store::open(&config.data, config.upload_timeout, config.max_cache_size).await?;
         let mirror = Mirror::new(&config)
             .map_err(|e| Error::storage("setting up upstream clients", std::io::Error::other(e)))?;
         Ok(App {
@@ -201,20 +201,77 @@ impl App {
         }
     }
 
-    /// Periodic housekeeping until `shutdown` resolves: expires idle uploads.
+    /// Periodic housekeeping until `shutdown` resolves: expires idle
+    /// uploads, writes access times, evicts past the cache limit, and
+    /// collects garbage on schedule.
     pub async fn maintain(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let every =
             (self.config.upload_timeout / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
+        let mut uploads = tokio::time::interval(every);
+        let mut minute = tokio::time::interval(Duration::from_secs(60));
+        let gc_every = if self.config.gc_interval.is_zero() {
+            Duration::from_secs(86400 * 365)
+        } else {
+            self.config.gc_interval
+        };
+        let mut gc = tokio::time::interval_at(tokio::time::Instant::now() + gc_every, gc_every);
+        let cache = &self.store.cache;
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => {
+                    let _ = cache.flush_access();
+                    return;
+                }
+                _ = uploads.tick() => match self.store.uploads.expire_idle().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(sessions = n, "expired idle uploads"),
+                    Err(e) => tracing::warn!(error = %e, "expiring uploads failed"),
+                },
+                _ = minute.tick() => {
+                    if let Err(e) = cache.flush_access() {
+                        tracing::warn!(error = %e, "recording access times failed");
+                    }
+                    self.evict().await;
+                }
+                _ = cache.over_limit.notified() => self.evict().await,
+                _ = gc.tick(), if !self.config.gc_interval.is_zero() => {
+                    if let Err(e) = crate::store::gc::collect(&self.store, self.config.gc_grace, false).await {
+                        tracing::warn!(error = %e, "garbage collection failed");
+                    }
+                }
             }
-            match self.store.uploads.expire_idle().await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(sessions = n, "expired idle uploads"),
-                Err(e) => tracing::warn!(error = %e, "expiring uploads failed"),
+        }
+    }
+
+    async fn evict(&self) {
+        if self.store.cache.is_over_limit() {
+            if let Err(e) = self.store.cache.evict().await {
+                tracing::warn!(error = %e, "eviction failed");
             }
+        }
+    }
+
+    /// Start-up warnings about the disk the data directory is on.
+    pub fn check_disk(&self) {
+        let data = &self.config.data;
+        let (Ok(avail), Ok(total)) = (fs4::available_space(data), fs4::total_space(data)) else {
+            return;
+        };
+        let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        match self.config.max_cache_size {
+            None => tracing::warn!(
+                "no --max-cache-size: the mirror cache may grow until the disk is full ({:.1} GiB free of {:.1} GiB at {})",
+                gib(avail),
+                gib(total),
+                data.display()
+            ),
+            Some(limit) if limit > avail + self.store.cache.bytes() => tracing::warn!(
+                "--max-cache-size is {:.1} GiB but only {:.1} GiB are free at {}: the disk will fill first",
+                gib(limit),
+                gib(avail),
+                data.display()
+            ),
+            Some(_) => {}
         }
     }
 }

@@ -84,6 +84,39 @@ pub struct ServeArgs {
     /// last known digest), and answer 503 for anything else.
     #[arg(long, env = "WHARF_OFFLINE")]
     pub offline: bool,
+
+    /// Largest size mirrored content may take on disk, e.g. 50GiB, 800MB.
+    /// Past it the least recently used mirrored blobs and manifests are
+    /// evicted down to 90% of it. Local content never counts and is never
+    /// evicted [default: no limit].
+    #[arg(long, env = "WHARF_MAX_CACHE_SIZE", value_name = "SIZE")]
+    pub max_cache_size: Option<String>,
+
+    /// How long an upstream may stall mid-transfer before the fill is
+    /// abandoned and its waiting clients get an error [default: 30s].
+    #[arg(long, env = "WHARF_UPSTREAM_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub upstream_idle_timeout: Option<String>,
+
+    /// How long a client may take to send a request's headers before its
+    /// connection is closed (slow-loris protection) [default: 30s].
+    #[arg(long, env = "WHARF_HEADER_TIMEOUT", value_name = "DURATION")]
+    pub header_timeout: Option<String>,
+
+    /// Most client connections open at once; more wait in the listen
+    /// backlog until one closes [default: 10000].
+    #[arg(long, env = "WHARF_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<String>,
+
+    /// How often garbage collection removes local blobs no manifest
+    /// references; 0s disables it [default: 1h].
+    #[arg(long, env = "WHARF_GC_INTERVAL", value_name = "DURATION")]
+    pub gc_interval: Option<String>,
+
+    /// How old an unreferenced local blob must be before garbage
+    /// collection removes it, so a push in progress keeps its blobs
+    /// [default: 1h].
+    #[arg(long, env = "WHARF_GC_GRACE", value_name = "DURATION")]
+    pub gc_grace: Option<String>,
 }
 
 /// The keys the config file may hold.
@@ -97,6 +130,12 @@ struct FileConfig {
     local_namespaces: Option<Vec<String>>,
     tag_ttl: Option<String>,
     offline: Option<bool>,
+    max_cache_size: Option<String>,
+    upstream_idle_timeout: Option<String>,
+    header_timeout: Option<String>,
+    max_connections: Option<String>,
+    gc_interval: Option<String>,
+    gc_grace: Option<String>,
     #[serde(default)]
     upstreams: Vec<FileUpstream>,
 }
@@ -154,6 +193,14 @@ pub struct Config {
     pub default_upstream: String,
     pub local_namespaces: Vec<String>,
     pub offline: bool,
+    /// Byte limit of mirrored content; `None` is no limit.
+    pub max_cache_size: Option<u64>,
+    pub upstream_idle_timeout: Duration,
+    pub header_timeout: Duration,
+    pub max_connections: usize,
+    /// Zero disables scheduled garbage collection.
+    pub gc_interval: Duration,
+    pub gc_grace: Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -332,6 +379,58 @@ impl Config {
             default_upstream,
             local_namespaces,
             offline: args.offline || file.offline.unwrap_or(false),
+            max_cache_size: match args.max_cache_size.clone().or(file.max_cache_size) {
+                None => None,
+                Some(v) => Some(parse_size(&v).ok_or(ConfigError::Invalid {
+                    key: "max_cache_size (--max-cache-size, WHARF_MAX_CACHE_SIZE)",
+                    value: v.clone(),
+                    allowed: "expected a size of at least 1MiB, e.g. 800MB, 50GiB, 2TB",
+                })?),
+            },
+            upstream_idle_timeout: positive(
+                args.upstream_idle_timeout
+                    .clone()
+                    .or(file.upstream_idle_timeout),
+                "30s",
+                "upstream_idle_timeout (--upstream-idle-timeout, WHARF_UPSTREAM_IDLE_TIMEOUT)",
+            )?,
+            header_timeout: positive(
+                args.header_timeout.clone().or(file.header_timeout),
+                "30s",
+                "header_timeout (--header-timeout, WHARF_HEADER_TIMEOUT)",
+            )?,
+            max_connections: {
+                let v = args
+                    .max_connections
+                    .clone()
+                    .or(file.max_connections)
+                    .unwrap_or_else(|| "10000".into());
+                v.trim()
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n > 0)
+                    .ok_or(ConfigError::Invalid {
+                        key: "max_connections (--max-connections, WHARF_MAX_CONNECTIONS)",
+                        value: v.clone(),
+                        allowed: "expected a whole number of at least 1",
+                    })?
+            },
+            gc_interval: parse_ttl(
+                &args
+                    .gc_interval
+                    .clone()
+                    .or(file.gc_interval)
+                    .unwrap_or_else(|| "1h".into()),
+                "gc_interval (--gc-interval, WHARF_GC_INTERVAL)",
+            )?,
+            gc_grace: parse_ttl(
+                &args
+                    .gc_grace
+                    .clone()
+                    .or(file.gc_grace)
+                    .unwrap_or_else(|| "1h".into()),
+                "gc_grace (--gc-grace, WHARF_GC_GRACE)",
+            )?,
         })
     }
 
@@ -383,6 +482,42 @@ fn upstream(name: &str, url: &str, key: &'static str) -> Result<UpstreamConfig, 
     })
 }
 
+/// A duration setting that must be at least one second.
+fn positive(v: Option<String>, default: &str, key: &'static str) -> Result<Duration, ConfigError> {
+    let v = v.unwrap_or_else(|| default.to_string());
+    parse_duration(&v).ok_or(ConfigError::Invalid {
+        key,
+        value: v.clone(),
+        allowed: "expected a duration of at least 1s, e.g. 10s, 2m",
+    })
+}
+
+/// Parses `50GiB`, `800MB`, `1.5TiB` or a plain number of bytes.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let num: f64 = num.parse().ok()?;
+    let mult: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kib" => 1024.0,
+        "m" | "mib" => 1024.0 * 1024.0,
+        "g" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tib" => 1024.0f64.powi(4),
+        "kb" => 1e3,
+        "mb" => 1e6,
+        "gb" => 1e9,
+        "tb" => 1e12,
+        _ => return None,
+    };
+    let bytes = (num * mult).round();
+    (1024.0 * 1024.0..1.8e19)
+        .contains(&bytes)
+        .then_some(bytes as u64)
+}
+
 /// A URL as it may appear in a message: any password replaced.
 fn redact_url(url: &str) -> String {
     match url::Url::parse(url.trim()) {
@@ -429,6 +564,18 @@ mod tests {
         assert_eq!(c.listen.to_string(), DEFAULT_LISTEN);
         assert_eq!(c.data, PathBuf::from(DEFAULT_DATA));
         assert_eq!(c.upload_timeout, Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("50GiB"), Some(50 << 30));
+        assert_eq!(parse_size("800MB"), Some(800_000_000));
+        assert_eq!(parse_size("2 TB"), Some(2_000_000_000_000));
+        assert_eq!(parse_size("1.5GiB"), Some(3 << 29));
+        assert_eq!(parse_size("16777216"), Some(16 << 20));
+        assert_eq!(parse_size("10"), None, "below 1 MiB");
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("5XB"), None);
     }
 
     #[test]

@@ -57,6 +57,7 @@ pub async fn serve(config: config::Config) -> Result<(), Box<dyn std::error::Err
         .await
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
+    app.check_disk();
     tracing::info!(
         "wharf listening on http://{addr}, data in {}, {}",
         app.config.data.display(),
@@ -65,6 +66,61 @@ pub async fn serve(config: config::Config) -> Result<(), Box<dyn std::error::Err
     server::run(listener, app, shutdown_signal()).await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// `wharf gc`: collects unreferenced local blobs of a data directory no
+/// server is using. Prints what it removed (or would remove).
+pub async fn gc(
+    data: &std::path::Path,
+    grace: std::time::Duration,
+    dry_run: bool,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let store = store::Store::open_quiet(data, std::time::Duration::from_secs(3600), None)?;
+    let report = store::gc::collect(&store, grace, dry_run).await?;
+    let verb = if dry_run { "would remove" } else { "removed" };
+    for (d, size) in &report.removed {
+        println!("{verb} {d} ({size} bytes)");
+    }
+    println!(
+        "{verb} {} unreferenced blobs, {} bytes; kept {}",
+        report.removed.len(),
+        report.bytes,
+        report.kept
+    );
+    Ok(())
+}
+
+/// `wharf verify`: scrubs a data directory no server is using. Returns
+/// whether it was clean.
+pub async fn verify(
+    data: &std::path::Path,
+    repair: bool,
+) -> Result<bool, Box<dyn std::error::Error>> {
+    let store = store::Store::open_quiet(data, std::time::Duration::from_secs(3600), None)?;
+    let r = store::verify::verify(&store, repair).await?;
+    for d in &r.corrupt {
+        println!("corrupt: {d}");
+    }
+    for d in &r.orphaned {
+        println!("orphaned: {d}");
+    }
+    for (what, d) in &r.missing {
+        println!("missing: {d} ({what})");
+    }
+    println!(
+        "checked {} blobs ({} bytes): {} corrupt, {} orphaned, {} missing{}",
+        r.checked,
+        r.bytes,
+        r.corrupt.len(),
+        r.orphaned.len(),
+        r.missing.len(),
+        if repair && !r.is_clean() {
+            "; repaired: files moved to quarantine/, records dropped (mirrored content is fetched again)"
+        } else {
+            ""
+        }
+    );
+    Ok(r.is_clean())
 }
 
 async fn shutdown_signal() {

@@ -20,7 +20,61 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the registry server (listens on 0.0.0.0:5000, data in ./wharf-data by default).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
+    /// Remove local blobs no manifest references (the server also does this
+    /// on a schedule). Works on a data directory no server is using.
+    Gc(GcArgs),
+    /// Re-hash every blob and check the index and files against each other.
+    /// Exits 1 when anything is wrong. Works on a data directory no server is using.
+    Verify(VerifyArgs),
+}
+
+/// Which data directory a maintenance command works on.
+#[derive(clap::Args)]
+struct DataArgs {
+    /// Config file to read `data` from.
+    #[arg(long, env = "WHARF_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// The data directory [default: ./wharf-data].
+    #[arg(long, env = "WHARF_DATA", value_name = "DIR")]
+    data: Option<std::path::PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct GcArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// List what would be removed, and the bytes freed, without removing it.
+    #[arg(long)]
+    dry_run: bool,
+    /// Only blobs unused for this long are removed [default: the gc_grace setting, 1h].
+    #[arg(long, value_name = "DURATION")]
+    grace: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct VerifyArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Move corrupt and orphaned files to DATA/quarantine/ and drop the
+    /// records pointing at missing or corrupt content (the mirror then
+    /// fetches it again).
+    #[arg(long)]
+    repair: bool,
+}
+
+/// Loads the config a maintenance command needs, or exits with the error.
+fn maintenance_config(data: &DataArgs, grace: Option<String>) -> Result<Config, ExitCode> {
+    let args = ServeArgs {
+        config: data.config.clone(),
+        data: data.data.clone(),
+        gc_grace: grace,
+        ..Default::default()
+    };
+    Config::load(&args).map_err(|e| {
+        eprintln!("wharf: {e}");
+        ExitCode::from(2)
+    })
 }
 
 fn main() -> ExitCode {
@@ -33,6 +87,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("wharf: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     match cli.command {
         Command::Serve(args) => {
             let config = match Config::load(&args) {
@@ -42,15 +103,35 @@ fn main() -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
-            let runtime = match tokio::runtime::Runtime::new() {
-                Ok(r) => r,
-                Err(e) => {
-                    eprintln!("wharf: cannot start the runtime: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
             match runtime.block_on(wharf::serve(config)) {
                 Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("wharf: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Gc(args) => {
+            let config = match maintenance_config(&args.data, args.grace) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match runtime.block_on(wharf::gc(&config.data, config.gc_grace, args.dry_run)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("wharf: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Verify(args) => {
+            let config = match maintenance_config(&args.data, None) {
+                Ok(c) => c,
+                Err(code) => return code,
+            };
+            match runtime.block_on(wharf::verify(&config.data, args.repair)) {
+                Ok(true) => ExitCode::SUCCESS,
+                Ok(false) => ExitCode::from(1),
                 Err(e) => {
                     eprintln!("wharf: {e}");
                     ExitCode::FAILURE

@@ -1,6 +1,7 @@
 //! The accept loop: HTTP/1.1 and cleartext HTTP/2 on one port (hyper-util's
-//! auto builder), a header read timeout, and graceful shutdown that lets
-//! in-flight requests finish.
+//! auto builder), a header read timeout against slow-loris clients, a cap
+//! on open connections, and graceful shutdown that lets in-flight requests
+//! finish.
 
 use crate::app::App;
 use hyper::service::service_fn;
@@ -13,8 +14,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
-/// How long a client may take to send its request headers.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long shutdown waits for in-flight requests.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -25,7 +24,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(app.config.header_timeout);
     let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
@@ -33,8 +32,17 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
         let app = app.clone();
         async move { app.maintain(stop_rx).await }
     });
+    // Each open connection holds a permit; at the limit, accepting waits.
+    let permits = Arc::new(tokio::sync::Semaphore::new(app.config.max_connections));
     tokio::pin!(shutdown);
     loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = &mut shutdown => break,
+        };
         let (stream, _peer) = tokio::select! {
             conn = listener.accept() => match conn {
                 Ok(c) => c,
@@ -61,6 +69,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            drop(permit);
         });
     }
     drop(listener);

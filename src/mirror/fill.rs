@@ -9,6 +9,7 @@
 
 use crate::body::Body;
 use crate::oci::Digest;
+use crate::store::cache::CacheTracker;
 use crate::store::{BlobStore, Index};
 use crate::upstream::{Upstream, UpstreamError};
 use bytes::Bytes;
@@ -23,8 +24,6 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::watch;
 
-/// How long an upstream body may stall before the fill gives up.
-pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bytes written before readers are told about them, at the latest.
 const PUBLISH_EVERY: u64 = 1024 * 1024;
 /// Largest chunk a reader sends at once.
@@ -73,9 +72,12 @@ pub struct Fills {
 /// What a fill needs to run.
 pub struct FillSource {
     pub upstream: Arc<Upstream>,
+    /// How long the upstream body may stall before the fill gives up.
+    pub idle_timeout: Duration,
     pub repo: String,
     pub blobs: BlobStore,
     pub index: Index,
+    pub cache: Arc<CacheTracker>,
 }
 
 impl Fills {
@@ -184,11 +186,12 @@ async fn run(
                     publish(tx, written);
                     unpublished = 0;
                 }
-                tokio::time::timeout(IDLE_TIMEOUT, body.frame())
+                tokio::time::timeout(src.idle_timeout, body.frame())
                     .await
                     .map_err(|_| {
                         UpstreamError::Unavailable(format!(
-                            "upstream body stalled for {IDLE_TIMEOUT:?}"
+                            "upstream body stalled for {:?}",
+                            src.idle_timeout
                         ))
                     })?
             }
@@ -233,6 +236,8 @@ async fn run(
     src.index
         .put_mirror_blob(src.upstream.name(), digest, written)
         .map_err(storage)?;
+    src.cache.touch(digest);
+    src.cache.added(written);
     Ok(written)
 }
 

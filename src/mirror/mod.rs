@@ -29,6 +29,8 @@ use std::time::{Duration, Instant};
 
 /// How long an upstream 404 is remembered.
 const NEGATIVE_TTL: Duration = Duration::from_secs(30);
+/// How long a small upstream body (manifest, tag list) may take to arrive.
+const SMALL_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Tag resolutions held in memory at most.
 const TAG_CACHE_ENTRIES: u64 = 100_000;
 
@@ -62,6 +64,7 @@ pub struct Mirror {
     negative: moka::future::Cache<String, ()>,
     manifests: moka::future::Cache<(String, String, Digest), ManifestMeta>,
     fills: Arc<Fills>,
+    idle_timeout: Duration,
 }
 
 /// Turns an upstream failure into the client's answer, for content of
@@ -114,6 +117,7 @@ impl Mirror {
                 .max_capacity(TAG_CACHE_ENTRIES)
                 .build(),
             fills: Arc::new(Fills::default()),
+            idle_timeout: config.upstream_idle_timeout,
         })
     }
 
@@ -249,6 +253,7 @@ impl Mirror {
                 .index
                 .put_mirror_tag(upstream, repo, t.as_str(), &digest)?;
         }
+        store.cache.touch(&digest);
         serve_file(parts, file, size, &digest, &meta.media_type, false).await
     }
 
@@ -442,6 +447,8 @@ impl Mirror {
             subject: None,
         };
         store.index.put_mirror_manifest(upstream, d, &meta)?;
+        store.cache.added(bytes.len() as u64);
+        store.cache.added(bytes.len() as u64);
         tracing::info!(digest = %d, upstream, "cached manifest");
         Ok(meta)
     }
@@ -470,7 +477,9 @@ impl Mirror {
         Ok(r)
     }
 
-    /// Serves a cached mirrored blob, if it is cached and on disk.
+    /// Serves a cached mirrored blob, if it is cached and whole on disk. A
+    /// file that is missing, or whose size is not the recorded one
+    /// (truncated behind Wharf's back), is set aside and fetched again.
     async fn cached_blob(
         &self,
         store: &Store,
@@ -478,22 +487,24 @@ impl Mirror {
         upstream: &str,
         digest: &Digest,
     ) -> Result<Option<Response<Body>>> {
-        if !store.index.mirror_blob(upstream, digest)? {
+        let Some(recorded) = store.index.mirror_blob_size(upstream, digest)? else {
             return Ok(None);
-        }
-        match store
+        };
+        let opened = store
             .blobs
             .open_read(digest)
             .await
-            .map_err(|e| Error::storage("opening a cached blob", e))?
-        {
-            Some((file, size)) => {
+            .map_err(|e| Error::storage("opening a cached blob", e))?;
+        match opened {
+            Some((file, size)) if size == recorded => {
+                store.cache.touch(digest);
                 serve_file(parts, file, size, digest, "application/octet-stream", true)
                     .await
                     .map(Some)
             }
-            None => {
-                tracing::error!(%digest, "cached blob is missing on disk: fetching it again");
+            other => {
+                tracing::error!(%digest, recorded, found = ?other.map(|(_, s)| s), "cached blob is missing or damaged: fetching it again");
+                store.blobs.quarantine(digest).await?;
                 store.index.remove_mirror_blob(upstream, digest)?;
                 Ok(None)
             }
@@ -535,9 +546,11 @@ impl Mirror {
         }
         let source = FillSource {
             upstream: up.clone(),
+            idle_timeout: self.idle_timeout,
             repo: repo.to_string(),
             blobs: store.blobs.clone(),
             index: store.index.clone(),
+            cache: store.cache.clone(),
         };
         let Some(mut rx) = self.fills.join(digest, source) else {
             // Cached by a fill that finished just now.
@@ -815,7 +828,7 @@ async fn read_limited(
     limit: usize,
 ) -> std::result::Result<Bytes, UpstreamError> {
     let collected = tokio::time::timeout(
-        fill::IDLE_TIMEOUT,
+        SMALL_BODY_TIMEOUT,
         http_body_util::Limited::new(body, limit).collect(),
     )
     .await

@@ -140,6 +140,9 @@ pub async fn get(
         tracing::error!(digest = %d, repo = %name, "indexed blob is missing on disk");
         return Err(blob_unknown(d));
     };
+    // A pusher's HEAD before it references the blob counts as a use, so
+    // garbage collection leaves the blob alone for the grace period.
+    store.cache.touch(d);
     serve_file(parts, file, size, d, "application/octet-stream", true).await
 }
 

@@ -116,6 +116,12 @@ where
         }
     }
 
+    // Referenced blobs count as used, and garbage collection waits while
+    // this push checks and records them.
+    for d in parsed.blobs.iter().chain(&parsed.manifests) {
+        store.cache.touch(d);
+    }
+    let _gc = store.gc_lock.read().await;
     let mut missing = Vec::new();
     for d in &parsed.blobs {
         if !store.index.blob_linked(name, d)? {

@@ -28,7 +28,11 @@ fn digest_param(q: &[(String, String)], key: &str) -> Result<Option<Digest>> {
 
 /// 201 Created for a blob now stored in `name`.
 async fn created(store: &Store, name: &RepoName, d: &Digest) -> Result<Response<Body>> {
-    store.index.link_blob(name, d)?;
+    store.cache.touch(d);
+    {
+        let _gc = store.gc_lock.read().await;
+        store.index.link_blob(name, d)?;
+    }
     store.index.flush().await?;
     let mut r = reply::empty(StatusCode::CREATED);
     reply::set(&mut r, header::LOCATION, &reply::blob_location(name, d));

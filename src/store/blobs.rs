@@ -39,6 +39,34 @@ impl BlobStore {
             .join(hex)
     }
 
+    /// The directory holding every blob file.
+    pub fn path_root(&self) -> PathBuf {
+        self.root.join("blobs")
+    }
+
+    /// Every blob file: (digest, size, mtime in unix milliseconds).
+    pub async fn list(&self) -> Result<Vec<(Digest, u64, u64)>> {
+        let root = self.path_root();
+        tokio::task::spawn_blocking(move || walk_blobs(&root))
+            .await
+            .map_err(|e| Error::storage("walking blobs", e))?
+            .map_err(|e| Error::storage("walking blobs", e))
+    }
+
+    /// Moves a blob file aside into `DATA/quarantine/`.
+    pub async fn quarantine(&self, d: &Digest) -> Result<()> {
+        let dir = self.root.join("quarantine");
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| Error::storage("creating the quarantine", e))?;
+        let to = dir.join(format!("{}-{}", d.algorithm().as_str(), d.hex()));
+        match tokio::fs::rename(self.path(d), to).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::storage("quarantining a blob", e)),
+        }
+    }
+
     pub fn uploads_dir(&self) -> PathBuf {
         self.root.join("uploads")
     }
@@ -114,6 +142,32 @@ impl BlobStore {
         }
         Ok(n)
     }
+}
+
+/// Every blob file on disk with its size and modification time.
+pub(crate) fn walk_blobs(root: &Path) -> std::io::Result<Vec<(Digest, u64, u64)>> {
+    let mut out = Vec::new();
+    for alg in std::fs::read_dir(root)? {
+        let alg = alg?;
+        let alg_name = alg.file_name().to_string_lossy().into_owned();
+        for shard in std::fs::read_dir(alg.path())? {
+            for f in std::fs::read_dir(shard?.path())? {
+                let f = f?;
+                let name = format!("{alg_name}:{}", f.file_name().to_string_lossy());
+                let Ok(d) = name.parse::<Digest>() else {
+                    continue;
+                };
+                let m = f.metadata()?;
+                let mtime = m
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_millis() as u64);
+                out.push((d, m.len(), mtime));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A blob being written: hashed as it goes, deleted on drop unless committed.

@@ -13,6 +13,7 @@
 //! | `B/<upstream>\0<digest>` | a mirrored blob is cached (its size) |
 //! | `M/<upstream>\0<digest>` | a mirrored manifest is cached ([`ManifestMeta`]) |
 //! | `T/<upstream>\0<repo>\0<tag>` | last known digest of a mirrored tag |
+//! | `A/<digest>` | last access, unix milliseconds (written at most once a minute) |
 //!
 //! Mirrored content is keyed by upstream, apart from local repositories:
 //! a mirrored name can never shadow a local one, nor the other way round.
@@ -23,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::oci::manifest::Descriptor;
 use crate::oci::{Digest, RepoName, Tag};
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::Path;
 
 /// What the index records about a stored manifest.
@@ -32,6 +34,15 @@ pub struct ManifestMeta {
     pub size: u64,
     #[serde(default)]
     pub subject: Option<Digest>,
+}
+
+/// One cached mirrored blob or manifest.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MirrorEntry {
+    pub upstream: String,
+    pub digest: Digest,
+    pub size: u64,
+    pub manifest: bool,
 }
 
 /// A persisted upload session.
@@ -89,10 +100,9 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 
 impl Index {
     pub fn open(path: &Path) -> Result<Index> {
-        let db = sled::Config::new()
-            .path(path)
-            .open()
-            .map_err(db_err("opening the index"))?;
+        let db = sled::Config::new().path(path).open().map_err(db_err(
+            "opening the index (is a wharf server running on this data directory?)",
+        ))?;
         Ok(Index { db })
     }
 
@@ -273,6 +283,15 @@ impl Index {
             .map_err(db_err("recording a mirrored blob"))
     }
 
+    /// The recorded size of a cached mirrored blob.
+    pub fn mirror_blob_size(&self, upstream: &str, d: &Digest) -> Result<Option<u64>> {
+        Ok(self
+            .db
+            .get(key("B/", &[upstream, &d.to_string()]))
+            .map_err(db_err("reading a mirrored blob"))?
+            .and_then(|v| std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok())))
+    }
+
     pub fn mirror_blob(&self, upstream: &str, d: &Digest) -> Result<bool> {
         self.db
             .contains_key(key("B/", &[upstream, &d.to_string()]))
@@ -355,6 +374,122 @@ impl Index {
         let mut prefix = key("T/", &[upstream, repo]);
         prefix.push(0);
         self.list_after(prefix, last, n)
+    }
+
+    /// Every cached mirrored blob and manifest: (upstream, digest, size).
+    pub fn mirror_entries(&self) -> Result<Vec<MirrorEntry>> {
+        let mut out = Vec::new();
+        for (prefix, manifest) in [(&b"B/"[..], false), (&b"M/"[..], true)] {
+            for kv in self.db.scan_prefix(prefix) {
+                let (k, v) = kv.map_err(db_err("scanning the cache"))?;
+                let rest = String::from_utf8_lossy(&k[2..]).into_owned();
+                let Some((upstream, digest)) = rest.split_once('\0') else {
+                    continue;
+                };
+                let Ok(digest) = digest.parse::<Digest>() else {
+                    continue;
+                };
+                let size = if manifest {
+                    decode::<ManifestMeta>(&v).map(|m| m.size).unwrap_or(0)
+                } else {
+                    std::str::from_utf8(&v)
+                        .ok()
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0)
+                };
+                out.push(MirrorEntry {
+                    upstream: upstream.to_string(),
+                    digest,
+                    size,
+                    manifest,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// Digests linked into any local repository (and so never evicted),
+    /// with the repositories holding each.
+    pub fn local_links(&self) -> Result<HashMap<Digest, Vec<String>>> {
+        let mut out: HashMap<Digest, Vec<String>> = HashMap::new();
+        for kv in self.db.scan_prefix(b"l/") {
+            let (k, _) = kv.map_err(db_err("scanning links"))?;
+            let rest = String::from_utf8_lossy(&k[2..]).into_owned();
+            if let Some((repo, d)) = rest.rsplit_once('\0') {
+                if let Ok(d) = d.parse::<Digest>() {
+                    out.entry(d).or_default().push(repo.to_string());
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every local manifest: (repository, digest, record).
+    pub fn local_manifests(&self) -> Result<Vec<(String, Digest, ManifestMeta)>> {
+        let mut out = Vec::new();
+        for kv in self.db.scan_prefix(b"m/") {
+            let (k, v) = kv.map_err(db_err("scanning manifests"))?;
+            let rest = String::from_utf8_lossy(&k[2..]).into_owned();
+            if let Some((repo, d)) = rest.rsplit_once('\0') {
+                if let Ok(d) = d.parse::<Digest>() {
+                    out.push((repo.to_string(), d, decode(&v)?));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Last-access times (unix milliseconds) recorded so far.
+    pub fn access_times(&self) -> Result<HashMap<Digest, u64>> {
+        let mut out = HashMap::new();
+        for kv in self.db.scan_prefix(b"A/") {
+            let (k, v) = kv.map_err(db_err("scanning access times"))?;
+            let Ok(d) = String::from_utf8_lossy(&k[2..]).parse::<Digest>() else {
+                continue;
+            };
+            if let Some(t) = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()) {
+                out.insert(d, t);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records last-access times in one batch.
+    pub fn put_access_times(&self, times: &[(Digest, u64)]) -> Result<()> {
+        let mut b = sled::Batch::default();
+        for (d, t) in times {
+            b.insert(key("A/", &[&d.to_string()]), t.to_string().as_bytes());
+        }
+        self.db
+            .apply_batch(b)
+            .map_err(db_err("recording access times"))
+    }
+
+    /// Forgets every mirror record of `d` (it is being evicted).
+    pub fn forget_mirrored(&self, d: &Digest, entries: &[&MirrorEntry]) -> Result<()> {
+        let mut b = sled::Batch::default();
+        let ds = d.to_string();
+        for e in entries {
+            let prefix = if e.manifest { "M/" } else { "B/" };
+            b.remove(key(prefix, &[&e.upstream, &ds]));
+        }
+        b.remove(key("A/", &[&ds]));
+        self.db
+            .apply_batch(b)
+            .map_err(db_err("forgetting evicted content"))
+    }
+
+    /// Removes every local link to `d` (garbage collection).
+    pub fn unlink_everywhere(&self, d: &Digest, repos: &[String]) -> Result<()> {
+        let mut b = sled::Batch::default();
+        let ds = d.to_string();
+        for r in repos {
+            b.remove(key("l/", &[r, &ds]));
+        }
+        b.remove(key("A/", &[&ds]));
+        self.db
+            .apply_batch(b)
+            .map_err(db_err("unlinking collected blobs"))
     }
 
     /// Keys under `prefix` (with the prefix cut off), after `last`, at most `n`.

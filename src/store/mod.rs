@@ -3,8 +3,11 @@
 //! progress (`uploads`). Nothing outside this module touches a path.
 
 pub mod blobs;
+pub mod cache;
+pub mod gc;
 pub mod index;
 pub mod uploads;
+pub mod verify;
 
 pub use blobs::BlobStore;
 pub use index::Index;
@@ -19,20 +22,26 @@ pub struct Store {
     pub blobs: BlobStore,
     pub index: Index,
     pub uploads: Uploads,
+    pub cache: std::sync::Arc<cache::CacheTracker>,
+    /// Held for reading while a push references blobs, for writing while
+    /// garbage collection removes one.
+    pub gc_lock: tokio::sync::RwLock<()>,
 }
 
 impl Store {
     /// Opens the store under `data`, removing temp files a crash left and
     /// upload sessions that expired while the server was down.
-    pub async fn open(data: &Path, upload_timeout: Duration) -> Result<Store> {
-        let blobs =
-            BlobStore::open(data).map_err(|e| Error::storage("opening the data directory", e))?;
-        let cleaned = blobs
+    pub async fn open(
+        data: &Path,
+        upload_timeout: Duration,
+        cache_limit: Option<u64>,
+    ) -> Result<Store> {
+        let store = Self::open_quiet(data, upload_timeout, cache_limit)?;
+        let cleaned = store
+            .blobs
             .clean_tmp()
             .map_err(|e| Error::storage("cleaning temp files", e))?;
-        let index = Index::open(&data.join("index"))?;
-        let uploads = Uploads::new(blobs.clone(), index.clone(), upload_timeout);
-        let expired = uploads.expire_idle().await?;
+        let expired = store.uploads.expire_idle().await?;
         if cleaned + expired > 0 {
             tracing::info!(
                 temp_files = cleaned,
@@ -40,10 +49,31 @@ impl Store {
                 "cleaned up after the last run"
             );
         }
+        Ok(store)
+    }
+
+    /// Opens the store without changing anything (for `wharf gc --dry-run`
+    /// and `wharf verify`).
+    pub fn open_quiet(
+        data: &Path,
+        upload_timeout: Duration,
+        cache_limit: Option<u64>,
+    ) -> Result<Store> {
+        let blobs =
+            BlobStore::open(data).map_err(|e| Error::storage("opening the data directory", e))?;
+        let index = Index::open(&data.join("index"))?;
+        let uploads = Uploads::new(blobs.clone(), index.clone(), upload_timeout);
+        let cache = std::sync::Arc::new(cache::CacheTracker::new(
+            index.clone(),
+            blobs.clone(),
+            cache_limit,
+        )?);
         Ok(Store {
             blobs,
             index,
             uploads,
+            cache,
+            gc_lock: tokio::sync::RwLock::new(()),
         })
     }
 }

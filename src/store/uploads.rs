@@ -62,20 +62,29 @@ impl Uploads {
     /// Starts a session for `repo` and returns its id.
     pub async fn start(&self, repo: &RepoName) -> Result<String> {
         let id = uuid::Uuid::new_v4().to_string();
-        tokio::fs::File::create(self.path(&id))
-            .await
-            .map_err(|e| Error::storage("creating an upload file", e))?;
-        let started_unix = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
-        self.index.put_upload(
-            &id,
-            &UploadMeta {
-                repo: repo.as_str().to_string(),
-                started_unix,
-            },
-        )?;
+        // Live first, then the file, then the record: the expiry sweep never
+        // sees a file or a record of a session that is not live yet.
         self.live_insert(&id, repo.clone(), Some((Hasher::new(Algorithm::Sha256), 0)));
+        let created = async {
+            tokio::fs::File::create(self.path(&id))
+                .await
+                .map_err(|e| Error::storage("creating an upload file", e))?;
+            let started_unix = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            self.index.put_upload(
+                &id,
+                &UploadMeta {
+                    repo: repo.as_str().to_string(),
+                    started_unix,
+                },
+            )
+        }
+        .await;
+        if let Err(e) = created {
+            let _ = self.forget(&id).await;
+            return Err(e);
+        }
         Ok(id)
     }
 

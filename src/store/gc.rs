@@ -1,0 +1,104 @@
+//! Garbage collection of local content: blob files that no local manifest
+//! references and no mirror record claims (left by deleted manifests,
+//! deleted blobs or abandoned pushes) are removed once they have gone
+//! unused for a grace period. A push in progress touches its blobs (upload,
+//! mount, the HEAD before referencing, the manifest PUT), and the sweep
+//! rechecks under the store's GC lock, which manifest PUTs and blob links
+//! hold for reading, so a blob can never vanish between its check and its
+//! use. No stop-the-world pause: only the removal of each blob is locked.
+
+use super::cache::unix_now;
+use super::Store;
+use crate::error::{Error, Result};
+use crate::oci::manifest;
+use crate::oci::Digest;
+use std::collections::HashSet;
+use std::time::Duration;
+
+/// What a collection found (and, unless a dry run, removed).
+#[derive(Debug, Default, Clone)]
+pub struct GcReport {
+    pub removed: Vec<(Digest, u64)>,
+    pub bytes: u64,
+    pub kept: usize,
+}
+
+/// Digests every local manifest needs: itself, its config and layers, its
+/// children. Fails rather than guess if a manifest cannot be read.
+async fn referenced(store: &Store) -> Result<HashSet<Digest>> {
+    let mut keep = HashSet::new();
+    for (repo, d, meta) in store.index.local_manifests()? {
+        let bytes = tokio::fs::read(store.blobs.path(&d))
+            .await
+            .map_err(|e| Error::storage(format!("reading manifest {d} of {repo} for GC"), e))?;
+        let parsed = manifest::parse(&bytes, Some(&meta.media_type))
+            .map_err(|e| Error::storage(format!("parsing manifest {d} of {repo} for GC"), e))?;
+        keep.insert(d);
+        keep.extend(parsed.blobs);
+        keep.extend(parsed.manifests);
+    }
+    Ok(keep)
+}
+
+/// Finds (and unless `dry_run`, removes) unreferenced local blobs unused
+/// for at least `grace`.
+pub async fn collect(store: &Store, grace: Duration, dry_run: bool) -> Result<GcReport> {
+    store.cache.flush_access()?;
+    let keep = referenced(store).await?;
+    let mirrored: HashSet<Digest> = store
+        .index
+        .mirror_entries()?
+        .into_iter()
+        .map(|e| e.digest)
+        .collect();
+    let access = store.index.access_times()?;
+    let files = store.blobs.list().await?;
+    let cutoff = unix_now().saturating_sub(grace.as_millis() as u64);
+    let mut report = GcReport::default();
+    let mut candidates = Vec::new();
+    for (d, size, mtime) in files {
+        let last = mtime.max(access.get(&d).copied().unwrap_or(0));
+        if keep.contains(&d) || mirrored.contains(&d) || last > cutoff {
+            report.kept += 1;
+        } else {
+            candidates.push((d, size));
+        }
+    }
+    if dry_run {
+        report.bytes = candidates.iter().map(|(_, s)| s).sum();
+        report.removed = candidates;
+        return Ok(report);
+    }
+    let links = store.index.local_links()?;
+    for (d, size) in candidates {
+        let _exclusive = store.gc_lock.write().await;
+        // Used since the scan began? Then it stays.
+        if store
+            .cache
+            .recent_touches()
+            .get(&d)
+            .is_some_and(|t| *t > cutoff)
+        {
+            report.kept += 1;
+            continue;
+        }
+        let repos = links.get(&d).cloned().unwrap_or_default();
+        store.index.unlink_everywhere(&d, &repos)?;
+        match tokio::fs::remove_file(store.blobs.path(&d)).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::storage("removing a collected blob", e)),
+        }
+        report.bytes += size;
+        report.removed.push((d, size));
+    }
+    store.index.flush().await?;
+    if !report.removed.is_empty() {
+        tracing::info!(
+            removed = report.removed.len(),
+            freed_bytes = report.bytes,
+            "garbage collection removed unreferenced local blobs"
+        );
+    }
+    Ok(report)
+}
