@@ -199,13 +199,21 @@ impl Error {
             } => (errors, status, headers),
             Error::Storage { context, source } => {
                 tracing::error!(%context, error = %source, "storage fault");
+                let full = source
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|e| e.kind() == std::io::ErrorKind::StorageFull);
+                let (message, status) = if full {
+                    ("storage is full", StatusCode::INSUFFICIENT_STORAGE)
+                } else {
+                    ("internal storage error", StatusCode::INTERNAL_SERVER_ERROR)
+                };
                 (
                     vec![OciError {
                         code: ErrorCode::Unknown,
-                        message: "internal storage error".into(),
+                        message: message.into(),
                         detail: Value::Null,
                     }],
-                    StatusCode::INTERNAL_SERVER_ERROR,
+                    status,
                     Vec::new(),
                 )
             }
@@ -272,6 +280,13 @@ mod tests {
         let bytes = resp.into_body().collect().await.unwrap().to_bytes();
         let v: Value = serde_json::from_slice(&bytes).unwrap();
         assert_eq!(v["errors"][0]["code"], "MANIFEST_UNKNOWN");
+    }
+
+    #[tokio::test]
+    async fn a_full_disk_is_507() {
+        let io = std::io::Error::from(std::io::ErrorKind::StorageFull);
+        let resp = Error::storage("writing", io).into_response();
+        assert_eq!(resp.status(), StatusCode::INSUFFICIENT_STORAGE);
     }
 
     #[tokio::test]

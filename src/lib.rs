@@ -102,7 +102,7 @@ pub async fn verify(
         println!("corrupt: {d}");
     }
     for d in &r.orphaned {
-        println!("orphaned: {d}");
+        println!("orphaned (unreferenced, garbage collection removes it): {d}");
     }
     for (what, d) in &r.missing {
         println!("missing: {d} ({what})");
@@ -114,7 +114,7 @@ pub async fn verify(
         r.corrupt.len(),
         r.orphaned.len(),
         r.missing.len(),
-        if repair && !r.is_clean() {
+        if repair && !(r.is_clean() && r.orphaned.is_empty()) {
             "; repaired: files moved to quarantine/, records dropped (mirrored content is fetched again)"
         } else {
             ""

@@ -17,15 +17,18 @@ pub struct VerifyReport {
     pub bytes: u64,
     /// Files whose bytes do not hash to their name.
     pub corrupt: Vec<Digest>,
-    /// Files no index record knows.
+    /// Files no index record knows: what a crash between writing a file
+    /// and recording it leaves. Harmless (never served); garbage collection
+    /// removes them, `--repair` quarantines them.
     pub orphaned: Vec<Digest>,
     /// Index records whose file is missing: (what, digest).
     pub missing: Vec<(String, Digest)>,
 }
 
 impl VerifyReport {
+    /// No corrupt file and no record without its file.
     pub fn is_clean(&self) -> bool {
-        self.corrupt.is_empty() && self.orphaned.is_empty() && self.missing.is_empty()
+        self.corrupt.is_empty() && self.missing.is_empty()
     }
 }
 

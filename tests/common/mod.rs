@@ -365,3 +365,29 @@ pub fn run(cmd: &mut Command) -> String {
     );
     stdout
 }
+
+/// Runs `wharf ARGS` (a maintenance command) and returns its exit code and
+/// standard output.
+pub fn wharf_cli(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(args)
+        .env("WHARF_LOG", "warn")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    (out.status.code().unwrap_or(-1), format!("{stdout}{stderr}"))
+}
+
+/// The file of blob `digest` under a data directory.
+pub fn blob_file(data: &Path, digest: &str) -> PathBuf {
+    let (alg, hex) = digest.split_once(':').unwrap();
+    data.join("blobs").join(alg).join(&hex[..2]).join(hex)
+}
+
+/// Open file descriptors of a process.
+pub fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}

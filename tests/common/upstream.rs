@@ -37,6 +37,8 @@ pub struct Faults {
     pub corrupt_blobs: bool,
     /// Send half of every blob body, then stop sending (without closing).
     pub stall_blobs: bool,
+    /// Send half of every blob body, then close the connection.
+    pub truncate_blobs: bool,
     /// Send blob bodies in 256 KiB pieces with this pause between them.
     pub slow_blobs: Option<Duration>,
     /// Redirect blob GETs to the proxy's `/cdn/` path on another origin.
@@ -434,7 +436,10 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBody
     let mut resp = forward(&state, req.method().as_str(), &target, &accept, is_blob_get).await;
     if is_blob_get
         && resp.status() == 200
-        && (faults.corrupt_blobs || faults.stall_blobs || faults.slow_blobs.is_some())
+        && (faults.corrupt_blobs
+            || faults.stall_blobs
+            || faults.truncate_blobs
+            || faults.slow_blobs.is_some())
     {
         resp = inject(resp, &faults, state.clone()).await;
     }
@@ -518,6 +523,7 @@ async fn inject(
     let half = pieces.len().div_ceil(2).max(1);
     let total_pieces = pieces.len();
     let stall = faults.stall_blobs;
+    let truncate = faults.truncate_blobs;
     let pause = faults.slow_blobs;
     let stream = futures_util::stream::unfold(
         (pieces.into_iter().enumerate(), false),
@@ -532,6 +538,10 @@ async fn inject(
                         if stall && i >= half {
                             // Stop sending without closing the connection.
                             futures_util::future::pending::<()>().await;
+                        }
+                        if truncate && i >= half {
+                            // Break off: fewer bytes than Content-Length, then close.
+                            return Some((Err(std::io::Error::other("truncated")), (it, true)));
                         }
                         if let Some(d) = pause {
                             tokio::time::sleep(d).await;

@@ -1,0 +1,338 @@
+//! A bounded, self-checking store: LRU eviction under --max-cache-size that
+//! never touches local content, garbage collection of unreferenced local
+//! blobs (scheduled and `wharf gc`), and `wharf verify` finding and
+//! repairing corruption, after which the mirror fetches again.
+
+mod common;
+use common::upstream::Upstream;
+use common::*;
+use std::time::{Duration, Instant};
+
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| ((i as u32).wrapping_mul(2654435761) >> 24) as u8 ^ seed)
+        .collect()
+}
+
+#[tokio::test]
+async fn eviction_keeps_the_cache_under_its_limit_and_spares_local_content() {
+    let up = Upstream::start(false);
+    let reg = Api::at(&up.registry_addr);
+    let layers: Vec<Vec<u8>> = (0..6)
+        .map(|i| pattern((1 << 20) + 1000, i as u8 + 1))
+        .collect();
+    let mut digests = Vec::new();
+    for l in &layers {
+        digests.push(reg.push_blob("library/big", l).await);
+    }
+    let w = Wharf::start_with(Opts {
+        args: vec![
+            "--upstream".into(),
+            format!("docker.io={}", up.url()),
+            "--max-cache-size".into(),
+            "5MiB".into(),
+        ],
+        ..Default::default()
+    });
+    let api = Api::new(&w);
+    // Layer 0 is also pushed locally: it may never be evicted.
+    assert_eq!(api.push_blob("golden/keep", &layers[0]).await, digests[0]);
+    let pull = |i: usize| {
+        let req = api.req("GET", &format!("/v2/library/big/blobs/{}", digests[i]));
+        let want = layers[i].clone();
+        async move {
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.bytes().await.unwrap(), want);
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    // Layer 1 is used again before the limit is first passed (by layer 4),
+    // so layers 2, then 3 are the least recently used when eviction runs.
+    for i in [0, 1, 2, 3, 1, 4] {
+        pull(i).await;
+    }
+    let on_disk = |i: usize| blob_file(&w.data, &digests[i]).exists();
+    let start = Instant::now();
+    while on_disk(2) {
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "nothing was evicted"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    pull(5).await;
+    // Eviction runs in the background once the limit is passed.
+    let start = Instant::now();
+    loop {
+        let mirrored: u64 = (0..6)
+            .filter(|i| on_disk(*i))
+            .map(|i| layers[i].len() as u64)
+            .sum();
+        if mirrored <= 5 << 20 {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "cache stayed above its limit"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(on_disk(0), "locally referenced content is never evicted");
+    assert!(
+        on_disk(1) && on_disk(4) && on_disk(5),
+        "recently used content stays"
+    );
+    assert!(
+        !on_disk(2) && !on_disk(3),
+        "the least recently used layers went"
+    );
+    assert!(
+        w.log().contains("evicted least recently used"),
+        "eviction is logged"
+    );
+    assert_eq!(
+        api.get(&format!("/v2/golden/keep/blobs/{}", digests[0]))
+            .await
+            .bytes()
+            .await
+            .unwrap(),
+        layers[0]
+    );
+
+    // An evicted layer is simply fetched again.
+    up.reset();
+    pull(2).await;
+    assert_eq!(up.count("GET", "/blobs/"), 1);
+}
+
+#[tokio::test]
+async fn gc_removes_unreferenced_local_blobs_after_their_grace_period() {
+    let w = Wharf::start();
+    let api = Api::new(&w);
+    let kept = push_image(&api, "golden/app", "v1", "kept").await;
+    let gone = push_image(&api, "golden/app", "v2", "gone").await;
+    let gone_manifest = api
+        .get(&format!("/v2/golden/app/manifests/{gone}"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let gone_blobs: Vec<String> = serde_json::from_slice::<serde_json::Value>(&gone_manifest)
+        .unwrap()["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
+    let orphan = api
+        .push_blob("golden/app", b"pushed, never referenced")
+        .await;
+    assert_eq!(
+        api.status("DELETE", &format!("/v2/golden/app/manifests/{gone}"))
+            .await,
+        202
+    );
+    let (data, tmp) = w.stop();
+    let _tmp = tmp;
+    let data_s = data.display().to_string();
+
+    // A dry run lists and removes nothing; fresh blobs are within the grace.
+    let (code, out) = wharf_cli(&["gc", "--data", &data_s, "--dry-run", "--grace", "0s"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&orphan) && out.contains(&gone) && out.contains(&gone_blobs[0]),
+        "{out}"
+    );
+    assert!(out.contains("would remove 4 unreferenced blobs"), "{out}");
+    assert!(blob_file(&data, &orphan).exists());
+    let (_, out) = wharf_cli(&["gc", "--data", &data_s]);
+    assert!(out.contains("removed 0 unreferenced blobs"), "{out}");
+
+    let (code, out) = wharf_cli(&["gc", "--data", &data_s, "--grace", "0s"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!blob_file(&data, &orphan).exists() && !blob_file(&data, &gone).exists());
+    assert!(!blob_file(&data, &gone_blobs[0]).exists());
+    let (code, out) = wharf_cli(&["verify", "--data", &data_s]);
+    assert_eq!(code, 0, "index and files agree after GC: {out}");
+
+    let w = Wharf::start_on(&data, Opts::default());
+    let api = Api::new(&w);
+    let r = api.get("/v2/golden/app/manifests/v1").await;
+    assert_eq!(header(&r, "docker-content-digest"), Some(kept));
+    let m: serde_json::Value = r.json().await.unwrap();
+    let layer = m["layers"][0]["digest"].as_str().unwrap();
+    assert_eq!(
+        api.status("GET", &format!("/v2/golden/app/blobs/{layer}"))
+            .await,
+        200
+    );
+    assert_eq!(
+        api.status("HEAD", &format!("/v2/golden/app/blobs/{orphan}"))
+            .await,
+        404
+    );
+}
+
+#[tokio::test]
+async fn scheduled_gc_runs_beside_pushes_without_breaking_them() {
+    let w = Wharf::start_with(Opts {
+        args: vec![
+            "--gc-interval".into(),
+            "250ms".into(),
+            "--gc-grace".into(),
+            "1s".into(),
+        ],
+        ..Default::default()
+    });
+    let api = Api::new(&w);
+    let orphan = api.push_blob("golden/gc", b"abandoned upload").await;
+    let cfg = api.push_blob("golden/gc", b"{}").await;
+    let start = Instant::now();
+    while blob_file(&w.data, &orphan).exists() {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "scheduled GC did not run"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // A slow push: its blobs are older than the grace period by the time
+    // the manifest comes, but the HEAD a client sends before referencing
+    // a blob counts as a use, and GC (running every 250 ms) leaves it alone.
+    let layer = api.push_blob("golden/gc", b"slow push layer").await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for d in [&cfg, &layer] {
+        assert_eq!(
+            api.status("HEAD", &format!("/v2/golden/gc/blobs/{d}"))
+                .await,
+            404,
+            "unreferenced and old: collected"
+        );
+    }
+    // Pushed again; HEADed before the grace runs out; referenced when the
+    // files themselves are well past it.
+    let cfg = api.push_blob("golden/gc", b"{}").await;
+    let layer = api.push_blob("golden/gc", b"slow push layer").await;
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    for d in [&cfg, &layer] {
+        assert_eq!(
+            api.status("HEAD", &format!("/v2/golden/gc/blobs/{d}"))
+                .await,
+            200,
+            "touched in time"
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let m = image_manifest(
+        Some(OCI_MANIFEST),
+        ("application/x", &cfg, 2),
+        &[("l", &layer, 15)],
+    );
+    let r = api
+        .put_manifest("golden/gc", "slow", OCI_MANIFEST, &m)
+        .await;
+    assert_eq!(
+        r.status(),
+        201,
+        "a HEAD-then-PUT push survives GC: {:?}",
+        r.text().await
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        api.status("GET", &format!("/v2/golden/gc/blobs/{layer}"))
+            .await,
+        200,
+        "referenced blobs stay"
+    );
+}
+
+#[tokio::test]
+async fn verify_finds_corruption_and_repair_lets_the_mirror_fetch_again() {
+    let up = Upstream::start(false);
+    let reg = Api::at(&up.registry_addr);
+    let mirrored = pattern(300_000, 9);
+    let md = reg.push_blob("library/m", &mirrored).await;
+    let w = Wharf::start_with(Opts {
+        args: vec!["--upstream".into(), format!("docker.io={}", up.url())],
+        ..Default::default()
+    });
+    let api = Api::new(&w);
+    assert_eq!(
+        api.get(&format!("/v2/library/m/blobs/{md}"))
+            .await
+            .bytes()
+            .await
+            .unwrap(),
+        mirrored
+    );
+    let local = pattern(200_000, 3);
+    let ld = api.push_blob("golden/l", &local).await;
+    let lost = api.push_blob("golden/l", b"this file will vanish").await;
+    let args = vec!["--upstream".into(), format!("docker.io={}", up.url())];
+
+    // A truncated cached file is noticed on read and fetched again.
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(blob_file(&w.data, &md))
+        .unwrap()
+        .set_len(1000)
+        .unwrap();
+    let r = api.get(&format!("/v2/library/m/blobs/{md}")).await;
+    assert_eq!(r.bytes().await.unwrap(), mirrored);
+    let (data, tmp) = w.stop();
+    let _tmp = tmp;
+    let data_s = data.display().to_string();
+
+    // Behind Wharf's back: flip a byte in two files, lose one, add a stray.
+    for d in [&md, &ld] {
+        let p = blob_file(&data, d);
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes[1234] ^= 0x40;
+        std::fs::write(&p, bytes).unwrap();
+    }
+    std::fs::remove_file(blob_file(&data, &lost)).unwrap();
+    let stray = sha256(b"stray");
+    std::fs::create_dir_all(blob_file(&data, &stray).parent().unwrap()).unwrap();
+    std::fs::write(blob_file(&data, &stray), b"stray").unwrap();
+
+    let (code, out) = wharf_cli(&["verify", "--data", &data_s]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains(&format!("corrupt: {md}")) && out.contains(&format!("corrupt: {ld}")),
+        "{out}"
+    );
+    assert!(out.contains(&format!("missing: {lost}")), "{out}");
+    assert!(out.contains(&stray), "{out}");
+    assert!(out.contains("2 corrupt, 1 orphaned, 1 missing"), "{out}");
+    let (_, out) = wharf_cli(&["verify", "--data", &data_s, "--repair"]);
+    assert!(out.contains("repaired"), "{out}");
+    assert!(data.join("quarantine").read_dir().unwrap().count() >= 3);
+    let (code, out) = wharf_cli(&["verify", "--data", &data_s]);
+    assert_eq!(code, 0, "clean after repair: {out}");
+    assert!(out.contains("0 corrupt, 0 orphaned, 0 missing"), "{out}");
+
+    let w = Wharf::start_on(
+        &data,
+        Opts {
+            args,
+            ..Default::default()
+        },
+    );
+    let api = Api::new(&w);
+    up.reset();
+    assert_eq!(
+        api.get(&format!("/v2/library/m/blobs/{md}"))
+            .await
+            .bytes()
+            .await
+            .unwrap(),
+        mirrored
+    );
+    assert_eq!(
+        up.count("GET", "/blobs/"),
+        1,
+        "the mirrored blob was fetched again"
+    );
+    let r = api.get(&format!("/v2/golden/l/blobs/{ld}")).await;
+    assert_eq!(r.status(), 404, "corrupt local content is never served");
+}
