@@ -258,6 +258,21 @@ impl App {
             return;
         };
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
+        let items = self
+            .store
+            .index
+            .mirror_entries()
+            .map(|e| e.len())
+            .unwrap_or(0);
+        tracing::info!(
+            "cache: {items} mirrored items, {:.2} GiB{}; {:.1} GiB free on the disk",
+            gib(self.store.cache.bytes()),
+            self.config
+                .max_cache_size
+                .map(|l| format!(" of a {:.2} GiB limit", gib(l)))
+                .unwrap_or_default(),
+            gib(avail)
+        );
         match self.config.max_cache_size {
             None => tracing::warn!(
                 "no --max-cache-size: the mirror cache may grow until the disk is full ({:.1} GiB free of {:.1} GiB at {})",

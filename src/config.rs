@@ -130,14 +130,30 @@ struct FileConfig {
     local_namespaces: Option<Vec<String>>,
     tag_ttl: Option<String>,
     offline: Option<bool>,
+    #[serde(default, deserialize_with = "string_or_number")]
     max_cache_size: Option<String>,
     upstream_idle_timeout: Option<String>,
     header_timeout: Option<String>,
+    #[serde(default, deserialize_with = "string_or_number")]
     max_connections: Option<String>,
     gc_interval: Option<String>,
     gc_grace: Option<String>,
     #[serde(default)]
     upstreams: Vec<FileUpstream>,
+}
+
+/// Accepts `max_connections = 100` as well as `"100"`.
+fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum V {
+        S(String),
+        N(u64),
+    }
+    Ok(Option::<V>::deserialize(d)?.map(|v| match v {
+        V::S(s) => s,
+        V::N(n) => n.to_string(),
+    }))
 }
 
 /// One `[[upstreams]]` table.
@@ -590,6 +606,8 @@ mod tests {
         .unwrap();
         assert_eq!(c.data, PathBuf::from("/var/lib/wharf"));
         assert_eq!(c.local_namespaces, ["local", "golden", "charts"]);
+        assert_eq!(c.max_cache_size, Some(200 << 30));
+        assert_eq!(c.max_connections, 10000);
         assert_eq!(c.upstream("ghcr.io").unwrap().alias.as_deref(), Some("gh"));
         assert_eq!(
             c.upstream("registry.k8s.io").unwrap().tag_ttl,
