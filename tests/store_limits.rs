@@ -336,3 +336,82 @@ async fn verify_finds_corruption_and_repair_lets_the_mirror_fetch_again() {
     let r = api.get(&format!("/v2/golden/l/blobs/{ld}")).await;
     assert_eq!(r.status(), 404, "corrupt local content is never served");
 }
+
+/// A byte flipped behind Wharf's back is caught on the next read: never
+/// served; a mirrored blob is fetched again, a local one is gone (404).
+#[tokio::test]
+async fn a_flipped_byte_is_caught_on_the_next_read() {
+    let up = Upstream::start(false);
+    let mirrored = pattern(500_000, 4);
+    let md = Api::at(&up.registry_addr)
+        .push_blob("library/flip", &mirrored)
+        .await;
+    let w = Wharf::start_with(Opts {
+        args: vec!["--upstream".into(), format!("docker.io={}", up.url())],
+        ..Default::default()
+    });
+    let api = Api::new(&w);
+    assert_eq!(
+        api.get(&format!("/v2/library/flip/blobs/{md}"))
+            .await
+            .bytes()
+            .await
+            .unwrap(),
+        mirrored
+    );
+    let local = pattern(300_000, 8);
+    let ld = api.push_blob("golden/flip", &local).await;
+    let image = push_image(&api, "golden/flip", "v1", "flip").await;
+
+    let flip = |d: &str| {
+        let p = blob_file(&w.data, d);
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&p)
+            .unwrap();
+        let mut b = [0u8; 1];
+        use std::io::{Read, Seek, SeekFrom, Write};
+        f.seek(SeekFrom::Start(100)).unwrap();
+        f.read_exact(&mut b).unwrap();
+        f.seek(SeekFrom::Start(100)).unwrap();
+        f.write_all(&[b[0] ^ 1]).unwrap();
+    };
+    flip(&md);
+    flip(&ld);
+    flip(&image);
+    up.reset();
+    let r = api.get(&format!("/v2/library/flip/blobs/{md}")).await;
+    assert_eq!(
+        r.bytes().await.unwrap(),
+        mirrored,
+        "the mirrored blob was fetched again"
+    );
+    assert_eq!(up.count("GET", "/blobs/"), 1);
+    assert_eq!(
+        api.status("GET", &format!("/v2/golden/flip/blobs/{ld}"))
+            .await,
+        404,
+        "a corrupt local blob is not served"
+    );
+    assert_eq!(
+        api.status("GET", &format!("/v2/golden/flip/manifests/{image}"))
+            .await,
+        404,
+        "nor a corrupt manifest"
+    );
+    assert!(w.data.join("quarantine").read_dir().unwrap().count() >= 3);
+    // An intact file whose metadata merely changed is re-checked and served.
+    let other = api.push_blob("golden/flip", b"touched but intact").await;
+    let p = blob_file(&w.data, &other);
+    let bytes = std::fs::read(&p).unwrap();
+    std::fs::write(&p, bytes).unwrap();
+    assert_eq!(
+        api.get(&format!("/v2/golden/flip/blobs/{other}"))
+            .await
+            .bytes()
+            .await
+            .unwrap(),
+        "touched but intact"
+    );
+}

@@ -211,11 +211,7 @@ impl Mirror {
                 },
             },
         };
-        let opened = store
-            .blobs
-            .open_read(&digest)
-            .await
-            .map_err(|e| Error::storage("opening a cached manifest", e))?;
+        let opened = store.blobs.open_verified(&digest).await?;
         let (file, size, meta) = match opened {
             Some((f, n)) => (f, n, meta),
             None => {
@@ -230,12 +226,7 @@ impl Mirror {
                     .fetch_manifest(store, &up, repo, &digest)
                     .await
                     .map_err(|e| self.fetch_error(&e))?;
-                match store
-                    .blobs
-                    .open_read(&digest)
-                    .await
-                    .map_err(|e| Error::storage("opening a cached manifest", e))?
-                {
+                match store.blobs.open_verified(&digest).await? {
                     Some((f, n)) => (f, n, meta),
                     None => {
                         return Err(Error::oci(
@@ -490,11 +481,7 @@ impl Mirror {
         let Some(recorded) = store.index.mirror_blob_size(upstream, digest)? else {
             return Ok(None);
         };
-        let opened = store
-            .blobs
-            .open_read(digest)
-            .await
-            .map_err(|e| Error::storage("opening a cached blob", e))?;
+        let opened = store.blobs.open_verified(digest).await?;
         match opened {
             Some((file, size)) if size == recorded => {
                 store.cache.touch(digest);

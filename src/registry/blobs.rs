@@ -131,12 +131,7 @@ pub async fn get(
     if !store.index.blob_linked(name, d)? {
         return Err(blob_unknown(d));
     }
-    let Some((file, size)) = store
-        .blobs
-        .open_read(d)
-        .await
-        .map_err(|e| Error::storage("opening a blob", e))?
-    else {
+    let Some((file, size)) = store.blobs.open_verified(d).await? else {
         tracing::error!(digest = %d, repo = %name, "indexed blob is missing on disk");
         return Err(blob_unknown(d));
     };

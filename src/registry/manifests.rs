@@ -49,12 +49,7 @@ pub async fn get(
     let Some((digest, meta)) = resolve(store, name, reference)? else {
         return Err(manifest_unknown(reference));
     };
-    let Some((file, size)) = store
-        .blobs
-        .open_read(&digest)
-        .await
-        .map_err(|e| Error::storage("opening a manifest", e))?
-    else {
+    let Some((file, size)) = store.blobs.open_verified(&digest).await? else {
         tracing::error!(%digest, repo = %name, "indexed manifest is missing on disk");
         return Err(manifest_unknown(reference));
     };

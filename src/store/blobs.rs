@@ -3,7 +3,14 @@
 //! against the expected digest and only then renamed into place (with the
 //! directory fsynced), so a file under `blobs/` is always complete and
 //! correct. Temp files left by a crash are removed at start-up.
+//!
+//! Each committed file is sealed: its ctime and length are recorded in the
+//! index. Serving reopens check the seal (one `stat`), and a file changed
+//! behind Wharf's back (a flipped byte changes the ctime) is re-hashed
+//! before a byte of it is served: intact, it is resealed; corrupt, it is
+//! quarantined and reported missing, so the mirror fetches it again.
 
+use super::Index;
 use crate::error::{BoxError, Error, ErrorCode, Result};
 use crate::oci::digest::{Algorithm, Digest, Hasher};
 use bytes::Bytes;
@@ -14,19 +21,27 @@ use std::path::{Path, PathBuf};
 use tokio::io::AsyncWriteExt;
 
 /// The blob file tree under one data directory.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct BlobStore {
     root: PathBuf,
+    index: Index,
+}
+
+/// A file's seal: what changes when anyone modifies it.
+fn seal_of(m: &std::fs::Metadata) -> String {
+    use std::os::unix::fs::MetadataExt;
+    format!("{}.{:09}:{}", m.ctime(), m.ctime_nsec(), m.len())
 }
 
 impl BlobStore {
     /// Opens (creating if needed) the blob tree under `data`.
-    pub fn open(data: &Path) -> io::Result<BlobStore> {
+    pub fn open(data: &Path, index: Index) -> io::Result<BlobStore> {
         for dir in ["blobs", "tmp", "uploads"] {
             std::fs::create_dir_all(data.join(dir))?;
         }
         Ok(BlobStore {
             root: data.to_path_buf(),
+            index,
         })
     }
 
@@ -60,6 +75,7 @@ impl BlobStore {
             .await
             .map_err(|e| Error::storage("creating the quarantine", e))?;
         let to = dir.join(format!("{}-{}", d.algorithm().as_str(), d.hex()));
+        self.index.remove_seal(d)?;
         match tokio::fs::rename(self.path(d), to).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -92,6 +108,44 @@ impl BlobStore {
         }
     }
 
+    /// Opens a stored blob to serve it, checking its seal first. `None`
+    /// when it is missing, or was found corrupt (and quarantined).
+    pub async fn open_verified(&self, d: &Digest) -> Result<Option<(tokio::fs::File, u64)>> {
+        let Some((file, len)) = self
+            .open_read(d)
+            .await
+            .map_err(|e| Error::storage("opening a blob", e))?
+        else {
+            return Ok(None);
+        };
+        let meta = file
+            .metadata()
+            .await
+            .map_err(|e| Error::storage("reading blob metadata", e))?;
+        let seal = seal_of(&meta);
+        match self.index.seal(d)? {
+            Some(s) if s == seal => return Ok(Some((file, len))),
+            // Stored before seals existed: trust it from now on.
+            None => {
+                self.index.put_seal(d, &seal)?;
+                return Ok(Some((file, len)));
+            }
+            Some(_) => {}
+        }
+        tracing::warn!(digest = %d, "blob file changed since it was stored: re-verifying");
+        let got = hash_file(self.path(d), d.algorithm())
+            .await
+            .map_err(|e| Error::storage("re-verifying a blob", e))?;
+        if got == *d {
+            self.index.put_seal(d, &seal)?;
+            return Ok(Some((file, len)));
+        }
+        tracing::error!(digest = %d, actual = %got, "blob file is corrupt: quarantined, not served");
+        drop(file);
+        self.quarantine(d).await?;
+        Ok(None)
+    }
+
     /// A new temp file under `tmp/`, removed on drop unless committed.
     pub async fn temp(&self, algorithm: Algorithm) -> Result<TempBlob> {
         let path = self
@@ -119,18 +173,20 @@ impl BlobStore {
     /// The bytes must already have been verified to hash to `d`.
     pub async fn install(&self, from: PathBuf, d: &Digest) -> Result<()> {
         let to = self.path(d);
-        tokio::task::spawn_blocking(move || -> io::Result<()> {
+        let seal = tokio::task::spawn_blocking(move || -> io::Result<String> {
             std::fs::File::open(&from)?.sync_all()?;
             let dir = to
                 .parent()
                 .ok_or_else(|| io::Error::other("blob path has no parent"))?;
             std::fs::create_dir_all(dir)?;
             std::fs::rename(&from, &to)?;
-            std::fs::File::open(dir)?.sync_all()
+            std::fs::File::open(dir)?.sync_all()?;
+            Ok(seal_of(&std::fs::metadata(&to)?))
         })
         .await
         .map_err(|e| Error::storage("joining the commit task", e))?
-        .map_err(|e| Error::storage("committing a blob", e))
+        .map_err(|e| Error::storage("committing a blob", e))?;
+        self.index.put_seal(d, &seal)
     }
 
     /// Removes temp files a crash left behind; returns how many.
@@ -282,7 +338,8 @@ mod tests {
     #[tokio::test]
     async fn commit_verifies_then_renames() {
         let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(dir.path()).unwrap();
+        let index = Index::open(&dir.path().join("index")).unwrap();
+        let store = BlobStore::open(dir.path(), index).unwrap();
         let want = Digest::of(Algorithm::Sha256, b"hello");
 
         let mut t = store.temp(Algorithm::Sha256).await.unwrap();
@@ -308,7 +365,8 @@ mod tests {
     #[tokio::test]
     async fn clean_tmp_removes_leftovers() {
         let dir = tempfile::tempdir().unwrap();
-        let store = BlobStore::open(dir.path()).unwrap();
+        let index = Index::open(&dir.path().join("index")).unwrap();
+        let store = BlobStore::open(dir.path(), index).unwrap();
         let t = store.temp(Algorithm::Sha256).await.unwrap();
         std::mem::forget(t);
         assert_eq!(store.clean_tmp().unwrap(), 1);

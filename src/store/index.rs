@@ -13,6 +13,7 @@
 //! | `B/<upstream>\0<digest>` | a mirrored blob is cached (its size) |
 //! | `M/<upstream>\0<digest>` | a mirrored manifest is cached ([`ManifestMeta`]) |
 //! | `T/<upstream>\0<repo>\0<tag>` | last known digest of a mirrored tag |
+//! | `s/<digest>` | the blob file's seal: ctime and length when it was committed |
 //! | `A/<digest>` | last access, unix milliseconds (written at most once a minute) |
 //!
 //! Mirrored content is keyed by upstream, apart from local repositories:
@@ -376,6 +377,29 @@ impl Index {
         self.list_after(prefix, last, n)
     }
 
+    /// Records the seal (ctime and length) of a committed blob file.
+    pub fn put_seal(&self, d: &Digest, seal: &str) -> Result<()> {
+        self.db
+            .insert(key("s/", &[&d.to_string()]), seal.as_bytes())
+            .map(|_| ())
+            .map_err(db_err("recording a seal"))
+    }
+
+    pub fn seal(&self, d: &Digest) -> Result<Option<String>> {
+        Ok(self
+            .db
+            .get(key("s/", &[&d.to_string()]))
+            .map_err(db_err("reading a seal"))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    pub fn remove_seal(&self, d: &Digest) -> Result<()> {
+        self.db
+            .remove(key("s/", &[&d.to_string()]))
+            .map(|_| ())
+            .map_err(db_err("removing a seal"))
+    }
+
     /// Every cached mirrored blob and manifest: (upstream, digest, size).
     pub fn mirror_entries(&self) -> Result<Vec<MirrorEntry>> {
         let mut out = Vec::new();
@@ -474,6 +498,7 @@ impl Index {
             b.remove(key(prefix, &[&e.upstream, &ds]));
         }
         b.remove(key("A/", &[&ds]));
+        b.remove(key("s/", &[&ds]));
         self.db
             .apply_batch(b)
             .map_err(db_err("forgetting evicted content"))
@@ -487,6 +512,7 @@ impl Index {
             b.remove(key("l/", &[r, &ds]));
         }
         b.remove(key("A/", &[&ds]));
+        b.remove(key("s/", &[&ds]));
         self.db
             .apply_batch(b)
             .map_err(db_err("unlinking collected blobs"))

@@ -59,9 +59,9 @@ impl Store {
         upload_timeout: Duration,
         cache_limit: Option<u64>,
     ) -> Result<Store> {
-        let blobs =
-            BlobStore::open(data).map_err(|e| Error::storage("opening the data directory", e))?;
         let index = Index::open(&data.join("index"))?;
+        let blobs = BlobStore::open(data, index.clone())
+            .map_err(|e| Error::storage("opening the data directory", e))?;
         let uploads = Uploads::new(blobs.clone(), index.clone(), upload_timeout);
         let cache = std::sync::Arc::new(cache::CacheTracker::new(
             index.clone(),
