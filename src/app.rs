@@ -245,7 +245,7 @@ impl App {
 
     async fn evict(&self) {
         if self.store.cache.is_over_limit() {
-            if let Err(e) = self.store.cache.evict().await {
+            if let Err(e) = self.store.cache.evict(&self.store.gc_lock).await {
                 tracing::warn!(error = %e, "eviction failed");
             }
         }

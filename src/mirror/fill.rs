@@ -233,11 +233,17 @@ async fn run(
         }
         Err(e) => return Err(storage(e)),
     }
+    let known = src
+        .index
+        .mirror_blob(src.upstream.name(), digest)
+        .map_err(storage)?;
     src.index
         .put_mirror_blob(src.upstream.name(), digest, written)
         .map_err(storage)?;
     src.cache.touch(digest);
-    src.cache.added(written);
+    if !known {
+        src.cache.added(written);
+    }
     Ok(written)
 }
 

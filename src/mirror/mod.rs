@@ -219,6 +219,7 @@ impl Mirror {
                 // fetch it again.
                 tracing::error!(%digest, "cached manifest is missing on disk: fetching it again");
                 store.index.remove_mirror_manifest(upstream, &digest)?;
+                store.cache.removed(meta.size);
                 self.manifests
                     .invalidate(&(upstream.to_string(), repo.to_string(), digest.clone()))
                     .await;
@@ -439,7 +440,6 @@ impl Mirror {
         };
         store.index.put_mirror_manifest(upstream, d, &meta)?;
         store.cache.added(bytes.len() as u64);
-        store.cache.added(bytes.len() as u64);
         tracing::info!(digest = %d, upstream, "cached manifest");
         Ok(meta)
     }
@@ -493,6 +493,7 @@ impl Mirror {
                 tracing::error!(%digest, recorded, found = ?other.map(|(_, s)| s), "cached blob is missing or damaged: fetching it again");
                 store.blobs.quarantine(digest).await?;
                 store.index.remove_mirror_blob(upstream, digest)?;
+                store.cache.removed(recorded);
                 Ok(None)
             }
         }

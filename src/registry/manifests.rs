@@ -111,12 +111,17 @@ where
         }
     }
 
-    // Referenced blobs count as used, and garbage collection waits while
-    // this push checks and records them.
-    for d in parsed.blobs.iter().chain(&parsed.manifests) {
+    // The manifest and what it references count as used, and garbage
+    // collection and eviction wait while this push checks and records them.
+    let _gc = store.gc_lock.read().await;
+    for d in parsed
+        .blobs
+        .iter()
+        .chain(&parsed.manifests)
+        .chain([&digest])
+    {
         store.cache.touch(d);
     }
-    let _gc = store.gc_lock.read().await;
     let mut missing = Vec::new();
     for d in &parsed.blobs {
         if !store.index.blob_linked(name, d)? {

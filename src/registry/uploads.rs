@@ -26,13 +26,11 @@ fn digest_param(q: &[(String, String)], key: &str) -> Result<Option<Digest>> {
         .transpose()
 }
 
-/// 201 Created for a blob now stored in `name`.
+/// 201 Created for a blob now stored and linked in `name`. The caller holds
+/// the GC lock (for reading) from before the blob's file was checked or
+/// installed, so neither GC nor eviction can remove it before the link.
 async fn created(store: &Store, name: &RepoName, d: &Digest) -> Result<Response<Body>> {
-    store.cache.touch(d);
-    {
-        let _gc = store.gc_lock.read().await;
-        store.index.link_blob(name, d)?;
-    }
+    store.index.link_blob(name, d)?;
     store.index.flush().await?;
     let mut r = reply::empty(StatusCode::CREATED);
     reply::set(&mut r, header::LOCATION, &reply::blob_location(name, d));
@@ -69,19 +67,25 @@ where
             Some(from) => store.index.blob_linked(&from, &d)?,
             None => store.index.blob_linked(name, &d)?,
         };
-        let on_disk = store
-            .blobs
-            .size(&d)
-            .await
-            .map_err(|e| Error::storage("checking a blob", e))?
-            .is_some();
-        if visible && on_disk {
-            return created(store, name, &d).await;
+        if visible {
+            let _gc = store.gc_lock.read().await;
+            store.cache.touch(&d);
+            let on_disk = store
+                .blobs
+                .size(&d)
+                .await
+                .map_err(|e| Error::storage("checking a blob", e))?
+                .is_some();
+            if on_disk {
+                return created(store, name, &d).await;
+            }
         }
         // Not mountable: an ordinary session, as the spec asks.
     } else if let Some(d) = digest_param(&q, "digest")? {
         let mut temp = store.blobs.temp(d.algorithm()).await?;
         temp.write_body(body).await?;
+        let _gc = store.gc_lock.read().await;
+        store.cache.touch(&d);
         temp.commit(&store.blobs, Some(&d)).await?;
         return created(store, name, &d).await;
     }
@@ -179,6 +183,8 @@ where
     })?;
     let mut guard = store.uploads.lock(name, id).await?;
     append(&mut guard, parts, name, body).await?;
+    let _gc = store.gc_lock.read().await;
+    store.cache.touch(&d);
     guard.commit(&d).await?;
     created(store, name, &d).await
 }

@@ -133,7 +133,15 @@ impl BlobStore {
             Some(_) => {}
         }
         tracing::warn!(digest = %d, "blob file changed since it was stored: re-verifying");
-        let got = hash_file(self.path(d), d.algorithm())
+        // Hash the very file that would be served (positioned reads on a
+        // duplicate handle leave the served handle's offset alone).
+        let dup = file
+            .try_clone()
+            .await
+            .map_err(|e| Error::storage("re-verifying a blob", e))?
+            .into_std()
+            .await;
+        let got = hash_handle(dup, d.algorithm())
             .await
             .map_err(|e| Error::storage("re-verifying a blob", e))?;
         if got == *d {
@@ -310,6 +318,27 @@ impl Drop for TempBlob {
             let _ = std::fs::remove_file(p);
         }
     }
+}
+
+/// Hashes an open file from its start with positioned reads, off the async
+/// threads.
+async fn hash_handle(f: std::fs::File, algorithm: Algorithm) -> io::Result<Digest> {
+    tokio::task::spawn_blocking(move || {
+        use std::os::unix::fs::FileExt;
+        let mut h = Hasher::new(algorithm);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut pos = 0u64;
+        loop {
+            let n = f.read_at(&mut buf, pos)?;
+            if n == 0 {
+                return Ok(h.finish());
+            }
+            h.update(&buf[..n]);
+            pos += n as u64;
+        }
+    })
+    .await
+    .map_err(io::Error::other)?
 }
 
 /// Hashes a file on disk with `algorithm`, off the async threads.

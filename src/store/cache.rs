@@ -39,6 +39,8 @@ pub struct CacheTracker {
     blobs: BlobStore,
     limit: Option<u64>,
     bytes: AtomicU64,
+    /// Mirrored bytes also linked locally: never evicted, not counted.
+    shared: AtomicU64,
     touched: Mutex<HashMap<Digest, u64>>,
     evicted_total: AtomicU64,
     round: tokio::sync::Mutex<()>,
@@ -53,6 +55,7 @@ impl CacheTracker {
             blobs,
             limit,
             bytes: AtomicU64::new(0),
+            shared: AtomicU64::new(0),
             touched: Mutex::new(HashMap::new()),
             evicted_total: AtomicU64::new(0),
             round: tokio::sync::Mutex::new(()),
@@ -68,13 +71,22 @@ impl CacheTracker {
         for e in self.index.mirror_entries()? {
             seen.insert(e.digest, e.size);
         }
+        let local = self.index.local_links()?;
+        let shared = seen
+            .iter()
+            .filter(|(d, _)| local.contains_key(*d))
+            .map(|(_, s)| s)
+            .sum();
         self.bytes.store(seen.values().sum(), Ordering::SeqCst);
+        self.shared.store(shared, Ordering::SeqCst);
         Ok(())
     }
 
-    /// Bytes of mirrored content on disk.
+    /// Bytes of mirrored content on disk that count toward the limit.
     pub fn bytes(&self) -> u64 {
-        self.bytes.load(Ordering::SeqCst)
+        self.bytes
+            .load(Ordering::SeqCst)
+            .saturating_sub(self.shared.load(Ordering::SeqCst))
     }
 
     pub fn limit(&self) -> Option<u64> {
@@ -101,10 +113,19 @@ impl CacheTracker {
 
     /// Counts newly cached mirrored content; wakes eviction past the limit.
     pub fn added(&self, bytes: u64) {
-        let now = self.bytes.fetch_add(bytes, Ordering::SeqCst) + bytes;
-        if self.limit.is_some_and(|l| now > l) {
+        self.bytes.fetch_add(bytes, Ordering::SeqCst);
+        if self.is_over_limit() {
             self.over_limit.notify_one();
         }
+    }
+
+    /// Counts mirrored content that left the cache.
+    pub fn removed(&self, bytes: u64) {
+        let _ = self
+            .bytes
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
+                Some(b.saturating_sub(bytes))
+            });
     }
 
     pub fn is_over_limit(&self) -> bool {
@@ -124,16 +145,16 @@ impl CacheTracker {
     }
 
     /// Evicts least recently used mirrored content until the cache is
-    /// under the low-water mark. Does nothing under the limit.
-    pub async fn evict(&self) -> Result<Evicted> {
+    /// under the low-water mark. Does nothing under the limit. Content also
+    /// linked into a local repository is neither evicted nor counted. Each
+    /// removal happens under the GC lock and is skipped for anything used
+    /// since the round began (a push linking a cached layer touches it).
+    pub async fn evict(&self, gc_lock: &tokio::sync::RwLock<()>) -> Result<Evicted> {
         let Some(limit) = self.limit else {
             return Ok(Evicted::default());
         };
         let _round = self.round.lock().await;
-        if self.bytes() <= limit {
-            return Ok(Evicted::default());
-        }
-        let target = limit / 100 * LOW_WATER_PERCENT;
+        let started = unix_now();
         self.flush_access()?;
         let entries = self.index.mirror_entries()?;
         let protected = self.index.local_links()?;
@@ -142,6 +163,22 @@ impl CacheTracker {
         for e in &entries {
             by_digest.entry(e.digest.clone()).or_default().push(e);
         }
+        // Content that is also local neither counts nor goes. (The running
+        // total is kept by additions and removals; overwriting it from this
+        // snapshot would lose additions made while the round runs.)
+        let size_of =
+            |list: &Vec<&super::index::MirrorEntry>| list.iter().map(|e| e.size).max().unwrap_or(0);
+        let shared: u64 = by_digest
+            .iter()
+            .filter(|(d, _)| protected.contains_key(*d))
+            .map(|(_, l)| size_of(l))
+            .sum();
+        self.shared.store(shared, Ordering::SeqCst);
+        tracing::debug!(bytes = self.bytes(), shared, limit, "eviction round");
+        if self.bytes() <= limit {
+            return Ok(Evicted::default());
+        }
+        let target = limit / 100 * LOW_WATER_PERCENT;
         let mut candidates: Vec<(u64, Digest)> = Vec::new();
         for d in by_digest.keys() {
             if protected.contains_key(d) {
@@ -156,19 +193,23 @@ impl CacheTracker {
         candidates.sort();
         let mut out = Evicted::default();
         for (_, d) in candidates {
-            if self.bytes() <= target {
+            let counted = self.bytes();
+            if counted <= target {
                 break;
             }
+            let _exclusive = gc_lock.write().await;
+            if self.recent_touches().get(&d).is_some_and(|t| *t >= started) {
+                continue;
+            }
             let list = &by_digest[&d];
-            let size = list.iter().map(|e| e.size).max().unwrap_or(0);
+            let size = size_of(list);
             self.index.forget_mirrored(&d, list)?;
             match tokio::fs::remove_file(self.blobs.path(&d)).await {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
                 Err(e) => return Err(crate::error::Error::storage("evicting a blob", e)),
             }
-            self.bytes
-                .fetch_sub(size.min(self.bytes()), Ordering::SeqCst);
+            self.removed(size);
             out.items += 1;
             out.bytes += size;
         }

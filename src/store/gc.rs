@@ -24,18 +24,37 @@ pub struct GcReport {
 }
 
 /// Digests every local manifest needs: itself, its config and layers, its
-/// children. Fails rather than guess if a manifest cannot be read.
-async fn referenced(store: &Store) -> Result<HashSet<Digest>> {
+/// children. A manifest that cannot be read, or no longer hashes to its
+/// digest, cannot say what it needs: everything linked into its repository
+/// is kept then (and the problem logged), so GC never guesses.
+pub(crate) async fn referenced(store: &Store) -> Result<HashSet<Digest>> {
     let mut keep = HashSet::new();
+    let mut unsure: HashSet<String> = HashSet::new();
     for (repo, d, meta) in store.index.local_manifests()? {
-        let bytes = tokio::fs::read(store.blobs.path(&d))
-            .await
-            .map_err(|e| Error::storage(format!("reading manifest {d} of {repo} for GC"), e))?;
-        let parsed = manifest::parse(&bytes, Some(&meta.media_type))
-            .map_err(|e| Error::storage(format!("parsing manifest {d} of {repo} for GC"), e))?;
-        keep.insert(d);
-        keep.extend(parsed.blobs);
-        keep.extend(parsed.manifests);
+        keep.insert(d.clone());
+        let parsed = match tokio::fs::read(store.blobs.path(&d)).await {
+            Ok(bytes) if Digest::of(d.algorithm(), &bytes) == d => {
+                manifest::parse(&bytes, Some(&meta.media_type)).ok()
+            }
+            _ => None,
+        };
+        match parsed {
+            Some(p) => {
+                keep.extend(p.blobs);
+                keep.extend(p.manifests);
+            }
+            None => {
+                tracing::warn!(repo, digest = %d, "manifest unreadable or corrupt: keeping every blob of its repository (run wharf verify)");
+                unsure.insert(repo);
+            }
+        }
+    }
+    if !unsure.is_empty() {
+        for (d, repos) in store.index.local_links()? {
+            if repos.iter().any(|r| unsure.contains(r)) {
+                keep.insert(d);
+            }
+        }
     }
     Ok(keep)
 }

@@ -80,6 +80,9 @@ pub async fn verify(store: &Store, repair: bool) -> Result<VerifyReport> {
                 .push((format!("manifest of {repo}"), d.clone()));
         }
     }
+    // Blobs a local manifest still references are not orphans, even
+    // unlinked: GC keeps them too.
+    known.extend(super::gc::referenced(store).await?);
     report.orphaned = files
         .iter()
         .map(|(d, _, _)| d.clone())

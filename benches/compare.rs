@@ -1,0 +1,633 @@
+//! Wharf beside the reference registry's proxy mode (distribution 2.8,
+//! `proxy: remoteurl:`) and nginx serving the same files with `sendfile`,
+//! in one run, against one upstream (the reference registry behind the
+//! tests' counting proxy, so upstream traffic is measured, not assumed).
+//!
+//! Run: `cargo bench --bench compare` (release build). `WHARF_BENCH_QUICK=1`
+//! shrinks the data and durations for a smoke run. Prints one table with
+//! ratios and writes `target/bench-results.json`.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::upstream::Upstream;
+use common::{require, run, sha256, Api};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+struct Sizes {
+    small_layer: usize,
+    big_layer: usize,
+    big_layers: usize,
+    seconds: u64,
+}
+
+/// A system under test: a running server and where it answers.
+struct Server {
+    name: &'static str,
+    child: Child,
+    addr: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        common::signal(self.child.id(), "TERM");
+        let _ = common::wait_timeout(&mut self.child, Duration::from_secs(30));
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_port(addr: &str) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{addr} did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn start_wharf(upstream: &str) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["serve", "--listen", &addr, "--data"])
+        .arg(dir.path().join("data"))
+        .args([
+            "--upstream",
+            &format!("docker.io={upstream}"),
+            "--tag-ttl",
+            "10m",
+        ])
+        .env("WHARF_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(&addr);
+    Server {
+        name: "wharf",
+        child,
+        addr,
+        _dir: dir,
+    }
+}
+
+fn start_distribution(upstream: &str) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let cfg = dir.path().join("config.yml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\nproxy:\n  remoteurl: {upstream}\n",
+            dir.path().join("data").display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new(require("docker-registry"))
+        .arg("serve")
+        .arg(&cfg)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(&addr);
+    Server {
+        name: "distribution",
+        child,
+        addr,
+        _dir: dir,
+    }
+}
+
+/// nginx serving a manifest and a blob as static files with sendfile.
+fn start_nginx(manifest: &[u8], blob_digest: &str, blob: &Path) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let root = dir.path().join("root");
+    let mdir = root.join("v2/library/big/manifests");
+    let bdir = root.join("v2/library/big/blobs");
+    std::fs::create_dir_all(&mdir).unwrap();
+    std::fs::create_dir_all(&bdir).unwrap();
+    std::fs::write(mdir.join("1"), manifest).unwrap();
+    std::fs::copy(blob, bdir.join(blob_digest)).unwrap();
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nworker_processes 1;\npid {0}/nginx.pid;\nerror_log {0}/error.log;\nevents {{ worker_connections 1024; }}\n\
+             http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;\n\
+               client_body_temp_path {0}/tmp; proxy_temp_path {0}/tmp; fastcgi_temp_path {0}/tmp; uwsgi_temp_path {0}/tmp; scgi_temp_path {0}/tmp;\n\
+               server {{ listen {addr}; root {1};\n\
+                 location /v2/library/big/manifests/ {{ default_type application/vnd.oci.image.manifest.v1+json; }}\n\
+                 location /v2/library/big/blobs/ {{ default_type application/octet-stream; }} }} }}\n",
+            dir.path().display(),
+            root.display()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+    let child = Command::new(require("nginx"))
+        .arg("-c")
+        .arg(&conf)
+        .arg("-p")
+        .arg(dir.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    wait_port(&addr);
+    Server {
+        name: "nginx",
+        child,
+        addr,
+        _dir: dir,
+    }
+}
+
+/// CPU seconds (user + system) of a process and all its threads.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// Resident memory now and at peak (VmRSS, VmHWM), bytes.
+fn rss(pid: u32) -> (u64, u64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let get = |k: &str| {
+        s.lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    (get("VmRSS:"), get("VmHWM:"))
+}
+
+fn reset_peak(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+/// `conns` connections GET `path` in a loop for `secs` (with `secs` of 0,
+/// exactly once each, all at the same moment); (requests, bytes).
+async fn load(addr: &str, path: &str, accept: Option<&str>, conns: usize, secs: f64) -> (u64, u64) {
+    let once = secs == 0.0;
+    let reqs = Arc::new(AtomicU64::new(0));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (reqs, bytes) = (reqs.clone(), bytes.clone());
+        let (addr, path, accept) = (
+            addr.to_string(),
+            path.to_string(),
+            accept.map(str::to_string),
+        );
+        tasks.push(tokio::spawn(async move {
+            let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+            let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let mut first = true;
+            while first || (!once && Instant::now() < deadline) {
+                first = false;
+                let mut req = hyper::Request::get(&path).header("host", &addr);
+                if let Some(a) = &accept {
+                    req = req.header("accept", a);
+                }
+                let resp = match tx
+                    .send_request(req.body(Empty::<bytes::Bytes>::new()).unwrap())
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(_) => break,
+                };
+                assert!(resp.status().is_success(), "{path}: {}", resp.status());
+                let mut body = resp.into_body();
+                while let Some(f) = body.frame().await {
+                    if let Ok(d) = f.unwrap().into_data() {
+                        bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+                    }
+                }
+                reqs.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    (reqs.load(Ordering::SeqCst), bytes.load(Ordering::SeqCst))
+}
+
+fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    // Incompressible and deterministic (xorshift).
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    let mut v = Vec::with_capacity(len);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+/// Pushes an image with `layers` layers of `size` bytes; returns
+/// (manifest bytes, layer digests).
+async fn seed_image(
+    reg: &Api,
+    repo: &str,
+    tag: &str,
+    layers: usize,
+    size: usize,
+    seed: u64,
+) -> (Vec<u8>, Vec<String>) {
+    let mut descs = Vec::new();
+    let mut digests = Vec::new();
+    for i in 0..layers {
+        let l = pattern(size, seed * 100 + i as u64);
+        let d = reg.push_blob(repo, &l).await;
+        descs.push(json!({"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":d,"size":size}));
+        digests.push(d);
+    }
+    let config =
+        json!({"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":digests}})
+            .to_string();
+    let cd = reg.push_blob(repo, config.as_bytes()).await;
+    let m = json!({"schemaVersion":2,"mediaType":common::OCI_MANIFEST,
+        "config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":cd,"size":config.len()},
+        "layers":descs}).to_string().into_bytes();
+    assert_eq!(
+        reg.put_manifest(repo, tag, common::OCI_MANIFEST, &m)
+            .await
+            .status(),
+        201
+    );
+    (m, digests)
+}
+
+fn skopeo_pull(addr: &str, image: &str, dest: &Path) -> f64 {
+    let start = Instant::now();
+    run(Command::new(require("skopeo"))
+        .args(["--insecure-policy", "copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{addr}/{image}"))
+        .arg(format!("dir:{}", dest.display())));
+    start.elapsed().as_secs_f64()
+}
+
+#[derive(Default, Clone, serde::Serialize)]
+struct Row {
+    idle_rss_mib: Option<f64>,
+    cold_pull_s: Option<f64>,
+    warm_pull_s: Option<f64>,
+    cold_upstream_ratio: Option<f64>,
+    concurrent_upstream_ratio: Option<f64>,
+    manifest_rps: Option<f64>,
+    manifest_upstream_requests: Option<u64>,
+    blob1_cpu_s_per_gib: Option<f64>,
+    blob16_cpu_s_per_gib: Option<f64>,
+    blob16_gib_per_s: Option<f64>,
+    blob16_peak_rss_mib: Option<f64>,
+}
+
+async fn bench_mirror(
+    s: &Server,
+    up: &Upstream,
+    sizes: &Sizes,
+    big_digests: &[String],
+    solo: &str,
+) -> Row {
+    let mut row = Row::default();
+    let pid = s.child.id();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    row.idle_rss_mib = Some(rss(pid).0 as f64 / 1048576.0);
+    let image_bytes = (sizes.big_layer * sizes.big_layers) as f64;
+
+    // Cold and warm pulls of the big image with skopeo.
+    let tmp = tempfile::tempdir().unwrap();
+    up.reset();
+    row.cold_pull_s = Some(skopeo_pull(
+        &s.addr,
+        "library/big:1",
+        &tmp.path().join("cold"),
+    ));
+    // Config blobs are tiny; the ratio is about the layers.
+    row.cold_upstream_ratio = Some(up.blob_bytes() as f64 / image_bytes);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    row.warm_pull_s = Some(skopeo_pull(
+        &s.addr,
+        "library/big:1",
+        &tmp.path().join("warm"),
+    ));
+
+    // 16 clients at once on an uncached blob.
+    up.reset();
+    let (_, got) = load(
+        &s.addr,
+        &format!("/v2/library/solo/blobs/{solo}"),
+        None,
+        16,
+        0.0,
+    )
+    .await;
+    assert_eq!(
+        got,
+        16 * sizes.big_layer as u64,
+        "{}: 16 whole blobs",
+        s.name
+    );
+    row.concurrent_upstream_ratio = Some(up.blob_bytes() as f64 / sizes.big_layer as f64);
+
+    up.reset();
+    let m = manifest_rps(&s.addr, sizes.seconds as f64).await;
+    row.manifest_rps = Some(m);
+    row.manifest_upstream_requests = Some(up.seen().len() as u64);
+    blob_cpu(&mut row, pid, &s.addr, &big_digests[0], sizes).await;
+    row
+}
+
+async fn manifest_rps(addr: &str, secs: f64) -> f64 {
+    let accept = "application/vnd.oci.image.manifest.v1+json";
+    load(addr, "/v2/library/big/manifests/1", Some(accept), 4, 0.5).await;
+    let (n, _) = load(addr, "/v2/library/big/manifests/1", Some(accept), 32, secs).await;
+    n as f64 / secs
+}
+
+async fn blob_cpu(row: &mut Row, pid: u32, addr: &str, digest: &str, sizes: &Sizes) {
+    let path = format!("/v2/library/big/blobs/{digest}");
+    for conns in [1usize, 16] {
+        reset_peak(pid);
+        let cpu0 = cpu_seconds(pid);
+        let t0 = Instant::now();
+        let (_, bytes) = load(addr, &path, None, conns, sizes.seconds as f64).await;
+        let secs = t0.elapsed().as_secs_f64();
+        let gib = bytes as f64 / (1u64 << 30) as f64;
+        let per_gib = (cpu_seconds(pid) - cpu0) / gib.max(1e-9);
+        if conns == 1 {
+            row.blob1_cpu_s_per_gib = Some(per_gib);
+        } else {
+            row.blob16_cpu_s_per_gib = Some(per_gib);
+            row.blob16_gib_per_s = Some(gib / secs);
+            row.blob16_peak_rss_mib = Some(rss(pid).1 as f64 / 1048576.0);
+        }
+    }
+}
+
+fn fmt(v: Option<f64>, prec: usize) -> String {
+    v.map(|x| format!("{x:.prec$}"))
+        .unwrap_or_else(|| "-".into())
+}
+
+fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "-".into(),
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing else to parse.
+    let quick = std::env::var("WHARF_BENCH_QUICK").is_ok_and(|v| v != "0");
+    let sizes = if quick {
+        Sizes {
+            small_layer: 256 << 10,
+            big_layer: 4 << 20,
+            big_layers: 2,
+            seconds: 2,
+        }
+    } else {
+        Sizes {
+            small_layer: 1 << 20,
+            big_layer: 64 << 20,
+            big_layers: 4,
+            seconds: 5,
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        let up = Upstream::start(false);
+        let reg = Api::at(&up.registry_addr);
+        eprintln!("seeding the upstream ...");
+        let (big_manifest, big_digests) = seed_image(&reg, "library/big", "1", sizes.big_layers, sizes.big_layer, 1).await;
+        let (small_manifest, _) = seed_image(&reg, "library/small", "1", 3, sizes.small_layer, 2).await;
+        let (_, solo) = seed_image(&reg, "library/solo", "1", 1, sizes.big_layer, 3).await;
+        // A two-platform index of the small image and a variant.
+        let (variant, _) = seed_image(&reg, "library/small", "arm64", 3, sizes.small_layer, 4).await;
+        let index = json!({"schemaVersion":2,"mediaType":common::OCI_INDEX,"manifests":[
+            {"mediaType":common::OCI_MANIFEST,"digest":sha256(&small_manifest),"size":small_manifest.len(),"platform":{"architecture":"amd64","os":"linux"}},
+            {"mediaType":common::OCI_MANIFEST,"digest":sha256(&variant),"size":variant.len(),"platform":{"architecture":"arm64","os":"linux"}}]})
+            .to_string();
+        assert_eq!(reg.put_manifest("library/small", "multi", common::OCI_INDEX, index.as_bytes()).await.status(), 201);
+
+        let mut rows: Vec<(&'static str, Row)> = Vec::new();
+        let mut wharf_blob_file: Option<PathBuf> = None;
+        for which in ["wharf", "distribution"] {
+            eprintln!("measuring {which} ...");
+            let s = if which == "wharf" { start_wharf(&up.url()) } else { start_distribution(&up.url()) };
+            let row = bench_mirror(&s, &up, &sizes, &big_digests, &solo[0]).await;
+            if which == "wharf" {
+                let p = common::blob_file(&s._dir.path().join("data"), &big_digests[0]);
+                let keep = std::env::temp_dir().join(format!("wharf-bench-blob-{}", std::process::id()));
+                std::fs::copy(&p, &keep).unwrap();
+                wharf_blob_file = Some(keep);
+            }
+            rows.push((which, row));
+        }
+        eprintln!("measuring nginx ...");
+        let blob = wharf_blob_file.expect("blob copied");
+        let n = start_nginx(&big_manifest, &big_digests[0], &blob);
+        let mut nrow = Row::default();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        nrow.idle_rss_mib = Some(rss(n.child.id()).0 as f64 / 1048576.0);
+        nrow.manifest_rps = Some(manifest_rps(&n.addr, sizes.seconds as f64).await);
+        // nginx runs a worker process: measure that one.
+        let worker = worker_pid(n.child.id());
+        blob_cpu(&mut nrow, worker, &n.addr, &big_digests[0], &sizes).await;
+        rows.push(("nginx", nrow));
+        drop(n);
+        let _ = std::fs::remove_file(&blob);
+
+        print_table(&rows, quick);
+        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-results.json");
+        let json = json!({
+            "date": run(Command::new("date").arg("-u").arg("+%Y-%m-%dT%H:%M:%SZ")).trim(),
+            "machine": machine(),
+            "quick": quick,
+            "results": rows.iter().map(|(n, r)| json!({"system": n, "metrics": r})).collect::<Vec<_>>(),
+        });
+        std::fs::write(&out, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+        eprintln!("wrote {}", out.display());
+    });
+}
+
+fn worker_pid(master: u32) -> u32 {
+    let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+        .unwrap_or_default();
+    children
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(master)
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    format!("{cores} cores, {cpu}")
+}
+
+fn print_table(rows: &[(&str, Row)], quick: bool) {
+    let get = |name: &str| {
+        rows.iter()
+            .find(|(n, _)| *n == name)
+            .map(|(_, r)| r.clone())
+            .unwrap_or_default()
+    };
+    let (w, d, n) = (get("wharf"), get("distribution"), get("nginx"));
+    println!(
+        "\n{}",
+        if quick {
+            "QUICK SMOKE RUN (small data; numbers are not meaningful)"
+        } else {
+            ""
+        }
+    );
+    println!("| metric | wharf | distribution | nginx | wharf/distribution | wharf/nginx |");
+    println!("|---|---|---|---|---|---|");
+    let line = |name: &str, a: Option<f64>, b: Option<f64>, c: Option<f64>, p: usize| {
+        println!(
+            "| {name} | {} | {} | {} | {} | {} |",
+            fmt(a, p),
+            fmt(b, p),
+            fmt(c, p),
+            ratio(a, b),
+            ratio(a, c)
+        );
+    };
+    line(
+        "idle RSS (MiB)",
+        w.idle_rss_mib,
+        d.idle_rss_mib,
+        n.idle_rss_mib,
+        1,
+    );
+    line(
+        "cold pull, big image (s)",
+        w.cold_pull_s,
+        d.cold_pull_s,
+        None,
+        2,
+    );
+    line(
+        "warm pull, big image (s)",
+        w.warm_pull_s,
+        d.warm_pull_s,
+        None,
+        2,
+    );
+    line(
+        "cold ÷ warm pull time",
+        w.cold_pull_s.zip(w.warm_pull_s).map(|(a, b)| a / b),
+        d.cold_pull_s.zip(d.warm_pull_s).map(|(a, b)| a / b),
+        None,
+        2,
+    );
+    line(
+        "cold pull: upstream bytes ÷ image bytes",
+        w.cold_upstream_ratio,
+        d.cold_upstream_ratio,
+        None,
+        2,
+    );
+    line(
+        "16 clients, uncached blob: upstream bytes ÷ blob",
+        w.concurrent_upstream_ratio,
+        d.concurrent_upstream_ratio,
+        None,
+        2,
+    );
+    line(
+        "warm manifest by tag, 32 conns (req/s)",
+        w.manifest_rps,
+        d.manifest_rps,
+        n.manifest_rps,
+        0,
+    );
+    line(
+        "  upstream requests meanwhile",
+        w.manifest_upstream_requests.map(|v| v as f64),
+        d.manifest_upstream_requests.map(|v| v as f64),
+        None,
+        0,
+    );
+    line(
+        "warm blob, 1 conn: server CPU s per GiB",
+        w.blob1_cpu_s_per_gib,
+        d.blob1_cpu_s_per_gib,
+        n.blob1_cpu_s_per_gib,
+        3,
+    );
+    line(
+        "warm blob, 16 conns: server CPU s per GiB",
+        w.blob16_cpu_s_per_gib,
+        d.blob16_cpu_s_per_gib,
+        n.blob16_cpu_s_per_gib,
+        3,
+    );
+    line(
+        "warm blob, 16 conns: GiB/s",
+        w.blob16_gib_per_s,
+        d.blob16_gib_per_s,
+        n.blob16_gib_per_s,
+        2,
+    );
+    line(
+        "warm blob, 16 conns: peak RSS (MiB)",
+        w.blob16_peak_rss_mib,
+        d.blob16_peak_rss_mib,
+        n.blob16_peak_rss_mib,
+        1,
+    );
+}
