@@ -25,4 +25,4 @@ if ! python3 -c 'import oras' 2>/dev/null; then
     python3 -m pip install -q oras
 fi
 
-cargo test --all-targets "$@"
+cargo test "$@"
