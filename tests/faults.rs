@@ -371,7 +371,13 @@ async fn a_full_disk_fails_cleanly_and_recovers_without_restart() {
             ..Default::default()
         },
     );
-    let api = Api::new(&w);
+    let mut api = Api::new(&w);
+    // A fresh connection per request: a refused upload's connection is
+    // closed by the server while the client may still be sending.
+    api.http = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     push_image(&api, "golden/before", "v1", "before").await;
     // Fill the disk, leaving about 3 MiB.
     let filler = disk.dir.path().join("filler");

@@ -847,7 +847,12 @@ async fn a_moved_tag_falls_back_to_the_last_cached_digest() {
         ..Default::default()
     });
     let r = api.get("/v2/mv/manifests/latest").await;
-    assert_eq!(header(&r, "docker-content-digest"), Some(old));
+    assert_eq!(
+        header(&r, "docker-content-digest"),
+        Some(old),
+        "{}",
+        w.log()
+    );
 }
 
 /// A cached manifest whose file vanished is fetched again, not a 404.
@@ -867,6 +872,19 @@ async fn a_cached_manifest_missing_on_disk_is_fetched_again() {
     );
     let hex = md.trim_start_matches("sha256:");
     std::fs::remove_file(w.data.join("blobs/sha256").join(&hex[..2]).join(hex)).unwrap();
+    // Served from memory meanwhile; a restarted Wharf finds the file gone.
+    let r = api.get(&format!("/v2/gone/manifests/{md}")).await;
+    assert_eq!(r.bytes().await.unwrap(), mbytes);
+    let (data, tmp) = w.stop();
+    let _tmp = tmp;
+    let w = Wharf::start_on(
+        &data,
+        Opts {
+            args: vec!["--upstream".into(), format!("docker.io={}", up.url())],
+            ..Default::default()
+        },
+    );
+    let api = Api::new(&w);
     let r = api.get(&format!("/v2/gone/manifests/{md}")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap(), mbytes);

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::error::{Error, ErrorCode, Result};
 use crate::oci::manifest::{self, MANIFEST_TYPES};
 use crate::oci::{Digest, Reference};
-use crate::registry::blobs::{parse_range, range_invalid, serve_file, Range};
+use crate::registry::blobs::{parse_range, range_invalid, serve_bytes, serve_file, Range};
 use crate::registry::reply;
 use crate::store::index::ManifestMeta;
 use crate::store::Store;
@@ -47,7 +47,19 @@ struct Resolved {
     media_type: Option<String>,
     size: Option<u64>,
     ttl: Duration,
+    /// Whether the tag → digest record in the index is up to date (shared
+    /// by every clone the TTL cache hands out, so it is written once).
+    recorded: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// A verified manifest held in memory: warm pulls by tag touch no disk.
+struct MemManifest {
+    bytes: Bytes,
+    media_type: String,
+}
+
+/// Bytes of manifests held in memory at most.
+const MEMORY_MANIFEST_BYTES: u64 = 64 * 1024 * 1024;
 
 struct TagExpiry;
 
@@ -63,6 +75,7 @@ pub struct Mirror {
     tags: moka::future::Cache<TagKey, Resolved>,
     negative: moka::future::Cache<String, ()>,
     manifests: moka::future::Cache<(String, String, Digest), ManifestMeta>,
+    memory: moka::future::Cache<(String, Digest), Arc<MemManifest>>,
     fills: Arc<Fills>,
     idle_timeout: Duration,
 }
@@ -116,6 +129,12 @@ impl Mirror {
             manifests: moka::future::Cache::builder()
                 .max_capacity(TAG_CACHE_ENTRIES)
                 .build(),
+            memory: moka::future::Cache::builder()
+                .max_capacity(MEMORY_MANIFEST_BYTES)
+                .weigher(|_k: &(String, Digest), v: &Arc<MemManifest>| {
+                    v.bytes.len().try_into().unwrap_or(u32::MAX)
+                })
+                .build(),
             fills: Arc::new(Fills::default()),
             idle_timeout: config.upstream_idle_timeout,
         })
@@ -152,6 +171,15 @@ impl Mirror {
                 (r.digest.clone(), Some(r))
             }
         };
+        if let Some(m) = self
+            .memory
+            .get(&(upstream.to_string(), digest.clone()))
+            .await
+        {
+            self.record_tag(store, upstream, repo, reference, head.as_ref(), &digest)?;
+            store.cache.touch(&digest);
+            return serve_bytes(parts, m.bytes.clone(), &digest, &m.media_type).await;
+        }
         let cached = store.index.mirror_manifest(upstream, &digest)?;
         if cached.is_none() && parts.method == Method::HEAD && !self.offline {
             // A HEAD asks only what the manifest is: answer from the tag's
@@ -238,15 +266,61 @@ impl Mirror {
                 }
             }
         };
-        if let Reference::Tag(t) = reference {
-            // Only a digest whose manifest is cached becomes the tag's
-            // offline fallback.
+        // Only a digest whose manifest is cached becomes the tag's offline
+        // fallback.
+        let head = head.filter(|h| h.digest == digest);
+        self.record_tag(store, upstream, repo, reference, head.as_ref(), &digest)?;
+        store.cache.touch(&digest);
+        if size > manifest_limit() as u64 {
+            return serve_file(parts, file, size, &digest, &meta.media_type, false).await;
+        }
+        let mut buf = Vec::with_capacity(size as usize);
+        let mut file = file;
+        tokio::io::AsyncReadExt::read_to_end(&mut file, &mut buf)
+            .await
+            .map_err(|e| Error::storage("reading a cached manifest", e))?;
+        if Digest::of(digest.algorithm(), &buf) != digest {
+            return Err(Error::storage(
+                "reading a cached manifest",
+                std::io::Error::other(format!("{digest} changed while it was read")),
+            ));
+        }
+        let bytes = Bytes::from(buf);
+        // Keyed by the digest actually served (a stale fallback differs
+        // from the one the tag resolved to).
+        self.memory
+            .insert(
+                (upstream.to_string(), digest.clone()),
+                Arc::new(MemManifest {
+                    bytes: bytes.clone(),
+                    media_type: meta.media_type.clone(),
+                }),
+            )
+            .await;
+        serve_bytes(parts, bytes, &digest, &meta.media_type).await
+    }
+
+    /// Records a tag's digest as its offline fallback, once per resolution.
+    fn record_tag(
+        &self,
+        store: &Store,
+        upstream: &str,
+        repo: &str,
+        reference: &Reference,
+        head: Option<&Resolved>,
+        digest: &Digest,
+    ) -> Result<()> {
+        let Reference::Tag(t) = reference else {
+            return Ok(());
+        };
+        let fresh =
+            head.is_none_or(|h| !h.recorded.swap(true, std::sync::atomic::Ordering::SeqCst));
+        if fresh {
             store
                 .index
-                .put_mirror_tag(upstream, repo, t.as_str(), &digest)?;
+                .put_mirror_tag(upstream, repo, t.as_str(), digest)?;
         }
-        store.cache.touch(&digest);
-        serve_file(parts, file, size, &digest, &meta.media_type, false).await
+        Ok(())
     }
 
     fn fetch_error(&self, e: &UpstreamError) -> Error {
@@ -276,6 +350,7 @@ impl Mirror {
                     media_type: None,
                     size: None,
                     ttl: Duration::ZERO,
+                    recorded: Arc::new(true.into()),
                 }))
         };
         if self.offline {
@@ -343,6 +418,7 @@ impl Mirror {
                     .and_then(|v| v.to_str().ok())
                     .and_then(|v| v.parse().ok()),
                 ttl,
+                recorded: Arc::new(false.into()),
             });
         }
         let resp = up
@@ -358,6 +434,7 @@ impl Mirror {
             media_type: Some(media_type),
             size: Some(bytes.len() as u64),
             ttl,
+            recorded: Arc::new(false.into()),
         })
     }
 

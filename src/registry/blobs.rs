@@ -65,6 +65,35 @@ pub async fn serve_file(
     content_type: &str,
     ranges: bool,
 ) -> Result<Response<Body>> {
+    serve(parts, Content::File(file), size, d, content_type, ranges).await
+}
+
+/// Where the bytes of a response come from.
+pub enum Content {
+    File(tokio::fs::File),
+    /// Already in memory (a verified manifest).
+    Bytes(bytes::Bytes),
+}
+
+/// Serves in-memory content `d` with the same headers as a file.
+pub async fn serve_bytes(
+    parts: &Parts,
+    bytes: bytes::Bytes,
+    d: &Digest,
+    content_type: &str,
+) -> Result<Response<Body>> {
+    let size = bytes.len() as u64;
+    serve(parts, Content::Bytes(bytes), size, d, content_type, false).await
+}
+
+async fn serve(
+    parts: &Parts,
+    content: Content,
+    size: u64,
+    d: &Digest,
+    content_type: &str,
+    ranges: bool,
+) -> Result<Response<Body>> {
     let etag = format!("\"{d}\"");
     let not_modified = reply::header_str(&parts.headers, header::IF_NONE_MATCH)
         .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
@@ -87,9 +116,12 @@ pub async fn serve_file(
     let body = if parts.method == Method::HEAD || len == 0 {
         body::empty()
     } else {
-        body::file(file, offset, len)
-            .await
-            .map_err(|e| Error::storage("reading a blob", e))?
+        match content {
+            Content::File(file) => body::file(file, offset, len)
+                .await
+                .map_err(|e| Error::storage("reading a blob", e))?,
+            Content::Bytes(b) => body::full(b.slice(offset as usize..(offset + len) as usize)),
+        }
     };
     let mut r = Response::new(body);
     *r.status_mut() = status;
