@@ -87,7 +87,13 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // A bounded blocking pool: file reads and writes run there, and every
+    // extra thread is another malloc arena holding memory.
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .max_blocking_threads(16)
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("wharf: cannot start the runtime: {e}");
