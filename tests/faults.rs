@@ -11,12 +11,6 @@ use futures_util::StreamExt;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| ((i as u32).wrapping_mul(2654435761) >> 24) as u8 ^ seed)
-        .collect()
-}
-
 async fn read_all(r: reqwest::Response) -> Result<Vec<u8>, reqwest::Error> {
     let mut out = Vec::new();
     let mut s = r.bytes_stream();

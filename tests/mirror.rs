@@ -43,12 +43,6 @@ async fn seed(up: &Upstream, repo: &str, tag: &str, layer: &[u8]) -> (String, Ve
     (sha256(&m), m, ld)
 }
 
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| ((i as u32).wrapping_mul(2654435761) >> 24) as u8 ^ seed)
-        .collect()
-}
-
 async fn body_digest(r: reqwest::Response) -> Result<(String, usize), reqwest::Error> {
     use sha2::Digest as _;
     let mut h = sha2::Sha256::new();

@@ -8,12 +8,6 @@ use common::upstream::Upstream;
 use common::*;
 use std::time::{Duration, Instant};
 
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len)
-        .map(|i| ((i as u32).wrapping_mul(2654435761) >> 24) as u8 ^ seed)
-        .collect()
-}
-
 #[tokio::test]
 async fn eviction_keeps_the_cache_under_its_limit_and_spares_local_content() {
     let up = Upstream::start(false);

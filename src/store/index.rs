@@ -179,11 +179,12 @@ impl Index {
     }
 
     pub fn tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
-        let Some(v) = self
-            .db
-            .get(key("t/", &[repo.as_str(), tag.as_str()]))
-            .map_err(db_err("reading a tag"))?
-        else {
+        self.digest_at(key("t/", &[repo.as_str(), tag.as_str()]))
+    }
+
+    /// The digest stored as the value of `k`, if any.
+    fn digest_at(&self, k: Vec<u8>) -> Result<Option<Digest>> {
+        let Some(v) = self.db.get(k).map_err(db_err("reading a tag"))? else {
             return Ok(None);
         };
         let s = std::str::from_utf8(&v).map_err(|e| Error::storage("decoding a tag", e))?;
@@ -351,17 +352,7 @@ impl Index {
     }
 
     pub fn mirror_tag(&self, upstream: &str, repo: &str, tag: &str) -> Result<Option<Digest>> {
-        let Some(v) = self
-            .db
-            .get(key("T/", &[upstream, repo, tag]))
-            .map_err(db_err("reading a mirrored tag"))?
-        else {
-            return Ok(None);
-        };
-        let s = std::str::from_utf8(&v).map_err(|e| Error::storage("decoding a tag", e))?;
-        s.parse()
-            .map(Some)
-            .map_err(|e| Error::storage("decoding a tag", e))
+        self.digest_at(key("T/", &[upstream, repo, tag]))
     }
 
     /// Tags of a mirrored repository known from earlier pulls.
