@@ -33,15 +33,7 @@ async fn upstream_stalls_and_breaks_off_mid_blob() {
     let d = Api::at(&up.registry_addr)
         .push_blob("library/flaky", &layer)
         .await;
-    let w = Wharf::start_with(Opts {
-        args: vec![
-            "--upstream".into(),
-            format!("docker.io={}", up.url()),
-            "--upstream-idle-timeout".into(),
-            "1s".into(),
-        ],
-        ..Default::default()
-    });
+    let w = up.mirror(&["--upstream-idle-timeout", "1s"]);
     let api = Api::new(&w);
     let path = format!("/v2/library/flaky/blobs/{d}");
     for (what, faults) in [
@@ -147,13 +139,9 @@ async fn slow_loris_and_idle_connections_do_not_starve_others() {
         args: vec!["--header-timeout".into(), "2s".into()],
         ..Default::default()
     });
-    let mut api = Api::new(&w);
     // A fresh connection per request: the 2 s header timeout also closes
     // idle keep-alive connections, which a pooled client may race.
-    api.http = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
+    let api = Api::new(&w).unpooled();
     push_image(&api, "golden/ok", "v1", "ok").await;
     // 1000 idle connections and 20 slow-loris clients trickling headers.
     let idle: Vec<_> = (0..1000)
@@ -358,20 +346,10 @@ async fn a_full_disk_fails_cleanly_and_recovers_without_restart() {
         .await;
     let disk = SmallDisk::mount(48);
     let data = disk.dir.path().join("data");
-    let w = Wharf::start_on(
-        &data,
-        Opts {
-            args: vec!["--upstream".into(), format!("docker.io={}", up.url())],
-            ..Default::default()
-        },
-    );
-    let mut api = Api::new(&w);
+    let w = Wharf::start_on(&data, up.mirror_opts(&[]));
     // A fresh connection per request: a refused upload's connection is
     // closed by the server while the client may still be sending.
-    api.http = reqwest::Client::builder()
-        .pool_max_idle_per_host(0)
-        .build()
-        .unwrap();
+    let api = Api::new(&w).unpooled();
     push_image(&api, "golden/before", "v1", "before").await;
     // Fill the disk, leaving about 3 MiB.
     let filler = disk.dir.path().join("filler");

@@ -9,15 +9,6 @@ use common::*;
 use futures_util::StreamExt;
 use std::time::{Duration, Instant};
 
-fn mirror_of(up: &Upstream, extra: &[&str]) -> Wharf {
-    let mut args = vec!["--upstream".to_string(), format!("docker.io={}", up.url())];
-    args.extend(extra.iter().map(|s| s.to_string()));
-    Wharf::start_with(Opts {
-        args,
-        ..Default::default()
-    })
-}
-
 /// Pushes `repo:tag` with one layer of `layer` bytes straight to the
 /// registry (not counted); returns (manifest digest, manifest bytes, layer digest).
 async fn seed(up: &Upstream, repo: &str, tag: &str, layer: &[u8]) -> (String, Vec<u8>, String) {
@@ -61,7 +52,7 @@ async fn cold_then_warm_pull_and_upstream_request_counts() {
     let up = Upstream::start(false);
     let layer = pattern(300_000, 1);
     let (md, mbytes, ld) = seed(&up, "library/alpine", "latest", &layer).await;
-    let w = mirror_of(&up, &[]);
+    let w = up.mirror(&[]);
     let api = Api::new(&w);
 
     // Cold: the tag is resolved with a HEAD, the manifest fetched by digest.
@@ -142,7 +133,7 @@ async fn concurrent_cold_pulls_cost_one_upstream_transfer() {
     let layer = pattern(64 << 20, 7);
     let (_, _, ld) = seed(&up, "library/big", "1", &layer).await;
     drop(layer);
-    let w = mirror_of(&up, &[]);
+    let w = up.mirror(&[]);
     let api = Api::new(&w);
     let pulls = (0..16).map(|_| {
         let req = api.req("GET", &format!("/v2/library/big/blobs/{ld}"));
@@ -175,7 +166,7 @@ async fn a_cache_miss_streams_before_the_upstream_finishes() {
         slow_blobs: Some(Duration::from_millis(60)),
         ..Default::default()
     });
-    let w = mirror_of(&up, &[]);
+    let w = up.mirror(&[]);
     let api = Api::new(&w);
     let r = api.get(&format!("/v2/library/slow/blobs/{ld}")).await;
     assert_eq!(r.status(), 200);
@@ -239,7 +230,7 @@ async fn a_cache_miss_streams_before_the_upstream_finishes() {
 async fn moving_tag_is_refreshed_after_its_ttl() {
     let up = Upstream::start(false);
     let (old, _, _) = seed(&up, "library/app", "latest", b"version one").await;
-    let w = mirror_of(&up, &["--tag-ttl", "2s"]);
+    let w = up.mirror(&["--tag-ttl", "2s"]);
     let api = Api::new(&w);
     let digest = |api: &Api| {
         let req = api.req("HEAD", "/v2/app/manifests/latest");
@@ -300,7 +291,7 @@ async fn upstream_outages_serve_what_is_cached() {
     let layer = pattern(100_000, 5);
     let (md, mbytes, ld) = seed(&up, "library/keep", "stable", &layer).await;
     seed(&up, "library/never", "pulled", b"never pulled").await;
-    let w = mirror_of(&up, &["--tag-ttl", "1s"]);
+    let w = up.mirror(&["--tag-ttl", "1s"]);
     let api = Api::new(&w);
     assert_eq!(
         api.get("/v2/keep/manifests/stable")
@@ -375,13 +366,7 @@ async fn upstream_outages_serve_what_is_cached() {
     });
     let (data, tmp) = w.stop();
     let _tmp = tmp;
-    let w = Wharf::start_on(
-        &data,
-        Opts {
-            args: vec!["--upstream".into(), format!("docker.io={}", up.url())],
-            ..Default::default()
-        },
-    );
+    let w = Wharf::start_on(&data, up.mirror_opts(&[]));
     cached.check(&Api::new(&w)).await;
     let tags: serde_json::Value = Api::new(&w)
         .get("/v2/keep/tags/list")
@@ -400,17 +385,7 @@ async fn upstream_outages_serve_what_is_cached() {
     let _tmp2 = tmp2;
     up.set_faults(Faults::default());
     up.reset();
-    let w = Wharf::start_on(
-        &data,
-        Opts {
-            args: vec![
-                "--upstream".into(),
-                format!("docker.io={}", up.url()),
-                "--offline".into(),
-            ],
-            ..Default::default()
-        },
-    );
+    let w = Wharf::start_on(&data, up.mirror_opts(&["--offline"]));
     cached.check(&Api::new(&w)).await;
     assert_eq!(
         Api::new(&w)
@@ -426,7 +401,7 @@ async fn corrupted_upstream_bytes_are_never_cached() {
     let up = Upstream::start(false);
     let layer = pattern(2 << 20, 11);
     let (_, _, ld) = seed(&up, "library/bad", "1", &layer).await;
-    let w = mirror_of(&up, &[]);
+    let w = up.mirror(&[]);
     let api = Api::new(&w);
     up.set_faults(Faults {
         corrupt_blobs: true,
@@ -467,7 +442,7 @@ async fn bearer_tokens_are_cached_per_scope_and_redirects_drop_authorization() {
     let layer = pattern(50_000, 2);
     let (md, _, ld) = seed(&up, "library/secure", "v1", &layer).await;
     seed(&up, "library/other", "v1", b"other").await;
-    let w = mirror_of(&up, &[]);
+    let w = up.mirror(&[]);
     let api = Api::new(&w);
     up.set_faults(Faults {
         redirect_blobs: true,
@@ -533,7 +508,7 @@ async fn bearer_tokens_are_cached_per_scope_and_redirects_drop_authorization() {
 #[tokio::test]
 async fn misses_are_remembered_briefly_and_names_are_checked() {
     let up = Upstream::start(false);
-    let w = mirror_of(&up, &[]);
+    let w = up.mirror(&[]);
     let api = Api::new(&w);
     for _ in 0..3 {
         let r = api.get("/v2/library/nothing/manifests/latest").await;
@@ -560,7 +535,7 @@ async fn misses_are_remembered_briefly_and_names_are_checked() {
 async fn mirrored_names_are_read_only() {
     let up = Upstream::start(false);
     let (md, m, _) = seed(&up, "library/alpine", "latest", b"x").await;
-    let w = mirror_of(&up, &[]);
+    let w = up.mirror(&[]);
     let api = Api::new(&w);
     let r = api
         .put_manifest("library/alpine", "latest", OCI_MANIFEST, &m)
@@ -593,7 +568,7 @@ async fn tag_lists_and_referrers_of_mirrored_repositories() {
     seed(&up, "library/multi", "a", b"1").await;
     seed(&up, "library/multi", "b", b"2").await;
     seed(&up, "library/multi", "c", b"3").await;
-    let w = mirror_of(&up, &[]);
+    let w = up.mirror(&[]);
     let api = Api::new(&w);
     let v: serde_json::Value = api.get("/v2/multi/tags/list").await.json().await.unwrap();
     assert_eq!(v["name"], "multi");
@@ -674,7 +649,7 @@ async fn concurrent_cold_manifest_pulls_and_ranges_on_a_cold_blob() {
     let up = Upstream::start(false);
     let layer = pattern(1 << 20, 4);
     let (md, mbytes, ld) = seed(&up, "library/busy", "1", &layer).await;
-    let w = mirror_of(&up, &[]);
+    let w = up.mirror(&[]);
     let api = Api::new(&w);
     let pulls = (0..16).map(|_| {
         let req = api
@@ -733,7 +708,7 @@ async fn corrupt_fills_never_complete_for_any_client() {
     let up = Upstream::start(false);
     let layer = pattern(2 << 20, 13);
     let (_, _, ld) = seed(&up, "library/rot", "1", &layer).await;
-    let w = mirror_of(&up, &[]);
+    let w = up.mirror(&[]);
     let api = Api::new(&w);
     up.set_faults(Faults {
         corrupt_blobs: true,
@@ -785,7 +760,7 @@ async fn fills_are_per_repository() {
         slow_blobs: Some(Duration::from_millis(10)),
         ..Default::default()
     });
-    let w = mirror_of(&up, &[]);
+    let w = up.mirror(&[]);
     let api = Api::new(&w);
     let bogus = api.req("GET", &format!("/v2/nosuch/x/blobs/{ld}")).send();
     let real = async {
@@ -807,7 +782,7 @@ async fn fills_are_per_repository() {
 async fn a_moved_tag_falls_back_to_the_last_cached_digest() {
     let up = Upstream::start(false);
     let (old, _, _) = seed(&up, "library/mv", "latest", b"old").await;
-    let w = mirror_of(&up, &["--tag-ttl", "1s"]);
+    let w = up.mirror(&["--tag-ttl", "1s"]);
     let api = Api::new(&w);
     assert_eq!(
         header(
@@ -854,7 +829,7 @@ async fn a_moved_tag_falls_back_to_the_last_cached_digest() {
 async fn a_cached_manifest_missing_on_disk_is_fetched_again() {
     let up = Upstream::start(false);
     let (md, mbytes, _) = seed(&up, "library/gone", "1", b"x").await;
-    let w = mirror_of(&up, &[]);
+    let w = up.mirror(&[]);
     let api = Api::new(&w);
     assert_eq!(
         api.get(&format!("/v2/gone/manifests/{md}"))
@@ -871,13 +846,7 @@ async fn a_cached_manifest_missing_on_disk_is_fetched_again() {
     assert_eq!(r.bytes().await.unwrap(), mbytes);
     let (data, tmp) = w.stop();
     let _tmp = tmp;
-    let w = Wharf::start_on(
-        &data,
-        Opts {
-            args: vec!["--upstream".into(), format!("docker.io={}", up.url())],
-            ..Default::default()
-        },
-    );
+    let w = Wharf::start_on(&data, up.mirror_opts(&[]));
     let api = Api::new(&w);
     let r = api.get(&format!("/v2/gone/manifests/{md}")).await;
     assert_eq!(r.status(), 200);
@@ -890,7 +859,7 @@ async fn a_cached_manifest_missing_on_disk_is_fetched_again() {
 async fn concurrent_requests_share_one_token() {
     let up = Upstream::start(true);
     let (md, _, _) = seed(&up, "library/crowd", "1", b"crowd").await;
-    let w = mirror_of(&up, &[]);
+    let w = up.mirror(&[]);
     let api = Api::new(&w);
     let pulls = (0..16).map(|i| {
         let path = if i % 2 == 0 {

@@ -48,15 +48,7 @@ fn seed_with_skopeo(registry_addr: &str, repo: &str, tag: &str, layers: usize) -
 #[tokio::test]
 async fn docker_registry_mirrors_pull_warm_offline_and_local_push() {
     let up = Upstream::start(false);
-    let w = Wharf::start_with(Opts {
-        args: vec![
-            "--upstream".into(),
-            format!("docker.io={}", up.url()),
-            "--tag-ttl".into(),
-            "5s".into(),
-        ],
-        ..Default::default()
-    });
+    let w = up.mirror(&["--tag-ttl", "5s"]);
     let daemon: serde_json::Value =
         serde_json::from_str(&deploy_snippet("docker/daemon.json", &w.addr)).unwrap();
     let mirrors: Vec<String> = serde_json::from_value(daemon["registry-mirrors"].clone()).unwrap();
@@ -133,8 +125,8 @@ async fn docker_registry_mirrors_pull_warm_offline_and_local_push() {
     let w = Wharf::start_on(
         &data,
         Opts {
-            args: vec!["--upstream".into(), format!("docker.io={}", up.url())],
             listen: Some(addr),
+            ..up.mirror_opts(&[])
         },
     );
     d.docker(&["rmi", "busybox"]);
@@ -173,15 +165,7 @@ async fn containerd_pulls_from_two_upstreams_with_ns() {
     let ghcr = Upstream::start(false);
     let d1 = seed_with_skopeo(&hub.registry_addr, "library/app", "1.0", 2);
     let d2 = seed_with_skopeo(&ghcr.registry_addr, "org/tool", "2.0", 1);
-    let w = Wharf::start_with(Opts {
-        args: vec![
-            "--upstream".into(),
-            format!("docker.io={}", hub.url()),
-            "--upstream".into(),
-            format!("ghcr.io={}", ghcr.url()),
-        ],
-        ..Default::default()
-    });
+    let w = hub.mirror(&["--upstream", &format!("ghcr.io={}", ghcr.url())]);
     let d = Dockerd::start(&[]);
     let hosts = d.scratch("hosts");
     for (registry, real) in [
@@ -269,15 +253,7 @@ async fn skopeo_pulls_through_registries_conf_mirrors() {
     let ghcr = Upstream::start(false);
     let d1 = seed_with_skopeo(&hub.registry_addr, "library/web", "3", 2);
     let d2 = seed_with_skopeo(&ghcr.registry_addr, "org/cli", "4", 1);
-    let w = Wharf::start_with(Opts {
-        args: vec![
-            "--upstream".into(),
-            format!("docker.io={}", hub.url()),
-            "--upstream".into(),
-            format!("ghcr.io={}", ghcr.url()),
-        ],
-        ..Default::default()
-    });
+    let w = hub.mirror(&["--upstream", &format!("ghcr.io={}", ghcr.url())]);
     let tmp = tempfile::tempdir().unwrap();
     let conf = tmp.path().join("registries.conf");
     // docker.io through the mirror's root; ghcr.io through a path prefix.

@@ -19,15 +19,7 @@ async fn eviction_keeps_the_cache_under_its_limit_and_spares_local_content() {
     for l in &layers {
         digests.push(reg.push_blob("library/big", l).await);
     }
-    let w = Wharf::start_with(Opts {
-        args: vec![
-            "--upstream".into(),
-            format!("docker.io={}", up.url()),
-            "--max-cache-size".into(),
-            "4MiB".into(),
-        ],
-        ..Default::default()
-    });
+    let w = up.mirror(&["--max-cache-size", "4MiB"]);
     let api = Api::new(&w);
     // Layer 0 is also pushed locally: it may never be evicted.
     assert_eq!(api.push_blob("golden/keep", &layers[0]).await, digests[0]);
@@ -248,10 +240,7 @@ async fn verify_finds_corruption_and_repair_lets_the_mirror_fetch_again() {
     let reg = Api::at(&up.registry_addr);
     let mirrored = pattern(300_000, 9);
     let md = reg.push_blob("library/m", &mirrored).await;
-    let w = Wharf::start_with(Opts {
-        args: vec!["--upstream".into(), format!("docker.io={}", up.url())],
-        ..Default::default()
-    });
+    let w = up.mirror(&[]);
     let api = Api::new(&w);
     assert_eq!(
         api.get(&format!("/v2/library/m/blobs/{md}"))
@@ -264,7 +253,6 @@ async fn verify_finds_corruption_and_repair_lets_the_mirror_fetch_again() {
     let local = pattern(200_000, 3);
     let ld = api.push_blob("golden/l", &local).await;
     let lost = api.push_blob("golden/l", b"this file will vanish").await;
-    let args = vec!["--upstream".into(), format!("docker.io={}", up.url())];
 
     // A truncated cached file is noticed on read and fetched again.
     std::fs::OpenOptions::new()
@@ -307,13 +295,7 @@ async fn verify_finds_corruption_and_repair_lets_the_mirror_fetch_again() {
     assert_eq!(code, 0, "clean after repair: {out}");
     assert!(out.contains("0 corrupt, 0 orphaned, 0 missing"), "{out}");
 
-    let w = Wharf::start_on(
-        &data,
-        Opts {
-            args,
-            ..Default::default()
-        },
-    );
+    let w = Wharf::start_on(&data, up.mirror_opts(&[]));
     let api = Api::new(&w);
     up.reset();
     assert_eq!(
@@ -342,10 +324,7 @@ async fn a_flipped_byte_is_caught_on_the_next_read() {
     let md = Api::at(&up.registry_addr)
         .push_blob("library/flip", &mirrored)
         .await;
-    let w = Wharf::start_with(Opts {
-        args: vec!["--upstream".into(), format!("docker.io={}", up.url())],
-        ..Default::default()
-    });
+    let w = up.mirror(&[]);
     let api = Api::new(&w);
     assert_eq!(
         api.get(&format!("/v2/library/flip/blobs/{md}"))

@@ -210,6 +210,17 @@ impl Api {
         }
     }
 
+    /// The same client, opening a fresh connection per request: for tests
+    /// where the server closes connections a pooled client might reuse.
+    pub fn unpooled(mut self) -> Api {
+        self.http = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        self
+    }
+
     pub fn url(&self, path: &str) -> String {
         if path.starts_with("http") {
             path.to_string()

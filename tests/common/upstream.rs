@@ -187,6 +187,25 @@ impl Upstream {
         format!("http://{}", self.addr)
     }
 
+    /// Settings for a Wharf that mirrors docker.io from this upstream,
+    /// followed by `extra`.
+    pub fn mirror_opts(&self, extra: &[&str]) -> super::Opts {
+        let mut args = vec![
+            "--upstream".to_string(),
+            format!("docker.io={}", self.url()),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        super::Opts {
+            args,
+            ..Default::default()
+        }
+    }
+
+    /// Starts a Wharf that mirrors docker.io from this upstream.
+    pub fn mirror(&self, extra: &[&str]) -> super::Wharf {
+        super::Wharf::start_with(self.mirror_opts(extra))
+    }
+
     pub fn set_faults(&self, f: Faults) {
         *self.state.faults.lock().unwrap() = f;
     }
