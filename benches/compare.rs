@@ -452,32 +452,43 @@ fn main() {
             .to_string();
         assert_eq!(reg.put_manifest("library/small", "multi", common::OCI_INDEX, index.as_bytes()).await.status(), 201);
 
-        let mut rows: Vec<(&'static str, Row)> = Vec::new();
+        let runs: usize = std::env::var("WHARF_BENCH_RUNS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(if quick { 1 } else { 3 })
+            .max(1);
+        let mut rows: Vec<(&'static str, Vec<Row>)> = Vec::new();
         let mut wharf_blob_file: Option<PathBuf> = None;
         for which in ["wharf", "distribution"] {
-            eprintln!("measuring {which} ...");
-            let s = if which == "wharf" { start_wharf(&up.url()) } else { start_distribution(&up.url()) };
-            let row = bench_mirror(&s, &up, &sizes, &big_digests, &solo[0]).await;
-            if which == "wharf" {
-                let p = common::blob_file(&s._dir.path().join("data"), &big_digests[0]);
-                let keep = std::env::temp_dir().join(format!("wharf-bench-blob-{}", std::process::id()));
-                std::fs::copy(&p, &keep).unwrap();
-                wharf_blob_file = Some(keep);
+            let mut all = Vec::new();
+            for run in 1..=runs {
+                eprintln!("measuring {which}, run {run} of {runs} ...");
+                let s = if which == "wharf" { start_wharf(&up.url()) } else { start_distribution(&up.url()) };
+                all.push(bench_mirror(&s, &up, &sizes, &big_digests, &solo[0]).await);
+                if which == "wharf" && wharf_blob_file.is_none() {
+                    let p = common::blob_file(&s._dir.path().join("data"), &big_digests[0]);
+                    let keep = std::env::temp_dir().join(format!("wharf-bench-blob-{}", std::process::id()));
+                    std::fs::copy(&p, &keep).unwrap();
+                    wharf_blob_file = Some(keep);
+                }
             }
-            rows.push((which, row));
+            rows.push((which, all));
         }
-        eprintln!("measuring nginx ...");
         let blob = wharf_blob_file.expect("blob copied");
-        let n = start_nginx(&big_manifest, &big_digests[0], &blob);
-        let mut nrow = Row::default();
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        nrow.idle_rss_mib = Some(rss(n.child.id()).0 as f64 / 1048576.0);
-        nrow.manifest_rps = Some(manifest_rps(&n.addr, sizes.seconds as f64).await);
-        // nginx runs a worker process: measure that one.
-        let worker = worker_pid(n.child.id());
-        blob_cpu(&mut nrow, worker, &n.addr, &big_digests[0], &sizes).await;
-        rows.push(("nginx", nrow));
-        drop(n);
+        let mut all = Vec::new();
+        for run in 1..=runs {
+            eprintln!("measuring nginx, run {run} of {runs} ...");
+            let n = start_nginx(&big_manifest, &big_digests[0], &blob);
+            let mut nrow = Row::default();
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            nrow.idle_rss_mib = Some(rss(n.child.id()).0 as f64 / 1048576.0);
+            nrow.manifest_rps = Some(manifest_rps(&n.addr, sizes.seconds as f64).await);
+            // nginx runs a worker process: measure that one.
+            let worker = worker_pid(n.child.id());
+            blob_cpu(&mut nrow, worker, &n.addr, &big_digests[0], &sizes).await;
+            all.push(nrow);
+        }
+        rows.push(("nginx", all));
         let _ = std::fs::remove_file(&blob);
 
         print_table(&rows, quick);
@@ -486,7 +497,8 @@ fn main() {
             "date": run(Command::new("date").arg("-u").arg("+%Y-%m-%dT%H:%M:%SZ")).trim(),
             "machine": machine(),
             "quick": quick,
-            "results": rows.iter().map(|(n, r)| json!({"system": n, "metrics": r})).collect::<Vec<_>>(),
+            "runs": runs,
+            "results": rows.iter().map(|(n, r)| json!({"system": n, "runs": r})).collect::<Vec<_>>(),
         });
         std::fs::write(&out, serde_json::to_string_pretty(&json).unwrap()).unwrap();
         eprintln!("wrote {}", out.display());
@@ -518,7 +530,29 @@ fn machine() -> String {
     format!("{cores} cores, {cpu}")
 }
 
-fn print_table(rows: &[(&str, Row)], quick: bool) {
+/// One metric of a run.
+type Metric = fn(&Row) -> Option<f64>;
+
+fn values(runs: &[Row], m: Metric) -> Vec<f64> {
+    let mut v: Vec<f64> = runs.iter().filter_map(m).collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v
+}
+
+fn median(runs: &[Row], m: Metric) -> Option<f64> {
+    let v = values(runs, m);
+    (!v.is_empty()).then(|| v[v.len() / 2])
+}
+
+fn spread(runs: &[Row], m: Metric, p: usize) -> String {
+    let v = values(runs, m);
+    match (v.first(), v.last()) {
+        (Some(a), Some(b)) if v.len() > 1 => format!("{a:.p$}–{b:.p$}"),
+        _ => "-".into(),
+    }
+}
+
+fn print_table(rows: &[(&str, Vec<Row>)], quick: bool) {
     let get = |name: &str| {
         rows.iter()
             .find(|(n, _)| *n == name)
@@ -526,108 +560,72 @@ fn print_table(rows: &[(&str, Row)], quick: bool) {
             .unwrap_or_default()
     };
     let (w, d, n) = (get("wharf"), get("distribution"), get("nginx"));
+    if quick {
+        println!("\nQUICK SMOKE RUN (small data; numbers are not meaningful)");
+    }
     println!(
-        "\n{}",
-        if quick {
-            "QUICK SMOKE RUN (small data; numbers are not meaningful)"
-        } else {
-            ""
-        }
+        "\nMedians of {} runs; the last two columns give the spread (min–max) over the runs.\n",
+        w.len()
     );
-    println!("| metric | wharf | distribution | nginx | wharf/distribution | wharf/nginx |");
-    println!("|---|---|---|---|---|---|");
-    let line = |name: &str, a: Option<f64>, b: Option<f64>, c: Option<f64>, p: usize| {
+    println!("| metric | wharf | distribution | nginx | wharf/distribution | wharf/nginx | wharf spread | distribution spread |");
+    println!("|---|---|---|---|---|---|---|---|");
+    let metrics: [(&str, Metric, usize); 12] = [
+        ("idle RSS (MiB)", |r| r.idle_rss_mib, 1),
+        ("cold pull, big image (s)", |r| r.cold_pull_s, 2),
+        ("warm pull, big image (s)", |r| r.warm_pull_s, 2),
+        (
+            "cold ÷ warm pull time",
+            |r| r.cold_pull_s.zip(r.warm_pull_s).map(|(a, b)| a / b),
+            2,
+        ),
+        (
+            "cold pull: upstream bytes ÷ image bytes",
+            |r| r.cold_upstream_ratio,
+            2,
+        ),
+        (
+            "16 clients, uncached blob: upstream bytes ÷ blob",
+            |r| r.concurrent_upstream_ratio,
+            2,
+        ),
+        (
+            "warm manifest by tag, 32 conns (req/s)",
+            |r| r.manifest_rps,
+            0,
+        ),
+        (
+            "  upstream requests meanwhile",
+            |r| r.manifest_upstream_requests.map(|v| v as f64),
+            0,
+        ),
+        (
+            "warm blob, 1 conn: server CPU s per GiB",
+            |r| r.blob1_cpu_s_per_gib,
+            3,
+        ),
+        (
+            "warm blob, 16 conns: server CPU s per GiB",
+            |r| r.blob16_cpu_s_per_gib,
+            3,
+        ),
+        ("warm blob, 16 conns: GiB/s", |r| r.blob16_gib_per_s, 2),
+        (
+            "warm blob, 16 conns: peak RSS (MiB)",
+            |r| r.blob16_peak_rss_mib,
+            1,
+        ),
+    ];
+    for (name, m, p) in metrics {
+        let (a, b, c) = (median(&w, m), median(&d, m), median(&n, m));
         println!(
-            "| {name} | {} | {} | {} | {} | {} |",
+            "| {name} | {} | {} | {} | {} | {} | {} | {} |",
             fmt(a, p),
             fmt(b, p),
             fmt(c, p),
             ratio(a, b),
-            ratio(a, c)
+            ratio(a, c),
+            spread(&w, m, p),
+            spread(&d, m, p)
         );
-    };
-    line(
-        "idle RSS (MiB)",
-        w.idle_rss_mib,
-        d.idle_rss_mib,
-        n.idle_rss_mib,
-        1,
-    );
-    line(
-        "cold pull, big image (s)",
-        w.cold_pull_s,
-        d.cold_pull_s,
-        None,
-        2,
-    );
-    line(
-        "warm pull, big image (s)",
-        w.warm_pull_s,
-        d.warm_pull_s,
-        None,
-        2,
-    );
-    line(
-        "cold ÷ warm pull time",
-        w.cold_pull_s.zip(w.warm_pull_s).map(|(a, b)| a / b),
-        d.cold_pull_s.zip(d.warm_pull_s).map(|(a, b)| a / b),
-        None,
-        2,
-    );
-    line(
-        "cold pull: upstream bytes ÷ image bytes",
-        w.cold_upstream_ratio,
-        d.cold_upstream_ratio,
-        None,
-        2,
-    );
-    line(
-        "16 clients, uncached blob: upstream bytes ÷ blob",
-        w.concurrent_upstream_ratio,
-        d.concurrent_upstream_ratio,
-        None,
-        2,
-    );
-    line(
-        "warm manifest by tag, 32 conns (req/s)",
-        w.manifest_rps,
-        d.manifest_rps,
-        n.manifest_rps,
-        0,
-    );
-    line(
-        "  upstream requests meanwhile",
-        w.manifest_upstream_requests.map(|v| v as f64),
-        d.manifest_upstream_requests.map(|v| v as f64),
-        None,
-        0,
-    );
-    line(
-        "warm blob, 1 conn: server CPU s per GiB",
-        w.blob1_cpu_s_per_gib,
-        d.blob1_cpu_s_per_gib,
-        n.blob1_cpu_s_per_gib,
-        3,
-    );
-    line(
-        "warm blob, 16 conns: server CPU s per GiB",
-        w.blob16_cpu_s_per_gib,
-        d.blob16_cpu_s_per_gib,
-        n.blob16_cpu_s_per_gib,
-        3,
-    );
-    line(
-        "warm blob, 16 conns: GiB/s",
-        w.blob16_gib_per_s,
-        d.blob16_gib_per_s,
-        n.blob16_gib_per_s,
-        2,
-    );
-    line(
-        "warm blob, 16 conns: peak RSS (MiB)",
-        w.blob16_peak_rss_mib,
-        d.blob16_peak_rss_mib,
-        n.blob16_peak_rss_mib,
-        1,
-    );
+    }
 }
