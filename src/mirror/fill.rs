@@ -134,18 +134,6 @@ impl Fills {
         });
         Some(rx)
     }
-
-    /// How many fills are running (for tests and logs).
-    pub fn len(&self) -> usize {
-        self.inflight
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 async fn run(

@@ -149,11 +149,6 @@ impl Mirror {
         })
     }
 
-    /// Fills in flight (for tests and logs).
-    pub fn fills_in_flight(&self) -> usize {
-        self.fills.len()
-    }
-
     /// GET/HEAD a manifest of a mirrored repository.
     pub async fn manifest(
         &self,

@@ -42,7 +42,6 @@ pub struct CacheTracker {
     /// Mirrored bytes also linked locally: never evicted, not counted.
     shared: AtomicU64,
     touched: Mutex<HashMap<Digest, u64>>,
-    evicted_total: AtomicU64,
     round: tokio::sync::Mutex<()>,
     /// Wakes the maintenance loop when the limit is passed.
     pub over_limit: tokio::sync::Notify,
@@ -57,7 +56,6 @@ impl CacheTracker {
             bytes: AtomicU64::new(0),
             shared: AtomicU64::new(0),
             touched: Mutex::new(HashMap::new()),
-            evicted_total: AtomicU64::new(0),
             round: tokio::sync::Mutex::new(()),
             over_limit: tokio::sync::Notify::new(),
         };
@@ -87,14 +85,6 @@ impl CacheTracker {
         self.bytes
             .load(Ordering::SeqCst)
             .saturating_sub(self.shared.load(Ordering::SeqCst))
-    }
-
-    pub fn limit(&self) -> Option<u64> {
-        self.limit
-    }
-
-    pub fn evicted_total(&self) -> u64 {
-        self.evicted_total.load(Ordering::SeqCst)
     }
 
     /// Notes that `d` was just used.
@@ -213,8 +203,6 @@ impl CacheTracker {
             out.items += 1;
             out.bytes += size;
         }
-        self.evicted_total
-            .fetch_add(out.items as u64, Ordering::SeqCst);
         if out.items > 0 {
             tracing::info!(
                 evicted = out.items,
