@@ -36,6 +36,25 @@ struct Server {
     _dir: tempfile::TempDir,
 }
 
+impl Server {
+    /// Starts `cmd` with its output discarded and waits until `addr` accepts.
+    fn spawn(name: &'static str, mut cmd: Command, addr: String, dir: tempfile::TempDir) -> Server {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_port(&addr);
+        Server {
+            name,
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
 impl Drop for Server {
     fn drop(&mut self) {
         common::signal(self.child.id(), "TERM");
@@ -66,8 +85,8 @@ fn start_wharf(upstream: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let child = Command::new(env!("CARGO_BIN_EXE_wharf"))
-        .args(["serve", "--listen", &addr, "--data"])
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
+    cmd.args(["serve", "--listen", &addr, "--data"])
         .arg(dir.path().join("data"))
         .args([
             "--upstream",
@@ -75,19 +94,8 @@ fn start_wharf(upstream: &str) -> Server {
             "--tag-ttl",
             "10m",
         ])
-        .env("WHARF_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_port(&addr);
-    Server {
-        name: "wharf",
-        child,
-        addr,
-        _dir: dir,
-    }
+        .env("WHARF_LOG", "warn");
+    Server::spawn("wharf", cmd, addr, dir)
 }
 
 fn start_distribution(upstream: &str) -> Server {
@@ -103,21 +111,9 @@ fn start_distribution(upstream: &str) -> Server {
         ),
     )
     .unwrap();
-    let child = Command::new(require("docker-registry"))
-        .arg("serve")
-        .arg(&cfg)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_port(&addr);
-    Server {
-        name: "distribution",
-        child,
-        addr,
-        _dir: dir,
-    }
+    let mut cmd = Command::new(require("docker-registry"));
+    cmd.arg("serve").arg(&cfg);
+    Server::spawn("distribution", cmd, addr, dir)
 }
 
 /// nginx serving a manifest and a blob as static files with sendfile.
@@ -148,23 +144,9 @@ fn start_nginx(manifest: &[u8], blob_digest: &str, blob: &Path) -> Server {
     )
     .unwrap();
     std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
-    let child = Command::new(require("nginx"))
-        .arg("-c")
-        .arg(&conf)
-        .arg("-p")
-        .arg(dir.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    wait_port(&addr);
-    Server {
-        name: "nginx",
-        child,
-        addr,
-        _dir: dir,
-    }
+    let mut cmd = Command::new(require("nginx"));
+    cmd.arg("-c").arg(&conf).arg("-p").arg(dir.path());
+    Server::spawn("nginx", cmd, addr, dir)
 }
 
 /// CPU seconds (user + system) of a process and all its threads.
