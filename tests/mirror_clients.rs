@@ -223,13 +223,24 @@ async fn containerd_pulls_from_two_upstreams_with_ns() {
     // Pulled again from the cache: no upstream requests at all.
     hub.reset();
     ghcr.reset();
+    // `--sync` collects the images' content before returning; the check
+    // below makes sure the second pull really has to fetch every blob.
     ctr(&[
         "images",
         "rm",
+        "--sync",
         "docker.io/library/app:1.0",
         "ghcr.io/org/tool:2.0",
     ]);
-    ctr(&["content", "prune", "references"]);
+    let mut left = ctr(&["content", "ls", "-q"]);
+    for _ in 0..50 {
+        if left.trim().is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        left = ctr(&["content", "ls", "-q"]);
+    }
+    assert!(left.trim().is_empty(), "content left after rm: {left}");
     for image in ["docker.io/library/app:1.0", "ghcr.io/org/tool:2.0"] {
         ctr(&[
             "images",
