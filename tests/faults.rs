@@ -273,7 +273,13 @@ async fn sigkill_during_50_concurrent_pushes_and_pulls() {
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Kill once enough pushes are acknowledged (with the others mid-flight);
+    // how long that takes depends on the machine's load and fsync speed.
+    let started = std::time::Instant::now();
+    while acked.lock().unwrap().len() < 10 && started.elapsed() < Duration::from_secs(60) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let (data, tmp) = w.kill();
     let _tmp = tmp;
     for t in tasks {

@@ -66,6 +66,25 @@ pub struct ManifestPut<'a> {
 #[derive(Clone)]
 pub struct Index {
     db: sled::Db,
+    flusher: std::sync::Arc<GroupFlush>,
+}
+
+/// Group commit for [`Index::flush`]: one synchronous sled flush at a time,
+/// and each one covers every caller that asked before it started.
+///
+/// sled 0.34's `flush_async` deadlocks when called concurrently
+/// (spacejam/sled#1308, fixed only on its unreleased main branch); under 25
+/// concurrent pushes it hung the whole server here. The blocking `flush`
+/// runs on the blocking pool instead, and coalescing keeps N concurrent
+/// pushes from occupying N blocking threads with N fsyncs.
+#[derive(Default)]
+struct GroupFlush {
+    /// Tickets handed out; a caller takes one after its writes.
+    requested: std::sync::atomic::AtomicU64,
+    /// Every ticket up to this one is durable.
+    completed: std::sync::atomic::AtomicU64,
+    /// Held while a flush runs.
+    running: tokio::sync::Mutex<()>,
 }
 
 fn key(prefix: &str, parts: &[&str]) -> Vec<u8> {
@@ -104,16 +123,30 @@ impl Index {
         let db = sled::Config::new().path(path).open().map_err(db_err(
             "opening the index (is a wharf server running on this data directory?)",
         ))?;
-        Ok(Index { db })
+        Ok(Index {
+            db,
+            flusher: Default::default(),
+        })
     }
 
     /// Makes every change so far durable; a push is acknowledged after this.
     pub async fn flush(&self) -> Result<()> {
-        self.db
-            .flush_async()
+        use std::sync::atomic::Ordering::SeqCst;
+        let g = &self.flusher;
+        let ticket = g.requested.fetch_add(1, SeqCst) + 1;
+        let _running = g.running.lock().await;
+        if g.completed.load(SeqCst) >= ticket {
+            return Ok(()); // a flush that started after our writes finished
+        }
+        // Everyone holding a ticket up to `covers` wrote before taking it.
+        let covers = g.requested.load(SeqCst);
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || db.flush())
             .await
-            .map(|_| ())
-            .map_err(db_err("flushing the index"))
+            .map_err(|e| Error::storage("flushing the index".to_string(), e))?
+            .map_err(db_err("flushing the index"))?;
+        g.completed.store(covers, SeqCst);
+        Ok(())
     }
 
     pub fn repo_exists(&self, repo: &RepoName) -> Result<bool> {
@@ -592,5 +625,51 @@ mod tests {
         assert!(idx.tags(&a, None, 100).unwrap().is_empty());
         assert_eq!(idx.tags(&ab, None, 100).unwrap(), ["zz"]);
         assert!(!idx.blob_linked(&a, &dg).unwrap());
+    }
+
+    /// The sled 0.34 `flush_async` deadlock (spacejam/sled#1308) showed up
+    /// as concurrent pushes that never completed; the group flush must not.
+    /// The work runs on its own runtime thread so a deadlock fails the test
+    /// instead of hanging it.
+    #[test]
+    fn concurrent_flushes_all_complete() {
+        let (_d, idx) = index();
+        let repo = RepoName::parse("r").unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (idx2, repo2) = (idx.clone(), repo.clone());
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(4)
+                .enable_all()
+                .build()
+                .unwrap();
+            let done = rt.block_on(async move {
+                let tasks: Vec<_> = (0..200u32)
+                    .map(|i| {
+                        let (idx, repo) = (idx2.clone(), repo2.clone());
+                        tokio::spawn(async move {
+                            let d = Digest::of(Algorithm::Sha256, &i.to_be_bytes());
+                            idx.link_blob(&repo, &d).unwrap();
+                            idx.flush().await.unwrap();
+                            d
+                        })
+                    })
+                    .collect();
+                let mut done = Vec::new();
+                for t in tasks {
+                    done.push(t.await.unwrap());
+                }
+                done
+            });
+            let _ = tx.send(done);
+        });
+        let done = rx
+            .recv_timeout(std::time::Duration::from_secs(60))
+            .expect("concurrent flushes deadlocked");
+        for d in done {
+            assert!(idx.blob_linked(&repo, &d).unwrap());
+        }
+        use std::sync::atomic::Ordering::SeqCst;
+        assert_eq!(idx.flusher.completed.load(SeqCst), 200);
     }
 }
