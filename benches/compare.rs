@@ -439,9 +439,15 @@ fn main() {
             .and_then(|v| v.parse().ok())
             .unwrap_or(if quick { 1 } else { 3 })
             .max(1);
+        // WHARF_BENCH_SYSTEMS=wharf,nginx (say) measures only those; nginx
+        // serves the blob file Wharf cached, so it needs wharf.
+        let systems = std::env::var("WHARF_BENCH_SYSTEMS")
+            .unwrap_or_else(|_| "wharf,distribution,nginx".into());
+        let wanted = |s: &str| systems.split(',').any(|w| w.trim() == s);
+        assert!(wanted("wharf") || !wanted("nginx"), "nginx needs wharf in WHARF_BENCH_SYSTEMS");
         let mut rows: Vec<(&'static str, Vec<Row>)> = Vec::new();
         let mut wharf_blob_file: Option<PathBuf> = None;
-        for which in ["wharf", "distribution"] {
+        for which in ["wharf", "distribution"].into_iter().filter(|w| wanted(w)) {
             let mut all = Vec::new();
             for run in 1..=runs {
                 eprintln!("measuring {which}, run {run} of {runs} ...");
@@ -456,9 +462,9 @@ fn main() {
             }
             rows.push((which, all));
         }
-        let blob = wharf_blob_file.expect("blob copied");
+        let blob = wharf_blob_file.unwrap_or_default();
         let mut all = Vec::new();
-        for run in 1..=runs {
+        for run in (1..=runs).filter(|_| wanted("nginx")) {
             eprintln!("measuring nginx, run {run} of {runs} ...");
             let n = start_nginx(&big_manifest, &big_digests[0], &blob);
             let mut nrow = Row::default();
@@ -470,8 +476,10 @@ fn main() {
             blob_cpu(&mut nrow, worker, &n.addr, &big_digests[0], &sizes).await;
             all.push(nrow);
         }
-        rows.push(("nginx", all));
-        let _ = std::fs::remove_file(&blob);
+        if wanted("nginx") {
+            rows.push(("nginx", all));
+            let _ = std::fs::remove_file(&blob);
+        }
 
         print_table(&rows, quick);
         let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-results.json");
