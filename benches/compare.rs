@@ -291,6 +291,8 @@ struct Row {
     idle_rss_mib: Option<f64>,
     cold_pull_s: Option<f64>,
     warm_pull_s: Option<f64>,
+    cold_pull_cpu_s: Option<f64>,
+    warm_pull_cpu_s: Option<f64>,
     cold_upstream_ratio: Option<f64>,
     concurrent_upstream_ratio: Option<f64>,
     manifest_rps: Option<f64>,
@@ -317,19 +319,23 @@ async fn bench_mirror(
     // Cold and warm pulls of the big image with skopeo.
     let tmp = tempfile::tempdir().unwrap();
     up.reset();
+    let cpu = cpu_seconds(pid);
     row.cold_pull_s = Some(skopeo_pull(
         &s.addr,
         "library/big:1",
         &tmp.path().join("cold"),
     ));
+    row.cold_pull_cpu_s = Some(cpu_seconds(pid) - cpu);
     // Config blobs are tiny; the ratio is about the layers.
     row.cold_upstream_ratio = Some(up.blob_bytes() as f64 / image_bytes);
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let cpu = cpu_seconds(pid);
     row.warm_pull_s = Some(skopeo_pull(
         &s.addr,
         "library/big:1",
         &tmp.path().join("warm"),
     ));
+    row.warm_pull_cpu_s = Some(cpu_seconds(pid) - cpu);
 
     // 16 clients at once on an uncached blob.
     up.reset();
@@ -559,7 +565,7 @@ fn print_table(rows: &[(&str, Vec<Row>)], quick: bool) {
     );
     println!("| metric | wharf | distribution | nginx | wharf/distribution | wharf/nginx | wharf spread | distribution spread |");
     println!("|---|---|---|---|---|---|---|---|");
-    let metrics: [(&str, Metric, usize); 12] = [
+    let metrics: [(&str, Metric, usize); 14] = [
         ("idle RSS (MiB)", |r| r.idle_rss_mib, 1),
         ("cold pull, big image (s)", |r| r.cold_pull_s, 2),
         ("warm pull, big image (s)", |r| r.warm_pull_s, 2),
@@ -568,6 +574,8 @@ fn print_table(rows: &[(&str, Vec<Row>)], quick: bool) {
             |r| r.cold_pull_s.zip(r.warm_pull_s).map(|(a, b)| a / b),
             2,
         ),
+        ("  server CPU s, cold pull", |r| r.cold_pull_cpu_s, 2),
+        ("  server CPU s, warm pull", |r| r.warm_pull_cpu_s, 2),
         (
             "cold pull: upstream bytes ÷ image bytes",
             |r| r.cold_upstream_ratio,

@@ -12,7 +12,6 @@ use crate::oci::Digest;
 use crate::store::cache::CacheTracker;
 use crate::store::{BlobStore, Index};
 use crate::upstream::{Upstream, UpstreamError};
-use bytes::Bytes;
 use futures_util::FutureExt;
 use http::Method;
 use http_body_util::BodyExt;
@@ -21,13 +20,10 @@ use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::sync::watch;
 
-/// Bytes written before readers are told about them, at the latest.
-const PUBLISH_EVERY: u64 = 1024 * 1024;
 /// Largest chunk a reader sends at once.
-const READ_CHUNK: usize = 256 * 1024;
+const READ_CHUNK: usize = crate::body::FILE_CHUNK;
 
 /// Why a fill failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -45,11 +41,14 @@ pub enum FillError {
 pub enum Progress {
     /// Waiting for the upstream's answer.
     Connecting,
-    /// `written` bytes of `total` are in the temp file at `path`.
+    /// `written` bytes of `total` are in the temp file at `path`;
+    /// `verified` once all of them are there and match the digest (the
+    /// file is then being made durable and moved into the store).
     Streaming {
         path: PathBuf,
         total: Option<u64>,
         written: u64,
+        verified: bool,
     },
     /// Verified and in the store.
     Done {
@@ -160,19 +159,20 @@ async fn run(
         path: path.clone(),
         total,
         written: 0,
+        verified: false,
     });
     let mut body = resp.into_body();
     let mut written: u64 = 0;
-    let mut unpublished: u64 = 0;
+    let mut published: u64 = 0;
     loop {
-        // Publish what is on disk whenever the upstream makes us wait.
+        // Publish everything whenever the upstream makes us wait.
         let frame = match body.frame().now_or_never() {
             Some(f) => f,
             None => {
-                if unpublished > 0 {
+                if published < written {
                     temp.flush().await.map_err(storage)?;
                     publish(tx, written);
-                    unpublished = 0;
+                    published = written;
                 }
                 tokio::time::timeout(src.idle_timeout, body.frame())
                     .await
@@ -190,19 +190,19 @@ async fn run(
         let Ok(data) = frame.into_data() else {
             continue;
         };
-        temp.write(&data).await.map_err(storage)?;
-        written += data.len() as u64;
-        unpublished += data.len() as u64;
+        let len = data.len() as u64;
+        temp.write(data).await.map_err(storage)?;
+        written += len;
         if total.is_some_and(|t| written > t) {
             return Err(UpstreamError::Unavailable(
                 "upstream sent more than its Content-Length".into(),
             )
             .into());
         }
-        if unpublished >= PUBLISH_EVERY {
-            temp.flush().await.map_err(storage)?;
-            publish(tx, written);
-            unpublished = 0;
+        // Batches land in the file as they are written (about every MiB).
+        if temp.on_disk() > published {
+            published = temp.on_disk();
+            publish(tx, published);
         }
     }
     if total.is_some_and(|t| t != written) {
@@ -212,15 +212,23 @@ async fn run(
         ))
         .into());
     }
-    temp.flush().await.map_err(storage)?;
-    publish(tx, written);
-    match temp.commit(&src.blobs, Some(digest)).await {
-        Ok(_) => {}
-        Err(e) if e.code() == crate::error::ErrorCode::DigestInvalid => {
-            return Err(FillError::Corrupt(digest.clone()))
-        }
-        Err(e) => return Err(storage(e)),
+    let got = temp.finish().await.map_err(storage)?;
+    if got != *digest {
+        return Err(FillError::Corrupt(digest.clone()));
     }
+    // Verified: readers may finish now, while the file is made durable.
+    tx.send_modify(|p| {
+        if let Progress::Streaming {
+            written: w,
+            verified,
+            ..
+        } = p
+        {
+            *w = written;
+            *verified = true;
+        }
+    });
+    temp.install(&src.blobs, digest).await.map_err(storage)?;
     let known = src
         .index
         .mirror_blob(src.upstream.name(), digest)
@@ -271,7 +279,7 @@ pub fn reader(
     struct State {
         rx: watch::Receiver<Progress>,
         final_path: PathBuf,
-        file: Option<tokio::fs::File>,
+        file: Option<Arc<std::fs::File>>,
         pos: u64,
         end: Option<u64>,
         finished: bool,
@@ -292,9 +300,14 @@ pub fn reader(
             let progress = s.rx.borrow_and_update().clone();
             let (available, complete) = match progress {
                 Progress::Connecting => (0, false),
-                Progress::Streaming { path, written, .. } => {
+                Progress::Streaming {
+                    path,
+                    written,
+                    verified,
+                    ..
+                } => {
                     if s.file.is_none() {
-                        match open_at(&path, s.pos).await {
+                        match open_at(&path).await {
                             Ok(f) => s.file = Some(f),
                             // Renamed into the store meanwhile: Done is next.
                             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -304,11 +317,15 @@ pub fn reader(
                             }
                         }
                     }
-                    (if s.file.is_some() { written } else { 0 }, false)
+                    if s.file.is_some() {
+                        (written, verified)
+                    } else {
+                        (0, false)
+                    }
                 }
                 Progress::Done { total } => {
                     if s.file.is_none() {
-                        match open_at(&s.final_path, s.pos).await {
+                        match open_at(&s.final_path).await {
                             Ok(f) => s.file = Some(f),
                             Err(e) => {
                                 s.finished = true;
@@ -333,17 +350,11 @@ pub fn reader(
             };
             if s.pos < limit {
                 let want = (limit - s.pos).min(READ_CHUNK as u64) as usize;
-                let mut buf = vec![0u8; want];
-                let file = s.file.as_mut()?;
-                match file.read(&mut buf).await {
-                    Ok(0) => {
-                        s.finished = true;
-                        return Some((Err(io::Error::other("cache file ended early")), s));
-                    }
-                    Ok(n) => {
-                        buf.truncate(n);
-                        s.pos += n as u64;
-                        return Some((Ok(Bytes::from(buf)), s));
+                let file = s.file.as_ref()?;
+                match crate::body::read_chunk(file, s.pos, want).await {
+                    Ok(chunk) => {
+                        s.pos += chunk.len() as u64;
+                        return Some((Ok(chunk), s));
                     }
                     Err(e) => {
                         s.finished = true;
@@ -368,10 +379,7 @@ pub fn reader(
     http_body_util::StreamBody::new(frames).boxed_unsync()
 }
 
-async fn open_at(path: &std::path::Path, pos: u64) -> io::Result<tokio::fs::File> {
-    let mut f = tokio::fs::File::open(path).await?;
-    if pos > 0 {
-        f.seek(io::SeekFrom::Start(pos)).await?;
-    }
-    Ok(f)
+async fn open_at(path: &std::path::Path) -> io::Result<Arc<std::fs::File>> {
+    let f = tokio::fs::File::open(path).await?;
+    Ok(Arc::new(f.into_std().await))
 }

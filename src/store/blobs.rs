@@ -18,7 +18,6 @@ use http_body::Body as HttpBody;
 use http_body_util::BodyExt;
 use std::io;
 use std::path::{Path, PathBuf};
-use tokio::io::AsyncWriteExt;
 
 /// The blob file tree under one data directory.
 #[derive(Clone)]
@@ -162,18 +161,23 @@ impl BlobStore {
             .join(uuid::Uuid::new_v4().simple().to_string());
         let file = tokio::fs::File::create(&path)
             .await
-            .map_err(|e| Error::storage("creating a temp blob", e))?;
+            .map_err(|e| Error::storage("creating a temp blob", e))?
+            .into_std()
+            .await;
         Ok(TempBlob {
             path: Some(path),
-            file,
-            hasher: Hasher::new(algorithm),
+            writer: Some((file, Hasher::new(algorithm))),
+            in_flight: None,
+            pending: Vec::new(),
+            pending_len: 0,
+            on_disk: 0,
         })
     }
 
     /// Stores a small, already verified byte string (a manifest) under `d`.
     pub async fn put_bytes(&self, d: &Digest, bytes: &[u8]) -> Result<()> {
         let mut t = self.temp(d.algorithm()).await?;
-        t.write(bytes).await?;
+        t.write(Bytes::copy_from_slice(bytes)).await?;
         t.commit(self, Some(d)).await.map(|_| ())
     }
 
@@ -234,11 +238,30 @@ pub(crate) fn walk_blobs(root: &Path) -> std::io::Result<Vec<(Digest, u64, u64)>
     Ok(out)
 }
 
+/// Bytes a temp blob collects before one write (and hash) on the
+/// blocking pool: one thread hand-off per batch, not per network frame.
+const WRITE_BATCH: usize = 1 << 20;
+
+/// A write of one batch running on the blocking pool: gives back the file
+/// and hasher, and how many bytes it added.
+type BatchWrite = tokio::task::JoinHandle<io::Result<(std::fs::File, Hasher, u64)>>;
+
 /// A blob being written: hashed as it goes, deleted on drop unless committed.
+///
+/// Writes are double-buffered: while one batch is written and hashed on
+/// the blocking pool, the next one collects, so receiving, writing and
+/// hashing overlap. At most two batches are in memory.
 pub struct TempBlob {
     path: Option<PathBuf>,
-    file: tokio::fs::File,
-    hasher: Hasher,
+    /// The file and the hash of everything written to it; away while a
+    /// batch is in flight, gone after a failed write.
+    writer: Option<(std::fs::File, Hasher)>,
+    in_flight: Option<BatchWrite>,
+    /// Bytes not handed to a write yet.
+    pending: Vec<Bytes>,
+    pending_len: usize,
+    /// Bytes in the file (readable by others).
+    on_disk: u64,
 }
 
 impl TempBlob {
@@ -247,21 +270,65 @@ impl TempBlob {
         self.path.as_deref()
     }
 
+    /// How many bytes are in the file so far (others can read them).
+    pub fn on_disk(&self) -> u64 {
+        self.on_disk
+    }
+
+    /// Waits for the batch in flight, if any.
+    async fn settle(&mut self) -> Result<()> {
+        if let Some(task) = self.in_flight.take() {
+            let (file, hasher, n) = task
+                .await
+                .map_err(|e| Error::storage("joining a temp blob write", e))?
+                .map_err(|e| Error::storage("writing a temp blob", e))?;
+            self.writer = Some((file, hasher));
+            self.on_disk += n;
+        }
+        Ok(())
+    }
+
+    /// Starts writing the pending bytes; call only when settled.
+    fn start_batch(&mut self) -> Result<()> {
+        let (mut file, mut hasher) = self.writer.take().ok_or_else(|| {
+            Error::storage(
+                "writing a temp blob",
+                io::Error::other("an earlier write failed"),
+            )
+        })?;
+        let batch = std::mem::take(&mut self.pending);
+        let n = std::mem::take(&mut self.pending_len) as u64;
+        self.in_flight = Some(tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            for b in &batch {
+                file.write_all(b)?;
+                hasher.update(b);
+            }
+            Ok((file, hasher, n))
+        }));
+        Ok(())
+    }
+
     /// Hands everything written so far to the OS, so another reader of
     /// the file sees it.
     pub async fn flush(&mut self) -> Result<()> {
-        self.file
-            .flush()
-            .await
-            .map_err(|e| Error::storage("flushing a temp blob", e))
+        self.settle().await?;
+        if !self.pending.is_empty() {
+            self.start_batch()?;
+            self.settle().await?;
+        }
+        Ok(())
     }
 
-    pub async fn write(&mut self, bytes: &[u8]) -> Result<()> {
-        self.file
-            .write_all(bytes)
-            .await
-            .map_err(|e| Error::storage("writing a temp blob", e))?;
-        self.hasher.update(bytes);
+    /// Appends `bytes`; they reach the file by the next [`flush`](Self::flush)
+    /// at the latest.
+    pub async fn write(&mut self, bytes: Bytes) -> Result<()> {
+        self.pending_len += bytes.len();
+        self.pending.push(bytes);
+        if self.pending_len >= WRITE_BATCH {
+            self.settle().await?;
+            self.start_batch()?;
+        }
         Ok(())
     }
 
@@ -275,21 +342,30 @@ impl TempBlob {
         while let Some(frame) = body.frame().await {
             let frame = frame.map_err(|e| Error::ClientBody(e.into()))?;
             if let Ok(data) = frame.into_data() {
-                self.write(&data).await?;
+                self.write(data).await?;
             }
         }
         Ok(())
     }
 
+    /// Writes what is pending and returns the digest of everything
+    /// written. The file is not durable yet: [`install`](Self::install)
+    /// makes it so.
+    pub async fn finish(&mut self) -> Result<Digest> {
+        self.flush().await?;
+        let (_, hasher) = self.writer.take().ok_or_else(|| {
+            Error::storage(
+                "finishing a temp blob",
+                io::Error::other("already finished"),
+            )
+        })?;
+        Ok(hasher.finish())
+    }
+
     /// Checks the digest, then fsyncs and renames the file into place.
     /// Returns the digest of what was written.
     pub async fn commit(mut self, store: &BlobStore, expected: Option<&Digest>) -> Result<Digest> {
-        self.file
-            .flush()
-            .await
-            .map_err(|e| Error::storage("flushing a temp blob", e))?;
-        let hasher = std::mem::replace(&mut self.hasher, Hasher::new(Algorithm::Sha256));
-        let got = hasher.finish();
+        let got = self.finish().await?;
         if let Some(want) = expected {
             if *want != got {
                 return Err(Error::oci(
@@ -298,17 +374,24 @@ impl TempBlob {
                 ));
             }
         }
+        self.install(store, &got).await?;
+        Ok(got)
+    }
+
+    /// Fsyncs and renames a [`finish`](Self::finish)ed file into place as
+    /// blob `d`; the caller has checked that the digest is `d`.
+    pub async fn install(mut self, store: &BlobStore, d: &Digest) -> Result<()> {
         let Some(path) = self.path.take() else {
             return Err(Error::storage(
                 "committing",
                 io::Error::other("temp blob already taken"),
             ));
         };
-        if let Err(e) = store.install(path.clone(), &got).await {
+        if let Err(e) = store.install(path.clone(), d).await {
             let _ = std::fs::remove_file(&path);
             return Err(e);
         }
-        Ok(got)
+        Ok(())
     }
 }
 
@@ -372,7 +455,8 @@ mod tests {
         let want = Digest::of(Algorithm::Sha256, b"hello");
 
         let mut t = store.temp(Algorithm::Sha256).await.unwrap();
-        t.write(b"hellx").await.unwrap();
+        t.write(Bytes::from_static(b"hel")).await.unwrap();
+        t.write(Bytes::from_static(b"lx")).await.unwrap();
         let err = t.commit(&store, Some(&want)).await.unwrap_err();
         assert_eq!(err.code(), ErrorCode::DigestInvalid);
         assert_eq!(store.size(&want).await.unwrap(), None);
@@ -389,6 +473,32 @@ mod tests {
                 .unwrap(),
             want
         );
+    }
+
+    #[tokio::test]
+    async fn batched_writes_keep_order_and_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index")).unwrap();
+        let store = BlobStore::open(dir.path(), index).unwrap();
+        let data: Vec<u8> = (0..(WRITE_BATCH * 3 + 12345))
+            .map(|i| (i * 31 % 253) as u8)
+            .collect();
+        let want = Digest::of(Algorithm::Sha256, &data);
+        let mut t = store.temp(Algorithm::Sha256).await.unwrap();
+        let mut sent = 0;
+        for (i, piece) in data.chunks(70_001).enumerate() {
+            t.write(Bytes::copy_from_slice(piece)).await.unwrap();
+            sent += piece.len() as u64;
+            assert!(t.on_disk() <= sent);
+            if i == 20 {
+                t.flush().await.unwrap();
+                assert_eq!(t.on_disk(), sent);
+                let path = t.path().unwrap().to_path_buf();
+                assert_eq!(std::fs::read(path).unwrap(), &data[..sent as usize]);
+            }
+        }
+        assert_eq!(t.commit(&store, Some(&want)).await.unwrap(), want);
+        assert_eq!(std::fs::read(store.path(&want)).unwrap(), data);
     }
 
     #[tokio::test]
