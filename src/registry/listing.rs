@@ -119,10 +119,17 @@ async fn fallback_tag_referrers(
     if meta.media_type != OCI_INDEX || meta.size > super::manifests::MAX_MANIFEST_BYTES as u64 {
         return Ok(Vec::new());
     }
-    let bytes = match tokio::fs::read(store.blobs.path(&d)).await {
-        Ok(b) => b,
-        Err(e) => return Err(Error::storage("reading a fallback referrers index", e)),
+    // Through the seal check like every served read: a file changed
+    // behind Wharf's back is re-hashed, and a corrupt one lists nothing.
+    let Some((file, len)) = store.blobs.open_verified(&d).await? else {
+        return Ok(Vec::new());
     };
+    let mut bytes = Vec::with_capacity(len.min(meta.size) as usize);
+    use tokio::io::AsyncReadExt;
+    file.take(meta.size)
+        .read_to_end(&mut bytes)
+        .await
+        .map_err(|e| Error::storage("reading a fallback referrers index", e))?;
     #[derive(serde::Deserialize)]
     struct Idx {
         #[serde(default)]
