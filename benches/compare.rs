@@ -292,6 +292,7 @@ struct Row {
     cold_pull_s: Option<f64>,
     warm_pull_s: Option<f64>,
     cold_pull_cpu_s: Option<f64>,
+    cold_pull_upstream_cpu_s: Option<f64>,
     warm_pull_cpu_s: Option<f64>,
     cold_upstream_ratio: Option<f64>,
     concurrent_upstream_ratio: Option<f64>,
@@ -320,12 +321,18 @@ async fn bench_mirror(
     let tmp = tempfile::tempdir().unwrap();
     up.reset();
     let cpu = cpu_seconds(pid);
+    // The upstream side: the registry and the counting proxy (which runs
+    // in this process, otherwise idle while skopeo pulls).
+    let upstream_cpu =
+        || up.registry_pid().map_or(0.0, cpu_seconds) + cpu_seconds(std::process::id());
+    let up_cpu = upstream_cpu();
     row.cold_pull_s = Some(skopeo_pull(
         &s.addr,
         "library/big:1",
         &tmp.path().join("cold"),
     ));
     row.cold_pull_cpu_s = Some(cpu_seconds(pid) - cpu);
+    row.cold_pull_upstream_cpu_s = Some(upstream_cpu() - up_cpu);
     // Config blobs are tiny; the ratio is about the layers.
     row.cold_upstream_ratio = Some(up.blob_bytes() as f64 / image_bytes);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -565,7 +572,7 @@ fn print_table(rows: &[(&str, Vec<Row>)], quick: bool) {
     );
     println!("| metric | wharf | distribution | nginx | wharf/distribution | wharf/nginx | wharf spread | distribution spread |");
     println!("|---|---|---|---|---|---|---|---|");
-    let metrics: [(&str, Metric, usize); 14] = [
+    let metrics: [(&str, Metric, usize); 15] = [
         ("idle RSS (MiB)", |r| r.idle_rss_mib, 1),
         ("cold pull, big image (s)", |r| r.cold_pull_s, 2),
         ("warm pull, big image (s)", |r| r.warm_pull_s, 2),
@@ -576,6 +583,11 @@ fn print_table(rows: &[(&str, Vec<Row>)], quick: bool) {
         ),
         ("  server CPU s, cold pull", |r| r.cold_pull_cpu_s, 2),
         ("  server CPU s, warm pull", |r| r.warm_pull_cpu_s, 2),
+        (
+            "  upstream CPU s (registry + proxy), cold pull",
+            |r| r.cold_pull_upstream_cpu_s,
+            2,
+        ),
         (
             "cold pull: upstream bytes ÷ image bytes",
             |r| r.cold_upstream_ratio,

@@ -183,6 +183,11 @@ impl Upstream {
         }
     }
 
+    /// The reference registry's process id (the benchmark reads its CPU).
+    pub fn registry_pid(&self) -> Option<u32> {
+        self.registry.as_ref().map(|c| c.id())
+    }
+
     pub fn url(&self) -> String {
         format!("http://{}", self.addr)
     }
