@@ -105,11 +105,14 @@ mod nowait {
         match preadv2(file, &mut bufs, pos, ReadWriteFlags::NOWAIT) {
             Ok(n) => Some(Ok(n)),
             Err(Errno::AGAIN) | Err(Errno::INTR) => None,
-            Err(Errno::OPNOTSUPP) | Err(Errno::NOSYS) | Err(Errno::INVAL) => {
+            // Not supported here (old kernel, filesystem, or a seccomp
+            // filter): use plain reads from now on.
+            Err(Errno::OPNOTSUPP) | Err(Errno::NOSYS) | Err(Errno::INVAL) | Err(Errno::PERM) => {
                 SUPPORTED.store(false, Ordering::Relaxed);
                 None
             }
-            Err(e) => Some(Err(e.into())),
+            // Anything else: the plain read reports the real error, if any.
+            Err(_) => None,
         }
     }
 }

@@ -82,6 +82,14 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
     {
         tracing::warn!("some connections were still open after {DRAIN_TIMEOUT:?}");
     }
+    // A client can have its whole (verified) blob before the fill has
+    // stored it: let running fills finish.
+    if tokio::time::timeout(DRAIN_TIMEOUT, app.mirror.settled())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some cache fills were still running after {DRAIN_TIMEOUT:?}");
+    }
     if let Err(e) = app.store.index.flush().await {
         tracing::error!(error = %e, "final index flush failed");
     }

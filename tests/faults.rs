@@ -421,3 +421,48 @@ fn fs4_free(p: &std::path::Path) -> u64 {
         .arg(p));
     out.lines().nth(1).unwrap().trim().parse().unwrap()
 }
+
+/// The digest checks out but storing the blob fails (its shard directory
+/// cannot be made): clients streaming it still get every verified byte,
+/// a slow one included, nothing is cached or left behind, and once storage
+/// works again the next request fills and caches it.
+#[tokio::test]
+async fn storing_fails_after_the_digest_is_verified() {
+    let up = Upstream::start(false);
+    let layer = pattern(32 << 20, 33);
+    let d = Api::at(&up.registry_addr)
+        .push_blob("library/unstorable", &layer)
+        .await;
+    let w = up.mirror(&[]);
+    let api = Api::new(&w);
+    let shard = blob_file(&w.data, &d).parent().unwrap().to_path_buf();
+    std::fs::create_dir_all(shard.parent().unwrap()).unwrap();
+    std::fs::write(&shard, b"in the way").unwrap();
+
+    let path = format!("/v2/library/unstorable/blobs/{d}");
+    let slow = async {
+        let r = api.get(&path).await;
+        // More than the socket buffers hold is still unsent when the fill
+        // verifies the digest and fails to store the blob.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        read_all(r).await
+    };
+    let fast = async { read_all(api.get(&path).await).await };
+    let (slow, fast) = tokio::join!(slow, fast);
+    assert!(fast.unwrap() == layer, "the fast client got the blob");
+    assert!(slow.unwrap() == layer, "the slow client got the blob");
+    assert!(w.log().contains("verified but not stored"), "{}", w.log());
+    assert!(!blob_file(&w.data, &d).exists());
+    assert_eq!(tmp_files(&w), 0, "nothing half-written is left");
+
+    std::fs::remove_file(&shard).unwrap();
+    up.reset();
+    assert!(read_all(api.get(&path).await).await.unwrap() == layer);
+    assert_eq!(up.count("GET", "/blobs/"), 1, "filled again");
+    // The response may end before the file is fsynced and renamed.
+    let started = Instant::now();
+    while !blob_file(&w.data, &d).exists() && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(blob_file(&w.data, &d).exists(), "and cached this time");
+}

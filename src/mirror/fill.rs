@@ -34,6 +34,10 @@ pub enum FillError {
     Corrupt(Digest),
     #[error("cache storage failed: {0}")]
     Storage(String),
+    /// The bytes were verified but could not be stored. Readers with the
+    /// file open still finish; the state stays "verified", not failed.
+    #[error("verified but not stored: {0}")]
+    Unstored(String),
 }
 
 /// What a fill has done so far.
@@ -63,9 +67,29 @@ pub enum Progress {
 type FillKey = (String, String, Digest);
 
 /// The fills in flight.
-#[derive(Default)]
 pub struct Fills {
     inflight: Mutex<HashMap<FillKey, watch::Receiver<Progress>>>,
+    /// How many fill tasks are running (shutdown waits for them: a client
+    /// may have its whole, verified blob before the fill has stored it).
+    running: watch::Sender<usize>,
+}
+
+impl Default for Fills {
+    fn default() -> Fills {
+        Fills {
+            inflight: Mutex::default(),
+            running: watch::Sender::new(0),
+        }
+    }
+}
+
+/// Counts a fill task as running until dropped (also when it is aborted).
+struct Running(watch::Sender<usize>);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 /// What a fill needs to run.
@@ -109,7 +133,10 @@ impl Fills {
         inflight.insert(key.clone(), rx.clone());
         let fills = self.clone();
         let digest = digest.clone();
+        self.running.send_modify(|n| *n += 1);
+        let running = Running(self.running.clone());
         tokio::spawn(async move {
+            let _running = running;
             let outcome = run(&digest, &source, &tx).await;
             match &outcome {
                 Ok(total) => {
@@ -126,12 +153,27 @@ impl Fills {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&key);
-            let _ = tx.send(match outcome {
-                Ok(total) => Progress::Done { total },
-                Err(e) => Progress::Failed(e),
-            });
+            match outcome {
+                Ok(total) => {
+                    let _ = tx.send(Progress::Done { total });
+                }
+                // Readers already holding the (verified) file finish from
+                // it; anyone else finds it gone and errors.
+                Err(FillError::Unstored(_)) => {}
+                Err(e) => {
+                    let _ = tx.send(Progress::Failed(e));
+                }
+            }
         });
         Some(rx)
+    }
+}
+
+impl Fills {
+    /// Waits until no fill is running.
+    pub async fn settled(&self) {
+        let mut rx = self.running.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
     }
 }
 
@@ -228,14 +270,15 @@ async fn run(
             *verified = true;
         }
     });
-    temp.install(&src.blobs, digest).await.map_err(storage)?;
+    let unstored = |e: crate::error::Error| FillError::Unstored(e.to_string());
+    temp.install(&src.blobs, digest).await.map_err(unstored)?;
     let known = src
         .index
         .mirror_blob(src.upstream.name(), digest)
-        .map_err(storage)?;
+        .map_err(unstored)?;
     src.index
         .put_mirror_blob(src.upstream.name(), digest, written)
-        .map_err(storage)?;
+        .map_err(unstored)?;
     src.cache.touch(digest);
     if !known {
         src.cache.added(written);

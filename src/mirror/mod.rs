@@ -110,6 +110,12 @@ fn offline_error(what: &str) -> Error {
 }
 
 impl Mirror {
+    /// Waits until every running cache fill has finished (stored or
+    /// failed); shutdown calls this after the last request is done.
+    pub async fn settled(&self) {
+        self.fills.settled().await;
+    }
+
     pub fn new(config: &Config) -> std::result::Result<Mirror, String> {
         let mut upstreams = HashMap::new();
         for u in &config.upstreams {

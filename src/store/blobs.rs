@@ -171,6 +171,7 @@ impl BlobStore {
             pending: Vec::new(),
             pending_len: 0,
             on_disk: 0,
+            finished: None,
         })
     }
 
@@ -262,6 +263,9 @@ pub struct TempBlob {
     pending_len: usize,
     /// Bytes in the file (readable by others).
     on_disk: u64,
+    /// The digest [`finish`](Self::finish) computed: the only one the
+    /// file can be installed under.
+    finished: Option<Digest>,
 }
 
 impl TempBlob {
@@ -359,7 +363,9 @@ impl TempBlob {
                 io::Error::other("already finished"),
             )
         })?;
-        Ok(hasher.finish())
+        let d = hasher.finish();
+        self.finished = Some(d.clone());
+        Ok(d)
     }
 
     /// Checks the digest, then fsyncs and renames the file into place.
@@ -381,6 +387,12 @@ impl TempBlob {
     /// Fsyncs and renames a [`finish`](Self::finish)ed file into place as
     /// blob `d`; the caller has checked that the digest is `d`.
     pub async fn install(mut self, store: &BlobStore, d: &Digest) -> Result<()> {
+        if self.finished.as_ref() != Some(d) {
+            return Err(Error::storage(
+                "committing",
+                io::Error::other(format!("temp blob was not finished as {d}")),
+            ));
+        }
         let Some(path) = self.path.take() else {
             return Err(Error::storage(
                 "committing",
