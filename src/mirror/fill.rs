@@ -213,7 +213,7 @@ async fn run(
             None => {
                 if published < written {
                     temp.flush().await.map_err(storage)?;
-                    publish(tx, written);
+                    publish(tx, written, false);
                     published = written;
                 }
                 tokio::time::timeout(src.idle_timeout, body.frame())
@@ -244,7 +244,7 @@ async fn run(
         // Batches land in the file as they are written (about every MiB).
         if temp.on_disk() > published {
             published = temp.on_disk();
-            publish(tx, published);
+            publish(tx, published, false);
         }
     }
     if total.is_some_and(|t| t != written) {
@@ -259,17 +259,7 @@ async fn run(
         return Err(FillError::Corrupt(digest.clone()));
     }
     // Verified: readers may finish now, while the file is made durable.
-    tx.send_modify(|p| {
-        if let Progress::Streaming {
-            written: w,
-            verified,
-            ..
-        } = p
-        {
-            *w = written;
-            *verified = true;
-        }
-    });
+    publish(tx, written, true);
     let unstored = |e: crate::error::Error| FillError::Unstored(e.to_string());
     temp.install(&src.blobs, digest).await.map_err(unstored)?;
     let known = src
@@ -286,10 +276,18 @@ async fn run(
     Ok(written)
 }
 
-fn publish(tx: &watch::Sender<Progress>, written: u64) {
+/// Tells readers that `written` bytes are in the temp file, and whether
+/// they are all there and verified.
+fn publish(tx: &watch::Sender<Progress>, written: u64, verified: bool) {
     tx.send_modify(|p| {
-        if let Progress::Streaming { written: w, .. } = p {
+        if let Progress::Streaming {
+            written: w,
+            verified: v,
+            ..
+        } = p
+        {
             *w = written;
+            *v = verified;
         }
     });
 }
