@@ -111,19 +111,18 @@ async fn vanishing_clients_leak_no_files_or_handles() {
         let _ = tokio::time::timeout(Duration::from_millis(200), post).await;
     }
     // A stalled client is cut loose; the server's handles and temp files go.
-    let start = Instant::now();
-    loop {
-        let fds = open_fds(w.pid());
-        if fds <= fds_before + 2 && tmp_files(&w) == 0 {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "fds {fds_before} -> {fds}, temp files {}",
-            tmp_files(&w)
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let released = || open_fds(w.pid()) <= fds_before + 2 && tmp_files(&w) == 0;
+    assert!(
+        wait_until(
+            Duration::from_secs(10),
+            Duration::from_millis(100),
+            released
+        )
+        .await,
+        "fds {fds_before} -> {}, temp files {}",
+        open_fds(w.pid()),
+        tmp_files(&w)
+    );
     // And the server still works.
     assert_eq!(
         read_all(api.get(&format!("/v2/golden/big/blobs/{d}")).await)
@@ -275,10 +274,8 @@ async fn sigkill_during_50_concurrent_pushes_and_pulls() {
     }
     // Kill once enough pushes are acknowledged (with the others mid-flight);
     // how long that takes depends on the machine's load and fsync speed.
-    let started = std::time::Instant::now();
-    while acked.lock().unwrap().len() < 10 && started.elapsed() < Duration::from_secs(60) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let enough = || acked.lock().unwrap().len() >= 10;
+    wait_until(Duration::from_secs(60), Duration::from_millis(50), enough).await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let (data, tmp) = w.kill();
     let _tmp = tmp;
@@ -460,9 +457,9 @@ async fn storing_fails_after_the_digest_is_verified() {
     assert!(read_all(api.get(&path).await).await.unwrap() == layer);
     assert_eq!(up.count("GET", "/blobs/"), 1, "filled again");
     // The response may end before the file is fsynced and renamed.
-    let started = Instant::now();
-    while !blob_file(&w.data, &d).exists() && started.elapsed() < Duration::from_secs(10) {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(blob_file(&w.data, &d).exists(), "and cached this time");
+    let cached = || blob_file(&w.data, &d).exists();
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(50), cached).await,
+        "and cached this time"
+    );
 }

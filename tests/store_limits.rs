@@ -6,7 +6,7 @@
 mod common;
 use common::upstream::Upstream;
 use common::*;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[tokio::test]
 async fn eviction_keeps_the_cache_under_its_limit_and_spares_local_content() {
@@ -40,32 +40,32 @@ async fn eviction_keeps_the_cache_under_its_limit_and_spares_local_content() {
         pull(i).await;
     }
     let on_disk = |i: usize| blob_file(&w.data, &digests[i]).exists();
-    let start = Instant::now();
-    while on_disk(2) {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "nothing was evicted: {}",
-            w.log()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(
+        wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
+            !on_disk(2)
+        })
+        .await,
+        "nothing was evicted: {}",
+        w.log()
+    );
     pull(5).await;
     // Eviction runs in the background once the limit is passed.
-    let start = Instant::now();
-    loop {
+    let under_limit = || {
         let mirrored: u64 = (0..6)
             .filter(|i| on_disk(*i))
             .map(|i| layers[i].len() as u64)
             .sum();
-        if mirrored <= 5 << 20 {
-            break;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "cache stayed above its limit"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        mirrored <= 5 << 20
+    };
+    assert!(
+        wait_until(
+            Duration::from_secs(15),
+            Duration::from_millis(100),
+            under_limit
+        )
+        .await,
+        "cache stayed above its limit"
+    );
     assert!(on_disk(0), "locally referenced content is never evicted");
     assert!(
         on_disk(1) && on_disk(4) && on_disk(5),
@@ -176,14 +176,16 @@ async fn scheduled_gc_runs_beside_pushes_without_breaking_them() {
     let api = Api::new(&w);
     let orphan = api.push_blob("golden/gc", b"abandoned upload").await;
     let cfg = api.push_blob("golden/gc", b"{}").await;
-    let start = Instant::now();
-    while blob_file(&w.data, &orphan).exists() {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "scheduled GC did not run"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let collected = || !blob_file(&w.data, &orphan).exists();
+    assert!(
+        wait_until(
+            Duration::from_secs(10),
+            Duration::from_millis(200),
+            collected
+        )
+        .await,
+        "scheduled GC did not run"
+    );
     // A slow push: its blobs are older than the grace period by the time
     // the manifest comes, but the HEAD a client sends before referencing
     // a blob counts as a use, and GC (running every 250 ms) leaves it alone.

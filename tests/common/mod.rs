@@ -356,6 +356,21 @@ pub async fn push_image(api: &Api, repo: &str, tag: &str, seed: &str) -> String 
     sha256(&m)
 }
 
+/// Polls `done` every `every` until it holds or `limit` has passed, and
+/// says whether it held; callers assert on that with their own message.
+pub async fn wait_until(limit: Duration, every: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    loop {
+        if done() {
+            return true;
+        }
+        if start.elapsed() >= limit {
+            return false;
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
 /// Requires a command-line client; real-client tests never skip silently.
 pub fn require(tool: &str) -> PathBuf {
     let out = Command::new("sh")
