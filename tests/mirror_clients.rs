@@ -232,15 +232,15 @@ async fn containerd_pulls_from_two_upstreams_with_ns() {
         "docker.io/library/app:1.0",
         "ghcr.io/org/tool:2.0",
     ]);
-    let mut left = ctr(&["content", "ls", "-q"]);
-    for _ in 0..50 {
-        if left.trim().is_empty() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-        left = ctr(&["content", "ls", "-q"]);
-    }
-    assert!(left.trim().is_empty(), "content left after rm: {left}");
+    let content = || ctr(&["content", "ls", "-q"]);
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(100), || {
+            content().trim().is_empty()
+        })
+        .await,
+        "content left after rm: {}",
+        content()
+    );
     for image in ["docker.io/library/app:1.0", "ghcr.io/org/tool:2.0"] {
         ctr(&[
             "images",
