@@ -167,9 +167,7 @@ impl Fills {
         });
         Some(rx)
     }
-}
 
-impl Fills {
     /// Waits until no fill is running.
     pub async fn settled(&self) {
         let mut rx = self.running.subscribe();
