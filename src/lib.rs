@@ -22,9 +22,11 @@
 //!
 //! ## Module map
 //! Dependencies point one way: `oci` (pure parsing) ← `store` / `upstream`
-//! ← `registry` / `mirror` ← `app` ← `server` ← `main`.
+//! / `reply` ← `registry` / `mirror` ← `app` ← `server` ← `main`.
 //! - [`oci`]: names, tags, digests, routes, manifest parsing; no I/O.
 //! - [`store`]: blob files, the sled index, upload sessions, start-up recovery.
+//! - [`reply`]: response helpers and ranged serving of stored content,
+//!   shared by the registry and the mirror.
 //! - [`registry`]: the distribution-spec endpoints for local repositories.
 //! - [`upstream`]: pooled clients for upstream registries, token auth.
 //! - [`mirror`]: routing, tag cache, fills, stale-if-error, negative cache.
@@ -42,6 +44,7 @@ pub mod error;
 pub mod mirror;
 pub mod oci;
 pub mod registry;
+pub mod reply;
 pub mod server;
 pub mod store;
 pub mod upstream;

@@ -14,8 +14,8 @@ use crate::config::Config;
 use crate::error::{Error, ErrorCode, Result};
 use crate::oci::manifest::{self, MANIFEST_TYPES};
 use crate::oci::{Digest, Reference};
-use crate::registry::blobs::{parse_range, range_invalid, serve_bytes, serve_file, Range};
-use crate::registry::reply;
+use crate::reply;
+use crate::reply::content::{parse_range, range_invalid, serve_bytes, serve_file, Range};
 use crate::store::index::ManifestMeta;
 use crate::store::Store;
 use crate::upstream::{Upstream, UpstreamError};
@@ -864,7 +864,7 @@ fn tags_suffix(n: Option<usize>, last: Option<&str>) -> String {
 }
 
 fn manifest_limit() -> usize {
-    crate::registry::manifests::MAX_MANIFEST_BYTES
+    crate::oci::manifest::MAX_MANIFEST_BYTES
 }
 
 /// Reads a manifest answer (bounded), with its bare media type.

@@ -7,6 +7,9 @@ use super::digest::Digest;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
+/// Largest manifest accepted or mirrored (the spec asks for at least 4 MB).
+pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
+
 pub const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 pub const DOCKER_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 pub const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";

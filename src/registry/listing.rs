@@ -2,11 +2,11 @@
 //! referrers of a manifest. Tags and repositories page with `n` and an
 //! exclusive `last`, and a `Link` header while more remain.
 
-use super::reply;
 use crate::body::Body;
 use crate::error::{Error, ErrorCode, Result};
 use crate::oci::manifest::{Descriptor, OCI_INDEX};
 use crate::oci::{Digest, RepoName, Tag};
+use crate::reply;
 use crate::store::Store;
 use http::{header, request::Parts, Response};
 use serde_json::json;
@@ -116,7 +116,7 @@ async fn fallback_tag_referrers(
     let Some(meta) = store.index.manifest(name, &d)? else {
         return Ok(Vec::new());
     };
-    if meta.media_type != OCI_INDEX || meta.size > super::manifests::MAX_MANIFEST_BYTES as u64 {
+    if meta.media_type != OCI_INDEX || meta.size > crate::oci::manifest::MAX_MANIFEST_BYTES as u64 {
         return Ok(Vec::new());
     }
     // Through the seal check like every served read: a file changed

@@ -2,20 +2,17 @@
 //! with the media type it was pushed with, tags and referrers recorded in
 //! one index batch), GET/HEAD by tag or digest, and DELETE.
 
-use super::{blobs, reply};
 use crate::body::Body;
 use crate::error::{BoxError, Error, ErrorCode, OciError, Result};
-use crate::oci::manifest::{self, Descriptor, ManifestError};
+use crate::oci::manifest::{self, Descriptor, ManifestError, MAX_MANIFEST_BYTES};
 use crate::oci::{Digest, Reference, RepoName, Tag};
+use crate::reply::{self, content::serve_file};
 use crate::store::index::{ManifestMeta, ManifestPut};
 use crate::store::Store;
 use bytes::Bytes;
 use http::{header, request::Parts, Response, StatusCode};
 use http_body::Body as HttpBody;
 use serde_json::json;
-
-/// Largest manifest accepted (the spec asks for at least 4 MB).
-pub const MAX_MANIFEST_BYTES: usize = 4 * 1024 * 1024;
 
 fn manifest_unknown(reference: &Reference) -> Error {
     Error::oci(ErrorCode::ManifestUnknown, "manifest unknown to registry")
@@ -53,7 +50,7 @@ pub async fn get(
         tracing::error!(%digest, repo = %name, "indexed manifest is missing on disk");
         return Err(manifest_unknown(reference));
     };
-    blobs::serve_file(parts, file, size, &digest, &meta.media_type, false).await
+    serve_file(parts, file, size, &digest, &meta.media_type, false).await
 }
 
 fn invalid(e: ManifestError) -> Error {

@@ -6,5 +6,4 @@
 pub mod blobs;
 pub mod listing;
 pub mod manifests;
-pub mod reply;
 pub mod uploads;

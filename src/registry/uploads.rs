@@ -3,10 +3,10 @@
 //! the status and DELETE to cancel. State is keyed by the session id in the
 //! path, so a stale Location still reports the true offset.
 
-use super::reply;
 use crate::body::Body;
 use crate::error::{BoxError, Error, ErrorCode, Result};
 use crate::oci::{Digest, RepoName};
+use crate::reply;
 use crate::store::uploads::SessionGuard;
 use crate::store::Store;
 use bytes::Bytes;

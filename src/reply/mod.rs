@@ -1,5 +1,9 @@
-//! Small helpers shared by the handlers: building responses with the
-//! headers the spec requires, reading query parameters and bounded bodies.
+//! Response helpers shared by the local registry and the mirror (both sit
+//! above this module): building responses with the headers the spec
+//! requires, reading query parameters and bounded bodies, and serving
+//! stored content with ranges ([`content`]).
+
+pub mod content;
 
 use crate::body::{self, Body};
 use crate::error::{BoxError, Error, ErrorCode, Result};
