@@ -1,10 +1,15 @@
-//! Shared state and the request pipeline: parse the path into an
-//! [`ApiRoute`], decide where the repository lives (the mirror's
-//! [`Router`]: a local namespace or a configured upstream), dispatch to the
-//! local registry or the mirror, and turn any error into the OCI error body (via
-//! [`Error::into_response`], the only place that happens). Every response
-//! gets `Docker-Distribution-API-Version`.
+//! Shared state and the request pipeline: non-OCI pages first (the token
+//! endpoint), then parse the path into an [`ApiRoute`], decide where the
+//! repository lives (the mirror's [`Router`]: a local namespace or a
+//! configured upstream), turn the request into an operation and let
+//! [`Auth`] authenticate the caller and authorise it, dispatch to the
+//! local registry or the mirror, write the audit line of a change, and
+//! turn any error into the OCI error body (via [`Error::into_response`],
+//! the only place that happens). Every response gets
+//! `Docker-Distribution-API-Version`.
 
+use crate::audit;
+use crate::auth::{self, Auth, Caller, Peer};
 use crate::body::{self, Body};
 use crate::config::Config;
 use crate::error::{BoxError, Error, ErrorCode, Result};
@@ -21,22 +26,47 @@ use http::{request::Parts, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body as HttpBody;
 use std::time::{Duration, Instant};
 
+/// How often the TLS files and the htpasswd file are checked for changes.
+const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(2);
+
 /// Everything a request handler needs.
 pub struct App {
     pub config: Config,
     pub store: Store,
     pub router: Router,
     pub mirror: Mirror,
+    pub auth: Auth,
+    /// The HTTPS certificates, when serving TLS.
+    pub tls: Option<crate::tls::Tls>,
 }
 
 impl App {
     pub async fn open(config: Config) -> Result<App> {
-        let store = Store::open(&config.data, config.upload_timeout, config.max_cache_size).await?;
+        let store = Store::open(
+            &config.data,
+            config.upload_timeout,
+            config.max_cache_size,
+            crate::store::uploads::Limits {
+                sessions: config.max_upload_sessions,
+                bytes: config.max_upload_bytes,
+            },
+        )
+        .await?;
         let mirror = Mirror::new(&config)
             .map_err(|e| Error::storage("setting up upstream clients", std::io::Error::other(e)))?;
+        let auth = Auth::new(&config)
+            .map_err(|e| Error::storage("setting up access control", std::io::Error::other(e)))?;
+        let tls = match &config.tls {
+            Some(files) => Some(crate::tls::Tls::load(files).map_err(|e| {
+                Error::storage("loading the TLS certificate", std::io::Error::other(e))
+            })?),
+            None => None,
+        };
         Ok(App {
             router: Router::new(&config),
             mirror,
+            auth,
+            tls,
             config,
             store,
         })
@@ -52,8 +82,46 @@ impl App {
         format!("{}{mode}", self.router.summary())
     }
 
-    /// Answers one request. Never fails: errors become OCI error bodies.
-    pub async fn handle<B>(&self, req: Request<B>) -> Response<Body>
+    /// Start-up lines about who may do what and how clients connect.
+    pub fn security_summary(&self, addr: std::net::SocketAddr) {
+        if self.tls.is_none() && !addr.ip().is_loopback() {
+            tracing::warn!(
+                "serving plain HTTP on {addr}: passwords, tokens and content cross the network unencrypted; serve HTTPS with --tls-cert FILE --tls-key FILE"
+            );
+        }
+        if self.auth.is_open() {
+            tracing::warn!(
+                "no --htpasswd, client CA or access rules: anyone who can reach {addr} may push and delete in the local namespaces ({})",
+                self.config.local_namespaces.join(", ")
+            );
+        } else {
+            tracing::info!(
+                "access control on: {}{}, tokens from /token valid for {}",
+                match &self.config.htpasswd {
+                    Some(p) => format!("users from {}", p.display()),
+                    None => "no password users".into(),
+                },
+                if self.tls.as_ref().is_some_and(|t| t.asks_client_certs()) {
+                    ", client certificates accepted"
+                } else {
+                    ""
+                },
+                humantime::format_duration(self.config.token_ttl)
+            );
+        }
+    }
+
+    /// Reads the TLS certificate and the htpasswd file again (SIGHUP).
+    pub fn reload(&self) {
+        if let Some(t) = &self.tls {
+            t.reload();
+        }
+        self.auth.reload();
+    }
+
+    /// Answers one request from `peer`. Never fails: errors become OCI
+    /// error bodies.
+    pub async fn handle<B>(&self, req: Request<B>, peer: &Peer) -> Response<Body>
     where
         B: HttpBody<Data = Bytes> + Unpin,
         B::Error: Into<BoxError>,
@@ -61,7 +129,7 @@ impl App {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
-        let mut resp = match self.dispatch(req).await {
+        let mut resp = match self.dispatch(req, peer).await {
             Ok(r) => r,
             Err(e) => {
                 if matches!(e, Error::Storage { .. }) {
@@ -84,21 +152,38 @@ impl App {
         resp
     }
 
-    async fn dispatch<B>(&self, req: Request<B>) -> Result<Response<Body>>
+    async fn dispatch<B>(&self, req: Request<B>, peer: &Peer) -> Result<Response<Body>>
     where
         B: HttpBody<Data = Bytes> + Unpin,
         B::Error: Into<BoxError>,
     {
         let (parts, body) = req.into_parts();
+        // Pages that are not OCI routes come first.
+        if parts.uri.path() == auth::TOKEN_PATH {
+            return self.auth.token(&parts, body, peer, &self.router).await;
+        }
         let route = ApiRoute::parse(parts.uri.path()).map_err(|e| route_error(e, &parts.method))?;
-        let Some(name) = route.repo() else {
-            return self.dispatch_local(&route, parts, body).await;
-        };
         let q = reply::query(&parts.uri);
         let ns = reply::query_one(&q, "ns");
-        match self.router.route(name, ns)? {
-            Backend::Local => self.dispatch_local(&route, parts, body).await,
+        let backend = match route.repo() {
+            Some(name) => self.router.route(name, ns)?,
+            None => Backend::Local,
+        };
+        // Who asks, and may they: before any handler runs.
+        let place = self.auth.place(&backend);
+        let op = auth::operation(&route, &parts.method, place);
+        let caller = self.auth.authenticate(&parts, peer).await?;
+        self.auth.authorize(&caller, &op, &backend, &parts, peer)?;
+        match backend {
+            Backend::Local => {
+                let mut r = self.dispatch_local(&route, parts, body, &caller).await?;
+                if let (Some(change), Some(name)) = (r.extensions_mut().remove(), route.repo()) {
+                    audit::record(&caller, name, &change);
+                }
+                Ok(r)
+            }
             Backend::Mirror { upstream, repo } => {
+                let name = route.repo().ok_or_else(|| unsupported(&parts.method))?;
                 let mut r = self
                     .dispatch_mirror(&route, &parts, name, &upstream, &repo)
                     .await?;
@@ -110,6 +195,7 @@ impl App {
         }
     }
 
+    /// Serves a mirrored repository; the policy has refused every write.
     async fn dispatch_mirror(
         &self,
         route: &ApiRoute,
@@ -120,16 +206,6 @@ impl App {
     ) -> Result<Response<Body>> {
         let (s, m) = (&self.store, &parts.method);
         let get = m == Method::GET || m == Method::HEAD;
-        let read_only = || {
-            let hint = match self.config.local_namespaces.first() {
-                Some(l) => format!("; push to a local namespace instead, e.g. {l}/{name}"),
-                None => String::new(),
-            };
-            Error::oci(
-                ErrorCode::Denied,
-                format!("{name} is mirrored from {upstream} and read-only{hint}"),
-            )
-        };
         match route {
             ApiRoute::Manifest { reference, .. } if get => {
                 self.mirror
@@ -147,8 +223,6 @@ impl App {
             ApiRoute::Referrers { digest, .. } if get => {
                 self.mirror.referrers(parts, upstream, repo, digest).await
             }
-            ApiRoute::Manifest { .. } if m == Method::PUT => Err(read_only()),
-            ApiRoute::UploadStart { .. } | ApiRoute::Upload { .. } => Err(read_only()),
             _ => Err(unsupported(m)),
         }
     }
@@ -158,6 +232,7 @@ impl App {
         route: &ApiRoute,
         parts: Parts,
         body: B,
+        caller: &Caller,
     ) -> Result<Response<Body>>
     where
         B: HttpBody<Data = Bytes> + Unpin,
@@ -172,7 +247,9 @@ impl App {
                 *r.status_mut() = StatusCode::OK;
                 Ok(r)
             }
-            ApiRoute::Catalog if get => listing::catalog(s, &parts),
+            ApiRoute::Catalog if get => listing::catalog(s, &parts, |name| {
+                self.auth.may_pull(caller, name, auth::policy::Place::Local)
+            }),
             ApiRoute::Tags { name } if get => listing::tags(s, &parts, name),
             ApiRoute::Referrers { name, digest } if get => {
                 listing::referrers(s, &parts, name, digest).await
@@ -189,7 +266,13 @@ impl App {
                 _ => Err(unsupported(m)),
             },
             ApiRoute::UploadStart { name } if m == Method::POST => {
-                uploads::start(s, &parts, name, body).await
+                let may_mount = self.may_mount(caller, &parts, name);
+                let owner = caller.quota_key();
+                let who = uploads::Uploader {
+                    owner: &owner,
+                    may_mount,
+                };
+                uploads::start(s, &parts, name, body, who).await
             }
             ApiRoute::Upload { name, session } => match *m {
                 Method::PATCH => uploads::patch(s, &parts, name, session, body).await,
@@ -200,6 +283,30 @@ impl App {
             },
             _ => Err(unsupported(m)),
         }
+    }
+
+    /// Whether a blob mount into `name` may read the repository it names
+    /// (`from`, or `name` itself without one): a pull the policy decides.
+    fn may_mount(&self, caller: &Caller, parts: &Parts, name: &RepoName) -> bool {
+        let q = reply::query(&parts.uri);
+        let from = match reply::query_one(&q, "from") {
+            Some(f) => match RepoName::parse(f) {
+                Ok(f) => f,
+                Err(_) => return false,
+            },
+            None => name.clone(),
+        };
+        let Ok(backend) = self.router.route(&from, None) else {
+            return false;
+        };
+        self.auth.allows(
+            caller,
+            &auth::policy::Op::Repo {
+                name: from.as_str(),
+                place: self.auth.place(&backend),
+                action: auth::policy::Action::Pull,
+            },
+        )
     }
 
     /// Periodic housekeeping until `shutdown` resolves: expires idle
@@ -216,6 +323,7 @@ impl App {
             self.config.gc_interval
         };
         let mut gc = tokio::time::interval_at(tokio::time::Instant::now() + gc_every, gc_every);
+        let mut files = tokio::time::interval(FILE_CHECK_INTERVAL);
         let cache = &self.store.cache;
         loop {
             tokio::select! {
@@ -235,6 +343,12 @@ impl App {
                     self.evict().await;
                 }
                 _ = cache.over_limit.notified() => self.evict().await,
+                _ = files.tick() => {
+                    if let Some(t) = &self.tls {
+                        t.reload_if_changed();
+                    }
+                    self.auth.reload_if_changed();
+                }
                 _ = gc.tick(), if !self.config.gc_interval.is_zero() => {
                     if let Err(e) = crate::store::gc::collect(&self.store, self.config.gc_grace, false).await {
                         tracing::warn!(error = %e, "garbage collection failed");

@@ -3,9 +3,11 @@
 //! to embedded defaults so `wharf serve` runs with no file at all. Values
 //! are validated here, at start-up, with messages that name the key.
 
+use crate::auth::policy::{Policy, Principal, Rule};
 use crate::oci::RepoName;
 use clap::Args;
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -17,14 +19,18 @@ pub const DEFAULT_TAG_TTL: &str = "5m";
 pub const DOCKER_HUB: &str = "docker.io";
 pub const DOCKER_HUB_URL: &str = "https://registry-1.docker.io";
 pub const DEFAULT_LOCAL_NAMESPACES: &[&str] = &["local"];
+pub const DEFAULT_TOKEN_TTL: &str = "5m";
+pub const DEFAULT_MAX_UPLOAD_SESSIONS: usize = 64;
+pub const DEFAULT_MAX_UPLOAD_BYTES: &str = "32GiB";
 
 /// `wharf serve` flags. Every flag can also come from its environment
 /// variable or from the config file.
 #[derive(Args, Debug, Default, Clone)]
 pub struct ServeArgs {
-    /// TOML file with any of the settings below (keys: listen, data,
-    /// upload_timeout, default_upstream, local_namespaces, tag_ttl, offline,
-    /// and [[upstreams]] tables). Flags and environment variables override it.
+    /// TOML file with any of the settings below (keys named like the
+    /// flags with underscores: listen, data, tls_cert, htpasswd, ...), plus
+    /// [[upstreams]], [[access]] and [groups] tables. Flags and environment
+    /// variables override it.
     #[arg(long, env = "WHARF_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
 
@@ -117,6 +123,52 @@ pub struct ServeArgs {
     /// [default: 1h].
     #[arg(long, env = "WHARF_GC_GRACE", value_name = "DURATION")]
     pub gc_grace: Option<String>,
+
+    /// Serve HTTPS with this certificate chain (PEM; the server certificate
+    /// first, then intermediates). Needs --tls-key. Re-read when the files
+    /// change or on SIGHUP [default: plain HTTP].
+    #[arg(long, env = "WHARF_TLS_CERT", value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, env = "WHARF_TLS_KEY", value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+
+    /// Accept client certificates signed by this CA (PEM): such a client
+    /// is authenticated as its certificate's subject common name. Clients
+    /// without a certificate are still served [default: none asked for].
+    #[arg(long, env = "WHARF_TLS_CLIENT_CA", value_name = "FILE")]
+    pub tls_client_ca: Option<PathBuf>,
+
+    /// Users who may log in, as `htpasswd -B` writes them (bcrypt); re-read
+    /// when the file changes. Turns access control on: see the [[access]]
+    /// rules in the config file [default: no users; anyone may push].
+    #[arg(long, env = "WHARF_HTPASSWD", value_name = "FILE")]
+    pub htpasswd: Option<PathBuf>,
+
+    /// Whether clients that have not logged in may pull (true or false).
+    /// false requires a login for every pull [default: true].
+    #[arg(long, env = "WHARF_ANONYMOUS_PULL", value_name = "BOOL")]
+    pub anonymous_pull: Option<String>,
+
+    /// How long a bearer token from /token stays valid [default: 5m].
+    #[arg(long, env = "WHARF_TOKEN_TTL", value_name = "DURATION")]
+    pub token_ttl: Option<String>,
+
+    /// File holding the key tokens are signed with (at least 32 bytes)
+    /// [default: DATA/token.key, generated on first start with mode 0600].
+    #[arg(long, env = "WHARF_TOKEN_KEY", value_name = "FILE")]
+    pub token_key: Option<PathBuf>,
+
+    /// Upload sessions one client (a user, or an address when anonymous)
+    /// may hold open at once; past it new uploads get 429 [default: 64].
+    #[arg(long, env = "WHARF_MAX_UPLOAD_SESSIONS", value_name = "N")]
+    pub max_upload_sessions: Option<String>,
+
+    /// Bytes one client may hold in unfinished uploads; past it uploads
+    /// get 429 [default: 32GiB].
+    #[arg(long, env = "WHARF_MAX_UPLOAD_BYTES", value_name = "SIZE")]
+    pub max_upload_bytes: Option<String>,
 }
 
 /// The keys the config file may hold.
@@ -138,8 +190,36 @@ struct FileConfig {
     max_connections: Option<String>,
     gc_interval: Option<String>,
     gc_grace: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    htpasswd: Option<PathBuf>,
+    anonymous_pull: Option<bool>,
+    token_ttl: Option<String>,
+    token_key: Option<PathBuf>,
+    #[serde(default, deserialize_with = "string_or_number")]
+    max_upload_sessions: Option<String>,
+    #[serde(default, deserialize_with = "string_or_number")]
+    max_upload_bytes: Option<String>,
     #[serde(default)]
     upstreams: Vec<FileUpstream>,
+    #[serde(default)]
+    groups: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    access: Vec<FileAccess>,
+}
+
+/// One `[[access]]` rule.
+#[derive(Deserialize, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileAccess {
+    repositories: String,
+    #[serde(default)]
+    pull: Vec<String>,
+    #[serde(default)]
+    push: Vec<String>,
+    #[serde(default)]
+    delete: Vec<String>,
 }
 
 /// Accepts `max_connections = 100` as well as `"100"`.
@@ -167,6 +247,7 @@ struct FileUpstream {
     password: Option<String>,
     password_file: Option<PathBuf>,
     tag_ttl: Option<String>,
+    ca_file: Option<PathBuf>,
 }
 
 /// A secret that never shows up in logs or debug output.
@@ -174,6 +255,10 @@ struct FileUpstream {
 pub struct Secret(String);
 
 impl Secret {
+    pub fn new(s: String) -> Secret {
+        Secret(s)
+    }
+
     pub fn expose(&self) -> &str {
         &self.0
     }
@@ -197,6 +282,25 @@ pub struct UpstreamConfig {
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub tag_ttl: Duration,
+    /// Extra CA certificates (PEM) trusted for this upstream, on top of the
+    /// web PKI roots: a private registry with its own CA.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl UpstreamConfig {
+    /// Whether Wharf logs in to this upstream: its content is then never
+    /// served to anonymous clients.
+    pub fn is_private(&self) -> bool {
+        self.username.is_some() || self.password.is_some()
+    }
+}
+
+/// The files HTTPS is served with.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
 }
 
 /// The validated settings the server runs with.
@@ -217,6 +321,19 @@ pub struct Config {
     /// Zero disables scheduled garbage collection.
     pub gc_interval: Duration,
     pub gc_grace: Duration,
+    /// HTTPS instead of plain HTTP.
+    pub tls: Option<TlsFiles>,
+    pub htpasswd: Option<PathBuf>,
+    /// Who may do what; [`Policy::open`] when no users, client CA or rules
+    /// are configured.
+    pub policy: Policy,
+    pub token_ttl: Duration,
+    /// The token signing key's file; `None` is `DATA/token.key`, generated
+    /// on first start.
+    pub token_key: Option<PathBuf>,
+    /// Upload sessions and unfinished upload bytes one client may hold.
+    pub max_upload_sessions: usize,
+    pub max_upload_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -313,6 +430,7 @@ impl Config {
             username: None,
             password: None,
             tag_ttl,
+            ca_file: None,
         }];
         for u in file.upstreams {
             let password = match (u.password, u.password_file) {
@@ -340,6 +458,7 @@ impl Config {
             up.username = u.username;
             up.password = password;
             up.tag_ttl = ttl;
+            up.ca_file = u.ca_file;
             // A file entry replaces the built-in one of the same name whole.
             if let Some(existing) = upstreams.iter_mut().find(|x| x.name == up.name) {
                 *existing = up;
@@ -387,7 +506,114 @@ impl Config {
                 "default_upstream (--default-upstream, WHARF_DEFAULT_UPSTREAM) {default_upstream:?} is not a configured upstream"
             )));
         }
+        let tls = match (
+            args.tls_cert.clone().or(file.tls_cert),
+            args.tls_key.clone().or(file.tls_key),
+            args.tls_client_ca.clone().or(file.tls_client_ca),
+        ) {
+            (Some(cert), Some(key), client_ca) => Some(TlsFiles {
+                cert,
+                key,
+                client_ca,
+            }),
+            (None, None, None) => None,
+            (None, None, Some(_)) => {
+                return Err(ConfigError::Conflict(
+                    "tls_client_ca (--tls-client-ca) needs tls_cert and tls_key: client certificates come with HTTPS".into(),
+                ))
+            }
+            _ => {
+                return Err(ConfigError::Conflict(
+                    "set both tls_cert (--tls-cert) and tls_key (--tls-key), or neither".into(),
+                ))
+            }
+        };
+        let htpasswd = args.htpasswd.clone().or(file.htpasswd);
+        let anonymous_pull = match &args.anonymous_pull {
+            Some(v) => parse_bool(v).ok_or(ConfigError::Invalid {
+                key: "anonymous_pull (--anonymous-pull, WHARF_ANONYMOUS_PULL)",
+                value: v.clone(),
+                allowed: "expected true or false",
+            })?,
+            None => file.anonymous_pull.unwrap_or(true),
+        };
+        let mut rules = Vec::new();
+        for a in &file.access {
+            let principals = |list: &[String]| -> Result<Vec<Principal>, ConfigError> {
+                list.iter()
+                    .map(|p| {
+                        Principal::parse(p).map_err(|e| {
+                            ConfigError::Conflict(format!(
+                                "[[access]] repositories = {:?}: {e}",
+                                a.repositories
+                            ))
+                        })
+                    })
+                    .collect()
+            };
+            rules.push(
+                Rule::new(
+                    &a.repositories,
+                    principals(&a.pull)?,
+                    principals(&a.push)?,
+                    principals(&a.delete)?,
+                )
+                .map_err(|e| ConfigError::Conflict(e.to_string()))?,
+            );
+        }
+        let client_ca = tls.as_ref().is_some_and(|t| t.client_ca.is_some());
+        let policy = if htpasswd.is_none() && !client_ca && rules.is_empty() {
+            if !anonymous_pull {
+                return Err(ConfigError::Conflict(
+                    "anonymous_pull = false (--anonymous-pull) needs --htpasswd or --tls-client-ca: someone must be able to log in".into(),
+                ));
+            }
+            Policy::open()
+        } else {
+            Policy::new(rules, file.groups, anonymous_pull, &local_namespaces)
+                .map_err(|e| ConfigError::Conflict(e.to_string()))?
+        };
+        let max_upload_sessions = {
+            let v = args
+                .max_upload_sessions
+                .clone()
+                .or(file.max_upload_sessions)
+                .unwrap_or_else(|| DEFAULT_MAX_UPLOAD_SESSIONS.to_string());
+            v.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or(ConfigError::Invalid {
+                    key: "max_upload_sessions (--max-upload-sessions, WHARF_MAX_UPLOAD_SESSIONS)",
+                    value: v.clone(),
+                    allowed: "expected a whole number of at least 1",
+                })?
+        };
+        let max_upload_bytes = {
+            let v = args
+                .max_upload_bytes
+                .clone()
+                .or(file.max_upload_bytes)
+                .unwrap_or_else(|| DEFAULT_MAX_UPLOAD_BYTES.into());
+            parse_size(&v).ok_or(ConfigError::Invalid {
+                key: "max_upload_bytes (--max-upload-bytes, WHARF_MAX_UPLOAD_BYTES)",
+                value: v.clone(),
+                allowed: "expected a size of at least 1MiB, e.g. 800MB, 32GiB",
+            })?
+        };
+        let token_ttl = positive(
+            args.token_ttl.clone().or(file.token_ttl),
+            DEFAULT_TOKEN_TTL,
+            "token_ttl (--token-ttl, WHARF_TOKEN_TTL)",
+        )?;
         Ok(Config {
+            tls,
+            htpasswd,
+            policy,
+            token_ttl,
+            token_key: args.token_key.clone().or(file.token_key),
+            max_upload_sessions,
+            max_upload_bytes,
             listen,
             data,
             upload_timeout,
@@ -495,6 +721,7 @@ fn upstream(name: &str, url: &str, key: &'static str) -> Result<UpstreamConfig, 
         username: None,
         password: None,
         tag_ttl: Duration::from_secs(300),
+        ca_file: None,
     })
 }
 
@@ -562,6 +789,14 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
         path: path.to_path_buf(),
         message: e.message().to_string(),
     })
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "yes" | "on" | "1" => Some(true),
+        "false" | "no" | "off" | "0" => Some(false),
+        _ => None,
+    }
 }
 
 fn parse_duration(s: &str) -> Option<Duration> {

@@ -38,6 +38,8 @@
 #![forbid(unsafe_code)]
 
 pub mod app;
+pub mod audit;
+pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
@@ -47,7 +49,9 @@ pub mod registry;
 pub mod reply;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod upstream;
+pub mod watch;
 
 use std::sync::Arc;
 
@@ -61,12 +65,16 @@ pub async fn serve(config: config::Config) -> Result<(), Box<dyn std::error::Err
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
     app.check_disk();
+    let scheme = if app.tls.is_some() { "https" } else { "http" };
     tracing::info!(
-        "wharf listening on http://{addr}, data in {}, {}",
+        "wharf listening on {scheme}://{addr}, data in {}, {}",
         app.config.data.display(),
         app.routing_summary()
     );
+    app.security_summary(addr);
+    let reloads = tokio::spawn(reload_on_sighup(app.clone()));
     server::run(listener, app, shutdown_signal()).await;
+    reloads.abort();
     tracing::info!("stopped");
     Ok(())
 }
@@ -78,7 +86,12 @@ pub async fn gc(
     grace: std::time::Duration,
     dry_run: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let store = store::Store::open_quiet(data, std::time::Duration::from_secs(3600), None)?;
+    let store = store::Store::open_quiet(
+        data,
+        std::time::Duration::from_secs(3600),
+        None,
+        store::uploads::Limits::NONE,
+    )?;
     let report = store::gc::collect(&store, grace, dry_run).await?;
     let verb = if dry_run { "would remove" } else { "removed" };
     for (d, size) in &report.removed {
@@ -99,7 +112,12 @@ pub async fn verify(
     data: &std::path::Path,
     repair: bool,
 ) -> Result<bool, Box<dyn std::error::Error>> {
-    let store = store::Store::open_quiet(data, std::time::Duration::from_secs(3600), None)?;
+    let store = store::Store::open_quiet(
+        data,
+        std::time::Duration::from_secs(3600),
+        None,
+        store::uploads::Limits::NONE,
+    )?;
     let r = store::verify::verify(&store, repair).await?;
     for d in &r.corrupt {
         println!("corrupt: {d}");
@@ -124,6 +142,23 @@ pub async fn verify(
         }
     );
     Ok(r.is_clean())
+}
+
+/// SIGHUP reads the TLS certificate and the htpasswd file again.
+async fn reload_on_sighup(app: Arc<app::App>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the TLS certificate and the htpasswd file");
+            app.reload();
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = app;
 }
 
 async fn shutdown_signal() {

@@ -1,9 +1,13 @@
-//! The accept loop: HTTP/1.1 and cleartext HTTP/2 on one port (hyper-util's
-//! auto builder), a header read timeout against slow-loris clients, a cap
-//! on open connections, and graceful shutdown that lets in-flight requests
-//! finish.
+//! The accept loop: HTTP/1.1 and HTTP/2 on one port (hyper-util's auto
+//! builder), in the clear or over TLS (the TLS handshake, bounded by the
+//! header timeout, runs in the connection's own task, with the config
+//! current at accept), a header read timeout against slow-loris clients,
+//! a cap on open connections, and graceful shutdown that lets in-flight
+//! requests finish. Each request reaches the app with its [`Peer`]: the
+//! client's address and the user its client certificate names.
 
 use crate::app::App;
+use crate::auth::Peer;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -43,7 +47,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             },
             _ = &mut shutdown => break,
         };
-        let (stream, _peer) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             conn = listener.accept() => match conn {
                 Ok(c) => c,
                 Err(e) => {
@@ -55,18 +59,57 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
             _ = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let app = app.clone();
-        let svc = service_fn(move |req| {
-            let app = app.clone();
-            async move { Ok::<_, Infallible>(app.handle(req).await) }
-        });
+        let watcher = graceful.watcher();
         let builder = builder.clone();
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
+        let app = app.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            let service = |peer: Peer| {
+                let peer = Arc::new(peer);
+                let app = app.clone();
+                service_fn(move |req| {
+                    let (app, peer) = (app.clone(), peer.clone());
+                    async move { Ok::<_, Infallible>(app.handle(req, &peer).await) }
+                })
+            };
+            let result = match &app.tls {
+                None => {
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), service(Peer::plain(peer)))
+                        .into_owned();
+                    watcher.watch(conn).await
+                }
+                Some(tls) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls.config());
+                    let handshake =
+                        tokio::time::timeout(app.config.header_timeout, acceptor.accept(stream));
+                    let stream = match handshake.await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let cert_user = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(crate::tls::client_user);
+                    let peer = Peer {
+                        addr: peer,
+                        tls: true,
+                        cert_user,
+                    };
+                    let conn = builder
+                        .serve_connection(TokioIo::new(stream), service(peer))
+                        .into_owned();
+                    watcher.watch(conn).await
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
             drop(permit);

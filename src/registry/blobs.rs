@@ -40,5 +40,8 @@ pub async fn delete(store: &Store, name: &RepoName, d: &Digest) -> Result<Respon
         return Err(blob_unknown(d));
     }
     store.index.flush().await?;
-    Ok(reply::empty(StatusCode::ACCEPTED))
+    let mut r = reply::empty(StatusCode::ACCEPTED);
+    r.extensions_mut()
+        .insert(super::Change::BlobDeleted { digest: d.clone() });
+    Ok(r)
 }

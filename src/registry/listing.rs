@@ -82,12 +82,32 @@ pub fn tags(store: &Store, parts: &Parts, name: &RepoName) -> Result<Response<Bo
     Ok(r)
 }
 
-/// GET `/v2/_catalog`.
-pub fn catalog(store: &Store, parts: &Parts) -> Result<Response<Body>> {
+/// GET `/v2/_catalog`: the repositories `visible` lets the caller see
+/// (those it may pull).
+pub fn catalog(
+    store: &Store,
+    parts: &Parts,
+    visible: impl Fn(&str) -> bool,
+) -> Result<Response<Body>> {
     let q = reply::query(&parts.uri);
     let n = page_size(&q, CATALOG_MAX)?.unwrap_or(CATALOG_DEFAULT);
     let (repos, link) = page("/v2/_catalog", &q, n, |last, limit| {
-        store.index.repos(last, limit)
+        // Read on past hidden entries until the page is full or the
+        // index is exhausted.
+        let mut out = Vec::new();
+        let mut cursor = last.map(str::to_string);
+        loop {
+            let batch = store
+                .index
+                .repos(cursor.as_deref(), limit.max(CATALOG_DEFAULT))?;
+            let exhausted = batch.len() < limit.max(CATALOG_DEFAULT);
+            cursor = batch.last().cloned();
+            out.extend(batch.into_iter().filter(|r| visible(r)));
+            if out.len() >= limit || exhausted {
+                out.truncate(limit);
+                return Ok(out);
+            }
+        }
     })?;
     let mut r = reply::json(&json!({ "repositories": repos }), "application/json");
     if let Some(l) = link {

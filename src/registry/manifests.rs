@@ -2,6 +2,7 @@
 //! with the media type it was pushed with, tags and referrers recorded in
 //! one index batch), GET/HEAD by tag or digest, and DELETE.
 
+use super::Change;
 use crate::body::Body;
 use crate::error::{BoxError, Error, ErrorCode, OciError, Result};
 use crate::oci::manifest::{self, Descriptor, ManifestError, MAX_MANIFEST_BYTES};
@@ -153,7 +154,7 @@ where
         urls: None,
     });
     let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
-    store.index.put_manifest(ManifestPut {
+    let before = store.index.put_manifest(ManifestPut {
         repo: name,
         digest: &digest,
         meta: ManifestMeta {
@@ -181,6 +182,10 @@ where
             r.headers_mut().append("oci-tag", v);
         }
     }
+    r.extensions_mut().insert(Change::ManifestPushed {
+        digest,
+        tags: tags.into_iter().zip(before).collect(),
+    });
     Ok(r)
 }
 
@@ -191,13 +196,29 @@ pub async fn delete(
     name: &RepoName,
     reference: &Reference,
 ) -> Result<Response<Body>> {
-    let existed = match reference {
-        Reference::Tag(t) => store.index.delete_tag(name, t)?,
-        Reference::Digest(d) => store.index.delete_manifest(name, d)?,
+    let change = match reference {
+        Reference::Tag(t) => store
+            .index
+            .delete_tag(name, t)?
+            .map(|digest| Change::TagDeleted {
+                tag: t.clone(),
+                digest,
+            }),
+        Reference::Digest(d) => {
+            store
+                .index
+                .delete_manifest(name, d)?
+                .map(|tags| Change::ManifestDeleted {
+                    digest: d.clone(),
+                    tags,
+                })
+        }
     };
-    if !existed {
+    let Some(change) = change else {
         return Err(manifest_unknown(reference));
-    }
+    };
     store.index.flush().await?;
-    Ok(reply::empty(StatusCode::ACCEPTED))
+    let mut r = reply::empty(StatusCode::ACCEPTED);
+    r.extensions_mut().insert(change);
+    Ok(r)
 }

@@ -7,3 +7,23 @@ pub mod blobs;
 pub mod listing;
 pub mod manifests;
 pub mod uploads;
+
+use crate::oci::{Digest, Tag};
+
+/// A change a handler made to a local repository, attached to its
+/// response (as an extension) so the layer that knows who asked can
+/// record it in the audit log.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    /// A manifest was pushed; each tag with what it pointed at before.
+    ManifestPushed {
+        digest: Digest,
+        tags: Vec<(Tag, Option<Digest>)>,
+    },
+    /// A tag was removed (the digest it pointed at, if readable).
+    TagDeleted { tag: Tag, digest: Option<Digest> },
+    /// A manifest was removed, with the tags that pointed at it.
+    ManifestDeleted { digest: Digest, tags: Vec<String> },
+    /// A blob was unlinked from the repository.
+    BlobDeleted { digest: Digest },
+}

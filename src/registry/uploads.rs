@@ -47,19 +47,30 @@ fn session_reply(status: StatusCode, name: &RepoName, id: &str, len: u64) -> Res
     r
 }
 
+/// Who starts an upload, as the handler needs to know it.
+pub struct Uploader<'a> {
+    /// Whose upload limits a new session counts against.
+    pub owner: &'a str,
+    /// Whether the caller may read the repository a `mount` names (the
+    /// access policy decided it); if not, the mount becomes a session.
+    pub may_mount: bool,
+}
+
 /// POST `/v2/<name>/blobs/uploads/`.
 pub async fn start<B>(
     store: &Store,
     parts: &Parts,
     name: &RepoName,
     body: B,
+    who: Uploader<'_>,
 ) -> Result<Response<Body>>
 where
     B: HttpBody<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
     let q = reply::query(&parts.uri);
-    if let Some(d) = digest_param(&q, "mount")? {
+    let mount = digest_param(&q, "mount")?.filter(|_| who.may_mount);
+    if let Some(d) = mount {
         // Without `from` nothing is mounted from elsewhere: a repository
         // must not see blobs of others just by knowing their digest.
         let from = reply::query_one(&q, "from").and_then(|f| RepoName::parse(f).ok());
@@ -89,7 +100,7 @@ where
         temp.commit(&store.blobs, Some(&d)).await?;
         return created(store, name, &d).await;
     }
-    let id = store.uploads.start(name).await?;
+    let id = store.uploads.start(name, who.owner).await?;
     Ok(session_reply(StatusCode::ACCEPTED, name, &id, 0))
 }
 

@@ -51,6 +51,9 @@ pub struct MirrorEntry {
 pub struct UploadMeta {
     pub repo: String,
     pub started_unix: u64,
+    /// Whose upload limits the session counts against.
+    #[serde(default)]
+    pub owner: String,
 }
 
 /// A new manifest and everything that changes with it.
@@ -181,26 +184,44 @@ impl Index {
             .map_err(db_err("unlinking a blob"))
     }
 
-    /// Records a manifest, its tags, its link and its referrer entry at once.
-    pub fn put_manifest(&self, put: ManifestPut<'_>) -> Result<()> {
+    /// Records a manifest, its tags, its link and its referrer entry at
+    /// once. Returns what each tag pointed at before (for the audit log).
+    pub fn put_manifest(&self, put: ManifestPut<'_>) -> Result<Vec<Option<Digest>>> {
         let repo = put.repo.as_str();
         let digest = put.digest.to_string();
-        let mut b = sled::Batch::default();
-        b.insert(key("p/", &[repo]), &[]);
-        b.insert(key("l/", &[repo, &digest]), &[]);
-        if let (Some(subject), Some(desc)) = (&put.meta.subject, &put.referrer) {
-            b.insert(
+        let meta = encode(&put.meta);
+        let referrer = match (&put.meta.subject, &put.referrer) {
+            (Some(subject), Some(desc)) => Some((
                 key("r/", &[repo, &subject.to_string(), &digest]),
                 encode(desc),
-            );
-        }
-        b.insert(key("m/", &[repo, &digest]), encode(&put.meta));
-        for tag in put.tags {
-            b.insert(key("t/", &[repo, tag.as_str()]), digest.as_bytes());
-        }
-        self.db
-            .apply_batch(b)
-            .map_err(db_err("recording a manifest"))
+            )),
+            _ => None,
+        };
+        let old = self
+            .db
+            .transaction(|tx| {
+                tx.insert(key("p/", &[repo]), &[])?;
+                tx.insert(key("l/", &[repo, &digest]), &[])?;
+                if let Some((k, v)) = &referrer {
+                    tx.insert(k.clone(), v.clone())?;
+                }
+                tx.insert(key("m/", &[repo, &digest]), meta.clone())?;
+                let mut old = Vec::with_capacity(put.tags.len());
+                for tag in put.tags {
+                    old.push(tx.insert(key("t/", &[repo, tag.as_str()]), digest.as_bytes())?);
+                }
+                Ok::<_, sled::transaction::ConflictableTransactionError<()>>(old)
+            })
+            .map_err(|e| {
+                Error::storage(
+                    "recording a manifest",
+                    std::io::Error::other(format!("{e:?}")),
+                )
+            })?;
+        Ok(old
+            .into_iter()
+            .map(|v| v.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()))
+            .collect())
     }
 
     pub fn manifest(&self, repo: &RepoName, d: &Digest) -> Result<Option<ManifestMeta>> {
@@ -231,25 +252,30 @@ impl Index {
         self.list_after(repo_prefix("t/", repo), last, n)
     }
 
-    /// Removes a tag; false when it did not exist.
-    pub fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<bool> {
-        self.db
+    /// Removes a tag; returns whether it existed and what it pointed at.
+    pub fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Option<Digest>>> {
+        Ok(self
+            .db
             .remove(key("t/", &[repo.as_str(), tag.as_str()]))
-            .map(|old| old.is_some())
-            .map_err(db_err("deleting a tag"))
+            .map_err(db_err("deleting a tag"))?
+            .map(|v| std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok())))
     }
 
     /// Removes a manifest, every tag pointing at it, its link and its
-    /// referrer entry, at once. False when it did not exist.
-    pub fn delete_manifest(&self, repo: &RepoName, d: &Digest) -> Result<bool> {
+    /// referrer entry, at once. Returns the tags removed, or `None` when
+    /// the manifest did not exist.
+    pub fn delete_manifest(&self, repo: &RepoName, d: &Digest) -> Result<Option<Vec<String>>> {
         let Some(meta) = self.manifest(repo, d)? else {
-            return Ok(false);
+            return Ok(None);
         };
         let digest = d.to_string();
         let mut b = sled::Batch::default();
-        for kv in self.db.scan_prefix(repo_prefix("t/", repo)) {
+        let prefix = repo_prefix("t/", repo);
+        let mut tags = Vec::new();
+        for kv in self.db.scan_prefix(&prefix) {
             let (k, v) = kv.map_err(db_err("scanning tags"))?;
             if v.as_ref() == digest.as_bytes() {
+                tags.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
                 b.remove(k);
             }
         }
@@ -261,7 +287,7 @@ impl Index {
         self.db
             .apply_batch(b)
             .map_err(db_err("deleting a manifest"))?;
-        Ok(true)
+        Ok(Some(tags))
     }
 
     /// Descriptors of the manifests in `repo` whose subject is `subject`.
@@ -289,11 +315,13 @@ impl Index {
             .transpose()
     }
 
-    pub fn remove_upload(&self, id: &str) -> Result<()> {
+    /// Removes a session's record; returns it if this call removed it.
+    pub fn remove_upload(&self, id: &str) -> Result<Option<UploadMeta>> {
         self.db
             .remove(key("u/", &[id]))
-            .map(|_| ())
-            .map_err(db_err("removing an upload"))
+            .map_err(db_err("removing an upload"))?
+            .map(|v| decode(&v))
+            .transpose()
     }
 
     /// Every recorded upload session id.
@@ -621,7 +649,7 @@ mod tests {
         assert_eq!(idx.repos(None, 10).unwrap(), ["a", "a/b"]);
         assert_eq!(idx.repos(Some("a"), 10).unwrap(), ["a/b"]);
 
-        assert!(idx.delete_manifest(&a, &dg).unwrap());
+        assert!(idx.delete_manifest(&a, &dg).unwrap().is_some());
         assert!(idx.tags(&a, None, 100).unwrap().is_empty());
         assert_eq!(idx.tags(&ab, None, 100).unwrap(), ["zz"]);
         assert!(!idx.blob_linked(&a, &dg).unwrap());

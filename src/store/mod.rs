@@ -35,8 +35,9 @@ impl Store {
         data: &Path,
         upload_timeout: Duration,
         cache_limit: Option<u64>,
+        upload_limits: uploads::Limits,
     ) -> Result<Store> {
-        let store = Self::open_quiet(data, upload_timeout, cache_limit)?;
+        let store = Self::open_quiet(data, upload_timeout, cache_limit, upload_limits)?;
         let cleaned = store
             .blobs
             .clean_tmp()
@@ -58,11 +59,12 @@ impl Store {
         data: &Path,
         upload_timeout: Duration,
         cache_limit: Option<u64>,
+        upload_limits: uploads::Limits,
     ) -> Result<Store> {
         let index = Index::open(&data.join("index"))?;
         let blobs = BlobStore::open(data, index.clone())
             .map_err(|e| Error::storage("opening the data directory", e))?;
-        let uploads = Uploads::new(blobs.clone(), index.clone(), upload_timeout);
+        let uploads = Uploads::new(blobs.clone(), index.clone(), upload_timeout, upload_limits)?;
         let cache = std::sync::Arc::new(cache::CacheTracker::new(
             index.clone(),
             blobs.clone(),

@@ -5,6 +5,10 @@
 //! appended while this process held the session; after a restart (or for a
 //! sha512 digest) the file is re-hashed once at the closing PUT. Idle
 //! sessions expire after the configured timeout.
+//!
+//! Each session belongs to an owner (a user, or the address of an
+//! anonymous client), and each owner may hold a bounded number of open
+//! sessions and of bytes parked in them; past either, 429 TOOMANYREQUESTS.
 
 use super::blobs::{hash_file, BlobStore};
 use super::index::{Index, UploadMeta};
@@ -24,11 +28,37 @@ use tokio::io::AsyncWriteExt;
 /// In-memory state of a session this process has touched.
 struct Session {
     repo: RepoName,
+    owner: String,
     /// A sha256 over exactly the first `hashed` bytes of the file, if valid.
     hasher: Option<(Hasher, u64)>,
 }
 
 type SessionLock = Arc<tokio::sync::Mutex<Session>>;
+
+/// How much one owner may hold in unfinished uploads.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub sessions: usize,
+    pub bytes: u64,
+}
+
+impl Limits {
+    /// No limit (maintenance commands).
+    pub const NONE: Limits = Limits {
+        sessions: usize::MAX,
+        bytes: u64::MAX,
+    };
+}
+
+/// What one owner holds now.
+#[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
+struct Usage {
+    sessions: usize,
+    bytes: u64,
+}
+
+/// How long a client told it is over its upload limits should wait.
+const RETRY_AFTER_SECS: u64 = 60;
 
 /// All upload sessions.
 pub struct Uploads {
@@ -36,6 +66,8 @@ pub struct Uploads {
     index: Index,
     live: Mutex<HashMap<String, SessionLock>>,
     timeout: Duration,
+    limits: Limits,
+    usage: Mutex<HashMap<String, Usage>>,
 }
 
 /// A locked session: appends and the final commit go through it.
@@ -45,26 +77,99 @@ pub struct SessionGuard<'a> {
     session: tokio::sync::OwnedMutexGuard<Session>,
 }
 
+fn too_many(message: String) -> Error {
+    Error::oci(ErrorCode::TooManyRequests, message)
+        .with_header(http::header::RETRY_AFTER, RETRY_AFTER_SECS.to_string())
+}
+
 impl Uploads {
-    pub fn new(blobs: BlobStore, index: Index, timeout: Duration) -> Uploads {
-        Uploads {
+    /// The sessions of an opened store, each counted against its owner.
+    pub fn new(
+        blobs: BlobStore,
+        index: Index,
+        timeout: Duration,
+        limits: Limits,
+    ) -> Result<Uploads> {
+        let mut usage: HashMap<String, Usage> = HashMap::new();
+        for id in index.upload_ids()? {
+            if let Some(meta) = index.upload(&id)? {
+                let len = std::fs::metadata(blobs.uploads_dir().join(&id)).map_or(0, |m| m.len());
+                let u = usage.entry(meta.owner).or_default();
+                u.sessions += 1;
+                u.bytes += len;
+            }
+        }
+        Ok(Uploads {
             blobs,
             index,
             live: Mutex::new(HashMap::new()),
             timeout,
+            limits,
+            usage: Mutex::new(usage),
+        })
+    }
+
+    fn usage(&self) -> std::sync::MutexGuard<'_, HashMap<String, Usage>> {
+        self.usage.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a new session against `owner`, or refuses it.
+    fn claim_session(&self, owner: &str) -> Result<()> {
+        let mut usage = self.usage();
+        let u = usage.entry(owner.to_string()).or_default();
+        if u.sessions >= self.limits.sessions {
+            return Err(too_many(format!(
+                "{} upload sessions are open for this client, the limit; finish or cancel some (idle ones expire)",
+                u.sessions
+            )));
         }
+        u.sessions += 1;
+        Ok(())
+    }
+
+    /// Returns a session and its `bytes` to `owner`'s allowance.
+    fn release(&self, owner: &str, bytes: u64) {
+        let mut usage = self.usage();
+        if let Some(u) = usage.get_mut(owner) {
+            u.sessions = u.sessions.saturating_sub(1);
+            u.bytes = u.bytes.saturating_sub(bytes);
+            if *u == Usage::default() {
+                usage.remove(owner);
+            }
+        }
+    }
+
+    /// Counts `n` more parked bytes against `owner`, or refuses them.
+    fn claim_bytes(&self, owner: &str, n: u64) -> Result<()> {
+        let mut usage = self.usage();
+        let u = usage.entry(owner.to_string()).or_default();
+        if u.bytes.saturating_add(n) > self.limits.bytes {
+            return Err(too_many(format!(
+                "unfinished uploads of this client hold {} bytes; the limit is {}",
+                u.bytes, self.limits.bytes
+            )));
+        }
+        u.bytes += n;
+        Ok(())
     }
 
     fn path(&self, id: &str) -> PathBuf {
         self.blobs.uploads_dir().join(id)
     }
 
-    /// Starts a session for `repo` and returns its id.
-    pub async fn start(&self, repo: &RepoName) -> Result<String> {
+    /// Starts a session for `repo`, counted against `owner`, and returns
+    /// its id. Past the owner's session limit, 429.
+    pub async fn start(&self, repo: &RepoName, owner: &str) -> Result<String> {
+        self.claim_session(owner)?;
         let id = uuid::Uuid::new_v4().to_string();
         // Live first, then the file, then the record: the expiry sweep never
         // sees a file or a record of a session that is not live yet.
-        self.live_insert(&id, repo.clone(), Some((Hasher::new(Algorithm::Sha256), 0)));
+        self.live_insert(
+            &id,
+            repo.clone(),
+            owner,
+            Some((Hasher::new(Algorithm::Sha256), 0)),
+        );
         let created = async {
             tokio::fs::File::create(self.path(&id))
                 .await
@@ -77,21 +182,36 @@ impl Uploads {
                 &UploadMeta {
                     repo: repo.as_str().to_string(),
                     started_unix,
+                    owner: owner.to_string(),
                 },
             )
         }
         .await;
         if let Err(e) = created {
+            // No record was written, so forget() cannot give the claim back.
+            self.release(owner, 0);
             let _ = self.forget(&id).await;
             return Err(e);
         }
         Ok(id)
     }
 
-    fn live_insert(&self, id: &str, repo: RepoName, hasher: Option<(Hasher, u64)>) -> SessionLock {
+    fn live_insert(
+        &self,
+        id: &str,
+        repo: RepoName,
+        owner: &str,
+        hasher: Option<(Hasher, u64)>,
+    ) -> SessionLock {
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         live.entry(id.to_string())
-            .or_insert_with(|| Arc::new(tokio::sync::Mutex::new(Session { repo, hasher })))
+            .or_insert_with(|| {
+                Arc::new(tokio::sync::Mutex::new(Session {
+                    repo,
+                    owner: owner.to_string(),
+                    hasher,
+                }))
+            })
             .clone()
     }
 
@@ -114,7 +234,7 @@ impl Uploads {
             None => {
                 let meta = self.index.upload(id)?.ok_or_else(Self::unknown)?;
                 let stored = RepoName::parse(&meta.repo).map_err(|_| Self::unknown())?;
-                self.live_insert(id, stored, None)
+                self.live_insert(id, stored, &meta.owner, None)
             }
         };
         let session = lock.lock_owned().await;
@@ -173,7 +293,13 @@ impl Uploads {
     }
 
     async fn forget(&self, id: &str) -> Result<()> {
-        self.index.remove_upload(id)?;
+        let len = tokio::fs::metadata(self.path(id))
+            .await
+            .map_or(0, |m| m.len());
+        // Only the call that removes the record gives its allowance back.
+        if let Some(meta) = self.index.remove_upload(id)? {
+            self.release(&meta.owner, len);
+        }
         {
             let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
             live.remove(id);
@@ -222,6 +348,8 @@ impl SessionGuard<'_> {
                 let Ok(data) = frame.into_data() else {
                     continue;
                 };
+                self.uploads
+                    .claim_bytes(&self.session.owner, data.len() as u64)?;
                 if let Err(e) = file.write_all(&data).await {
                     self.session.hasher = None;
                     return Err(Error::storage("appending to an upload", e));

@@ -90,8 +90,9 @@ impl Wharf {
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(i) = line.find("listening on http://") {
-                    let rest = &line[i + "listening on http://".len()..];
+                if let Some(i) = line.find("listening on http") {
+                    let rest = &line[i + "listening on ".len()..];
+                    let rest = rest.split_once("://").map_or(rest, |(_, r)| r);
                     let addr = rest.split([',', ' ']).next().unwrap_or("").to_string();
                     if let Some(tx) = tx.take() {
                         let _ = tx.send(addr);

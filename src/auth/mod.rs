@@ -1,0 +1,522 @@
+//! Access control, in one place before any handler runs: who the caller
+//! is ([`Auth::authenticate`]: a bearer token, Basic credentials, a client
+//! certificate, or nobody), what the request asks to do
+//! ([`operation`]), and whether the policy allows it
+//! ([`Auth::authorize`], through the one function [`policy::decide`]).
+//! Refusals follow the distribution spec: 401 with a `WWW-Authenticate`
+//! challenge naming the token endpoint and the scope needed when the
+//! caller has not (or not validly) logged in, 403 when a known caller
+//! lacks the right. The token endpoint lives in [`endpoint`].
+//!
+//! Without users, client certificates or rules ([`Policy::open`]), every
+//! request is allowed what routing allows, as before access control.
+
+pub mod credentials;
+pub mod endpoint;
+pub mod htpasswd;
+pub mod policy;
+pub mod scope;
+pub mod token;
+
+use crate::config::Config;
+use crate::error::{Error, ErrorCode, Result};
+use crate::mirror::routing::Backend;
+use crate::oci::ApiRoute;
+use credentials::Credentials;
+use http::{header, request::Parts, Method};
+use policy::{decide, Action, Decision, Identity, Op, Place, Policy};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use token::{Grant, TokenError, Tokens, Via};
+
+/// The path of the token endpoint (Docker token authentication).
+pub const TOKEN_PATH: &str = "/token";
+/// The `service` Wharf names in challenges and tokens.
+pub const SERVICE: &str = "wharf";
+
+/// What the server knows about a request's connection.
+#[derive(Clone, Debug)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    /// Whether the connection is HTTPS.
+    pub tls: bool,
+    /// The common name of a verified client certificate.
+    pub cert_user: Option<String>,
+}
+
+impl Peer {
+    /// A plain-HTTP peer (tests, benchmarks).
+    pub fn plain(addr: SocketAddr) -> Peer {
+        Peer {
+            addr,
+            tls: false,
+            cert_user: None,
+        }
+    }
+}
+
+/// Who a request comes from, once their credentials have been checked.
+#[derive(Clone, Debug)]
+pub struct Caller {
+    pub identity: Identity,
+    pub addr: SocketAddr,
+    /// With a bearer token, only what the token grants.
+    grants: Option<Vec<Grant>>,
+}
+
+impl Caller {
+    /// Who upload limits are counted against: the user, or the address of
+    /// an anonymous client.
+    pub fn quota_key(&self) -> String {
+        match &self.identity {
+            Identity::User(u) => format!("user:{u}"),
+            Identity::Anonymous => format!("addr:{}", self.addr.ip()),
+        }
+    }
+}
+
+/// Users, tokens and the policy.
+pub struct Auth {
+    policy: Policy,
+    users: Option<htpasswd::Users>,
+    /// `None` exactly when the policy is open (no tokens are needed).
+    tokens: Option<Tokens>,
+    private_upstreams: HashSet<String>,
+    /// Where refused pushes to mirrored names are pointed.
+    local_hint: Option<String>,
+}
+
+/// What a request asks to do: the operation the policy decides on, from
+/// the route and the method. Reads are pulls; deletes of manifests and
+/// blobs are deletes; everything else that writes (uploads, manifest PUTs,
+/// and any other method) is a push.
+pub fn operation<'a>(route: &'a ApiRoute, method: &Method, place: Place) -> Op<'a> {
+    let read = method == Method::GET || method == Method::HEAD;
+    let action = match route {
+        ApiRoute::Manifest { .. } | ApiRoute::Blob { .. } if method == Method::DELETE => {
+            Action::Delete
+        }
+        ApiRoute::UploadStart { .. } | ApiRoute::Upload { .. } => Action::Push,
+        _ if read => Action::Pull,
+        _ => Action::Push,
+    };
+    match route {
+        ApiRoute::Base => Op::Ping,
+        ApiRoute::Catalog => Op::Catalog,
+        ApiRoute::Tags { name }
+        | ApiRoute::Manifest { name, .. }
+        | ApiRoute::Blob { name, .. }
+        | ApiRoute::UploadStart { name }
+        | ApiRoute::Upload { name, .. }
+        | ApiRoute::Referrers { name, .. } => Op::Repo {
+            name: name.as_str(),
+            place,
+            action,
+        },
+    }
+}
+
+/// The scope a client must ask the token endpoint for to perform `op`.
+fn scope_of(op: &Op<'_>) -> Option<String> {
+    match op {
+        Op::Ping => None,
+        Op::Catalog => Some("registry:catalog:*".into()),
+        Op::Repo { name, action, .. } => Some(format!(
+            "repository:{name}:{}",
+            match action {
+                Action::Pull => "pull",
+                Action::Push => "pull,push",
+                Action::Delete => "delete",
+            }
+        )),
+    }
+}
+
+impl Auth {
+    /// Loads the users and the token key the config names.
+    pub fn new(config: &Config) -> std::result::Result<Auth, String> {
+        let users = match &config.htpasswd {
+            Some(path) => Some(htpasswd::Users::load(path).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        let tokens = if config.policy.is_open() {
+            None
+        } else {
+            let (path, create) = match &config.token_key {
+                Some(p) => (p.clone(), false),
+                None => (config.data.join("token.key"), true),
+            };
+            if create {
+                std::fs::create_dir_all(&config.data)
+                    .map_err(|e| format!("cannot create {}: {e}", config.data.display()))?;
+            }
+            let key = token::load_key(&path, create)
+                .map_err(|e| format!("token signing key {}: {e}", path.display()))?;
+            Some(Tokens::new(&key, SERVICE, config.token_ttl)?)
+        };
+        Ok(Auth {
+            policy: config.policy.clone(),
+            users,
+            tokens,
+            private_upstreams: config
+                .upstreams
+                .iter()
+                .filter(|u| u.is_private())
+                .map(|u| u.name.clone())
+                .collect(),
+            local_hint: config.local_namespaces.first().cloned(),
+        })
+    }
+
+    pub fn is_open(&self) -> bool {
+        self.policy.is_open()
+    }
+
+    /// Reads the htpasswd file again if it changed.
+    pub fn reload_if_changed(&self) {
+        if let Some(u) = &self.users {
+            u.reload_if_changed();
+        }
+    }
+
+    /// Reads the htpasswd file again (SIGHUP).
+    pub fn reload(&self) {
+        if let Some(u) = &self.users {
+            u.reload();
+        }
+    }
+
+    /// How access rules see where a routed repository lives.
+    pub fn place(&self, backend: &Backend) -> Place {
+        match backend {
+            Backend::Local => Place::Local,
+            Backend::Mirror { upstream, .. } if self.private_upstreams.contains(upstream) => {
+                Place::PrivateMirror
+            }
+            Backend::Mirror { .. } => Place::Mirror,
+        }
+    }
+
+    /// Checks the request's credentials: an `Authorization` header (a
+    /// token or Basic credentials), else a client certificate, else
+    /// anonymous. Credentials that do not check out are a 401.
+    pub async fn authenticate(&self, parts: &Parts, peer: &Peer) -> Result<Caller> {
+        let anonymous = Caller {
+            identity: Identity::Anonymous,
+            addr: peer.addr,
+            grants: None,
+        };
+        let Some(tokens) = &self.tokens else {
+            return Ok(anonymous); // open: credentials are not looked at
+        };
+        let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
+            return Ok(match &peer.cert_user {
+                Some(u) => Caller {
+                    identity: Identity::User(u.clone()),
+                    ..anonymous
+                },
+                None => anonymous,
+            });
+        };
+        let refuse = |message: String, error: &'static str| {
+            self.challenge(parts, peer, None, Some(error), message)
+        };
+        match credentials::parse(value.as_bytes()) {
+            Err(e) => Err(refuse(e.to_string(), "invalid_request")),
+            Ok(Credentials::Basic { user, password }) => {
+                if self.check_password(&user, &password).await {
+                    Ok(Caller {
+                        identity: Identity::User(user),
+                        ..anonymous
+                    })
+                } else {
+                    tracing::info!(user = %user, addr = %peer.addr, "login refused: wrong user name or password");
+                    Err(refuse(
+                        "incorrect username or password".into(),
+                        "invalid_token",
+                    ))
+                }
+            }
+            Ok(Credentials::Bearer(token)) => {
+                let claims = tokens.verify(&token).map_err(|e| match e {
+                    TokenError::Expired => refuse("token expired".into(), "invalid_token"),
+                    TokenError::Invalid => refuse("token is invalid".into(), "invalid_token"),
+                })?;
+                if claims.via == Via::Password && !self.user_exists(&claims.sub) {
+                    return Err(refuse(
+                        "the token's user no longer exists".into(),
+                        "invalid_token",
+                    ));
+                }
+                Ok(Caller {
+                    identity: if claims.sub.is_empty() {
+                        Identity::Anonymous
+                    } else {
+                        Identity::User(claims.sub)
+                    },
+                    addr: peer.addr,
+                    grants: Some(claims.access),
+                })
+            }
+        }
+    }
+
+    async fn check_password(&self, user: &str, password: &crate::config::Secret) -> bool {
+        match &self.users {
+            Some(u) => u.check(user, password).await,
+            None => false,
+        }
+    }
+
+    fn user_exists(&self, user: &str) -> bool {
+        self.users.as_ref().is_some_and(|u| u.exists(user))
+    }
+
+    /// Whether `caller` may perform `op` (a token limits it further).
+    fn decision(&self, caller: &Caller, op: &Op<'_>) -> (Decision, bool) {
+        let d = decide(&self.policy, &caller.identity, op);
+        let in_token = match (&caller.grants, op) {
+            (None, _) | (Some(_), Op::Ping) => true,
+            (Some(g), Op::Catalog) => g
+                .iter()
+                .any(|g| g.kind == "registry" && g.name == "catalog"),
+            (Some(g), Op::Repo { name, action, .. }) => g.iter().any(|g| g.covers(name, *action)),
+        };
+        (d, in_token)
+    }
+
+    /// Whether `caller` may perform `op`, without an error.
+    pub fn allows(&self, caller: &Caller, op: &Op<'_>) -> bool {
+        matches!(self.decision(caller, op), (Decision::Allow, true))
+    }
+
+    /// Allows `op` or answers why not: 401 with a challenge for the scope
+    /// when logging in (or a token for that scope) could help, 403 when a
+    /// known caller lacks the right, and the mirror's read-only answers.
+    pub fn authorize(
+        &self,
+        caller: &Caller,
+        op: &Op<'_>,
+        backend: &Backend,
+        parts: &Parts,
+        peer: &Peer,
+    ) -> Result<()> {
+        match self.decision(caller, op) {
+            (Decision::Allow, true) => Ok(()),
+            (Decision::Allow, false) => Err(self.challenge(
+                parts,
+                peer,
+                Some(op),
+                Some("insufficient_scope"),
+                "the token does not grant this".into(),
+            )),
+            (Decision::ReadOnly, _) => Err(self.read_only(op, backend)),
+            (Decision::Deny, _) if caller.identity == Identity::Anonymous => Err(self.challenge(
+                parts,
+                peer,
+                Some(op),
+                None,
+                "authentication required".into(),
+            )),
+            (Decision::Deny, _) => {
+                let what = match op {
+                    Op::Ping => "use this registry".to_string(),
+                    Op::Catalog => "list repositories".to_string(),
+                    Op::Repo { name, action, .. } => format!("{} {name}", action.as_str()),
+                };
+                Err(Error::oci(
+                    ErrorCode::Denied,
+                    format!("{} may not {what}", caller.identity.name()),
+                ))
+            }
+        }
+    }
+
+    fn read_only(&self, op: &Op<'_>, backend: &Backend) -> Error {
+        let Op::Repo { name, action, .. } = op else {
+            return Error::oci(ErrorCode::Unsupported, "not supported");
+        };
+        match action {
+            Action::Delete => Error::oci(
+                ErrorCode::Unsupported,
+                "DELETE is not supported on this endpoint",
+            ),
+            _ => {
+                let hint = match &self.local_hint {
+                    Some(l) => format!("; push to a local namespace instead, e.g. {l}/{name}"),
+                    None => String::new(),
+                };
+                let from = match backend {
+                    Backend::Mirror { upstream, .. } => format!(" from {upstream}"),
+                    Backend::Local => String::new(),
+                };
+                Error::oci(
+                    ErrorCode::Denied,
+                    format!("{name} is mirrored{from} and read-only{hint}"),
+                )
+            }
+        }
+    }
+
+    /// 401 UNAUTHORIZED with `WWW-Authenticate: Bearer realm=...` pointing
+    /// at this server's token endpoint.
+    fn challenge(
+        &self,
+        parts: &Parts,
+        peer: &Peer,
+        op: Option<&Op<'_>>,
+        error: Option<&str>,
+        message: String,
+    ) -> Error {
+        let mut value = format!(
+            "Bearer realm=\"{}\",service=\"{SERVICE}\"",
+            realm(parts, peer)
+        );
+        if let Some(scope) = op.and_then(scope_of) {
+            value.push_str(&format!(",scope=\"{scope}\""));
+        }
+        if let Some(e) = error {
+            value.push_str(&format!(",error=\"{e}\""));
+        }
+        Error::oci(ErrorCode::Unauthorized, message).with_header(header::WWW_AUTHENTICATE, value)
+    }
+
+    /// Whether `who` may pull repository `name` of `place` (for listings).
+    pub fn may_pull(&self, caller: &Caller, name: &str, place: Place) -> bool {
+        decide(
+            &self.policy,
+            &caller.identity,
+            &Op::Repo {
+                name,
+                place,
+                action: Action::Pull,
+            },
+        ) == Decision::Allow
+    }
+}
+
+/// The token endpoint's URL as this client reaches Wharf: the scheme of
+/// the connection (or what a TLS-terminating proxy says it was) and the
+/// host the client asked for.
+fn realm(parts: &Parts, peer: &Peer) -> String {
+    let forwarded = parts
+        .headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| *v == "https" || *v == "http");
+    let scheme = forwarded.unwrap_or(if peer.tls { "https" } else { "http" });
+    let host = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            parts
+                .headers
+                .get(header::HOST)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        })
+        // It goes inside a quoted header parameter: nothing that could end it.
+        .filter(|h| {
+            !h.is_empty()
+                && h.len() <= 255
+                && h.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b".-:[]_".contains(&b))
+        })
+        .unwrap_or_else(|| peer_local_host(peer));
+    format!("{scheme}://{host}{TOKEN_PATH}")
+}
+
+/// A last resort for clients that sent no usable Host.
+fn peer_local_host(peer: &Peer) -> String {
+    match peer.addr {
+        SocketAddr::V4(_) => "127.0.0.1".into(),
+        SocketAddr::V6(_) => "[::1]".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::RepoName;
+
+    #[test]
+    fn operations_from_routes() {
+        let name = RepoName::parse("golden/app").unwrap();
+        let d: crate::oci::Digest = format!("sha256:{}", "a".repeat(64)).parse().unwrap();
+        let r = |route: ApiRoute, m: Method| match operation(&route, &m, Place::Local) {
+            Op::Repo { action, .. } => Some(action),
+            _ => None,
+        };
+        let manifest = || ApiRoute::Manifest {
+            name: name.clone(),
+            reference: crate::oci::Reference::parse("1.0").unwrap(),
+        };
+        let blob = || ApiRoute::Blob {
+            name: name.clone(),
+            digest: d.clone(),
+        };
+        let upload = || ApiRoute::Upload {
+            name: name.clone(),
+            session: "x".into(),
+        };
+        assert_eq!(r(manifest(), Method::GET), Some(Action::Pull));
+        assert_eq!(r(manifest(), Method::HEAD), Some(Action::Pull));
+        assert_eq!(r(manifest(), Method::PUT), Some(Action::Push));
+        assert_eq!(r(manifest(), Method::DELETE), Some(Action::Delete));
+        assert_eq!(r(manifest(), Method::POST), Some(Action::Push));
+        assert_eq!(r(blob(), Method::GET), Some(Action::Pull));
+        assert_eq!(r(blob(), Method::DELETE), Some(Action::Delete));
+        assert_eq!(
+            r(upload(), Method::GET),
+            Some(Action::Push),
+            "upload status"
+        );
+        assert_eq!(r(upload(), Method::DELETE), Some(Action::Push), "cancel");
+        assert_eq!(
+            r(ApiRoute::UploadStart { name: name.clone() }, Method::POST),
+            Some(Action::Push)
+        );
+        assert_eq!(
+            r(ApiRoute::Tags { name: name.clone() }, Method::GET),
+            Some(Action::Pull)
+        );
+        assert_eq!(
+            operation(&ApiRoute::Base, &Method::GET, Place::Local),
+            Op::Ping
+        );
+        assert_eq!(
+            operation(&ApiRoute::Catalog, &Method::GET, Place::Local),
+            Op::Catalog
+        );
+    }
+
+    #[test]
+    fn realm_follows_the_client_and_never_breaks_the_header() {
+        let peer = Peer::plain("127.0.0.1:1".parse().unwrap());
+        let parts = |host: &str, proto: Option<&str>| {
+            let mut b = http::Request::get("/v2/").header("host", host);
+            if let Some(p) = proto {
+                b = b.header("x-forwarded-proto", p);
+            }
+            b.body(()).unwrap().into_parts().0
+        };
+        assert_eq!(
+            realm(&parts("wharf.lan:5000", None), &peer),
+            "http://wharf.lan:5000/token"
+        );
+        assert_eq!(
+            realm(&parts("wharf.lan", Some("https")), &peer),
+            "https://wharf.lan/token"
+        );
+        assert_eq!(
+            realm(&parts("evil\",x=\"y", None), &peer),
+            "http://127.0.0.1/token"
+        );
+        let tls = Peer {
+            tls: true,
+            ..peer.clone()
+        };
+        assert_eq!(realm(&parts("h", Some("gopher")), &tls), "https://h/token");
+    }
+}
