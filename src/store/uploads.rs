@@ -292,10 +292,17 @@ impl Uploads {
         live.contains_key(id)
     }
 
+    /// Removes session `id`: its record, its live state and its file.
     async fn forget(&self, id: &str) -> Result<()> {
         let len = tokio::fs::metadata(self.path(id))
             .await
             .map_or(0, |m| m.len());
+        self.forget_holding(id, len).await
+    }
+
+    /// [`Uploads::forget`] of a session known to hold `len` bytes (its
+    /// file may already have become a blob).
+    async fn forget_holding(&self, id: &str, len: u64) -> Result<()> {
         // Only the call that removes the record gives its allowance back.
         if let Some(meta) = self.index.remove_upload(id)? {
             self.release(&meta.owner, len);
@@ -400,7 +407,7 @@ impl SessionGuard<'_> {
         {
             self.uploads.blobs.install(path, expected).await?;
         }
-        self.uploads.forget(&self.id).await?;
+        self.uploads.forget_holding(&self.id, len).await?;
         Ok(len)
     }
 

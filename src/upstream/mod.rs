@@ -60,7 +60,7 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(config: UpstreamConfig) -> Result<Upstream, String> {
-        let client = https_client()?;
+        let client = https_client(config.ca_file.as_deref())?;
         let auth = auth::Authorizer::new(
             client.clone(),
             config.username.clone(),
@@ -226,17 +226,31 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// A pooled client for http and https (rustls, webpki roots).
-fn https_client() -> Result<HttpsClient, String> {
+/// A pooled client for http and https (rustls): the web PKI roots, plus
+/// the certificates of `ca_file` for a private registry with its own CA.
+fn https_client(ca_file: Option<&std::path::Path>) -> Result<HttpsClient, String> {
     let mut http = HttpConnector::new();
     http.enforce_http(false);
     http.set_connect_timeout(Some(CONNECT_TIMEOUT));
     http.set_nodelay(true);
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        for cert in crate::tls::read_certs(path).map_err(|e| format!("ca_file {e}"))? {
+            roots
+                .add(cert)
+                .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        }
+    }
+    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS setup: {e}"))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
     let https = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_webpki_roots(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .map_err(|e| format!("TLS setup: {e}"))?
+        .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .enable_http2()

@@ -5,6 +5,7 @@
 
 pub mod docker;
 pub mod layout;
+pub mod pki;
 pub mod upstream;
 
 use sha2::{Digest as _, Sha256};
@@ -37,6 +38,8 @@ pub fn sha256(bytes: &[u8]) -> String {
 pub struct Wharf {
     child: Option<Child>,
     pub addr: String,
+    /// `http` or `https`, as the start-up line says.
+    pub scheme: String,
     pub data: PathBuf,
     _tmp: Option<tempfile::TempDir>,
     log: Arc<Mutex<Vec<String>>>,
@@ -85,23 +88,23 @@ impl Wharf {
             .expect("spawn wharf");
         let stderr = child.stderr.take().expect("stderr");
         let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, rx) = std::sync::mpsc::channel::<(String, String)>();
         let log2 = log.clone();
         std::thread::spawn(move || {
             let mut tx = Some(tx);
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if let Some(i) = line.find("listening on http") {
                     let rest = &line[i + "listening on ".len()..];
-                    let rest = rest.split_once("://").map_or(rest, |(_, r)| r);
+                    let (scheme, rest) = rest.split_once("://").unwrap_or(("http", rest));
                     let addr = rest.split([',', ' ']).next().unwrap_or("").to_string();
                     if let Some(tx) = tx.take() {
-                        let _ = tx.send(addr);
+                        let _ = tx.send((scheme.to_string(), addr));
                     }
                 }
                 log2.lock().unwrap().push(line);
             }
         });
-        let addr = match rx.recv_timeout(Duration::from_secs(30)) {
+        let (scheme, addr) = match rx.recv_timeout(Duration::from_secs(30)) {
             Ok(a) => a,
             Err(_) => {
                 let _ = child.kill();
@@ -111,6 +114,7 @@ impl Wharf {
         Wharf {
             child: Some(child),
             addr,
+            scheme,
             data: data.to_path_buf(),
             _tmp: None,
             log,
@@ -118,7 +122,16 @@ impl Wharf {
     }
 
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        format!("{}://{}{}", self.scheme, self.addr, path)
+    }
+
+    /// Whether the log holds a line containing every one of `parts`.
+    pub fn logged(&self, parts: &[&str]) -> bool {
+        self.log
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| parts.iter().all(|p| l.contains(p)))
     }
 
     pub fn pid(&self) -> u32 {
@@ -193,6 +206,8 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> std::process::ExitSta
 pub struct Api {
     pub base: String,
     pub http: reqwest::Client,
+    /// An `Authorization` value sent with every request.
+    pub auth: Option<String>,
 }
 
 impl Api {
@@ -208,7 +223,54 @@ impl Api {
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
+            auth: None,
         }
+    }
+
+    /// A client for a Wharf serving HTTPS with a certificate from `ca`.
+    pub fn tls(w: &Wharf, ca: &pki::TestCa) -> Api {
+        Api::tls_builder(w, ca, |b| b)
+    }
+
+    /// Like [`Api::tls`], with more settings on the client (a client
+    /// certificate, HTTP/2 only, ...).
+    pub fn tls_builder(
+        w: &Wharf,
+        ca: &pki::TestCa,
+        more: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
+    ) -> Api {
+        let root = reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap();
+        let b = reqwest::Client::builder()
+            .use_rustls_tls()
+            .tls_built_in_root_certs(false)
+            .add_root_certificate(root)
+            .tls_info(true)
+            .redirect(reqwest::redirect::Policy::none());
+        Api {
+            base: format!("https://{}", w.addr),
+            http: more(b).build().unwrap(),
+            auth: None,
+        }
+    }
+
+    /// Asks `/token` for `scopes`, with Basic credentials if given.
+    pub async fn token(&self, creds: Option<(&str, &str)>, scopes: &[&str]) -> reqwest::Response {
+        let q: Vec<(&str, &str)> = std::iter::once(("service", "wharf"))
+            .chain(scopes.iter().map(|s| ("scope", *s)))
+            .collect();
+        let mut r = self.http.get(self.url("/token")).query(&q);
+        if let Some((u, p)) = creds {
+            r = r.basic_auth(u, Some(p));
+        }
+        r.send().await.unwrap()
+    }
+
+    /// A token for `scopes` (the request must succeed).
+    pub async fn token_for(&self, creds: Option<(&str, &str)>, scopes: &[&str]) -> String {
+        let r = self.token(creds, scopes).await;
+        assert_eq!(r.status(), 200, "token request");
+        let v: serde_json::Value = r.json().await.unwrap();
+        v["token"].as_str().unwrap().to_string()
     }
 
     /// The same client, opening a fresh connection per request: for tests
@@ -231,7 +293,32 @@ impl Api {
     }
 
     pub fn req(&self, method: &str, path: &str) -> reqwest::RequestBuilder {
-        self.http.request(method.parse().unwrap(), self.url(path))
+        let r = self.http.request(method.parse().unwrap(), self.url(path));
+        match &self.auth {
+            Some(a) => r.header("authorization", a),
+            None => r,
+        }
+    }
+
+    /// The same client, sending `Authorization: <value>` with every request.
+    pub fn with_auth(&self, value: impl Into<String>) -> Api {
+        Api {
+            base: self.base.clone(),
+            http: self.http.clone(),
+            auth: Some(value.into()),
+        }
+    }
+
+    /// The same client, logged in with a bearer token.
+    pub fn bearer(&self, token: &str) -> Api {
+        self.with_auth(format!("Bearer {token}"))
+    }
+
+    /// The same client, sending Basic credentials with every request.
+    pub fn basic(&self, user: &str, password: &str) -> Api {
+        use base64::Engine;
+        let raw = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+        self.with_auth(format!("Basic {raw}"))
     }
 
     /// Monolithic push: POST, then PUT with the whole body. Returns the digest.
