@@ -855,6 +855,104 @@ mod tests {
     }
 
     #[test]
+    fn the_tls_deploy_example_is_valid() {
+        use crate::auth::policy::{decide, Action, Decision, Identity, Op, Place};
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("wharf.toml");
+        std::fs::write(&f, include_str!("../deploy/tls/wharf.toml")).unwrap();
+        let c = Config::load(&ServeArgs {
+            config: Some(f),
+            ..Default::default()
+        })
+        .unwrap();
+        let tls = c.tls.unwrap();
+        assert_eq!(tls.cert, PathBuf::from("/etc/wharf/tls/wharf.crt"));
+        assert!(tls.client_ca.is_none());
+        assert_eq!(c.htpasswd, Some(PathBuf::from("/etc/wharf/htpasswd")));
+        assert_eq!(c.token_ttl, Duration::from_secs(300));
+        assert_eq!(c.max_upload_sessions, 64);
+        assert_eq!(c.max_upload_bytes, 32 << 30);
+        assert!(!c.policy.is_open());
+        assert_eq!(c.policy.rules().len(), 3);
+        let op = |name, action| Op::Repo {
+            name,
+            place: Place::Local,
+            action,
+        };
+        let builder = Identity::User("builder2".into());
+        assert_eq!(
+            decide(&c.policy, &builder, &op("charts/web", Action::Push)),
+            Decision::Allow
+        );
+        assert_eq!(
+            decide(
+                &c.policy,
+                &Identity::Anonymous,
+                &op("charts/web", Action::Pull)
+            ),
+            Decision::Deny
+        );
+    }
+
+    #[test]
+    fn access_settings_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("w.toml");
+        let load = |text: &str, args: ServeArgs| {
+            std::fs::write(&f, text).unwrap();
+            Config::load(&ServeArgs {
+                config: Some(f.clone()),
+                ..args
+            })
+        };
+        let e = load("tls_cert = \"/x.crt\"\n", ServeArgs::default()).unwrap_err();
+        assert!(e.to_string().contains("tls_key"), "{e}");
+        let e = load("tls_client_ca = \"/ca.crt\"\n", ServeArgs::default()).unwrap_err();
+        assert!(e.to_string().contains("tls_cert"), "{e}");
+        let e = load("anonymous_pull = false\n", ServeArgs::default()).unwrap_err();
+        assert!(e.to_string().contains("htpasswd"), "{e}");
+        let e = load(
+            "[[access]]\nrepositories = \"x/*\"\npull = [\"group:nope\"]\n",
+            ServeArgs::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("group:nope"), "{e}");
+        let e = load(
+            "[[access]]\nrepositories = \"x/*\"\npul = [\"alice\"]\n",
+            ServeArgs::default(),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("pul"), "{e}");
+        let e = load(
+            "",
+            ServeArgs {
+                anonymous_pull: Some("maybe".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("anonymous_pull"), "{e}");
+        // Open by default; any user file or rule turns access control on.
+        assert!(load("", ServeArgs::default()).unwrap().policy.is_open());
+        let c = load(
+            "",
+            ServeArgs {
+                htpasswd: Some("/etc/wharf/htpasswd".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        assert!(!c.policy.is_open());
+        // Secrets never print.
+        let c = load(
+            "[[upstreams]]\nname = \"x.io\"\nurl = \"https://x.io\"\nusername = \"u\"\npassword = \"hunter2\"\n",
+            ServeArgs::default(),
+        )
+        .unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
     fn flags_override_file_and_bad_values_name_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("w.toml");

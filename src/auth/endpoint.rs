@@ -123,7 +123,7 @@ impl Auth {
                 SystemTime::now(),
             )
             .map_err(|e| Error::storage("signing a token", e))?;
-        tracing::debug!(user = identity.name(), addr = %peer.addr, grants = ?access, "token issued");
+        tracing::debug!(user = %identity.name(), addr = %peer.addr, grants = ?access, "token issued");
         let body = serde_json::json!({
             "token": issued.token,
             "access_token": issued.token,

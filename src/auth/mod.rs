@@ -116,14 +116,23 @@ pub fn operation<'a>(route: &'a ApiRoute, method: &Method, place: Place) -> Op<'
     }
 }
 
-/// The scope a client must ask the token endpoint for to perform `op`.
+/// The scope a 401 tells the client to ask the token endpoint for. Reads
+/// of a local repository name `pull,push`: a pusher's first request is a
+/// blob HEAD, and clients that keep one token per repository (oras-py)
+/// would otherwise be stuck with a pull-only token for the upload that
+/// follows. The token endpoint still grants only what the rules allow.
 fn scope_of(op: &Op<'_>) -> Option<String> {
     match op {
         Op::Ping => None,
         Op::Catalog => Some("registry:catalog:*".into()),
-        Op::Repo { name, action, .. } => Some(format!(
+        Op::Repo {
+            name,
+            action,
+            place,
+        } => Some(format!(
             "repository:{name}:{}",
             match action {
+                Action::Pull if *place == Place::Local => "pull,push",
                 Action::Pull => "pull",
                 Action::Push => "pull,push",
                 Action::Delete => "delete",

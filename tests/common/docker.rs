@@ -83,12 +83,42 @@ impl Dockerd {
         }
     }
 
-    /// A `docker` command talking to this daemon.
+    /// A `docker` command talking to this daemon, with its own client
+    /// config (where `docker login` keeps credentials).
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(&self.cli);
-        c.arg("-H")
+        c.env("DOCKER_CONFIG", self.root.join("cli"))
+            .arg("-H")
             .arg(format!("unix://{}", self.root.join("d.sock").display()));
         c
+    }
+
+    /// Runs `docker ARGS` with `stdin`, returning (success, stdout+stderr).
+    pub fn try_docker(&self, args: &[&str], stdin: &str) -> (bool, String) {
+        use std::io::Write;
+        let mut child = self
+            .cmd()
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
     }
 
     /// Runs `docker ARGS`, panicking with the output (and daemon log) on failure.
