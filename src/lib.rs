@@ -43,6 +43,7 @@ pub mod auth;
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod fuzzing;
 pub mod mirror;
 pub mod oci;
 pub mod registry;
