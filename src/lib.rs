@@ -6,9 +6,14 @@
 //!
 //! ## What one request does
 //! ```text
-//! client ─HTTP/1.1 or h2c─▶ server (accept, header timeout, graceful shutdown)
-//!   ▶ app::App::handle: oci::route parses the path into an ApiRoute
+//! client ─HTTP/1.1 or h2, TLS optional─▶ server (accept, TLS handshake with
+//!        the certificate current at accept, header timeout, graceful shutdown)
+//!   ▶ app::App::handle: non-OCI pages first (/token: auth::endpoint)
+//!   ▶ oci::route parses the path into an ApiRoute
 //!   ▶ mirror::routing::Router: local namespace, or which configured upstream
+//!   ▶ auth: who is asking (token, Basic, client certificate, anonymous),
+//!     the operation (repository + pull/push/delete), policy::decide
+//!     ─▶ 401 with a token challenge / 403, before any handler runs
 //!   ▶ local:    registry::{manifests, blobs, uploads, listing} ─▶ store
 //!   ▶ mirrored: mirror: tag TTL cache (moka) ─▶ store hit? ─▶ stream the file
 //!                 └ miss ─▶ single-flight fill (mirror::fill) ─▶ upstream
@@ -17,12 +22,14 @@
 //!        store::blobs   content-addressed files (temp → hash → fsync → rename)
 //!        store::index   sled: links, manifests, tags, referrers, uploads
 //!        store::uploads upload sessions that survive a restart
+//!   ▶ audit: one line per change a local handler reports (who, what)
 //!   ▶ error::Error::into_response: the one place errors become OCI JSON
 //! ```
 //!
 //! ## Module map
 //! Dependencies point one way: `oci` (pure parsing) ← `store` / `upstream`
-//! / `reply` ← `registry` / `mirror` ← `app` ← `server` ← `main`.
+//! / `reply` ← `registry` / `mirror` ← `auth` / `audit` / `tls` ← `app` ←
+//! `server` ← `main`. (`config` reads `auth::policy`, which is pure.)
 //! - [`oci`]: names, tags, digests, routes, manifest parsing; no I/O.
 //! - [`store`]: blob files, the sled index, upload sessions, start-up recovery.
 //! - [`reply`]: response helpers and ranged serving of stored content,
@@ -30,11 +37,17 @@
 //! - [`registry`]: the distribution-spec endpoints for local repositories.
 //! - [`upstream`]: pooled clients for upstream registries, token auth.
 //! - [`mirror`]: routing, tag cache, fills, stale-if-error, negative cache.
-//! - [`app`]: shared state, routing, dispatch.
-//! - [`server`]: accept loop and graceful shutdown.
+//! - [`auth`]: identities (htpasswd, tokens, client certificates), the
+//!   access policy as one pure function, the token endpoint.
+//! - [`audit`]: the audit log of changes to local repositories.
+//! - [`tls`]: HTTPS certificates, reloaded when they change.
+//! - [`watch`]: noticing that a file read at start-up changed.
+//! - [`app`]: shared state, routing, authorisation, dispatch.
+//! - [`server`]: accept loop, TLS handshakes and graceful shutdown.
 //! - [`config`]: flags, environment, TOML file, validation.
 //! - [`body`]: the response body type and file streaming.
 //! - [`error`]: OCI error codes and the error body.
+//! - [`fuzzing`]: the fuzz targets' entry points (also property tests).
 #![forbid(unsafe_code)]
 
 pub mod app;
