@@ -112,11 +112,40 @@ impl App {
     }
 
     /// Reads the TLS certificate and the htpasswd file again (SIGHUP).
+    /// Blocking (file reads, a bcrypt): call it off the async workers.
     pub fn reload(&self) {
         if let Some(t) = &self.tls {
             t.reload();
         }
         self.auth.reload();
+    }
+
+    /// Until `shutdown`, reads the TLS certificate and the htpasswd file
+    /// again whenever they change. Its own loop, so neither waits for
+    /// eviction or garbage collection; the reads run on the blocking pool.
+    pub async fn watch_files(
+        self: std::sync::Arc<Self>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        if self.tls.is_none() && self.auth.is_open() {
+            return;
+        }
+        let mut every = tokio::time::interval(FILE_CHECK_INTERVAL);
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = every.tick() => {
+                    let app = self.clone();
+                    let _ = tokio::task::spawn_blocking(move || {
+                        if let Some(t) = &app.tls {
+                            t.reload_if_changed();
+                        }
+                        app.auth.reload_if_changed();
+                    })
+                    .await;
+                }
+            }
+        }
     }
 
     /// Answers one request from `peer`. Never fails: errors become OCI
@@ -170,8 +199,8 @@ impl App {
             None => Backend::Local,
         };
         // Who asks, and may they: before any handler runs.
-        let place = self.auth.place(&backend);
-        let op = auth::operation(&route, &parts.method, place);
+        let at = self.auth.locate(&backend);
+        let op = auth::operation(&route, &parts.method, &at);
         let caller = self.auth.authenticate(&parts, peer).await?;
         self.auth.authorize(&caller, &op, &backend, &parts, peer)?;
         match backend {
@@ -241,15 +270,17 @@ impl App {
         let s = &self.store;
         let m = &parts.method;
         let get = m == Method::GET || m == Method::HEAD;
+        // Whose upload limits an upload request counts against.
+        let owner = || caller.quota_key();
         match route {
             ApiRoute::Base if get => {
                 let mut r = reply::json(&serde_json::json!({}), "application/json");
                 *r.status_mut() = StatusCode::OK;
                 Ok(r)
             }
-            ApiRoute::Catalog if get => listing::catalog(s, &parts, |name| {
-                self.auth.may_pull(caller, name, auth::policy::Place::Local)
-            }),
+            ApiRoute::Catalog if get => {
+                listing::catalog(s, &parts, |name| self.auth.may_pull_local(caller, name))
+            }
             ApiRoute::Tags { name } if get => listing::tags(s, &parts, name),
             ApiRoute::Referrers { name, digest } if get => {
                 listing::referrers(s, &parts, name, digest).await
@@ -267,7 +298,7 @@ impl App {
             },
             ApiRoute::UploadStart { name } if m == Method::POST => {
                 let may_mount = self.may_mount(caller, &parts, name);
-                let owner = caller.quota_key();
+                let owner = owner();
                 let who = uploads::Uploader {
                     owner: &owner,
                     may_mount,
@@ -275,10 +306,10 @@ impl App {
                 uploads::start(s, &parts, name, body, who).await
             }
             ApiRoute::Upload { name, session } => match *m {
-                Method::PATCH => uploads::patch(s, &parts, name, session, body).await,
-                Method::PUT => uploads::finish(s, &parts, name, session, body).await,
-                Method::GET | Method::HEAD => uploads::status(s, name, session).await,
-                Method::DELETE => uploads::cancel(s, name, session).await,
+                Method::PATCH => uploads::patch(s, &parts, name, session, &owner(), body).await,
+                Method::PUT => uploads::finish(s, &parts, name, session, &owner(), body).await,
+                Method::GET | Method::HEAD => uploads::status(s, name, session, &owner()).await,
+                Method::DELETE => uploads::cancel(s, name, session, &owner()).await,
                 _ => Err(unsupported(m)),
             },
             _ => Err(unsupported(m)),
@@ -299,14 +330,9 @@ impl App {
         let Ok(backend) = self.router.route(&from, None) else {
             return false;
         };
-        self.auth.allows(
-            caller,
-            &auth::policy::Op::Repo {
-                name: from.as_str(),
-                place: self.auth.place(&backend),
-                action: auth::policy::Action::Pull,
-            },
-        )
+        let at = self.auth.locate(&backend);
+        self.auth
+            .allows(caller, &at.op(from.as_str(), auth::policy::Action::Pull))
     }
 
     /// Periodic housekeeping until `shutdown` resolves: expires idle
@@ -323,7 +349,6 @@ impl App {
             self.config.gc_interval
         };
         let mut gc = tokio::time::interval_at(tokio::time::Instant::now() + gc_every, gc_every);
-        let mut files = tokio::time::interval(FILE_CHECK_INTERVAL);
         let cache = &self.store.cache;
         loop {
             tokio::select! {
@@ -343,12 +368,6 @@ impl App {
                     self.evict().await;
                 }
                 _ = cache.over_limit.notified() => self.evict().await,
-                _ = files.tick() => {
-                    if let Some(t) = &self.tls {
-                        t.reload_if_changed();
-                    }
-                    self.auth.reload_if_changed();
-                }
                 _ = gc.tick(), if !self.config.gc_interval.is_zero() => {
                     if let Err(e) = crate::store::gc::collect(&self.store, self.config.gc_grace, false).await {
                         tracing::warn!(error = %e, "garbage collection failed");

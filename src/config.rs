@@ -171,8 +171,8 @@ pub struct ServeArgs {
     pub max_upload_bytes: Option<String>,
 }
 
-/// The keys the config file may hold.
-#[derive(Deserialize, Default, Debug)]
+/// The keys the config file may hold. (No `Debug`: it holds passwords.)
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
     listen: Option<String>,
@@ -210,7 +210,7 @@ struct FileConfig {
 }
 
 /// One `[[access]]` rule.
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileAccess {
     repositories: String,
@@ -236,8 +236,8 @@ fn string_or_number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Str
     }))
 }
 
-/// One `[[upstreams]]` table.
-#[derive(Deserialize, Debug)]
+/// One `[[upstreams]]` table. (No `Debug`: it holds a password.)
+#[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileUpstream {
     name: String,
@@ -876,6 +876,7 @@ mod tests {
         assert_eq!(c.policy.rules().len(), 3);
         let op = |name, action| Op::Repo {
             name,
+            full: None,
             place: Place::Local,
             action,
         };

@@ -168,7 +168,8 @@ async fn reload_on_sighup(app: Arc<app::App>) {
         };
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading the TLS certificate and the htpasswd file");
-            app.reload();
+            let app = app.clone();
+            let _ = tokio::task::spawn_blocking(move || app.reload()).await;
         }
     }
     #[cfg(not(unix))]

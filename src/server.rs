@@ -34,8 +34,10 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let maintenance = tokio::spawn({
         let app = app.clone();
+        let stop_rx = stop_rx.clone();
         async move { app.maintain(stop_rx).await }
     });
+    let watching = tokio::spawn(app.clone().watch_files(stop_rx));
     // Each open connection holds a permit; at the limit, accepting waits.
     let permits = Arc::new(tokio::sync::Semaphore::new(app.config.max_connections));
     tokio::pin!(shutdown);
@@ -119,6 +121,7 @@ pub async fn run(listener: TcpListener, app: Arc<App>, shutdown: impl Future<Out
     tracing::info!("shutting down: waiting for open requests");
     let _ = stop_tx.send(true);
     let _ = maintenance.await;
+    let _ = watching.await;
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
         .await
         .is_err()

@@ -346,6 +346,14 @@ async fn bad_credentials_table() {
             "invalid_request",
         ),
         (
+            "a user name forging a log line",
+            format!(
+                "Basic {}",
+                b64("x\n2026 INFO wharf::audit: forged user=alice:pw")
+            ),
+            "invalid_request",
+        ),
+        (
             "100 KiB",
             format!("Basic {}", "A".repeat(100 * 1024)),
             "invalid_request",
@@ -455,6 +463,9 @@ async fn bad_credentials_table() {
     for pw in ["alice-pw", "alice2-pw"] {
         assert!(!w.log().contains(pw), "{pw} in the log");
     }
+    assert!(!w.log().contains("forged"), "a client wrote into the log");
+    // A refused unknown user is not named (it may be a mistyped password).
+    assert!(!w.log().contains("mallory"));
 }
 
 #[tokio::test]
@@ -471,9 +482,11 @@ async fn anonymous_pull_off_requires_a_login() {
     let r = anon.bearer(&t).get("/v2/golden/app/manifests/1").await;
     assert_eq!(r.status(), 401);
     assert_eq!(alice.get("/v2/golden/app/manifests/1").await.status(), 200);
-    // Default rules: any user may push and delete in local namespaces.
+    // Default rules: any user may push and delete in local namespaces,
+    // the namespace's own name included.
     let reader = anon.basic("reader", "reader-pw");
     push_image(&reader, "charts/mine", "1", "y").await;
+    push_image(&reader, "charts", "1", "z").await;
     let r = reader
         .req("DELETE", "/v2/charts/mine/manifests/1")
         .send()
@@ -582,8 +595,16 @@ async fn upload_limits_per_client() {
     assert_eq!(r.status(), 429);
     assert_eq!(header(&r, "retry-after").as_deref(), Some("60"));
     assert_eq!(error_code(r).await, "TOOMANYREQUESTS");
-    // Another user is not affected.
+    // Another user is not affected, and cannot use alice's session.
     assert_eq!(start_upload(&reader).await.status(), 202);
+    let r = reader
+        .req("PATCH", &a1)
+        .body(vec![0u8; 10])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
     // Cancelling gives the session back.
     assert_eq!(alice.status("DELETE", &a1).await, 204);
     let a3 = location(&start_upload(&alice).await);
@@ -603,6 +624,32 @@ async fn upload_limits_per_client() {
         .unwrap();
     assert_eq!(r.status(), 429);
     assert_eq!(error_code(r).await, "TOOMANYREQUESTS");
+    // A blob in one POST counts too, and past the limit leaves nothing.
+    let big = vec![6u8; 1536 * 1024];
+    let r = reader
+        .req(
+            "POST",
+            &format!("/v2/golden/up/blobs/uploads/?digest={}", sha256(&big)),
+        )
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert_eq!(error_code(r).await, "TOOMANYREQUESTS");
+    let tmp = std::fs::read_dir(w.data.join("tmp")).unwrap().count();
+    assert_eq!(tmp, 0, "no temp file left");
+    let small = vec![7u8; 1000];
+    let r = reader
+        .req(
+            "POST",
+            &format!("/v2/golden/up/blobs/uploads/?digest={}", sha256(&small)),
+        )
+        .body(small)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
     // Cancelling frees the parked bytes; so does finishing an upload.
     assert_eq!(alice.status("DELETE", &a3).await, 204);
     let a4 = location(&start_upload(&alice).await);
@@ -625,4 +672,45 @@ async fn upload_limits_per_client() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
+}
+
+#[tokio::test]
+async fn rules_on_a_mirrored_name_hold_however_it_is_spelled() {
+    let up = Upstream::start(false);
+    let reg = Api::at(&up.registry_addr);
+    for repo in ["team/secret", "team/open"] {
+        let cd = reg.push_blob(repo, b"{}").await;
+        let m = image_manifest(
+            Some(OCI_MANIFEST),
+            ("application/vnd.oci.image.config.v1+json", &cd, 2),
+            &[],
+        );
+        assert_eq!(
+            reg.put_manifest(repo, "v1", OCI_MANIFEST, &m)
+                .await
+                .status(),
+            201
+        );
+    }
+    let rules = format!(
+        "[[upstreams]]\nname = \"registry.corp\"\nurl = \"{}\"\nalias = \"corp\"\n\n[[access]]\nrepositories = \"registry.corp/team/secret\"\npull = [\"alice\"]\n\n[[access]]\nrepositories = \"**\"\npull = [\"anonymous\"]\n",
+        up.url()
+    );
+    let site = start(&rules, &[]);
+    let anon = Api::new(&site.w);
+    let alice = anon.basic("alice", "alice-pw");
+    for path in [
+        "/v2/registry.corp/team/secret/manifests/v1",
+        "/v2/corp/team/secret/manifests/v1",
+        "/v2/team/secret/manifests/v1?ns=registry.corp",
+    ] {
+        assert_eq!(anon.get(path).await.status(), 401, "{path}");
+        let r = anon.basic("reader", "reader-pw").get(path).await;
+        assert_eq!(r.status(), 403, "{path}");
+        assert_eq!(alice.get(path).await.status(), 200, "{path}");
+    }
+    assert_eq!(
+        anon.get("/v2/corp/team/open/manifests/v1").await.status(),
+        200
+    );
 }

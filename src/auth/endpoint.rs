@@ -166,10 +166,9 @@ impl Auth {
         };
         match given {
             Some((user, password)) => {
-                if self.check_password(&user, &password).await {
+                if self.check_password(&user, &password, peer).await? {
                     Ok((Identity::User(user), Via::Password))
                 } else {
-                    tracing::info!(user = %user, addr = %peer.addr, "login refused: wrong user name or password");
                     Err(unauthorized("incorrect username or password"))
                 }
             }
@@ -189,20 +188,10 @@ impl Auth {
                 actions: vec!["*".into()],
             }),
             Scope::Repository { name, actions } => {
-                let place = self.place(&router.route(name, None).ok()?);
+                let at = self.locate(&router.route(name, None).ok()?);
                 let granted: Vec<String> = actions
                     .iter()
-                    .filter(|a| {
-                        allowed(
-                            &self.policy,
-                            who,
-                            &Op::Repo {
-                                name: name.as_str(),
-                                place,
-                                action: **a,
-                            },
-                        )
-                    })
+                    .filter(|a| allowed(&self.policy, who, &at.op(name.as_str(), **a)))
                     .map(|a| a.as_str().to_string())
                     .collect();
                 (!granted.is_empty()).then(|| Grant {

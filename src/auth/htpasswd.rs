@@ -22,9 +22,44 @@ use subtle::ConstantTimeEq;
 const REMEMBER: Duration = Duration::from_secs(300);
 /// bcrypt checks running at once; more wait.
 const CONCURRENT_CHECKS: usize = 2;
+/// Checks waiting for a turn at most; past that, [`Verdict::Busy`] at once,
+/// so a flood of made-up passwords cannot queue real logins forever.
+const MAX_WAITING: usize = 64;
+
+/// The outcome of a password check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Valid,
+    Invalid,
+    /// Too many checks are waiting: try again shortly.
+    Busy,
+}
 
 /// The users of one file: name → bcrypt hash.
 type Table = HashMap<String, String>;
+
+/// The users as loaded, and a hash that unknown users are checked
+/// against so they cost as much as the dearest known one.
+struct Loaded {
+    users: Table,
+    decoy: String,
+}
+
+impl Loaded {
+    fn new(users: Table, salt: &[u8; 16]) -> Loaded {
+        // htpasswd -B uses cost 5 unless told otherwise.
+        let cost = users
+            .values()
+            .filter_map(|h| h.get(4..6)?.parse::<u32>().ok())
+            .max()
+            .unwrap_or(5)
+            .clamp(4, 31);
+        Loaded {
+            decoy: bcrypt::hash(salt, cost).unwrap_or_default(),
+            users,
+        }
+    }
+}
 
 /// Parses htpasswd text. Returns the users and a warning per line skipped
 /// (the warnings name users and line numbers, never hashes).
@@ -73,15 +108,13 @@ struct Verified {
 /// The users Wharf knows, from the htpasswd file.
 pub struct Users {
     path: PathBuf,
-    table: RwLock<Arc<Table>>,
+    table: RwLock<Arc<Loaded>>,
     watched: Watched,
     verified: Mutex<HashMap<String, Verified>>,
     /// Process-local salt for the remembered password digests.
     salt: [u8; 16],
-    /// A hash that unknown users are checked against, so they cost as
-    /// much as known ones.
-    decoy: String,
     checks: tokio::sync::Semaphore,
+    waiting: std::sync::atomic::AtomicUsize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -111,23 +144,14 @@ impl Users {
         }
         let mut salt = [0u8; 16];
         let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt);
-        // The same cost as the file's own hashes (htpasswd -B uses 5).
-        let cost = table
-            .values()
-            .next()
-            .and_then(|h| h.get(4..6))
-            .and_then(|c| c.parse::<u32>().ok())
-            .unwrap_or(5)
-            .clamp(4, 31);
-        let decoy = bcrypt::hash(salt, cost).unwrap_or_default();
         Ok(Users {
             path: path.to_path_buf(),
-            table: RwLock::new(Arc::new(table)),
+            table: RwLock::new(Arc::new(Loaded::new(table, &salt))),
             watched: Watched::new(vec![path.to_path_buf()]),
             verified: Mutex::new(HashMap::new()),
             salt,
-            decoy,
             checks: tokio::sync::Semaphore::new(CONCURRENT_CHECKS),
+            waiting: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -144,19 +168,20 @@ impl Users {
         match read(&self.path) {
             Ok(table) => {
                 tracing::info!(file = %self.path.display(), users = table.len(), "htpasswd file loaded");
-                *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+                let loaded = Arc::new(Loaded::new(table, &self.salt));
+                *self.table.write().unwrap_or_else(|p| p.into_inner()) = loaded;
             }
             Err(e) => tracing::error!("{e}; keeping the users already loaded"),
         }
     }
 
-    fn current(&self) -> Arc<Table> {
+    fn current(&self) -> Arc<Loaded> {
         self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Whether `user` is (still) in the file.
     pub fn exists(&self, user: &str) -> bool {
-        self.current().contains_key(user)
+        self.current().users.contains_key(user)
     }
 
     fn digest(&self, password: &Secret) -> [u8; 32] {
@@ -167,8 +192,9 @@ impl Users {
     }
 
     /// Whether `password` is `user`'s.
-    pub async fn check(&self, user: &str, password: &Secret) -> bool {
-        let hash = self.current().get(user).cloned();
+    pub async fn check(&self, user: &str, password: &Secret) -> Verdict {
+        let loaded = self.current();
+        let hash = loaded.users.get(user).cloned();
         let digest = self.digest(password);
         if let Some(hash) = &hash {
             let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
@@ -177,15 +203,22 @@ impl Users {
                     && v.at.elapsed() < REMEMBER
                     && bool::from(v.password.ct_eq(&digest))
                 {
-                    return true;
+                    return Verdict::Valid;
                 }
             }
         }
-        let Ok(_permit) = self.checks.acquire().await else {
-            return false;
+        use std::sync::atomic::Ordering::SeqCst;
+        if self.waiting.fetch_add(1, SeqCst) >= MAX_WAITING {
+            self.waiting.fetch_sub(1, SeqCst);
+            return Verdict::Busy;
+        }
+        let permit = self.checks.acquire().await;
+        self.waiting.fetch_sub(1, SeqCst);
+        let Ok(_permit) = permit else {
+            return Verdict::Invalid;
         };
         let known = hash.is_some();
-        let against = hash.clone().unwrap_or_else(|| self.decoy.clone());
+        let against = hash.clone().unwrap_or_else(|| loaded.decoy.clone());
         let pw = password.clone();
         let ok = tokio::task::spawn_blocking(move || bcrypt::verify(pw.expose(), &against))
             .await
@@ -205,7 +238,11 @@ impl Users {
                 },
             );
         }
-        ok
+        if ok {
+            Verdict::Valid
+        } else {
+            Verdict::Invalid
+        }
     }
 }
 
@@ -235,16 +272,21 @@ mod tests {
         std::fs::write(&f, format!("alice:{h}\n")).unwrap();
         let users = Users::load(&f).unwrap();
         let pw = |s: &str| Secret::new(s.to_string());
-        assert!(users.check("alice", &pw("s3cret")).await);
-        assert!(users.check("alice", &pw("s3cret")).await, "remembered");
-        assert!(!users.check("alice", &pw("wrong")).await);
-        assert!(!users.check("nobody", &pw("s3cret")).await);
+        use Verdict::*;
+        assert_eq!(users.check("alice", &pw("s3cret")).await, Valid);
+        assert_eq!(
+            users.check("alice", &pw("s3cret")).await,
+            Valid,
+            "remembered"
+        );
+        assert_eq!(users.check("alice", &pw("wrong")).await, Invalid);
+        assert_eq!(users.check("nobody", &pw("s3cret")).await, Invalid);
         // A new password in the file: the remembered one no longer counts.
         let h2 = bcrypt::hash("n3w", 4).unwrap();
         std::fs::write(&f, format!("alice:{h2}\nbob:{h}\n")).unwrap();
         users.reload_if_changed();
-        assert!(!users.check("alice", &pw("s3cret")).await);
-        assert!(users.check("alice", &pw("n3w")).await);
+        assert_eq!(users.check("alice", &pw("s3cret")).await, Invalid);
+        assert_eq!(users.check("alice", &pw("n3w")).await, Valid);
         assert!(users.exists("bob"));
         // An unreadable file keeps the users already loaded.
         std::fs::remove_file(&f).unwrap();

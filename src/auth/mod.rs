@@ -75,6 +75,32 @@ impl Caller {
     }
 }
 
+/// Where a routed repository lives, as access rules see it.
+#[derive(Clone, Debug)]
+pub struct Location {
+    pub place: Place,
+    /// A mirrored repository's full name, `<upstream>/<repository>`.
+    pub full: Option<String>,
+}
+
+impl Location {
+    /// A local repository (and the ping and the catalog, which have none).
+    pub const LOCAL: Location = Location {
+        place: Place::Local,
+        full: None,
+    };
+
+    /// The operation `action` on repository `name` here.
+    pub fn op<'a>(&'a self, name: &'a str, action: Action) -> Op<'a> {
+        Op::Repo {
+            name,
+            full: self.full.as_deref(),
+            place: self.place,
+            action,
+        }
+    }
+}
+
 /// Users, tokens and the policy.
 pub struct Auth {
     policy: Policy,
@@ -90,7 +116,7 @@ pub struct Auth {
 /// the route and the method. Reads are pulls; deletes of manifests and
 /// blobs are deletes; everything else that writes (uploads, manifest PUTs,
 /// and any other method) is a push.
-pub fn operation<'a>(route: &'a ApiRoute, method: &Method, place: Place) -> Op<'a> {
+pub fn operation<'a>(route: &'a ApiRoute, method: &Method, at: &'a Location) -> Op<'a> {
     let read = method == Method::GET || method == Method::HEAD;
     let action = match route {
         ApiRoute::Manifest { .. } | ApiRoute::Blob { .. } if method == Method::DELETE => {
@@ -108,11 +134,7 @@ pub fn operation<'a>(route: &'a ApiRoute, method: &Method, place: Place) -> Op<'
         | ApiRoute::Blob { name, .. }
         | ApiRoute::UploadStart { name }
         | ApiRoute::Upload { name, .. }
-        | ApiRoute::Referrers { name, .. } => Op::Repo {
-            name: name.as_str(),
-            place,
-            action,
-        },
+        | ApiRoute::Referrers { name, .. } => at.op(name.as_str(), action),
     }
 }
 
@@ -129,6 +151,7 @@ fn scope_of(op: &Op<'_>) -> Option<String> {
             name,
             action,
             place,
+            ..
         } => Some(format!(
             "repository:{name}:{}",
             match action {
@@ -196,13 +219,17 @@ impl Auth {
     }
 
     /// How access rules see where a routed repository lives.
-    pub fn place(&self, backend: &Backend) -> Place {
+    pub fn locate(&self, backend: &Backend) -> Location {
         match backend {
-            Backend::Local => Place::Local,
-            Backend::Mirror { upstream, .. } if self.private_upstreams.contains(upstream) => {
-                Place::PrivateMirror
-            }
-            Backend::Mirror { .. } => Place::Mirror,
+            Backend::Local => Location::LOCAL,
+            Backend::Mirror { upstream, repo } => Location {
+                place: if self.private_upstreams.contains(upstream) {
+                    Place::PrivateMirror
+                } else {
+                    Place::Mirror
+                },
+                full: Some(format!("{upstream}/{repo}")),
+            },
         }
     }
 
@@ -233,13 +260,12 @@ impl Auth {
         match credentials::parse(value.as_bytes()) {
             Err(e) => Err(refuse(e.to_string(), "invalid_request")),
             Ok(Credentials::Basic { user, password }) => {
-                if self.check_password(&user, &password).await {
+                if self.check_password(&user, &password, peer).await? {
                     Ok(Caller {
                         identity: Identity::User(user),
                         ..anonymous
                     })
                 } else {
-                    tracing::info!(user = %user, addr = %peer.addr, "login refused: wrong user name or password");
                     Err(refuse(
                         "incorrect username or password".into(),
                         "invalid_token",
@@ -270,10 +296,34 @@ impl Auth {
         }
     }
 
-    async fn check_password(&self, user: &str, password: &crate::config::Secret) -> bool {
-        match &self.users {
+    /// Checks a password, logging a refusal (the user's name only when it
+    /// is a user: a password typed into the name field stays out of logs).
+    /// Too many checks waiting is a 429.
+    async fn check_password(
+        &self,
+        user: &str,
+        password: &crate::config::Secret,
+        peer: &Peer,
+    ) -> Result<bool> {
+        let verdict = match &self.users {
             Some(u) => u.check(user, password).await,
-            None => false,
+            None => htpasswd::Verdict::Invalid,
+        };
+        match verdict {
+            htpasswd::Verdict::Valid => Ok(true),
+            htpasswd::Verdict::Invalid => {
+                if self.user_exists(user) {
+                    tracing::info!(user = %user, addr = %peer.addr, "login refused: wrong password");
+                } else {
+                    tracing::info!(addr = %peer.addr, "login refused: unknown user");
+                }
+                Ok(false)
+            }
+            htpasswd::Verdict::Busy => Err(Error::oci(
+                ErrorCode::TooManyRequests,
+                "too many logins are being checked; try again shortly",
+            )
+            .with_header(header::RETRY_AFTER, "1")),
         }
     }
 
@@ -390,16 +440,12 @@ impl Auth {
         Error::oci(ErrorCode::Unauthorized, message).with_header(header::WWW_AUTHENTICATE, value)
     }
 
-    /// Whether `who` may pull repository `name` of `place` (for listings).
-    pub fn may_pull(&self, caller: &Caller, name: &str, place: Place) -> bool {
+    /// Whether `caller` may pull local repository `name` (for listings).
+    pub fn may_pull_local(&self, caller: &Caller, name: &str) -> bool {
         decide(
             &self.policy,
             &caller.identity,
-            &Op::Repo {
-                name,
-                place,
-                action: Action::Pull,
-            },
+            &Location::LOCAL.op(name, Action::Pull),
         ) == Decision::Allow
     }
 }
@@ -453,7 +499,7 @@ mod tests {
     fn operations_from_routes() {
         let name = RepoName::parse("golden/app").unwrap();
         let d: crate::oci::Digest = format!("sha256:{}", "a".repeat(64)).parse().unwrap();
-        let r = |route: ApiRoute, m: Method| match operation(&route, &m, Place::Local) {
+        let r = |route: ApiRoute, m: Method| match operation(&route, &m, &Location::LOCAL) {
             Op::Repo { action, .. } => Some(action),
             _ => None,
         };
@@ -491,11 +537,11 @@ mod tests {
             Some(Action::Pull)
         );
         assert_eq!(
-            operation(&ApiRoute::Base, &Method::GET, Place::Local),
+            operation(&ApiRoute::Base, &Method::GET, &Location::LOCAL),
             Op::Ping
         );
         assert_eq!(
-            operation(&ApiRoute::Catalog, &Method::GET, Place::Local),
+            operation(&ApiRoute::Catalog, &Method::GET, &Location::LOCAL),
             Op::Catalog
         );
     }

@@ -8,7 +8,11 @@
 //!
 //! Globs are matched on the repository name as the client sends it; `*`
 //! stays within one path component and `**` crosses them, so
-//! `golden/*` covers `golden/base` but not `golden/team/base`.
+//! `golden/*` covers `golden/base` but not `golden/team/base`. A mirrored
+//! repository has several spellings (`alpine`, `library/alpine`,
+//! `docker.io/library/alpine`, `?ns=`, an alias), so for it a rule also
+//! matches its full name `<upstream>/<repository>`: whichever way a client
+//! spells it, a rule written for the full name applies.
 
 use globset::{GlobBuilder, GlobMatcher};
 use std::collections::{BTreeMap, BTreeSet};
@@ -89,10 +93,13 @@ impl Principal {
 }
 
 /// A user or group name: printable, no spaces or colons (htpasswd uses
-/// the colon as its separator, rules use it for `group:`).
+/// the colon as its separator, rules use it for `group:`), and not one of
+/// the words rules reserve (`anonymous`, `authenticated`).
 pub fn valid_user_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 256
+        && s != "anonymous"
+        && s != "authenticated"
         && s.chars()
             .all(|c| !c.is_control() && !c.is_whitespace() && c != ':')
 }
@@ -179,7 +186,10 @@ pub enum Op<'a> {
     /// `/v2/_catalog`: lists repositories (each entry is then checked for pull).
     Catalog,
     Repo {
+        /// The name as the client sent it.
         name: &'a str,
+        /// A mirrored repository's full name, `<upstream>/<repository>`.
+        full: Option<&'a str>,
         place: Place,
         action: Action,
     },
@@ -282,7 +292,7 @@ fn default_rules(local_namespaces: &[String]) -> Result<Vec<Rule>, PolicyError> 
     let mut rules = Vec::new();
     for ns in local_namespaces {
         rules.push(Rule::new(
-            &format!("{ns}/**"),
+            &format!("{{{ns},{ns}/**}}"),
             vec![Principal::Anonymous],
             vec![Principal::Authenticated],
             vec![Principal::Authenticated],
@@ -318,12 +328,13 @@ pub fn decide(policy: &Policy, who: &Identity, op: &Op<'_>) -> Decision {
         },
         Op::Repo {
             name,
+            full,
             place,
             action,
         } => policy
             .rules
             .iter()
-            .find(|r| r.matcher.is_match(name))
+            .find(|r| r.matcher.is_match(name) || full.is_some_and(|f| r.matcher.is_match(f)))
             .is_some_and(|r| {
                 r.granted(*action)
                     .iter()
@@ -385,6 +396,16 @@ mod tests {
     fn repo(name: &str, place: Place, action: Action) -> Op<'_> {
         Op::Repo {
             name,
+            full: None,
+            place,
+            action,
+        }
+    }
+
+    fn mirrored<'a>(name: &'a str, full: &'a str, place: Place, action: Action) -> Op<'a> {
+        Op::Repo {
+            name,
+            full: Some(full),
             place,
             action,
         }
@@ -462,6 +483,8 @@ mod tests {
             (anon.clone(), repo("golden/base", Local, Delete), Deny),
             (user("a"), repo("golden/base", Local, Push), Allow),
             (user("a"), repo("golden/x/y/z", Local, Delete), Allow),
+            (user("a"), repo("golden", Local, Push), Allow),
+            (anon.clone(), repo("golden", Local, Pull), Allow),
             (anon.clone(), repo("library/alpine", Mirror, Pull), Allow),
             (anon.clone(), repo("ghcr.io/o/a", PrivateMirror, Pull), Deny),
             (user("a"), repo("ghcr.io/o/a", PrivateMirror, Pull), Allow),
@@ -510,6 +533,61 @@ mod tests {
             decide(&pol, &anon, &repo("library/x", Mirror, Push)),
             ReadOnly
         );
+    }
+
+    #[test]
+    fn mirrored_names_match_by_their_full_name_too() {
+        let pol = Policy::new(
+            vec![
+                rule("ghcr.io/org/secret/**", &["alice"], &[], &[]),
+                rule("docker.io/**", &["authenticated"], &[], &[]),
+                rule("**", &["anonymous"], &[], &[]),
+            ],
+            BTreeMap::new(),
+            true,
+            &[],
+        )
+        .unwrap();
+        let bob = user("bob");
+        let full = "ghcr.io/org/secret/x";
+        // However the client spells it, the rule for the full name applies.
+        for spelled in ["ghcr.io/org/secret/x", "gh/org/secret/x", "org/secret/x"] {
+            assert_eq!(
+                decide(&pol, &bob, &mirrored(spelled, full, Mirror, Pull)),
+                Deny,
+                "{spelled}"
+            );
+            assert_eq!(
+                decide(&pol, &user("alice"), &mirrored(spelled, full, Mirror, Pull)),
+                Allow
+            );
+        }
+        let hub = "docker.io/library/alpine";
+        for spelled in ["alpine", "library/alpine", "docker.io/alpine"] {
+            assert_eq!(
+                decide(
+                    &pol,
+                    &Identity::Anonymous,
+                    &mirrored(spelled, hub, Mirror, Pull)
+                ),
+                Deny,
+                "{spelled}"
+            );
+            assert_eq!(
+                decide(&pol, &bob, &mirrored(spelled, hub, Mirror, Pull)),
+                Allow
+            );
+        }
+        // A rule on the spelling clients use matches too.
+        let pol = Policy::new(
+            vec![rule("library/*", &["anonymous"], &[], &[])],
+            BTreeMap::new(),
+            true,
+            &[],
+        )
+        .unwrap();
+        let op = mirrored("library/alpine", hub, Mirror, Pull);
+        assert_eq!(decide(&pol, &Identity::Anonymous, &op), Allow);
     }
 
     #[test]

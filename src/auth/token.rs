@@ -178,15 +178,29 @@ pub fn load_key(path: &Path, create: bool) -> io::Result<Vec<u8>> {
                 .map_err(|_| io::Error::other("no system randomness for the token key"))?;
             use base64::Engine;
             let key = base64::engine::general_purpose::STANDARD.encode(raw);
-            let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create_new(true);
-            #[cfg(unix)]
-            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-            let mut f = opts.open(path)?;
-            f.write_all(key.as_bytes())?;
-            f.sync_all()?;
-            tracing::info!(path = %path.display(), "generated a token signing key");
-            Ok(key.into_bytes())
+            // Written whole to a temp file, then linked into place: a crash
+            // never leaves an empty key, and of two servers starting at
+            // once the second reads the first one's key.
+            let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+            let written = (|| {
+                let mut opts = std::fs::OpenOptions::new();
+                opts.write(true).create(true).truncate(true);
+                #[cfg(unix)]
+                std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+                let mut f = opts.open(&tmp)?;
+                f.write_all(key.as_bytes())?;
+                f.sync_all()?;
+                std::fs::hard_link(&tmp, path)
+            })();
+            let _ = std::fs::remove_file(&tmp);
+            match written {
+                Ok(()) => {
+                    tracing::info!(path = %path.display(), "generated a token signing key");
+                    Ok(key.into_bytes())
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => load_key(path, false),
+                Err(e) => Err(e),
+            }
         }
         Err(e) => Err(e),
     }

@@ -7,7 +7,7 @@ use crate::body::Body;
 use crate::error::{BoxError, Error, ErrorCode, Result};
 use crate::oci::{Digest, RepoName};
 use crate::reply;
-use crate::store::uploads::SessionGuard;
+use crate::store::uploads::{Reservation, SessionGuard};
 use crate::store::Store;
 use bytes::Bytes;
 use http::{header, request::Parts, Response, StatusCode};
@@ -93,8 +93,12 @@ where
         }
         // Not mountable: an ordinary session, as the spec asks.
     } else if let Some(d) = digest_param(&q, "digest")? {
+        // The whole blob in this one request: counted like a session.
+        let reservation = store.uploads.reserve(who.owner)?;
         let mut temp = store.blobs.temp(d.algorithm()).await?;
-        temp.write_body(body).await?;
+        temp.write_body(reservation.counted(body))
+            .await
+            .map_err(Reservation::refusal)?;
         let _gc = store.gc_lock.read().await;
         store.cache.touch(&d);
         temp.commit(&store.blobs, Some(&d)).await?;
@@ -162,13 +166,14 @@ pub async fn patch<B>(
     parts: &Parts,
     name: &RepoName,
     id: &str,
+    owner: &str,
     body: B,
 ) -> Result<Response<Body>>
 where
     B: HttpBody<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    let mut guard = store.uploads.lock(name, id).await?;
+    let mut guard = store.uploads.lock(name, id, owner).await?;
     let len = append(&mut guard, parts, name, body).await?;
     Ok(session_reply(StatusCode::ACCEPTED, name, id, len))
 }
@@ -179,6 +184,7 @@ pub async fn finish<B>(
     parts: &Parts,
     name: &RepoName,
     id: &str,
+    owner: &str,
     body: B,
 ) -> Result<Response<Body>>
 where
@@ -192,7 +198,7 @@ where
             "the digest query parameter is required",
         )
     })?;
-    let mut guard = store.uploads.lock(name, id).await?;
+    let mut guard = store.uploads.lock(name, id, owner).await?;
     append(&mut guard, parts, name, body).await?;
     let _gc = store.gc_lock.read().await;
     store.cache.touch(&d);
@@ -201,14 +207,24 @@ where
 }
 
 /// GET `<location>`: the session's offset.
-pub async fn status(store: &Store, name: &RepoName, id: &str) -> Result<Response<Body>> {
-    let guard = store.uploads.lock(name, id).await?;
+pub async fn status(
+    store: &Store,
+    name: &RepoName,
+    id: &str,
+    owner: &str,
+) -> Result<Response<Body>> {
+    let guard = store.uploads.lock(name, id, owner).await?;
     let len = guard.len().await?;
     Ok(session_reply(StatusCode::NO_CONTENT, name, id, len))
 }
 
 /// DELETE `<location>`: cancel the session and drop its bytes.
-pub async fn cancel(store: &Store, name: &RepoName, id: &str) -> Result<Response<Body>> {
-    store.uploads.lock(name, id).await?.cancel().await?;
+pub async fn cancel(
+    store: &Store,
+    name: &RepoName,
+    id: &str,
+    owner: &str,
+) -> Result<Response<Body>> {
+    store.uploads.lock(name, id, owner).await?.cancel().await?;
     Ok(reply::empty(StatusCode::NO_CONTENT))
 }

@@ -12,6 +12,8 @@
 
 use super::blobs::{hash_file, BlobStore};
 use super::index::{Index, UploadMeta};
+pub use super::quota::Limits;
+use super::quota::Quota;
 use crate::error::{BoxError, Error, ErrorCode, Result};
 use crate::oci::digest::{Algorithm, Digest, Hasher};
 use crate::oci::RepoName;
@@ -35,39 +37,13 @@ struct Session {
 
 type SessionLock = Arc<tokio::sync::Mutex<Session>>;
 
-/// How much one owner may hold in unfinished uploads.
-#[derive(Clone, Copy, Debug)]
-pub struct Limits {
-    pub sessions: usize,
-    pub bytes: u64,
-}
-
-impl Limits {
-    /// No limit (maintenance commands).
-    pub const NONE: Limits = Limits {
-        sessions: usize::MAX,
-        bytes: u64::MAX,
-    };
-}
-
-/// What one owner holds now.
-#[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
-struct Usage {
-    sessions: usize,
-    bytes: u64,
-}
-
-/// How long a client told it is over its upload limits should wait.
-const RETRY_AFTER_SECS: u64 = 60;
-
 /// All upload sessions.
 pub struct Uploads {
     blobs: BlobStore,
     index: Index,
     live: Mutex<HashMap<String, SessionLock>>,
     timeout: Duration,
-    limits: Limits,
-    usage: Mutex<HashMap<String, Usage>>,
+    quota: Quota,
 }
 
 /// A locked session: appends and the final commit go through it.
@@ -75,11 +51,6 @@ pub struct SessionGuard<'a> {
     uploads: &'a Uploads,
     id: String,
     session: tokio::sync::OwnedMutexGuard<Session>,
-}
-
-fn too_many(message: String) -> Error {
-    Error::oci(ErrorCode::TooManyRequests, message)
-        .with_header(http::header::RETRY_AFTER, RETRY_AFTER_SECS.to_string())
 }
 
 impl Uploads {
@@ -90,13 +61,11 @@ impl Uploads {
         timeout: Duration,
         limits: Limits,
     ) -> Result<Uploads> {
-        let mut usage: HashMap<String, Usage> = HashMap::new();
+        let quota = Quota::new(limits);
         for id in index.upload_ids()? {
             if let Some(meta) = index.upload(&id)? {
                 let len = std::fs::metadata(blobs.uploads_dir().join(&id)).map_or(0, |m| m.len());
-                let u = usage.entry(meta.owner).or_default();
-                u.sessions += 1;
-                u.bytes += len;
+                quota.restore(&id, &meta.owner, len);
             }
         }
         Ok(Uploads {
@@ -104,53 +73,16 @@ impl Uploads {
             index,
             live: Mutex::new(HashMap::new()),
             timeout,
-            limits,
-            usage: Mutex::new(usage),
+            quota,
         })
     }
 
-    fn usage(&self) -> std::sync::MutexGuard<'_, HashMap<String, Usage>> {
-        self.usage.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Counts a new session against `owner`, or refuses it.
-    fn claim_session(&self, owner: &str) -> Result<()> {
-        let mut usage = self.usage();
-        let u = usage.entry(owner.to_string()).or_default();
-        if u.sessions >= self.limits.sessions {
-            return Err(too_many(format!(
-                "{} upload sessions are open for this client, the limit; finish or cancel some (idle ones expire)",
-                u.sessions
-            )));
-        }
-        u.sessions += 1;
-        Ok(())
-    }
-
-    /// Returns a session and its `bytes` to `owner`'s allowance.
-    fn release(&self, owner: &str, bytes: u64) {
-        let mut usage = self.usage();
-        if let Some(u) = usage.get_mut(owner) {
-            u.sessions = u.sessions.saturating_sub(1);
-            u.bytes = u.bytes.saturating_sub(bytes);
-            if *u == Usage::default() {
-                usage.remove(owner);
-            }
-        }
-    }
-
-    /// Counts `n` more parked bytes against `owner`, or refuses them.
-    fn claim_bytes(&self, owner: &str, n: u64) -> Result<()> {
-        let mut usage = self.usage();
-        let u = usage.entry(owner.to_string()).or_default();
-        if u.bytes.saturating_add(n) > self.limits.bytes {
-            return Err(too_many(format!(
-                "unfinished uploads of this client hold {} bytes; the limit is {}",
-                u.bytes, self.limits.bytes
-            )));
-        }
-        u.bytes += n;
-        Ok(())
+    /// Counts a one-request upload (a POST with its whole body) against
+    /// `owner` while it streams, like a session: see [`Reservation`].
+    pub fn reserve(&self, owner: &str) -> Result<Reservation<'_>> {
+        let id = format!("post-{}", uuid::Uuid::new_v4());
+        self.quota.open(&id, owner)?;
+        Ok(Reservation { uploads: self, id })
     }
 
     fn path(&self, id: &str) -> PathBuf {
@@ -160,8 +92,8 @@ impl Uploads {
     /// Starts a session for `repo`, counted against `owner`, and returns
     /// its id. Past the owner's session limit, 429.
     pub async fn start(&self, repo: &RepoName, owner: &str) -> Result<String> {
-        self.claim_session(owner)?;
         let id = uuid::Uuid::new_v4().to_string();
+        self.quota.open(&id, owner)?;
         // Live first, then the file, then the record: the expiry sweep never
         // sees a file or a record of a session that is not live yet.
         self.live_insert(
@@ -188,8 +120,6 @@ impl Uploads {
         }
         .await;
         if let Err(e) = created {
-            // No record was written, so forget() cannot give the claim back.
-            self.release(owner, 0);
             let _ = self.forget(&id).await;
             return Err(e);
         }
@@ -222,9 +152,10 @@ impl Uploads {
         )
     }
 
-    /// Locks session `id` of `repo`; unknown, expired or another
-    /// repository's session is BLOB_UPLOAD_UNKNOWN.
-    pub async fn lock(&self, repo: &RepoName, id: &str) -> Result<SessionGuard<'_>> {
+    /// Locks session `id` of `repo` for `owner`; unknown, expired or
+    /// another repository's session is BLOB_UPLOAD_UNKNOWN, and so is a
+    /// session a logged-in user started, asked for by anyone else.
+    pub async fn lock(&self, repo: &RepoName, id: &str, owner: &str) -> Result<SessionGuard<'_>> {
         let existing = {
             let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
             live.get(id).cloned()
@@ -238,7 +169,7 @@ impl Uploads {
             }
         };
         let session = lock.lock_owned().await;
-        if session.repo != *repo {
+        if session.repo != *repo || (session.owner.starts_with("user:") && session.owner != owner) {
             return Err(Self::unknown());
         }
         // A session removed while we waited for its lock is gone.
@@ -253,9 +184,19 @@ impl Uploads {
     }
 
     /// Removes sessions idle longer than the timeout; returns how many.
+    /// A session a request is using right now is left alone.
     pub async fn expire_idle(&self) -> Result<usize> {
         let mut n = 0;
         for id in self.index.upload_ids()? {
+            let in_use = {
+                let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+                live.get(&id).cloned()
+            };
+            let _held = match in_use.map(|l| l.try_lock_owned()) {
+                Some(Err(_)) => continue,
+                Some(Ok(guard)) => Some(guard),
+                None => None,
+            };
             let idle = match tokio::fs::metadata(self.path(&id)).await {
                 Ok(m) => m
                     .modified()
@@ -292,21 +233,11 @@ impl Uploads {
         live.contains_key(id)
     }
 
-    /// Removes session `id`: its record, its live state and its file.
+    /// Removes session `id`: its record, its live state, its file, and
+    /// what it counted against its owner.
     async fn forget(&self, id: &str) -> Result<()> {
-        let len = tokio::fs::metadata(self.path(id))
-            .await
-            .map_or(0, |m| m.len());
-        self.forget_holding(id, len).await
-    }
-
-    /// [`Uploads::forget`] of a session known to hold `len` bytes (its
-    /// file may already have become a blob).
-    async fn forget_holding(&self, id: &str, len: u64) -> Result<()> {
-        // Only the call that removes the record gives its allowance back.
-        if let Some(meta) = self.index.remove_upload(id)? {
-            self.release(&meta.owner, len);
-        }
+        self.index.remove_upload(id)?;
+        self.quota.close(id);
         {
             let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
             live.remove(id);
@@ -355,8 +286,7 @@ impl SessionGuard<'_> {
                 let Ok(data) = frame.into_data() else {
                     continue;
                 };
-                self.uploads
-                    .claim_bytes(&self.session.owner, data.len() as u64)?;
+                self.uploads.quota.add(&self.id, data.len() as u64)?;
                 if let Err(e) = file.write_all(&data).await {
                     self.session.hasher = None;
                     return Err(Error::storage("appending to an upload", e));
@@ -407,12 +337,105 @@ impl SessionGuard<'_> {
         {
             self.uploads.blobs.install(path, expected).await?;
         }
-        self.uploads.forget_holding(&self.id, len).await?;
+        self.uploads.forget(&self.id).await?;
         Ok(len)
     }
 
     /// Discards the session and its bytes.
     pub async fn cancel(self) -> Result<()> {
         self.uploads.forget(&self.id).await
+    }
+}
+
+/// A one-request upload counted as a session while it streams; dropping
+/// it gives the allowance back.
+pub struct Reservation<'a> {
+    uploads: &'a Uploads,
+    id: String,
+}
+
+/// The body of a reserved upload ran past its owner's byte limit.
+#[derive(Debug)]
+struct OverLimit(Error);
+
+impl std::fmt::Display for OverLimit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl std::error::Error for OverLimit {}
+
+impl Reservation<'_> {
+    /// `body`, with every data frame claimed against the owner's bytes;
+    /// past the limit the body fails, and [`Reservation::refusal`] turns
+    /// that failure back into the 429.
+    pub fn counted<B>(&self, body: B) -> Counted<'_, B> {
+        Counted {
+            inner: body,
+            quota: &self.uploads.quota,
+            id: &self.id,
+        }
+    }
+
+    /// The 429 when `e` is a counted body running past its limit, else `e`.
+    pub fn refusal(e: Error) -> Error {
+        match e {
+            Error::ClientBody(b) => match b.downcast::<OverLimit>() {
+                Ok(over) => over.0,
+                Err(b) => Error::ClientBody(b),
+            },
+            other => other,
+        }
+    }
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        self.uploads.quota.close(&self.id);
+    }
+}
+
+/// A request body whose bytes are claimed against an upload allowance.
+pub struct Counted<'a, B> {
+    inner: B,
+    quota: &'a Quota,
+    id: &'a str,
+}
+
+impl<B> HttpBody for Counted<'_, B>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<std::result::Result<http_body::Frame<Bytes>, BoxError>>> {
+        use std::task::Poll;
+        let this = &mut *self;
+        match std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(d) = frame.data_ref() {
+                    if let Err(e) = this.quota.add(this.id, d.len() as u64) {
+                        return Poll::Ready(Some(Err(Box::new(OverLimit(e)))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(e)) => Poll::Ready(Some(Err(e.into()))),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
     }
 }

@@ -1,0 +1,170 @@
+//! Upload limits: each owner (a user, or the address of an anonymous
+//! client) may hold a bounded number of upload sessions and of bytes
+//! parked in them. Every session counts what it claimed under its own id,
+//! so closing it gives back exactly that, once, whatever happened to its
+//! file (committed, cancelled, expired, or a write that failed half way).
+
+use crate::error::{Error, ErrorCode, Result};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// How long a client told it is over its upload limits should wait.
+const RETRY_AFTER_SECS: u64 = 60;
+
+/// How much one owner may hold in unfinished uploads.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    pub sessions: usize,
+    pub bytes: u64,
+}
+
+impl Limits {
+    /// No limit (maintenance commands).
+    pub const NONE: Limits = Limits {
+        sessions: usize::MAX,
+        bytes: u64::MAX,
+    };
+}
+
+/// What one owner holds now.
+#[derive(Default, Clone, Copy, Debug, PartialEq, Eq)]
+struct Usage {
+    sessions: usize,
+    bytes: u64,
+}
+
+#[derive(Default)]
+struct State {
+    owners: HashMap<String, Usage>,
+    /// Each open session: its owner and the bytes it has claimed.
+    sessions: HashMap<String, (String, u64)>,
+}
+
+/// The limits and what every owner holds against them.
+pub struct Quota {
+    limits: Limits,
+    state: Mutex<State>,
+}
+
+fn too_many(message: String) -> Error {
+    Error::oci(ErrorCode::TooManyRequests, message)
+        .with_header(http::header::RETRY_AFTER, RETRY_AFTER_SECS.to_string())
+}
+
+impl Quota {
+    pub fn new(limits: Limits) -> Quota {
+        Quota {
+            limits,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a session found at start-up (no limit applies: it exists).
+    pub fn restore(&self, id: &str, owner: &str, bytes: u64) {
+        let mut s = self.state();
+        let u = s.owners.entry(owner.to_string()).or_default();
+        u.sessions += 1;
+        u.bytes += bytes;
+        s.sessions
+            .insert(id.to_string(), (owner.to_string(), bytes));
+    }
+
+    /// Opens session `id` for `owner`, or refuses it (429).
+    pub fn open(&self, id: &str, owner: &str) -> Result<()> {
+        let mut s = self.state();
+        let u = s.owners.entry(owner.to_string()).or_default();
+        if u.sessions >= self.limits.sessions {
+            return Err(too_many(format!(
+                "{} upload sessions are open for this client, the limit; finish or cancel some (idle ones expire)",
+                u.sessions
+            )));
+        }
+        u.sessions += 1;
+        s.sessions.insert(id.to_string(), (owner.to_string(), 0));
+        Ok(())
+    }
+
+    /// Claims `n` more bytes for session `id`, or refuses them (429). A
+    /// session already closed (expired meanwhile) is BLOB_UPLOAD_UNKNOWN.
+    pub fn add(&self, id: &str, n: u64) -> Result<()> {
+        let mut s = self.state();
+        let State { owners, sessions } = &mut *s;
+        let Some((owner, claimed)) = sessions.get_mut(id) else {
+            return Err(Error::oci(
+                ErrorCode::BlobUploadUnknown,
+                "upload session unknown or expired",
+            ));
+        };
+        let u = owners.entry(owner.clone()).or_default();
+        if u.bytes.saturating_add(n) > self.limits.bytes {
+            return Err(too_many(format!(
+                "unfinished uploads of this client hold {} bytes; the limit is {}",
+                u.bytes, self.limits.bytes
+            )));
+        }
+        u.bytes += n;
+        *claimed += n;
+        Ok(())
+    }
+
+    /// Closes session `id`, giving back what it claimed; a second close
+    /// does nothing.
+    pub fn close(&self, id: &str) {
+        let mut s = self.state();
+        let Some((owner, bytes)) = s.sessions.remove(id) else {
+            return;
+        };
+        if let Some(u) = s.owners.get_mut(&owner) {
+            u.sessions = u.sessions.saturating_sub(1);
+            u.bytes = u.bytes.saturating_sub(bytes);
+            if *u == Usage::default() {
+                s.owners.remove(&owner);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_and_bytes_per_owner_given_back_once() {
+        let q = Quota::new(Limits {
+            sessions: 2,
+            bytes: 100,
+        });
+        q.open("a1", "alice").unwrap();
+        q.open("a2", "alice").unwrap();
+        assert_eq!(
+            q.open("a3", "alice").unwrap_err().code(),
+            ErrorCode::TooManyRequests
+        );
+        q.open("b1", "bob").unwrap();
+        q.add("a1", 60).unwrap();
+        assert_eq!(
+            q.add("a2", 41).unwrap_err().code(),
+            ErrorCode::TooManyRequests
+        );
+        q.add("b1", 100).unwrap();
+        q.close("a1");
+        q.close("a1");
+        q.add("a2", 100).unwrap();
+        q.open("a3", "alice").unwrap();
+        assert_eq!(
+            q.add("gone", 1).unwrap_err().code(),
+            ErrorCode::BlobUploadUnknown
+        );
+        q.close("a2");
+        q.close("a3");
+        q.close("b1");
+        assert!(q.state().owners.is_empty() && q.state().sessions.is_empty());
+        q.restore("r", "carol", 5);
+        q.close("r");
+        assert!(q.state().owners.is_empty());
+    }
+}
