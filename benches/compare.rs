@@ -9,76 +9,24 @@
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+mod support;
 
 use common::upstream::Upstream;
 use common::{require, run, sha256, Api};
-use http_body_util::{BodyExt, Empty};
-use hyper_util::rt::TokioIo;
 use serde_json::json;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::process::Command;
 use std::time::{Duration, Instant};
+use support::{
+    cpu_seconds, fmt, free_port, load, machine, median, pattern, ratio, reset_peak, rss, spread,
+    worker_pid, Server, Target,
+};
 
 struct Sizes {
     small_layer: usize,
     big_layer: usize,
     big_layers: usize,
     seconds: u64,
-}
-
-/// A system under test: a running server and where it answers.
-struct Server {
-    name: &'static str,
-    child: Child,
-    addr: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Server {
-    /// Starts `cmd` with its output discarded and waits until `addr` accepts.
-    fn spawn(name: &'static str, mut cmd: Command, addr: String, dir: tempfile::TempDir) -> Server {
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_port(&addr);
-        Server {
-            name,
-            child,
-            addr,
-            _dir: dir,
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        common::signal(self.child.id(), "TERM");
-        let _ = common::wait_timeout(&mut self.child, Duration::from_secs(30));
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_port(addr: &str) {
-    let start = Instant::now();
-    while std::net::TcpStream::connect(addr).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(30),
-            "{addr} did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 fn start_wharf(upstream: &str) -> Server {
@@ -147,100 +95,6 @@ fn start_nginx(manifest: &[u8], blob_digest: &str, blob: &Path) -> Server {
     let mut cmd = Command::new(require("nginx"));
     cmd.arg("-c").arg(&conf).arg("-p").arg(dir.path());
     Server::spawn("nginx", cmd, addr, dir)
-}
-
-/// CPU seconds (user + system) of a process and all its threads.
-fn cpu_seconds(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = after.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
-/// Resident memory now and at peak (VmRSS, VmHWM), bytes.
-fn rss(pid: u32) -> (u64, u64) {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    let get = |k: &str| {
-        s.lines()
-            .find(|l| l.starts_with(k))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-            * 1024
-    };
-    (get("VmRSS:"), get("VmHWM:"))
-}
-
-fn reset_peak(pid: u32) {
-    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
-}
-
-/// `conns` connections GET `path` in a loop for `secs` (with `secs` of 0,
-/// exactly once each, all at the same moment); (requests, bytes).
-async fn load(addr: &str, path: &str, accept: Option<&str>, conns: usize, secs: f64) -> (u64, u64) {
-    let once = secs == 0.0;
-    let reqs = Arc::new(AtomicU64::new(0));
-    let bytes = Arc::new(AtomicU64::new(0));
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let mut tasks = Vec::new();
-    for _ in 0..conns {
-        let (reqs, bytes) = (reqs.clone(), bytes.clone());
-        let (addr, path, accept) = (
-            addr.to_string(),
-            path.to_string(),
-            accept.map(str::to_string),
-        );
-        tasks.push(tokio::spawn(async move {
-            let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-            let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                .await
-                .unwrap();
-            tokio::spawn(conn);
-            let mut first = true;
-            while first || (!once && Instant::now() < deadline) {
-                first = false;
-                let mut req = hyper::Request::get(&path).header("host", &addr);
-                if let Some(a) = &accept {
-                    req = req.header("accept", a);
-                }
-                let resp = match tx
-                    .send_request(req.body(Empty::<bytes::Bytes>::new()).unwrap())
-                    .await
-                {
-                    Ok(r) => r,
-                    Err(_) => break,
-                };
-                assert!(resp.status().is_success(), "{path}: {}", resp.status());
-                let mut body = resp.into_body();
-                while let Some(f) = body.frame().await {
-                    if let Ok(d) = f.unwrap().into_data() {
-                        bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
-                    }
-                }
-                reqs.fetch_add(1, Ordering::Relaxed);
-            }
-        }));
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    (reqs.load(Ordering::SeqCst), bytes.load(Ordering::SeqCst))
-}
-
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    // Incompressible and deterministic (xorshift).
-    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
-    let mut v = Vec::with_capacity(len);
-    while v.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        v.extend_from_slice(&x.to_le_bytes());
-    }
-    v.truncate(len);
-    v
 }
 
 /// Pushes an image with `layers` layers of `size` bytes; returns
@@ -347,7 +201,7 @@ async fn bench_mirror(
     // 16 clients at once on an uncached blob.
     up.reset();
     let (_, got) = load(
-        &s.addr,
+        &Target::plain(&s.addr),
         &format!("/v2/library/solo/blobs/{solo}"),
         None,
         16,
@@ -372,8 +226,9 @@ async fn bench_mirror(
 
 async fn manifest_rps(addr: &str, secs: f64) -> f64 {
     let accept = "application/vnd.oci.image.manifest.v1+json";
-    load(addr, "/v2/library/big/manifests/1", Some(accept), 4, 0.5).await;
-    let (n, _) = load(addr, "/v2/library/big/manifests/1", Some(accept), 32, secs).await;
+    let t = Target::plain(addr);
+    load(&t, "/v2/library/big/manifests/1", Some(accept), 4, 0.5).await;
+    let (n, _) = load(&t, "/v2/library/big/manifests/1", Some(accept), 32, secs).await;
     n as f64 / secs
 }
 
@@ -383,7 +238,14 @@ async fn blob_cpu(row: &mut Row, pid: u32, addr: &str, digest: &str, sizes: &Siz
         reset_peak(pid);
         let cpu0 = cpu_seconds(pid);
         let t0 = Instant::now();
-        let (_, bytes) = load(addr, &path, None, conns, sizes.seconds as f64).await;
+        let (_, bytes) = load(
+            &Target::plain(addr),
+            &path,
+            None,
+            conns,
+            sizes.seconds as f64,
+        )
+        .await;
         let secs = t0.elapsed().as_secs_f64();
         let gib = bytes as f64 / (1u64 << 30) as f64;
         let per_gib = (cpu_seconds(pid) - cpu0) / gib.max(1e-9);
@@ -394,18 +256,6 @@ async fn blob_cpu(row: &mut Row, pid: u32, addr: &str, digest: &str, sizes: &Siz
             row.blob16_gib_per_s = Some(gib / secs);
             row.blob16_peak_rss_mib = Some(rss(pid).1 as f64 / 1048576.0);
         }
-    }
-}
-
-fn fmt(v: Option<f64>, prec: usize) -> String {
-    v.map(|x| format!("{x:.prec$}"))
-        .unwrap_or_else(|| "-".into())
-}
-
-fn ratio(a: Option<f64>, b: Option<f64>) -> String {
-    match (a, b) {
-        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
-        _ => "-".into(),
     }
 }
 
@@ -508,52 +358,8 @@ fn main() {
     });
 }
 
-fn worker_pid(master: u32) -> u32 {
-    let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
-        .unwrap_or_default();
-    children
-        .split_whitespace()
-        .next()
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(master)
-}
-
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("model name"))
-        .and_then(|l| l.split(':').nth(1))
-        .unwrap_or("?")
-        .trim()
-        .to_string();
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    format!("{cores} cores, {cpu}")
-}
-
 /// One metric of a run.
 type Metric = fn(&Row) -> Option<f64>;
-
-fn values(runs: &[Row], m: Metric) -> Vec<f64> {
-    let mut v: Vec<f64> = runs.iter().filter_map(m).collect();
-    v.sort_by(|a, b| a.total_cmp(b));
-    v
-}
-
-fn median(runs: &[Row], m: Metric) -> Option<f64> {
-    let v = values(runs, m);
-    (!v.is_empty()).then(|| v[v.len() / 2])
-}
-
-fn spread(runs: &[Row], m: Metric, p: usize) -> String {
-    let v = values(runs, m);
-    match (v.first(), v.last()) {
-        (Some(a), Some(b)) if v.len() > 1 => format!("{a:.p$}–{b:.p$}"),
-        _ => "-".into(),
-    }
-}
 
 fn print_table(rows: &[(&str, Vec<Row>)], quick: bool) {
     let get = |name: &str| {

@@ -1,17 +1,21 @@
 #!/usr/bin/env bash
-# Runs the side-by-side benchmark (benches/compare.rs): installs the
-# reference registry, skopeo and nginx when they are missing, then
-# `cargo bench --bench compare` (which builds Wharf in release mode).
+# Runs the side-by-side benchmarks: installs the reference registry,
+# skopeo, apache2-utils (htpasswd) and nginx when they are missing, then
+# `cargo bench --bench compare` (the mirror against distribution's proxy
+# mode and nginx) and `cargo bench --bench secure` (TLS and logins against
+# distribution with htpasswd and TLS, and nginx over TLS); both build Wharf
+# in release mode.
 # WHARF_BENCH_QUICK=1, WHARF_BENCH_RUNS=N and WHARF_BENCH_SYSTEMS=... as in
 # benches/README.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/deps.sh
 
-ensure_packages docker-registry skopeo
+ensure_packages docker-registry skopeo apache2-utils
 # nginx is only the ceiling column: without it, measure the other two.
 if ! ensure_packages nginx-light; then
     echo "nginx-light could not be installed: measuring wharf and distribution only" >&2
     export WHARF_BENCH_SYSTEMS="${WHARF_BENCH_SYSTEMS:-wharf,distribution}"
 fi
 cargo bench --bench compare "$@"
+cargo bench --bench secure "$@"

@@ -233,13 +233,27 @@ impl Api {
     }
 
     /// Like [`Api::tls`], with more settings on the client (a client
-    /// certificate, HTTP/2 only, ...).
+    /// certificate, HTTP/1.1 only, ...).
     pub fn tls_builder(
         w: &Wharf,
         ca: &pki::TestCa,
         more: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
     ) -> Api {
-        let root = reqwest::Certificate::from_pem(ca.pem().as_bytes()).unwrap();
+        Api::tls_at_with(&w.addr, ca.pem(), more)
+    }
+
+    /// A client for any registry serving HTTPS at `addr` with a
+    /// certificate signed by the CA `ca_pem`.
+    pub fn tls_at(addr: &str, ca_pem: &str) -> Api {
+        Api::tls_at_with(addr, ca_pem, |b| b)
+    }
+
+    fn tls_at_with(
+        addr: &str,
+        ca_pem: &str,
+        more: impl FnOnce(reqwest::ClientBuilder) -> reqwest::ClientBuilder,
+    ) -> Api {
+        let root = reqwest::Certificate::from_pem(ca_pem.as_bytes()).unwrap();
         let b = reqwest::Client::builder()
             .use_rustls_tls()
             .tls_built_in_root_certs(false)
@@ -247,7 +261,7 @@ impl Api {
             .tls_info(true)
             .redirect(reqwest::redirect::Policy::none());
         Api {
-            base: format!("https://{}", w.addr),
+            base: format!("https://{addr}"),
             http: more(b).build().unwrap(),
             auth: None,
         }

@@ -1,0 +1,284 @@
+//! What the side-by-side benchmarks share: starting and stopping the
+//! systems under test, a load generator (HTTP/1.1, in the clear or over
+//! TLS, with an `Authorization` header if wanted), process CPU and memory
+//! readings, test data, and the medians and spreads of the tables.
+#![allow(dead_code)]
+
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A system under test: a running server and where it answers.
+pub struct Server {
+    pub name: &'static str,
+    pub child: Child,
+    pub addr: String,
+    pub _dir: tempfile::TempDir,
+}
+
+impl Server {
+    /// Starts `cmd` with its output discarded and waits until `addr` accepts.
+    pub fn spawn(
+        name: &'static str,
+        mut cmd: Command,
+        addr: String,
+        dir: tempfile::TempDir,
+    ) -> Server {
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_port(&addr);
+        Server {
+            name,
+            child,
+            addr,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        crate::common::signal(self.child.id(), "TERM");
+        let _ = crate::common::wait_timeout(&mut self.child, Duration::from_secs(30));
+    }
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn wait_port(addr: &str) {
+    let start = Instant::now();
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "{addr} did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// CPU seconds (user + system) of a process and all its threads.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<&str> = after.split_whitespace().collect();
+    let ticks: f64 = f.get(11).and_then(|v| v.parse().ok()).unwrap_or(0.0)
+        + f.get(12).and_then(|v| v.parse().ok()).unwrap_or(0.0);
+    ticks / 100.0
+}
+
+/// Resident memory now and at peak (VmRSS, VmHWM), bytes.
+pub fn rss(pid: u32) -> (u64, u64) {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let get = |k: &str| {
+        s.lines()
+            .find(|l| l.starts_with(k))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    };
+    (get("VmRSS:"), get("VmHWM:"))
+}
+
+pub fn reset_peak(pid: u32) {
+    let _ = std::fs::write(format!("/proc/{pid}/clear_refs"), "5");
+}
+
+/// Where a load generator connects: an address, over TLS with this client
+/// config or in the clear, sending this `Authorization` on every request.
+#[derive(Clone)]
+pub struct Target {
+    pub addr: String,
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    pub authorization: Option<String>,
+}
+
+impl Target {
+    pub fn plain(addr: &str) -> Target {
+        Target {
+            addr: addr.to_string(),
+            tls: None,
+            authorization: None,
+        }
+    }
+}
+
+/// A client TLS config trusting only the PEM certificate `ca_pem`.
+pub fn tls_client(ca_pem: &str) -> Arc<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
+/// Anything a connection runs over: TCP, or TLS over TCP.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+async fn connect(t: &Target) -> Box<dyn Io> {
+    let tcp = tokio::net::TcpStream::connect(&t.addr).await.unwrap();
+    let _ = tcp.set_nodelay(true);
+    match &t.tls {
+        None => Box::new(tcp),
+        Some(cfg) => {
+            let host = t.addr.rsplit_once(':').map_or(t.addr.as_str(), |(h, _)| h);
+            let name = rustls::pki_types::ServerName::try_from(host.to_string()).unwrap();
+            let tls = tokio_rustls::TlsConnector::from(cfg.clone())
+                .connect(name, tcp)
+                .await
+                .unwrap();
+            Box::new(tls)
+        }
+    }
+}
+
+/// `conns` HTTP/1.1 connections GET `path` in a loop for `secs` (with
+/// `secs` of 0, exactly once each, all at the same moment); (requests, bytes).
+pub async fn load(
+    target: &Target,
+    path: &str,
+    accept: Option<&str>,
+    conns: usize,
+    secs: f64,
+) -> (u64, u64) {
+    let once = secs == 0.0;
+    let reqs = Arc::new(AtomicU64::new(0));
+    let bytes = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let mut tasks = Vec::new();
+    for _ in 0..conns {
+        let (reqs, bytes) = (reqs.clone(), bytes.clone());
+        let (target, path, accept) = (target.clone(), path.to_string(), accept.map(str::to_string));
+        tasks.push(tokio::spawn(async move {
+            let io = connect(&target).await;
+            let (mut tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let mut first = true;
+            while first || (!once && Instant::now() < deadline) {
+                first = false;
+                let mut req = hyper::Request::get(&path).header("host", &target.addr);
+                if let Some(a) = &accept {
+                    req = req.header("accept", a);
+                }
+                if let Some(a) = &target.authorization {
+                    req = req.header("authorization", a);
+                }
+                let resp = match tx
+                    .send_request(req.body(Empty::<bytes::Bytes>::new()).unwrap())
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(_) => break,
+                };
+                assert!(resp.status().is_success(), "{path}: {}", resp.status());
+                let mut body = resp.into_body();
+                while let Some(f) = body.frame().await {
+                    if let Ok(d) = f.unwrap().into_data() {
+                        bytes.fetch_add(d.len() as u64, Ordering::Relaxed);
+                    }
+                }
+                reqs.fetch_add(1, Ordering::Relaxed);
+            }
+        }));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    (reqs.load(Ordering::SeqCst), bytes.load(Ordering::SeqCst))
+}
+
+pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
+    // Incompressible and deterministic (xorshift).
+    let mut x = seed.wrapping_mul(0x9E3779B97F4A7C15) | 1;
+    let mut v = Vec::with_capacity(len);
+    while v.len() < len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        v.extend_from_slice(&x.to_le_bytes());
+    }
+    v.truncate(len);
+    v
+}
+
+pub fn fmt(v: Option<f64>, prec: usize) -> String {
+    v.map(|x| format!("{x:.prec$}"))
+        .unwrap_or_else(|| "-".into())
+}
+
+pub fn ratio(a: Option<f64>, b: Option<f64>) -> String {
+    match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => format!("{:.2}", a / b),
+        _ => "-".into(),
+    }
+}
+
+pub fn worker_pid(master: u32) -> u32 {
+    let children = std::fs::read_to_string(format!("/proc/{master}/task/{master}/children"))
+        .unwrap_or_default();
+    children
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(master)
+}
+
+pub fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("model name"))
+        .and_then(|l| l.split(':').nth(1))
+        .unwrap_or("?")
+        .trim()
+        .to_string();
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    format!("{cores} cores, {cpu}")
+}
+
+/// Sorted values of one metric over the runs.
+pub fn values<R>(runs: &[R], m: fn(&R) -> Option<f64>) -> Vec<f64> {
+    let mut v: Vec<f64> = runs.iter().filter_map(m).collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v
+}
+
+pub fn median<R>(runs: &[R], m: fn(&R) -> Option<f64>) -> Option<f64> {
+    let v = values(runs, m);
+    (!v.is_empty()).then(|| v[v.len() / 2])
+}
+
+/// The spread (min–max) of a metric over the runs.
+pub fn spread<R>(runs: &[R], m: fn(&R) -> Option<f64>, p: usize) -> String {
+    let v = values(runs, m);
+    match (v.first(), v.last()) {
+        (Some(a), Some(b)) if v.len() > 1 => format!("{a:.p$}–{b:.p$}"),
+        _ => "-".into(),
+    }
+}
