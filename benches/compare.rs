@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::{
-    cpu_seconds, fmt, free_port, load, machine, median, pattern, ratio, reset_peak, rss, spread,
-    worker_pid, Server, Target,
+    cpu_seconds, fmt, free_port, load, median, pattern, ratio, reset_peak, rss, spread, worker_pid,
+    Server, Target,
 };
 
 struct Sizes {
@@ -345,16 +345,7 @@ fn main() {
         }
 
         print_table(&rows, quick);
-        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-results.json");
-        let json = json!({
-            "date": run(Command::new("date").arg("-u").arg("+%Y-%m-%dT%H:%M:%SZ")).trim(),
-            "machine": machine(),
-            "quick": quick,
-            "runs": runs,
-            "results": rows.iter().map(|(n, r)| json!({"system": n, "runs": r})).collect::<Vec<_>>(),
-        });
-        std::fs::write(&out, serde_json::to_string_pretty(&json).unwrap()).unwrap();
-        eprintln!("wrote {}", out.display());
+        support::write_results("bench-results.json", quick, runs, &rows);
     });
 }
 

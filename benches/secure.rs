@@ -20,12 +20,10 @@ mod support;
 use common::pki::{htpasswd, TestCa};
 use common::{require, Api, OCI_MANIFEST};
 use serde_json::json;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 use support::{
-    cpu_seconds, fmt, free_port, load, machine, median, pattern, ratio, spread, worker_pid, Server,
-    Target,
+    cpu_seconds, fmt, free_port, load, median, pattern, ratio, spread, worker_pid, Server, Target,
 };
 
 const USER: &str = "bench";
@@ -211,8 +209,15 @@ fn main() {
         let mut manifest = Vec::new();
         for run in 1..=runs {
             eprintln!("run {run} of {runs}");
-            for (i, name) in ["wharf", "wharf, no auth", "distribution"].iter().enumerate() {
-                let system = if *name == "distribution" { "distribution" } else { "wharf" };
+            for (i, name) in ["wharf", "wharf, no auth", "distribution"]
+                .iter()
+                .enumerate()
+            {
+                let system = if *name == "distribution" {
+                    "distribution"
+                } else {
+                    "wharf"
+                };
                 if !wanted(system) {
                     continue;
                 }
@@ -253,20 +258,13 @@ fn main() {
                     authorization: None,
                 };
                 let worker = worker_pid(n.child.id());
-                rows[3].1.push(measure(&n, worker, &target, &digest, secs).await);
+                rows[3]
+                    .1
+                    .push(measure(&n, worker, &target, &digest, secs).await);
             }
         }
         print_table(&rows, quick);
-        let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/bench-secure.json");
-        let json = json!({
-            "date": common::run(Command::new("date").arg("-u").arg("+%Y-%m-%dT%H:%M:%SZ")).trim(),
-            "machine": machine(),
-            "quick": quick,
-            "runs": runs,
-            "results": rows.iter().map(|(n, r)| json!({"system": n, "runs": r})).collect::<Vec<_>>(),
-        });
-        std::fs::write(&out, serde_json::to_string_pretty(&json).unwrap()).unwrap();
-        eprintln!("wrote {}", out.display());
+        support::write_results("bench-secure.json", quick, runs, &rows);
     });
 }
 

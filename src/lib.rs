@@ -100,12 +100,7 @@ pub async fn gc(
     grace: std::time::Duration,
     dry_run: bool,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let store = store::Store::open_quiet(
-        data,
-        std::time::Duration::from_secs(3600),
-        None,
-        store::uploads::Limits::NONE,
-    )?;
+    let store = store::Store::open_for_maintenance(data)?;
     let report = store::gc::collect(&store, grace, dry_run).await?;
     let verb = if dry_run { "would remove" } else { "removed" };
     for (d, size) in &report.removed {
@@ -126,12 +121,7 @@ pub async fn verify(
     data: &std::path::Path,
     repair: bool,
 ) -> Result<bool, Box<dyn std::error::Error>> {
-    let store = store::Store::open_quiet(
-        data,
-        std::time::Duration::from_secs(3600),
-        None,
-        store::uploads::Limits::NONE,
-    )?;
+    let store = store::Store::open_for_maintenance(data)?;
     let r = store::verify::verify(&store, repair).await?;
     for d in &r.corrupt {
         println!("corrupt: {d}");

@@ -585,9 +585,14 @@ async fn upload_limits_per_client() {
     let anon = Api::new(w);
     let alice = anon.basic("alice", "alice-pw");
     let reader = anon.basic("reader", "reader-pw");
-    let start_upload = |api: &Api| {
-        let r = api.req("POST", "/v2/golden/up/blobs/uploads/");
+    let send = |api: &Api, method: &str, path: &str, body: Vec<u8>| {
+        let r = api.req(method, path).body(body);
         async move { r.send().await.unwrap() }
+    };
+    let start_upload = |api: &Api| send(api, "POST", "/v2/golden/up/blobs/uploads/", vec![]);
+    let post_blob = |api: &Api, blob: Vec<u8>| {
+        let path = format!("/v2/golden/up/blobs/uploads/?digest={}", sha256(&blob));
+        send(api, "POST", &path, blob)
     };
     let a1 = location(&start_upload(&alice).await);
     let _a2 = start_upload(&alice).await;
@@ -597,81 +602,42 @@ async fn upload_limits_per_client() {
     assert_eq!(error_code(r).await, "TOOMANYREQUESTS");
     // Another user is not affected, and cannot use alice's session.
     assert_eq!(start_upload(&reader).await.status(), 202);
-    let r = reader
-        .req("PATCH", &a1)
-        .body(vec![0u8; 10])
-        .send()
-        .await
-        .unwrap();
+    let r = send(&reader, "PATCH", &a1, vec![0u8; 10]).await;
     assert_eq!(r.status(), 404);
     assert_eq!(error_code(r).await, "BLOB_UPLOAD_UNKNOWN");
     // Cancelling gives the session back.
     assert_eq!(alice.status("DELETE", &a1).await, 204);
     let a3 = location(&start_upload(&alice).await);
     // Parked bytes: 1 MiB in all.
-    let r = alice
-        .req("PATCH", &a3)
-        .body(vec![1u8; 768 * 1024])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
-    let r = alice
-        .req("PATCH", &a3)
-        .body(vec![2u8; 512 * 1024])
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(
+        send(&alice, "PATCH", &a3, vec![1u8; 768 * 1024])
+            .await
+            .status(),
+        202
+    );
+    let r = send(&alice, "PATCH", &a3, vec![2u8; 512 * 1024]).await;
     assert_eq!(r.status(), 429);
     assert_eq!(error_code(r).await, "TOOMANYREQUESTS");
     // A blob in one POST counts too, and past the limit leaves nothing.
-    let big = vec![6u8; 1536 * 1024];
-    let r = reader
-        .req(
-            "POST",
-            &format!("/v2/golden/up/blobs/uploads/?digest={}", sha256(&big)),
-        )
-        .body(big)
-        .send()
-        .await
-        .unwrap();
+    let r = post_blob(&reader, vec![6u8; 1536 * 1024]).await;
     assert_eq!(r.status(), 429);
     assert_eq!(error_code(r).await, "TOOMANYREQUESTS");
     let tmp = std::fs::read_dir(w.data.join("tmp")).unwrap().count();
     assert_eq!(tmp, 0, "no temp file left");
-    let small = vec![7u8; 1000];
-    let r = reader
-        .req(
-            "POST",
-            &format!("/v2/golden/up/blobs/uploads/?digest={}", sha256(&small)),
-        )
-        .body(small)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    assert_eq!(post_blob(&reader, vec![7u8; 1000]).await.status(), 201);
     // Cancelling frees the parked bytes; so does finishing an upload.
     assert_eq!(alice.status("DELETE", &a3).await, 204);
     let a4 = location(&start_upload(&alice).await);
     let blob = vec![4u8; 768 * 1024];
-    let r = alice
-        .req(
-            "PUT",
-            &with_query(&a4, &format!("digest={}", sha256(&blob))),
-        )
-        .body(blob)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 201);
+    let finish = with_query(&a4, &format!("digest={}", sha256(&blob)));
+    assert_eq!(send(&alice, "PUT", &finish, blob).await.status(), 201);
     let a5 = location(&start_upload(&alice).await);
-    let r = alice
-        .req("PATCH", &a5)
-        .body(vec![5u8; 768 * 1024])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 202);
+    assert_eq!(
+        send(&alice, "PATCH", &a5, vec![5u8; 768 * 1024])
+            .await
+            .status(),
+        202
+    );
 }
 
 #[tokio::test]

@@ -143,10 +143,7 @@ async fn docker_registry_mirror_at_https_pulls_anonymously() {
     let mirrors: Vec<String> = serde_json::from_value(daemon["registry-mirrors"].clone()).unwrap();
     assert_eq!(mirrors, [format!("https://{}", s.w.addr)]);
     let d = Dockerd::start(&mirrors);
-    let direct = format!("{}/library/busybox:latest", up.registry_addr);
-    d.import_busybox(&direct);
-    d.docker(&["push", &direct]);
-    d.docker(&["rmi", &direct]);
+    d.seed_busybox_at(&up.registry_addr);
     up.reset();
 
     d.docker(&["pull", "busybox"]);
@@ -295,43 +292,41 @@ async fn skopeo_copies_with_creds_and_a_cert_dir() {
 
 fn oras(s: &Secure, workdir: &Path, args: &[&str]) -> (bool, String) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/clients/oras_auth.py");
-    let out = Command::new(require("python3"))
-        .arg(script)
-        .args(args)
-        .args(["--registry", &s.w.addr, "--ca"])
-        .arg(s.ca.ca_file())
-        .arg("--workdir")
-        .arg(workdir)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (ok, text) = try_run(
+        Command::new(require("python3"))
+            .arg(script)
+            .args(args)
+            .args(["--registry", &s.w.addr, "--ca"])
+            .arg(s.ca.ca_file())
+            .arg("--workdir")
+            .arg(workdir),
     );
-    (out.status.success() && text.contains("ORAS OK"), text)
+    (ok && text.contains("ORAS OK"), text)
 }
 
 #[tokio::test]
 async fn oras_logs_in_pushes_and_anonymous_pull_follows_the_rules() {
     let tmp = tempfile::tempdir().unwrap();
     let work = tmp.path();
+    let push_as_alice = |s: &Secure| {
+        let login = ["--user", "alice", "--password", "alice-pw"];
+        let (ok, out) = oras(
+            s,
+            work,
+            &[&["push", "--target", "golden/notes:v1"][..], &login].concat(),
+        );
+        assert!(ok, "{out}");
+    };
+    let anonymous_pull = |s: &Secure, expect: &str| {
+        oras(
+            s,
+            work,
+            &["pull", "--target", "golden/notes:v1", "--expect", expect],
+        )
+    };
     // Default rules: anyone pulls, logged-in users push to local namespaces.
     let s = secure("", &[]);
-    let (ok, out) = oras(
-        &s,
-        work,
-        &[
-            "push",
-            "--target",
-            "golden/notes:v1",
-            "--user",
-            "alice",
-            "--password",
-            "alice-pw",
-        ],
-    );
-    assert!(ok, "{out}");
+    push_as_alice(&s);
     assert!(s
         .w
         .logged(&["wharf::audit", "user=alice", "repo=golden/notes"]));
@@ -339,34 +334,13 @@ async fn oras_logs_in_pushes_and_anonymous_pull_follows_the_rules() {
         work.join("config.json").exists(),
         "credentials stay in the workdir"
     );
-    let (ok, out) = oras(
-        &s,
-        work,
-        &["pull", "--target", "golden/notes:v1", "--expect", "ok"],
-    );
+    let (ok, out) = anonymous_pull(&s, "ok");
     assert!(ok, "{out}");
 
     // The same content behind --anonymous-pull false: refused without a login.
     drop(s);
     let locked = secure("", &["--anonymous-pull".into(), "false".into()]);
-    let (ok, out) = oras(
-        &locked,
-        work,
-        &[
-            "push",
-            "--target",
-            "golden/notes:v1",
-            "--user",
-            "alice",
-            "--password",
-            "alice-pw",
-        ],
-    );
-    assert!(ok, "{out}");
-    let (ok, out) = oras(
-        &locked,
-        work,
-        &["pull", "--target", "golden/notes:v1", "--expect", "refused"],
-    );
+    push_as_alice(&locked);
+    let (ok, out) = anonymous_pull(&locked, "refused");
     assert!(ok && out.contains("Unauthorized"), "{out}");
 }

@@ -56,10 +56,7 @@ async fn docker_registry_mirrors_pull_warm_offline_and_local_push() {
     let d = Dockerd::start(&mirrors);
 
     // The upstream gets busybox, pushed straight to it (not counted).
-    let direct = format!("{}/library/busybox:latest", up.registry_addr);
-    d.import_busybox(&direct);
-    d.docker(&["push", &direct]);
-    d.docker(&["rmi", &direct]);
+    d.seed_busybox_at(&up.registry_addr);
     up.reset();
 
     // Cold pull through the mirror.

@@ -59,20 +59,14 @@ fn served_name(r: &reqwest::Response) -> String {
 
 /// Runs `openssl s_client` against `addr` with `args`; returns its output.
 fn s_client(addr: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(require("openssl"))
-        .arg("s_client")
-        .arg("-connect")
-        .arg(addr)
-        .args(args)
-        .stdin(std::process::Stdio::null())
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    try_run(
+        Command::new(require("openssl"))
+            .arg("s_client")
+            .arg("-connect")
+            .arg(addr)
+            .args(args)
+            .stdin(std::process::Stdio::null()),
+    )
 }
 
 #[tokio::test]

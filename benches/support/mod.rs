@@ -262,6 +262,32 @@ pub fn machine() -> String {
     format!("{cores} cores, {cpu}")
 }
 
+/// Writes every run of every system, with the date and the machine, to
+/// `target/<file>`.
+pub fn write_results<R: serde::Serialize>(
+    file: &str,
+    quick: bool,
+    runs: usize,
+    rows: &[(&str, Vec<R>)],
+) {
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join(file);
+    let date = crate::common::run(Command::new("date").arg("-u").arg("+%Y-%m-%dT%H:%M:%SZ"));
+    let json = serde_json::json!({
+        "date": date.trim(),
+        "machine": machine(),
+        "quick": quick,
+        "runs": runs,
+        "results": rows
+            .iter()
+            .map(|(n, r)| serde_json::json!({"system": n, "runs": r}))
+            .collect::<Vec<_>>(),
+    });
+    std::fs::write(&out, serde_json::to_string_pretty(&json).unwrap()).unwrap();
+    eprintln!("wrote {}", out.display());
+}
+
 /// Sorted values of one metric over the runs.
 pub fn values<R>(runs: &[R], m: fn(&R) -> Option<f64>) -> Vec<f64> {
     let mut v: Vec<f64> = runs.iter().filter_map(m).collect();

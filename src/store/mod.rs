@@ -54,9 +54,15 @@ impl Store {
         Ok(store)
     }
 
-    /// Opens the store without changing anything (for `wharf gc --dry-run`
-    /// and `wharf verify`).
-    pub fn open_quiet(
+    /// Opens a data directory no server is using, for a maintenance
+    /// command (`wharf gc`, `wharf verify`): nothing changes on opening,
+    /// and no cache or upload limits apply.
+    pub fn open_for_maintenance(data: &Path) -> Result<Store> {
+        Self::open_quiet(data, Duration::from_secs(3600), None, uploads::Limits::NONE)
+    }
+
+    /// Opens the store without changing anything.
+    fn open_quiet(
         data: &Path,
         upload_timeout: Duration,
         cache_limit: Option<u64>,

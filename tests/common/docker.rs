@@ -157,6 +157,16 @@ impl Dockerd {
         std::fs::read_to_string(self.root.join("dockerd.log")).unwrap_or_default()
     }
 
+    /// Puts busybox on the registry at `registry` as
+    /// `library/busybox:latest` (an upstream, pushed straight to), keeping
+    /// no local copy, so the next pull must fetch it.
+    pub fn seed_busybox_at(&self, registry: &str) {
+        let direct = format!("{registry}/library/busybox:latest");
+        self.import_busybox(&direct);
+        self.docker(&["push", &direct]);
+        self.docker(&["rmi", &direct]);
+    }
+
     /// Imports a busybox-static root filesystem as image `reference`.
     pub fn import_busybox(&self, reference: &str) {
         let busybox = ["/bin/busybox", "/usr/bin/busybox"]

@@ -501,6 +501,17 @@ pub fn run(cmd: &mut Command) -> String {
     stdout
 }
 
+/// Runs a command that may fail: (whether it succeeded, stdout + stderr).
+pub fn try_run(cmd: &mut Command) -> (bool, String) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
 /// Runs `wharf ARGS` (a maintenance command) and returns its exit code and
 /// standard output.
 pub fn wharf_cli(args: &[&str]) -> (i32, String) {
