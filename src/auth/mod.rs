@@ -228,7 +228,8 @@ impl Auth {
                 } else {
                     Place::Mirror
                 },
-                full: Some(format!("{upstream}/{repo}")),
+                // Only rules look at it: no allocation when there are none.
+                full: (!self.policy.is_open()).then(|| format!("{upstream}/{repo}")),
             },
         }
     }
