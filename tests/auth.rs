@@ -261,8 +261,8 @@ async fn token_flow_rules_401_403_and_audit() {
         .unwrap();
     assert_eq!(r.status(), 403);
 
-    // No password ever reaches the log.
-    for pw in ["alice-pw", "builder-pw", "reader-pw"] {
+    // No password or token ever reaches the log.
+    for pw in ["alice-pw", "builder-pw", "reader-pw", &t] {
         assert!(!w.log().contains(pw));
     }
     nothing_parked(&w.data);
@@ -679,4 +679,29 @@ async fn rules_on_a_mirrored_name_hold_however_it_is_spelled() {
         anon.get("/v2/corp/team/open/manifests/v1").await.status(),
         200
     );
+}
+
+#[tokio::test]
+async fn without_users_anyone_may_push_and_the_log_says_so() {
+    let w = Wharf::start();
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(20), || w
+            .logged(&["anyone who can reach", "may push and delete"]))
+        .await
+    );
+    let api = Api::new(&w);
+    assert_eq!(api.get("/v2/").await.status(), 200);
+    let d = push_image(&api, "golden/open", "1", "open").await;
+    let r = api
+        .req("DELETE", &format!("/v2/golden/open/manifests/{d}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    // Credentials are not looked at, and there is no token endpoint.
+    let r = api.basic("nobody", "x").get("/v2/").await;
+    assert_eq!(r.status(), 200);
+    let r = api.get("/token?service=wharf").await;
+    assert_eq!(r.status(), 405);
+    assert!(!w.data.join("token.key").exists());
 }
