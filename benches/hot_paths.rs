@@ -1,5 +1,7 @@
 //! Micro-benchmarks of the hot paths, with criterion: request path parsing,
-//! digest parsing, SHA-256 over a MiB (what verifies every fill and push),
+//! digest parsing, checking a bearer token and deciding access (what every
+//! request with access control pays), SHA-256 over a MiB (what verifies
+//! every fill and push),
 //! one chunk of a warm blob read from the page cache, and the fill's tee
 //! into a temp blob (batched write + hash). `cargo bench --bench hot_paths`;
 //! `-- --test` runs each once (a smoke check). For instruction counts that
@@ -26,6 +28,60 @@ fn parsing(c: &mut Criterion) {
     let digest = format!("sha256:{HEX}");
     c.bench_function("digest: parse", |b| {
         b.iter(|| black_box(&digest).parse::<Digest>())
+    });
+}
+
+fn access(c: &mut Criterion) {
+    use wharf::auth::policy::{decide, Action, Identity, Op, Place, Policy, Principal, Rule};
+    use wharf::auth::token::{Grant, Tokens, Via};
+    let tokens =
+        Tokens::new(&[9u8; 32], "wharf", std::time::Duration::from_secs(300)).expect("tokens");
+    let grant = Grant {
+        kind: "repository".into(),
+        name: "golden/app".into(),
+        actions: vec!["pull".into(), "push".into()],
+    };
+    let token = tokens
+        .issue(
+            "alice",
+            Via::Password,
+            vec![grant],
+            std::time::SystemTime::now(),
+        )
+        .expect("token")
+        .token;
+    c.bench_function("token: verify", |b| {
+        b.iter(|| tokens.verify(black_box(&token)))
+    });
+    let p = |s: &str| Principal::parse(s).expect("principal");
+    let rules = (0..10)
+        .map(|i| {
+            Rule::new(
+                &format!("team{i}/*"),
+                vec![p("anonymous")],
+                vec![p("alice")],
+                vec![],
+            )
+        })
+        .chain([Rule::new(
+            "golden/*",
+            vec![p("anonymous")],
+            vec![p("group:ci")],
+            vec![],
+        )])
+        .collect::<Result<Vec<_>, _>>()
+        .expect("rules");
+    let groups = std::collections::BTreeMap::from([("ci".to_string(), vec!["alice".to_string()])]);
+    let policy = Policy::new(rules, groups, true, &[]).expect("policy");
+    let op = Op::Repo {
+        name: "golden/app",
+        full: None,
+        place: Place::Local,
+        action: Action::Push,
+    };
+    let alice = Identity::User("alice".into());
+    c.bench_function("policy: decide, 11th rule", |b| {
+        b.iter(|| decide(&policy, black_box(&alice), black_box(&op)))
     });
 }
 
@@ -91,5 +147,5 @@ fn serving(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, parsing, hashing, serving);
+criterion_group!(benches, parsing, access, hashing, serving);
 criterion_main!(benches);
