@@ -27,7 +27,7 @@ use http::{header, request::Parts, Method};
 use policy::{decide, Action, Decision, Identity, Op, Place, Policy};
 use std::collections::HashSet;
 use std::net::SocketAddr;
-use token::{Grant, TokenError, Tokens, Via};
+use token::{TokenError, Tokens, Via};
 
 /// The path of the token endpoint (Docker token authentication).
 pub const TOKEN_PATH: &str = "/token";
@@ -61,7 +61,7 @@ pub struct Caller {
     pub identity: Identity,
     pub addr: SocketAddr,
     /// With a bearer token, only what the token grants.
-    grants: Option<Vec<Grant>>,
+    token: Option<std::sync::Arc<token::Claims>>,
 }
 
 impl Caller {
@@ -241,7 +241,7 @@ impl Auth {
         let anonymous = Caller {
             identity: Identity::Anonymous,
             addr: peer.addr,
-            grants: None,
+            token: None,
         };
         let Some(tokens) = &self.tokens else {
             return Ok(anonymous); // open: credentials are not looked at
@@ -288,10 +288,10 @@ impl Auth {
                     identity: if claims.sub.is_empty() {
                         Identity::Anonymous
                     } else {
-                        Identity::User(claims.sub)
+                        Identity::User(claims.sub.clone())
                     },
                     addr: peer.addr,
-                    grants: Some(claims.access),
+                    token: Some(claims),
                 })
             }
         }
@@ -335,7 +335,8 @@ impl Auth {
     /// Whether `caller` may perform `op` (a token limits it further).
     fn decision(&self, caller: &Caller, op: &Op<'_>) -> (Decision, bool) {
         let d = decide(&self.policy, &caller.identity, op);
-        let in_token = match (&caller.grants, op) {
+        let grants = caller.token.as_ref().map(|t| &t.access);
+        let in_token = match (grants, op) {
             (None, _) | (Some(_), Op::Ping) => true,
             (Some(g), Op::Catalog) => g
                 .iter()

@@ -3,7 +3,9 @@
 //! it, and the repository actions granted, as the Docker token
 //! specification's `access` claim. The signing key is a file: given in the
 //! config, or generated on first start into the data directory (mode
-//! 0600), so a restart keeps issued tokens valid.
+//! 0600), so a restart keeps issued tokens valid. A token that checked
+//! out is remembered until it expires, so a client sending the same token
+//! with every request pays the signature check and the JSON once.
 
 use super::policy::Action;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
@@ -75,6 +77,9 @@ pub struct Issued {
     pub issued_at: SystemTime,
 }
 
+/// Tokens remembered at most; past it the memory starts afresh.
+const REMEMBERED_TOKENS: usize = 4096;
+
 /// Signs and checks tokens with one key.
 pub struct Tokens {
     encoding: EncodingKey,
@@ -82,6 +87,8 @@ pub struct Tokens {
     validation: Validation,
     service: String,
     ttl: Duration,
+    /// Tokens that checked out, by their text (compared whole).
+    verified: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Claims>>>,
 }
 
 impl Tokens {
@@ -106,6 +113,7 @@ impl Tokens {
             validation,
             service: service.to_string(),
             ttl,
+            verified: Default::default(),
         })
     }
 
@@ -143,14 +151,40 @@ impl Tokens {
     }
 
     /// Checks a token's signature, issuer, audience and lifetime.
-    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
-        match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
-            Ok(data) => Ok(data.claims),
-            Err(e) => match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => Err(TokenError::Expired),
-                _ => Err(TokenError::Invalid),
-            },
+    pub fn verify(&self, token: &str) -> Result<std::sync::Arc<Claims>, TokenError> {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let remembered = {
+            let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            verified.get(token).cloned()
+        };
+        if let Some(claims) = remembered {
+            // The same test as the full check: expired once `now` passes `exp`.
+            return if claims.exp < now {
+                Err(TokenError::Expired)
+            } else {
+                Ok(claims)
+            };
         }
+        let claims = match jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation) {
+            Ok(data) => std::sync::Arc::new(data.claims),
+            Err(e) => {
+                return match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => Err(TokenError::Expired),
+                    _ => Err(TokenError::Invalid),
+                }
+            }
+        };
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if verified.len() >= REMEMBERED_TOKENS {
+            verified.retain(|_, c| c.exp >= now);
+            if verified.len() >= REMEMBERED_TOKENS {
+                verified.clear();
+            }
+        }
+        verified.insert(token.to_string(), claims.clone());
+        Ok(claims)
     }
 }
 
@@ -247,6 +281,8 @@ mod tests {
             .unwrap();
         let c = t.verify(&issued.token).unwrap();
         assert_eq!(c.sub, "alice");
+        let again = t.verify(&issued.token).unwrap();
+        assert!(std::sync::Arc::ptr_eq(&c, &again), "remembered");
         assert_eq!(c.via, Via::Password);
         assert!(c.access[0].covers("golden/app", Action::Push));
         assert!(!c.access[0].covers("golden/app", Action::Delete));
@@ -269,6 +305,14 @@ mod tests {
             )
             .unwrap();
         assert_eq!(t.verify(&old.token).unwrap_err(), TokenError::Expired);
+        // A remembered token expires all the same.
+        let short = Tokens::new(&key, "wharf", Duration::from_secs(1)).unwrap();
+        let soon = short
+            .issue("alice", Via::Password, vec![], SystemTime::now())
+            .unwrap();
+        assert!(short.verify(&soon.token).is_ok());
+        std::thread::sleep(Duration::from_millis(2100));
+        assert_eq!(short.verify(&soon.token).unwrap_err(), TokenError::Expired);
         let mut tampered = issued.token.clone();
         tampered.insert(tampered.find('.').unwrap() + 5, 'x');
         assert_eq!(t.verify(&tampered).unwrap_err(), TokenError::Invalid);
