@@ -274,7 +274,7 @@ impl Auth {
                 }
             }
             Ok(Credentials::Bearer(token)) => {
-                let claims = tokens.verify(&token).map_err(|e| match e {
+                let claims = tokens.verify(token).map_err(|e| match e {
                     TokenError::Expired => refuse("token expired".into(), "invalid_token"),
                     TokenError::Invalid => refuse("token is invalid".into(), "invalid_token"),
                 })?;
