@@ -64,39 +64,6 @@ fn start_distribution(upstream: &str) -> Server {
     Server::spawn("distribution", cmd, addr, dir)
 }
 
-/// nginx serving a manifest and a blob as static files with sendfile.
-fn start_nginx(manifest: &[u8], blob_digest: &str, blob: &Path) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let addr = format!("127.0.0.1:{port}");
-    let root = dir.path().join("root");
-    let mdir = root.join("v2/library/big/manifests");
-    let bdir = root.join("v2/library/big/blobs");
-    std::fs::create_dir_all(&mdir).unwrap();
-    std::fs::create_dir_all(&bdir).unwrap();
-    std::fs::write(mdir.join("1"), manifest).unwrap();
-    std::fs::copy(blob, bdir.join(blob_digest)).unwrap();
-    let conf = dir.path().join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon off;\nworker_processes 1;\npid {0}/nginx.pid;\nerror_log {0}/error.log;\nevents {{ worker_connections 1024; }}\n\
-             http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;\n\
-               client_body_temp_path {0}/tmp; proxy_temp_path {0}/tmp; fastcgi_temp_path {0}/tmp; uwsgi_temp_path {0}/tmp; scgi_temp_path {0}/tmp;\n\
-               server {{ listen {addr}; root {1};\n\
-                 location /v2/library/big/manifests/ {{ default_type application/vnd.oci.image.manifest.v1+json; }}\n\
-                 location /v2/library/big/blobs/ {{ default_type application/octet-stream; }} }} }}\n",
-            dir.path().display(),
-            root.display()
-        ),
-    )
-    .unwrap();
-    std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
-    let mut cmd = Command::new(require("nginx"));
-    cmd.arg("-c").arg(&conf).arg("-p").arg(dir.path());
-    Server::spawn("nginx", cmd, addr, dir)
-}
-
 /// Pushes an image with `layers` layers of `size` bytes; returns
 /// (manifest bytes, layer digests).
 async fn seed_image(
@@ -329,7 +296,7 @@ fn main() {
         let mut all = Vec::new();
         for run in (1..=runs).filter(|_| wanted("nginx")) {
             eprintln!("measuring nginx, run {run} of {runs} ...");
-            let n = start_nginx(&big_manifest, &big_digests[0], &blob);
+            let n = support::start_nginx("library/big", &big_manifest, &big_digests[0], &blob, None);
             let mut nrow = Row::default();
             tokio::time::sleep(Duration::from_secs(1)).await;
             nrow.idle_rss_mib = Some(rss(n.child.id()).0 as f64 / 1048576.0);

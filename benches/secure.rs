@@ -83,41 +83,6 @@ fn start_distribution(s: &Setup) -> Server {
     Server::spawn("distribution", cmd, addr, dir)
 }
 
-/// nginx serving the manifest and the blob file over TLS.
-fn start_nginx(s: &Setup, manifest: &[u8], digest: &str, blob: &[u8]) -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let addr = format!("127.0.0.1:{}", free_port());
-    let root = dir.path().join("root");
-    let mdir = root.join(format!("v2/{REPO}/manifests"));
-    let bdir = root.join(format!("v2/{REPO}/blobs"));
-    std::fs::create_dir_all(&mdir).unwrap();
-    std::fs::create_dir_all(&bdir).unwrap();
-    std::fs::write(mdir.join("1"), manifest).unwrap();
-    std::fs::write(bdir.join(digest), blob).unwrap();
-    let conf = dir.path().join("nginx.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "daemon off;\nworker_processes 1;\npid {0}/nginx.pid;\nerror_log {0}/error.log;\nevents {{ worker_connections 1024; }}\n\
-             http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;\n\
-               client_body_temp_path {0}/tmp; proxy_temp_path {0}/tmp; fastcgi_temp_path {0}/tmp; uwsgi_temp_path {0}/tmp; scgi_temp_path {0}/tmp;\n\
-               server {{ listen {addr} ssl; root {1};\n\
-                 ssl_certificate {2}; ssl_certificate_key {3}; ssl_protocols TLSv1.2 TLSv1.3;\n\
-                 location /v2/{REPO}/manifests/ {{ default_type {OCI_MANIFEST}; }}\n\
-                 location /v2/{REPO}/blobs/ {{ default_type application/octet-stream; }} }} }}\n",
-            dir.path().display(),
-            root.display(),
-            s.cert.display(),
-            s.key.display()
-        ),
-    )
-    .unwrap();
-    std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
-    let mut cmd = Command::new(require("nginx"));
-    cmd.arg("-c").arg(&conf).arg("-p").arg(dir.path());
-    Server::spawn("nginx", cmd, addr, dir)
-}
-
 #[derive(Default, Clone, serde::Serialize)]
 struct Row {
     manifest_rps: Option<f64>,
@@ -250,7 +215,10 @@ fn main() {
                 rows[i].1.push(row);
             }
             if wanted("nginx") && !manifest.is_empty() {
-                let n = start_nginx(&setup, &manifest, &digest, &layer);
+                let blob = setup._dir.path().join("layer");
+                std::fs::write(&blob, &layer).unwrap();
+                let pair = Some((setup.cert.as_path(), setup.key.as_path()));
+                let n = support::start_nginx(REPO, &manifest, &digest, &blob, pair);
                 tokio::time::sleep(Duration::from_millis(300)).await;
                 let target = Target {
                     addr: n.addr.clone(),

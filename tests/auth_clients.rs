@@ -27,16 +27,6 @@ repositories = "**"
 pull = ["anonymous"]
 "#;
 
-/// A `deploy/` example with the placeholder host replaced by `addr`.
-fn deploy_snippet(path: &str, addr: &str) -> String {
-    let full = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("deploy")
-        .join(path);
-    std::fs::read_to_string(full)
-        .unwrap()
-        .replace("wharf.example.com:5000", addr)
-}
-
 /// An HTTPS Wharf with users alice and reader, `rules` and `extra` flags.
 struct Secure {
     w: Wharf,
@@ -138,9 +128,7 @@ async fn docker_registry_mirror_at_https_pulls_anonymously() {
         RULES,
         &["--upstream".into(), format!("docker.io={}", up.url())],
     );
-    let daemon: serde_json::Value =
-        serde_json::from_str(&deploy_snippet("tls/docker/daemon.json", &s.w.addr)).unwrap();
-    let mirrors: Vec<String> = serde_json::from_value(daemon["registry-mirrors"].clone()).unwrap();
+    let mirrors = deploy_mirrors("tls/docker/daemon.json", &s.w.addr);
     assert_eq!(mirrors, [format!("https://{}", s.w.addr)]);
     let d = Dockerd::start(&mirrors);
     d.seed_busybox_at(&up.registry_addr);

@@ -12,17 +12,6 @@ use common::*;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-/// A `deploy/` example with the placeholder host replaced by `addr`: the
-/// tests use the very snippets the README shows.
-fn deploy_snippet(path: &str, addr: &str) -> String {
-    let full = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("deploy")
-        .join(path);
-    std::fs::read_to_string(full)
-        .unwrap()
-        .replace("wharf.example.com:5000", addr)
-}
-
 fn skopeo() -> Command {
     let mut c = Command::new(require("skopeo"));
     c.arg("--insecure-policy");
@@ -49,9 +38,7 @@ fn seed_with_skopeo(registry_addr: &str, repo: &str, tag: &str, layers: usize) -
 async fn docker_registry_mirrors_pull_warm_offline_and_local_push() {
     let up = Upstream::start(false);
     let w = up.mirror(&["--tag-ttl", "5s"]);
-    let daemon: serde_json::Value =
-        serde_json::from_str(&deploy_snippet("docker/daemon.json", &w.addr)).unwrap();
-    let mirrors: Vec<String> = serde_json::from_value(daemon["registry-mirrors"].clone()).unwrap();
+    let mirrors = deploy_mirrors("docker/daemon.json", &w.addr);
     assert_eq!(mirrors, [format!("http://{}", w.addr)]);
     let d = Dockerd::start(&mirrors);
 

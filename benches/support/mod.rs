@@ -69,6 +69,54 @@ pub fn wait_port(addr: &str) {
     }
 }
 
+/// nginx serving `repo`'s manifest `1` and blob `digest` (copied from
+/// the file `blob`) as static files: with `sendfile` in the clear, or over
+/// TLS with `tls` = (certificate, key).
+pub fn start_nginx(
+    repo: &str,
+    manifest: &[u8],
+    digest: &str,
+    blob: &std::path::Path,
+    tls: Option<(&std::path::Path, &std::path::Path)>,
+) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let root = dir.path().join("root");
+    let mdir = root.join(format!("v2/{repo}/manifests"));
+    let bdir = root.join(format!("v2/{repo}/blobs"));
+    std::fs::create_dir_all(&mdir).unwrap();
+    std::fs::create_dir_all(&bdir).unwrap();
+    std::fs::write(mdir.join("1"), manifest).unwrap();
+    std::fs::copy(blob, bdir.join(digest)).unwrap();
+    let listen = match tls {
+        None => format!("listen {addr};"),
+        Some((cert, key)) => format!(
+            "listen {addr} ssl; ssl_certificate {}; ssl_certificate_key {}; ssl_protocols TLSv1.2 TLSv1.3;",
+            cert.display(),
+            key.display()
+        ),
+    };
+    let conf = dir.path().join("nginx.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "daemon off;\nworker_processes 1;\npid {0}/nginx.pid;\nerror_log {0}/error.log;\nevents {{ worker_connections 1024; }}\n\
+             http {{ access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;\n\
+               client_body_temp_path {0}/tmp; proxy_temp_path {0}/tmp; fastcgi_temp_path {0}/tmp; uwsgi_temp_path {0}/tmp; scgi_temp_path {0}/tmp;\n\
+               server {{ {listen} root {1};\n\
+                 location /v2/{repo}/manifests/ {{ default_type application/vnd.oci.image.manifest.v1+json; }}\n\
+                 location /v2/{repo}/blobs/ {{ default_type application/octet-stream; }} }} }}\n",
+            dir.path().display(),
+            root.display()
+        ),
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("tmp")).unwrap();
+    let mut cmd = Command::new(crate::common::require("nginx"));
+    cmd.arg("-c").arg(&conf).arg("-p").arg(dir.path());
+    Server::spawn("nginx", cmd, addr, dir)
+}
+
 /// CPU seconds (user + system) of a process and all its threads.
 pub fn cpu_seconds(pid: u32) -> f64 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();

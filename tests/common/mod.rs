@@ -501,6 +501,23 @@ pub fn run(cmd: &mut Command) -> String {
     stdout
 }
 
+/// A `deploy/` example with the placeholder host replaced by `addr`: the
+/// tests use the very snippets the README shows.
+pub fn deploy_snippet(path: &str, addr: &str) -> String {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("deploy")
+        .join(path);
+    std::fs::read_to_string(full)
+        .unwrap()
+        .replace("wharf.example.com:5000", addr)
+}
+
+/// The `registry-mirrors` of a `deploy/` Docker `daemon.json`, pointed at `addr`.
+pub fn deploy_mirrors(path: &str, addr: &str) -> Vec<String> {
+    let daemon: serde_json::Value = serde_json::from_str(&deploy_snippet(path, addr)).unwrap();
+    serde_json::from_value(daemon["registry-mirrors"].clone()).unwrap()
+}
+
 /// Runs a command that may fail: (whether it succeeded, stdout + stderr).
 pub fn try_run(cmd: &mut Command) -> (bool, String) {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
