@@ -201,8 +201,22 @@ impl App {
         // Who asks, and may they: before any handler runs.
         let at = self.auth.locate(&backend);
         let op = auth::operation(&route, &parts.method, &at);
-        let caller = self.auth.authenticate(&parts, peer).await?;
-        self.auth.authorize(&caller, &op, &backend, &parts, peer)?;
+        let checked = match self.auth.authenticate(&parts, peer).await {
+            Ok(c) => self
+                .auth
+                .authorize(&c, &op, &backend, &parts, peer)
+                .map(|()| c),
+            Err(e) => Err(e),
+        };
+        let caller = match checked {
+            Ok(c) => c,
+            Err(e) => {
+                // A refused upload still sending its body gets to read why.
+                let mut body = body;
+                body::drain(&mut body).await;
+                return Err(e);
+            }
+        };
         match backend {
             Backend::Local => {
                 let mut r = self.dispatch_local(&route, parts, body, &caller).await?;

@@ -1,6 +1,7 @@
 //! The one response body type, and the ways to make one: empty, a small
 //! buffer (JSON, manifests), or a file streamed in bounded chunks so a blob
-//! is never held whole in memory. Chunks are read into reused buffers,
+//! is never held whole in memory. Also how the rest of a refused request
+//! body is read and dropped, so the client gets to read the refusal. Chunks are read into reused buffers,
 //! straight from the page cache on the async thread when the bytes are
 //! there (`preadv2` with `RWF_NOWAIT`, which never waits for the disk),
 //! and on the blocking pool when they are not.
@@ -12,6 +13,24 @@ use std::sync::Arc;
 
 /// Every response Wharf sends has this body type.
 pub type Body = UnsyncBoxBody<Bytes, io::Error>;
+
+/// How much of a refused request body is read and dropped so the client,
+/// still sending, gets to read the error instead of a broken pipe.
+pub const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
+
+/// Reads and drops the rest of a request body, up to [`DRAIN_LIMIT`] bytes.
+pub async fn drain<B>(body: &mut B)
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    let mut seen = 0u64;
+    while seen <= DRAIN_LIMIT {
+        match body.frame().await {
+            Some(Ok(f)) => seen += f.data_ref().map_or(0, |d| d.len() as u64),
+            _ => return,
+        }
+    }
+}
 
 /// Bytes read from disk per chunk when streaming a file.
 pub const FILE_CHUNK: usize = 128 * 1024;

@@ -149,6 +149,18 @@ async fn token_flow_rules_401_403_and_audit() {
         .unwrap();
     assert_eq!(r.status(), 401);
     assert!(challenge(&r).contains("scope=\"repository:golden/app:delete\""));
+    // A refused push still sending a large body reads the 401, not a broken pipe.
+    let big = vec![9u8; 6 << 20];
+    let r = anon
+        .req(
+            "POST",
+            &format!("/v2/golden/app/blobs/uploads/?digest={}", sha256(&big)),
+        )
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 
     // A known user without the right: 403, and the token endpoint grants
     // them only what the rules allow.
@@ -619,7 +631,9 @@ async fn upload_limits_per_client() {
     assert_eq!(r.status(), 429);
     assert_eq!(error_code(r).await, "TOOMANYREQUESTS");
     // A blob in one POST counts too, and past the limit leaves nothing.
-    let r = post_blob(&reader, vec![6u8; 1536 * 1024]).await;
+    // (6 MiB: the client is still sending when the limit is hit, and
+    // reads the 429, not a broken pipe.)
+    let r = post_blob(&reader, vec![6u8; 6 << 20]).await;
     assert_eq!(r.status(), 429);
     assert_eq!(error_code(r).await, "TOOMANYREQUESTS");
     let tmp = std::fs::read_dir(w.data.join("tmp")).unwrap().count();

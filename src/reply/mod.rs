@@ -67,10 +67,6 @@ pub fn header_str(h: &HeaderMap, name: header::HeaderName) -> Option<&str> {
     h.get(name).and_then(|v| v.to_str().ok())
 }
 
-/// How much of an oversized body is read and thrown away so the client,
-/// still sending, gets to read the 413 instead of a broken pipe.
-const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
-
 /// Reads a whole request body of at most `limit` bytes; larger is 413.
 pub async fn read_bounded<B>(headers: &HeaderMap, body: B, limit: usize) -> Result<Bytes>
 where
@@ -96,7 +92,7 @@ where
             if over || buf.len() + data.len() > limit {
                 over = true;
                 buf.clear();
-                if seen > limit as u64 + DRAIN_LIMIT {
+                if seen > limit as u64 + body::DRAIN_LIMIT {
                     break;
                 }
                 continue;

@@ -286,7 +286,12 @@ impl SessionGuard<'_> {
                 let Ok(data) = frame.into_data() else {
                     continue;
                 };
-                self.uploads.quota.add(&self.id, data.len() as u64)?;
+                if let Err(e) = self.uploads.quota.add(&self.id, data.len() as u64) {
+                    // Read (and drop) what the client is still sending, so it
+                    // gets to read the refusal rather than a broken pipe.
+                    crate::body::drain(&mut body).await;
+                    return Err(e);
+                }
                 if let Err(e) = file.write_all(&data).await {
                     self.session.hasher = None;
                     return Err(Error::storage("appending to an upload", e));
@@ -375,6 +380,7 @@ impl Reservation<'_> {
             inner: body,
             quota: &self.uploads.quota,
             id: &self.id,
+            refused: None,
         }
     }
 
@@ -401,6 +407,8 @@ pub struct Counted<'a, B> {
     inner: B,
     quota: &'a Quota,
     id: &'a str,
+    /// Past the limit: the refusal, and the bytes read and dropped since.
+    refused: Option<(Error, u64)>,
 }
 
 impl<B> HttpBody for Counted<'_, B>
@@ -417,17 +425,35 @@ where
     ) -> std::task::Poll<Option<std::result::Result<http_body::Frame<Bytes>, BoxError>>> {
         use std::task::Poll;
         let this = &mut *self;
-        match std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_frame(cx)) {
-            Some(Ok(frame)) => {
-                if let Some(d) = frame.data_ref() {
-                    if let Err(e) = this.quota.add(this.id, d.len() as u64) {
+        loop {
+            let frame = std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_frame(cx));
+            // Past the limit, what the client still sends is read and
+            // dropped (up to body::DRAIN_LIMIT), so it gets to read the refusal.
+            if let Some((_, drained)) = &mut this.refused {
+                match frame {
+                    Some(Ok(f)) if *drained <= crate::body::DRAIN_LIMIT => {
+                        *drained += f.data_ref().map_or(0, |d| d.len() as u64);
+                        continue;
+                    }
+                    _ => {
+                        let (e, _) = this.refused.take().unwrap_or((Uploads::unknown(), 0));
                         return Poll::Ready(Some(Err(Box::new(OverLimit(e)))));
                     }
                 }
-                Poll::Ready(Some(Ok(frame)))
             }
-            Some(Err(e)) => Poll::Ready(Some(Err(e.into()))),
-            None => Poll::Ready(None),
+            return match frame {
+                Some(Ok(frame)) => {
+                    if let Some(d) = frame.data_ref() {
+                        if let Err(e) = this.quota.add(this.id, d.len() as u64) {
+                            this.refused = Some((e, 0));
+                            continue;
+                        }
+                    }
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Some(Err(e)) => Poll::Ready(Some(Err(e.into()))),
+                None => Poll::Ready(None),
+            };
         }
     }
 
