@@ -13,6 +13,7 @@ use crate::auth::{self, Auth, Caller, Peer};
 use crate::body::{self, Body};
 use crate::config::Config;
 use crate::error::{BoxError, Error, ErrorCode, Result};
+use crate::logsafe::Clean;
 use crate::mirror::routing::{Backend, Router};
 use crate::mirror::Mirror;
 use crate::oci::name::ReferenceError;
@@ -49,6 +50,8 @@ impl App {
             crate::store::uploads::Limits {
                 sessions: config.max_upload_sessions,
                 bytes: config.max_upload_bytes,
+                total_sessions: config.max_upload_sessions_total,
+                total_bytes: config.max_upload_bytes_total,
             },
         )
         .await?;
@@ -162,9 +165,9 @@ impl App {
             Ok(r) => r,
             Err(e) => {
                 if matches!(e, Error::Storage { .. }) {
-                    tracing::error!(%method, %path, error = %e, "request failed");
+                    tracing::error!(%method, path = %Clean(&path), error = %e, "request failed");
                 } else {
-                    tracing::debug!(%method, %path, error = %e, "request refused");
+                    tracing::debug!(%method, path = %Clean(&path), error = %e, "request refused");
                 }
                 e.into_response()
             }
@@ -177,7 +180,7 @@ impl App {
             "docker-distribution-api-version",
             HeaderValue::from_static("registry/2.0"),
         );
-        tracing::debug!(%method, %path, status = resp.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+        tracing::debug!(%method, path = %Clean(&path), status = resp.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
         resp
     }
 
@@ -412,15 +415,32 @@ impl App {
             .mirror_entries()
             .map(|e| e.len())
             .unwrap_or(0);
+        let parked = self.store.uploads.parked_bytes();
         tracing::info!(
-            "cache: {items} mirrored items, {:.2} GiB{}; {:.1} GiB free on the disk",
+            "cache: {items} mirrored items, {:.2} GiB{}; {:.2} GiB in unfinished uploads; {:.1} GiB free on the disk",
             gib(self.store.cache.bytes()),
             self.config
                 .max_cache_size
                 .map(|l| format!(" of a {:.2} GiB limit", gib(l)))
                 .unwrap_or_default(),
+            gib(parked),
             gib(avail)
         );
+        // Unfinished uploads may grow to their total limit beside the cache.
+        let uploads_room = self.config.max_upload_bytes_total.saturating_sub(parked);
+        let cache_room = self
+            .config
+            .max_cache_size
+            .map_or(0, |l| l.saturating_sub(self.store.cache.bytes()));
+        if uploads_room.saturating_add(cache_room) > avail {
+            tracing::warn!(
+                "unfinished uploads may grow by {:.1} GiB (--max-upload-bytes-total) and the cache by {:.1} GiB, but only {:.1} GiB are free at {}",
+                gib(uploads_room),
+                gib(cache_room),
+                gib(avail),
+                data.display()
+            );
+        }
         match self.config.max_cache_size {
             None => tracing::warn!(
                 "no --max-cache-size: the mirror cache may grow until the disk is full ({:.1} GiB free of {:.1} GiB at {})",

@@ -1,7 +1,10 @@
 //! The one response body type, and the ways to make one: empty, a small
 //! buffer (JSON, manifests), or a file streamed in bounded chunks so a blob
-//! is never held whole in memory. Also how the rest of a refused request
-//! body is read and dropped, so the client gets to read the refusal. Chunks are read into reused buffers,
+//! is never held whole in memory (in smaller chunks for HTTP/2, see
+//! [`with_chunk_limit`]). Also how the rest of a refused request body is
+//! read and dropped, so the client gets to read the refusal, and the
+//! error a trickling request body is cut off with. Chunks are read into
+//! reused buffers,
 //! straight from the page cache on the async thread when the bytes are
 //! there (`preadv2` with `RWF_NOWAIT`, which never waits for the disk),
 //! and on the blocking pool when they are not.
@@ -19,10 +22,15 @@ pub type Body = UnsyncBoxBody<Bytes, io::Error>;
 pub const DRAIN_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// Reads and drops the rest of a request body, up to [`DRAIN_LIMIT`] bytes.
+/// A body declared larger than that is not read at all: the refusal goes
+/// out at once and the connection is closed after it.
 pub async fn drain<B>(body: &mut B)
 where
     B: http_body::Body<Data = Bytes> + Unpin,
 {
+    if body.size_hint().lower() > DRAIN_LIMIT {
+        return;
+    }
     let mut seen = 0u64;
     while seen <= DRAIN_LIMIT {
         match body.frame().await {
@@ -32,8 +40,36 @@ where
     }
 }
 
+/// A request body must bring at least this much in every `--body-timeout`
+/// window (or end): 64 KiB in 30 s is about 2 KiB/s.
+pub const MIN_BODY_BYTES: u64 = 64 * 1024;
+
+/// A request body came too slowly: less than [`MIN_BODY_BYTES`] in one
+/// `--body-timeout` window. The server cuts such a body off with this.
+#[derive(Debug, thiserror::Error)]
+#[error("the request body brought less than {MIN_BODY_BYTES} bytes in {0:?}")]
+pub struct TooSlow(pub std::time::Duration);
+
 /// Bytes read from disk per chunk when streaming a file.
 pub const FILE_CHUNK: usize = 128 * 1024;
+
+tokio::task_local! {
+    /// A smaller chunk size for the responses made inside a scope.
+    static CHUNK_LIMIT: usize;
+}
+
+/// Runs `fut` (a request's handling) so that the file bodies it makes
+/// read chunks of at most `limit` bytes. HTTP/2 responses use smaller
+/// chunks: for every stream a client does not read, hyper holds two.
+pub async fn with_chunk_limit<F: std::future::Future>(limit: usize, fut: F) -> F::Output {
+    CHUNK_LIMIT.scope(limit.clamp(1, FILE_CHUNK), fut).await
+}
+
+/// The chunk size for a body made now: [`FILE_CHUNK`] unless a smaller
+/// limit is in scope.
+pub fn chunk_limit() -> usize {
+    CHUNK_LIMIT.try_with(|c| *c).unwrap_or(FILE_CHUNK)
+}
 
 pub fn empty() -> Body {
     Empty::new().map_err(|never| match never {}).boxed_unsync()
@@ -50,13 +86,14 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
 pub async fn file(file: tokio::fs::File, offset: u64, len: u64) -> io::Result<Body> {
     let file = Arc::new(file.into_std().await);
     let end = offset + len;
+    let chunk = chunk_limit() as u64;
     let stream = futures_util::stream::try_unfold(offset, move |pos| {
         let file = file.clone();
         async move {
             if pos >= end {
                 return Ok(None);
             }
-            let want = (end - pos).min(FILE_CHUNK as u64) as usize;
+            let want = (end - pos).min(chunk) as usize;
             let chunk = read_chunk(&file, pos, want).await?;
             let next = pos + chunk.len() as u64;
             Ok(Some((http_body::Frame::data(chunk), next)))

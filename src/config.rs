@@ -109,9 +109,34 @@ pub struct ServeArgs {
     pub header_timeout: Option<String>,
 
     /// Most client connections open at once; more wait in the listen
-    /// backlog until one closes [default: 10000].
+    /// backlog until one closes, and the oldest connection that has not
+    /// sent a request yet is closed to make room. Lowered at start-up when
+    /// the file-descriptor limit cannot hold it [default: 10000].
     #[arg(long, env = "WHARF_MAX_CONNECTIONS", value_name = "N")]
     pub max_connections: Option<String>,
+
+    /// Most connections one client address (an IPv6 /64) may hold open;
+    /// more are closed at once [default: 256].
+    #[arg(long, env = "WHARF_MAX_CLIENT_CONNECTIONS", value_name = "N")]
+    pub max_client_connections: Option<String>,
+
+    /// How long a connection may sit with no request in flight after its
+    /// last one before it is closed (HTTP/1.1 keep-alive connections close
+    /// after --header-timeout without a new request) [default: 60s].
+    #[arg(long, env = "WHARF_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+
+    /// How long a connection with a request in flight may go without
+    /// anything moving (a client that stops reading its download or
+    /// sending its upload) before it is closed [default: 120s].
+    #[arg(long, env = "WHARF_STALL_TIMEOUT", value_name = "DURATION")]
+    pub stall_timeout: Option<String>,
+
+    /// A request body (an upload) must bring at least 64 KiB in every
+    /// period this long, or be cut off; an upload session keeps what
+    /// arrived, for the client to resume [default: 30s].
+    #[arg(long, env = "WHARF_BODY_TIMEOUT", value_name = "DURATION")]
+    pub body_timeout: Option<String>,
 
     /// How often garbage collection removes local blobs no manifest
     /// references; 0s disables it [default: 1h].
@@ -169,6 +194,16 @@ pub struct ServeArgs {
     /// get 429 [default: 32GiB].
     #[arg(long, env = "WHARF_MAX_UPLOAD_BYTES", value_name = "SIZE")]
     pub max_upload_bytes: Option<String>,
+
+    /// Upload sessions all clients together may hold open; past it new
+    /// uploads get 429 [default: 1024].
+    #[arg(long, env = "WHARF_MAX_UPLOAD_SESSIONS_TOTAL", value_name = "N")]
+    pub max_upload_sessions_total: Option<String>,
+
+    /// Bytes all clients together may hold in unfinished uploads; past it
+    /// uploads get 429 [default: 128GiB].
+    #[arg(long, env = "WHARF_MAX_UPLOAD_BYTES_TOTAL", value_name = "SIZE")]
+    pub max_upload_bytes_total: Option<String>,
 }
 
 /// The keys the config file may hold. (No `Debug`: it holds passwords.)
@@ -188,6 +223,11 @@ struct FileConfig {
     header_timeout: Option<String>,
     #[serde(default, deserialize_with = "string_or_number")]
     max_connections: Option<String>,
+    #[serde(default, deserialize_with = "string_or_number")]
+    max_client_connections: Option<String>,
+    idle_timeout: Option<String>,
+    stall_timeout: Option<String>,
+    body_timeout: Option<String>,
     gc_interval: Option<String>,
     gc_grace: Option<String>,
     tls_cert: Option<PathBuf>,
@@ -201,6 +241,10 @@ struct FileConfig {
     max_upload_sessions: Option<String>,
     #[serde(default, deserialize_with = "string_or_number")]
     max_upload_bytes: Option<String>,
+    #[serde(default, deserialize_with = "string_or_number")]
+    max_upload_sessions_total: Option<String>,
+    #[serde(default, deserialize_with = "string_or_number")]
+    max_upload_bytes_total: Option<String>,
     #[serde(default)]
     upstreams: Vec<FileUpstream>,
     #[serde(default)]
@@ -318,6 +362,10 @@ pub struct Config {
     pub upstream_idle_timeout: Duration,
     pub header_timeout: Duration,
     pub max_connections: usize,
+    pub max_client_connections: usize,
+    pub idle_timeout: Duration,
+    pub stall_timeout: Duration,
+    pub body_timeout: Duration,
     /// Zero disables scheduled garbage collection.
     pub gc_interval: Duration,
     pub gc_grace: Duration,
@@ -334,6 +382,9 @@ pub struct Config {
     /// Upload sessions and unfinished upload bytes one client may hold.
     pub max_upload_sessions: usize,
     pub max_upload_bytes: u64,
+    /// The same, for all clients together.
+    pub max_upload_sessions_total: usize,
+    pub max_upload_bytes_total: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -573,34 +624,32 @@ impl Config {
             Policy::new(rules, file.groups, anonymous_pull, &local_namespaces)
                 .map_err(|e| ConfigError::Conflict(e.to_string()))?
         };
-        let max_upload_sessions = {
-            let v = args
-                .max_upload_sessions
+        let max_upload_sessions = whole_number(
+            args.max_upload_sessions
                 .clone()
-                .or(file.max_upload_sessions)
-                .unwrap_or_else(|| DEFAULT_MAX_UPLOAD_SESSIONS.to_string());
-            v.trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or(ConfigError::Invalid {
-                    key: "max_upload_sessions (--max-upload-sessions, WHARF_MAX_UPLOAD_SESSIONS)",
-                    value: v.clone(),
-                    allowed: "expected a whole number of at least 1",
-                })?
-        };
-        let max_upload_bytes = {
-            let v = args
-                .max_upload_bytes
+                .or(file.max_upload_sessions),
+            &DEFAULT_MAX_UPLOAD_SESSIONS.to_string(),
+            "max_upload_sessions (--max-upload-sessions, WHARF_MAX_UPLOAD_SESSIONS)",
+        )?;
+        let max_upload_bytes = size(
+            args.max_upload_bytes.clone().or(file.max_upload_bytes),
+            DEFAULT_MAX_UPLOAD_BYTES,
+            "max_upload_bytes (--max-upload-bytes, WHARF_MAX_UPLOAD_BYTES)",
+        )?;
+        let max_upload_sessions_total = whole_number(
+            args.max_upload_sessions_total
                 .clone()
-                .or(file.max_upload_bytes)
-                .unwrap_or_else(|| DEFAULT_MAX_UPLOAD_BYTES.into());
-            parse_size(&v).ok_or(ConfigError::Invalid {
-                key: "max_upload_bytes (--max-upload-bytes, WHARF_MAX_UPLOAD_BYTES)",
-                value: v.clone(),
-                allowed: "expected a size of at least 1MiB, e.g. 800MB, 32GiB",
-            })?
-        };
+                .or(file.max_upload_sessions_total),
+            "1024",
+            "max_upload_sessions_total (--max-upload-sessions-total, WHARF_MAX_UPLOAD_SESSIONS_TOTAL)",
+        )?;
+        let max_upload_bytes_total = size(
+            args.max_upload_bytes_total
+                .clone()
+                .or(file.max_upload_bytes_total),
+            "128GiB",
+            "max_upload_bytes_total (--max-upload-bytes-total, WHARF_MAX_UPLOAD_BYTES_TOTAL)",
+        )?;
         let token_ttl = positive(
             args.token_ttl.clone().or(file.token_ttl),
             DEFAULT_TOKEN_TTL,
@@ -614,6 +663,8 @@ impl Config {
             token_key: args.token_key.clone().or(file.token_key),
             max_upload_sessions,
             max_upload_bytes,
+            max_upload_sessions_total,
+            max_upload_bytes_total,
             listen,
             data,
             upload_timeout,
@@ -641,22 +692,33 @@ impl Config {
                 "30s",
                 "header_timeout (--header-timeout, WHARF_HEADER_TIMEOUT)",
             )?,
-            max_connections: {
-                let v = args
-                    .max_connections
+            max_connections: whole_number(
+                args.max_connections.clone().or(file.max_connections),
+                "10000",
+                "max_connections (--max-connections, WHARF_MAX_CONNECTIONS)",
+            )?,
+            max_client_connections: whole_number(
+                args.max_client_connections
                     .clone()
-                    .or(file.max_connections)
-                    .unwrap_or_else(|| "10000".into());
-                v.trim()
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| *n > 0)
-                    .ok_or(ConfigError::Invalid {
-                        key: "max_connections (--max-connections, WHARF_MAX_CONNECTIONS)",
-                        value: v.clone(),
-                        allowed: "expected a whole number of at least 1",
-                    })?
-            },
+                    .or(file.max_client_connections),
+                "256",
+                "max_client_connections (--max-client-connections, WHARF_MAX_CLIENT_CONNECTIONS)",
+            )?,
+            idle_timeout: positive(
+                args.idle_timeout.clone().or(file.idle_timeout),
+                "60s",
+                "idle_timeout (--idle-timeout, WHARF_IDLE_TIMEOUT)",
+            )?,
+            stall_timeout: positive(
+                args.stall_timeout.clone().or(file.stall_timeout),
+                "120s",
+                "stall_timeout (--stall-timeout, WHARF_STALL_TIMEOUT)",
+            )?,
+            body_timeout: positive(
+                args.body_timeout.clone().or(file.body_timeout),
+                "30s",
+                "body_timeout (--body-timeout, WHARF_BODY_TIMEOUT)",
+            )?,
             gc_interval: parse_ttl(
                 &args
                     .gc_interval
@@ -726,6 +788,30 @@ fn upstream(name: &str, url: &str, key: &'static str) -> Result<UpstreamConfig, 
 }
 
 /// A duration setting that must be at least one second.
+/// A size of at least 1 MiB, or `default`.
+fn size(v: Option<String>, default: &str, key: &'static str) -> Result<u64, ConfigError> {
+    let v = v.unwrap_or_else(|| default.into());
+    parse_size(&v).ok_or(ConfigError::Invalid {
+        key,
+        value: v.clone(),
+        allowed: "expected a size of at least 1MiB, e.g. 800MB, 32GiB",
+    })
+}
+
+/// A whole number of at least 1, or `default`.
+fn whole_number(v: Option<String>, default: &str, key: &'static str) -> Result<usize, ConfigError> {
+    let v = v.unwrap_or_else(|| default.into());
+    v.trim()
+        .parse::<usize>()
+        .ok()
+        .filter(|n| *n > 0)
+        .ok_or(ConfigError::Invalid {
+            key,
+            value: v.clone(),
+            allowed: "expected a whole number of at least 1",
+        })
+}
+
 fn positive(v: Option<String>, default: &str, key: &'static str) -> Result<Duration, ConfigError> {
     let v = v.unwrap_or_else(|| default.to_string());
     parse_duration(&v).ok_or(ConfigError::Invalid {

@@ -219,13 +219,23 @@ impl Error {
             }
             Error::ClientBody(e) => {
                 tracing::debug!(error = %e, "request body broke off");
+                let (message, status) = match e.downcast_ref::<body::TooSlow>() {
+                    Some(slow) => (
+                        format!("{slow}: cut off; an upload session keeps what arrived and can be resumed"),
+                        StatusCode::REQUEST_TIMEOUT,
+                    ),
+                    None => (
+                        "request body could not be read".into(),
+                        StatusCode::BAD_REQUEST,
+                    ),
+                };
                 (
                     vec![OciError {
                         code: ErrorCode::BlobUploadInvalid,
-                        message: "request body could not be read".into(),
+                        message,
                         detail: Value::Null,
                     }],
-                    StatusCode::BAD_REQUEST,
+                    status,
                     Vec::new(),
                 )
             }
@@ -258,7 +268,7 @@ impl From<crate::oci::route::RouteError> for Error {
         use crate::oci::route::RouteError as R;
         let code = match &e {
             R::NotFound => ErrorCode::NameUnknown,
-            R::Name(_) => ErrorCode::NameInvalid,
+            R::Name(_) | R::Encoding => ErrorCode::NameInvalid,
             R::Reference(ReferenceError::Tag(_)) => ErrorCode::TagInvalid,
             R::Reference(ReferenceError::Digest(_)) | R::Digest(_) => ErrorCode::DigestInvalid,
             R::Session => ErrorCode::BlobUploadUnknown,

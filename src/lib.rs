@@ -6,8 +6,10 @@
 //!
 //! ## What one request does
 //! ```text
-//! client ─HTTP/1.1 or h2, TLS optional─▶ server (accept, TLS handshake with
-//!        the certificate current at accept, header timeout, graceful shutdown)
+//! client ─HTTP/1.1 or h2, TLS optional─▶ server (connection limits per
+//!        client and in all, TLS handshake with the certificate current at
+//!        accept, a watchdog per connection: first request, idle and stall
+//!        deadlines, trickling bodies cut off; graceful shutdown)
 //!   ▶ app::App::handle: non-OCI pages first (/token: auth::endpoint)
 //!   ▶ oci::route parses the path into an ApiRoute
 //!   ▶ mirror::routing::Router: local namespace, or which configured upstream
@@ -43,9 +45,12 @@
 //! - [`tls`]: HTTPS certificates, reloaded when they change.
 //! - [`watch`]: noticing that a file read at start-up changed.
 //! - [`app`]: shared state, routing, authorisation, dispatch.
-//! - [`server`]: accept loop, TLS handshakes and graceful shutdown.
+//! - [`server`]: accept loop, connection limits and deadlines, TLS
+//!   handshakes, graceful shutdown.
+//! - [`logsafe`]: client-chosen text escaped for log lines.
 //! - [`config`]: flags, environment, TOML file, validation.
-//! - [`body`]: the response body type and file streaming.
+//! - [`body`]: the response body type, file streaming, request-body
+//!   draining.
 //! - [`error`]: OCI error codes and the error body.
 //! - [`fuzzing`]: the fuzz targets' entry points (also property tests).
 #![forbid(unsafe_code)]
@@ -57,6 +62,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod fuzzing;
+pub mod logsafe;
 pub mod mirror;
 pub mod oci;
 pub mod registry;
@@ -73,6 +79,9 @@ use std::sync::Arc;
 /// serves until Ctrl-C or SIGTERM.
 pub async fn serve(config: config::Config) -> Result<(), Box<dyn std::error::Error>> {
     let listen = config.listen;
+    // Before the listening line: the file-descriptor limit decides how
+    // many connections are accepted.
+    let max_connections = server::fd_limit::fit(config.max_connections);
     let app = Arc::new(app::App::open(config).await?);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -87,7 +96,7 @@ pub async fn serve(config: config::Config) -> Result<(), Box<dyn std::error::Err
     );
     app.security_summary(addr);
     let reloads = tokio::spawn(reload_on_sighup(app.clone()));
-    server::run(listener, app, shutdown_signal()).await;
+    server::run(listener, app, max_connections, shutdown_signal()).await;
     reloads.abort();
     tracing::info!("stopped");
     Ok(())

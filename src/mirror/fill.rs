@@ -22,9 +22,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Largest chunk a reader sends at once.
-const READ_CHUNK: usize = crate::body::FILE_CHUNK;
-
 /// Why a fill failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FillError {
@@ -322,6 +319,7 @@ pub fn reader(
         pos: u64,
         end: Option<u64>,
         finished: bool,
+        chunk: usize,
     }
     let state = State {
         rx,
@@ -330,6 +328,7 @@ pub fn reader(
         pos: start,
         end,
         finished: false,
+        chunk: crate::body::chunk_limit(),
     };
     let stream = futures_util::stream::unfold(state, |mut s| async move {
         if s.finished {
@@ -388,7 +387,7 @@ pub fn reader(
                 (None, _) => available,
             };
             if s.pos < limit {
-                let want = (limit - s.pos).min(READ_CHUNK as u64) as usize;
+                let want = (limit - s.pos).min(s.chunk as u64) as usize;
                 let file = s.file.as_ref()?;
                 match crate::body::read_chunk(file, s.pos, want).await {
                     Ok(chunk) => {

@@ -43,6 +43,11 @@ pub enum RouteError {
     Digest(#[from] DigestError),
     #[error("invalid upload session id")]
     Session,
+    /// A `%XX` escape of `/`, `\\`, `%`, `.` or a character no name,
+    /// tag or digest holds: it would change how the path splits, and a
+    /// front proxy's path rules would see another path than Wharf.
+    #[error("percent-encoded separator or character not allowed in the path")]
+    Encoding,
 }
 
 impl ApiRoute {
@@ -53,7 +58,7 @@ impl ApiRoute {
             Some(r) => r.strip_prefix('/').ok_or(RouteError::NotFound)?,
             None => return Err(RouteError::NotFound),
         };
-        let decoded = percent_decode(rest).ok_or(RouteError::NotFound)?;
+        let decoded = percent_decode(rest)?;
         let rest = decoded.as_str();
         if rest == "_catalog" {
             return Ok(ApiRoute::Catalog);
@@ -120,25 +125,33 @@ fn valid_session_id(s: &str) -> bool {
     !s.is_empty() && s.len() <= 64 && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
 }
 
-/// Decodes `%XX` escapes (some clients escape the `:` of a digest).
-fn percent_decode(s: &str) -> Option<String> {
+/// Decodes `%XX` escapes of the characters names, tags and digests may
+/// hold besides `/` and `.` (some clients escape the `:` of a digest).
+/// Anything else escaped, or a broken escape, is refused.
+fn percent_decode(s: &str) -> Result<String, RouteError> {
     if !s.contains('%') {
-        return Some(s.to_string());
+        return Ok(s.to_string());
     }
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
+            let c = s
+                .get(i + 1..i + 3)
+                .and_then(|hex| u8::from_str_radix(hex, 16).ok())
+                .ok_or(RouteError::Encoding)?;
+            if !(c.is_ascii_alphanumeric() || matches!(c, b':' | b'-' | b'_' | b'+' | b'=')) {
+                return Err(RouteError::Encoding);
+            }
+            out.push(c);
             i += 3;
         } else {
             out.push(b[i]);
             i += 1;
         }
     }
-    String::from_utf8(out).ok()
+    String::from_utf8(out).map_err(|_| RouteError::Encoding)
 }
 
 #[cfg(test)]
@@ -217,6 +230,34 @@ mod tests {
             Err(RouteError::Reference(_))
         ));
         assert!(ApiRoute::parse("/v2/x/blobs/uploads/..%2F..%2Fetc").is_err());
+    }
+
+    #[test]
+    fn escapes_that_change_how_a_path_splits_are_refused() {
+        let d = d();
+        for p in [
+            "/v2/golden/base%2Fmanifests%2F1.0".to_string(),
+            "/v2/golden/base%2fmanifests%2f1.0".into(),
+            "/v2/golden%2Fbase/manifests/1.0".into(),
+            "/v2/golden/base%5Cmanifests/1.0".into(),
+            "/v2/golden/%2E%2E/x/manifests/1.0".into(),
+            "/v2/golden/base/manifests/1%2E0".into(),
+            "/v2/golden/base/manifests/%251.0".into(),
+            "/v2/golden/base/manifests/1.0%00".into(),
+            "/v2/golden/base/manifests/1.0%0A".into(),
+            "/v2/golden/base/manifests/1.0%C3%A9".into(),
+            "/v2/golden/base/manifests/1.0%".into(),
+            "/v2/golden/base/manifests/1.0%zz".into(),
+            format!("/v2/golden/base/blobs/{}", d.replace(':', "%3A%2F")),
+            "/v2/_catalog%3F".into(),
+        ] {
+            assert_eq!(ApiRoute::parse(&p), Err(RouteError::Encoding), "{p}");
+        }
+        // Escaped characters that cannot split a path are decoded.
+        assert!(matches!(
+            ApiRoute::parse("/v2/golden/base/manifests/v%31.0").unwrap(),
+            ApiRoute::Manifest { .. }
+        ));
         assert_eq!(
             ApiRoute::parse("/v2/x/blobs/uploads/a.b"),
             Err(RouteError::Session)

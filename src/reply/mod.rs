@@ -85,6 +85,10 @@ where
     let mut body = body;
     let mut seen: u64 = 0;
     let mut over = declared.is_some_and(|n| n > limit as u64);
+    if declared.is_some_and(|n| n > limit as u64 + body::DRAIN_LIMIT) {
+        // Declared too large to be worth reading: refuse at once.
+        return Err(too_large());
+    }
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| Error::ClientBody(e.into()))?;
         if let Ok(data) = frame.into_data() {

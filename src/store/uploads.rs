@@ -79,6 +79,11 @@ impl Uploads {
 
     /// Counts a one-request upload (a POST with its whole body) against
     /// `owner` while it streams, like a session: see [`Reservation`].
+    /// Bytes parked in unfinished uploads now.
+    pub fn parked_bytes(&self) -> u64 {
+        self.quota.parked()
+    }
+
     pub fn reserve(&self, owner: &str) -> Result<Reservation<'_>> {
         let id = format!("post-{}", uuid::Uuid::new_v4());
         self.quota.open(&id, owner)?;
@@ -280,6 +285,11 @@ impl SessionGuard<'_> {
             self.session.hasher = None;
         }
         let mut body = body;
+        // A declared length that cannot fit is refused before any is read.
+        if let Err(e) = self.uploads.quota.fits(&self.id, body.size_hint().lower()) {
+            crate::body::drain(&mut body).await;
+            return Err(e);
+        }
         let result = async {
             while let Some(frame) = body.frame().await {
                 let frame = frame.map_err(|e| Error::ClientBody(e.into()))?;
@@ -381,6 +391,7 @@ impl Reservation<'_> {
             quota: &self.uploads.quota,
             id: &self.id,
             refused: None,
+            declared_checked: false,
         }
     }
 
@@ -409,6 +420,8 @@ pub struct Counted<'a, B> {
     id: &'a str,
     /// Past the limit: the refusal, and the bytes read and dropped since.
     refused: Option<(Error, u64)>,
+    /// Whether the declared length was checked against the limits.
+    declared_checked: bool,
 }
 
 impl<B> HttpBody for Counted<'_, B>
@@ -425,6 +438,17 @@ where
     ) -> std::task::Poll<Option<std::result::Result<http_body::Frame<Bytes>, BoxError>>> {
         use std::task::Poll;
         let this = &mut *self;
+        if !this.declared_checked {
+            this.declared_checked = true;
+            let declared = this.inner.size_hint().lower();
+            if let Err(e) = this.quota.fits(this.id, declared) {
+                if declared > crate::body::DRAIN_LIMIT {
+                    // Not worth reading: refused at once.
+                    return Poll::Ready(Some(Err(Box::new(OverLimit(e)))));
+                }
+                this.refused = Some((e, 0));
+            }
+        }
         loop {
             let frame = std::task::ready!(std::pin::Pin::new(&mut this.inner).poll_frame(cx));
             // Past the limit, what the client still sends is read and

@@ -3,6 +3,7 @@
 //! and helpers that speak the distribution API the way clients do.
 #![allow(dead_code)]
 
+pub mod attack;
 pub mod docker;
 pub mod layout;
 pub mod pki;
@@ -51,6 +52,8 @@ pub struct Opts {
     pub args: Vec<String>,
     /// Listen address (default: a random loopback port).
     pub listen: Option<String>,
+    /// A file-descriptor limit (soft and hard) to start under.
+    pub nofile: Option<u64>,
 }
 
 impl Wharf {
@@ -69,7 +72,19 @@ impl Wharf {
 
     /// Starts Wharf on an existing data directory (a restart).
     pub fn start_on(data: &Path, opts: Opts) -> Wharf {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        // WHARF_TEST_BIN runs the tests against another build (an earlier
+        // one, for before/after figures).
+        let bin = std::env::var("WHARF_TEST_BIN")
+            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_wharf").to_string());
+        let mut cmd = match opts.nofile {
+            Some(n) => {
+                let mut c = Command::new("prlimit");
+                c.arg(format!("--nofile={n}:{n}")).arg("--").arg(&bin);
+                c
+            }
+            None => Command::new(&bin),
+        };
+        let mut child = cmd
             .arg("serve")
             .arg("--listen")
             .arg(opts.listen.as_deref().unwrap_or("127.0.0.1:0"))
@@ -144,8 +159,17 @@ impl Wharf {
 
     /// Peak resident memory so far (VmHWM), in bytes.
     pub fn peak_rss(&self) -> u64 {
+        self.status_bytes("VmHWM:")
+    }
+
+    /// Resident memory now (VmRSS), in bytes.
+    pub fn rss(&self) -> u64 {
+        self.status_bytes("VmRSS:")
+    }
+
+    fn status_bytes(&self, field: &str) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
-        let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+        let line = status.lines().find(|l| l.starts_with(field)).unwrap();
         let kb: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
         kb * 1024
     }
@@ -291,6 +315,19 @@ impl Api {
     /// where the server closes connections a pooled client might reuse.
     pub fn unpooled(mut self) -> Api {
         self.http = reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        self
+    }
+
+    /// The same client, connecting from the loopback address `ip` (another
+    /// "machine" to Wharf's per-client limits), a fresh connection per
+    /// request.
+    pub fn bound_to(mut self, ip: &str) -> Api {
+        self.http = reqwest::Client::builder()
+            .local_address(ip.parse::<std::net::IpAddr>().unwrap())
             .pool_max_idle_per_host(0)
             .redirect(reqwest::redirect::Policy::none())
             .build()
