@@ -80,6 +80,13 @@ pub struct Mirror {
     idle_timeout: Duration,
 }
 
+/// What a HEAD passed upstream asks about.
+#[derive(Clone, Copy)]
+enum Head {
+    Blob,
+    Manifest,
+}
+
 /// Turns an upstream failure into the client's answer, for content of
 /// `kind` ("manifest" or "blob").
 fn client_error(e: &UpstreamError, unknown: ErrorCode, what: &str) -> Error {
@@ -199,14 +206,7 @@ impl Mirror {
                 reply::set(&mut r, "docker-content-digest", &digest.to_string());
                 return Ok(r);
             }
-            return self
-                .head_upstream(
-                    &up,
-                    repo,
-                    &format!("manifests/{digest}"),
-                    ErrorCode::ManifestUnknown,
-                )
-                .await;
+            return self.head_upstream(&up, repo, Head::Manifest, &digest).await;
         }
         let (digest, meta) = match cached {
             Some(m) => (digest, m),
@@ -522,27 +522,49 @@ impl Mirror {
         Ok(meta)
     }
 
-    /// A HEAD passed upstream, for content Wharf has not cached.
+    /// A HEAD passed upstream, for content Wharf has not cached. The
+    /// answer (which may come from a redirect target) gives only checked
+    /// values: a Content-Length that is a number, the digest asked for, and
+    /// Wharf's own Content-Type (for a manifest, the upstream's only when it
+    /// is a manifest type); no header is copied.
     async fn head_upstream(
         &self,
         up: &Arc<Upstream>,
         repo: &str,
-        suffix: &str,
-        unknown: ErrorCode,
+        kind: Head,
+        digest: &Digest,
     ) -> Result<Response<Body>> {
+        let (suffix, unknown) = match kind {
+            Head::Blob => (format!("blobs/{digest}"), ErrorCode::BlobUnknown),
+            Head::Manifest => (format!("manifests/{digest}"), ErrorCode::ManifestUnknown),
+        };
         let resp = up
-            .send(Method::HEAD, repo, suffix, &ACCEPT)
+            .send(Method::HEAD, repo, &suffix, &ACCEPT)
             .await
             .map_err(|e| client_error(&e, unknown, "content"))?;
+        let h = resp.headers();
+        let length = h
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let content_type = match kind {
+            Head::Blob => Some("application/octet-stream".to_string()),
+            Head::Manifest => h
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| manifest::bare_media_type(v).to_string())
+                .filter(|t| MANIFEST_TYPES.contains(&t.as_str())),
+        };
+        drop(resp);
         let mut r = reply::empty(StatusCode::OK);
-        for name in [header::CONTENT_TYPE, header::CONTENT_LENGTH] {
-            if let Some(v) = resp.headers().get(&name) {
-                r.headers_mut().insert(name, v.clone());
-            }
+        if let Some(t) = content_type {
+            reply::set(&mut r, header::CONTENT_TYPE, &t);
         }
-        if let Some(v) = resp.headers().get("docker-content-digest") {
-            r.headers_mut().insert("docker-content-digest", v.clone());
+        if let Some(n) = length {
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, http::HeaderValue::from(n));
         }
+        reply::set(&mut r, "docker-content-digest", &digest.to_string());
         Ok(r)
     }
 
@@ -601,14 +623,7 @@ impl Mirror {
             ));
         }
         if parts.method == Method::HEAD {
-            return self
-                .head_upstream(
-                    &up,
-                    repo,
-                    &format!("blobs/{digest}"),
-                    ErrorCode::BlobUnknown,
-                )
-                .await;
+            return self.head_upstream(&up, repo, Head::Blob, digest).await;
         }
         let source = FillSource {
             upstream: up.clone(),

@@ -4,7 +4,8 @@
 //! method and path, with the bytes of blob bodies), can demand bearer
 //! tokens from its own token endpoint (so the token flow is real), and
 //! injects the faults the reference registry cannot: refusals, 5xx/429,
-//! corrupted or stalled blob bodies, and CDN-style redirects.
+//! corrupted or stalled blob bodies, CDN-style redirects, and token realms
+//! on other servers.
 
 use super::{require, wait_timeout};
 use bytes::Bytes;
@@ -46,6 +47,10 @@ pub struct Faults {
     /// Repositories whose name contains this answer 401 even with a token,
     /// as Docker Hub does for missing and private repositories.
     pub deny_repos_containing: Option<String>,
+    /// The realm bearer challenges name (default: the proxy's `/token`).
+    pub realm: Option<String>,
+    /// Redirect blob GETs and HEADs to `<this origin>/cdn/v2/...`.
+    pub redirect_blobs_to: Option<String>,
 }
 
 struct State {
@@ -56,6 +61,8 @@ struct State {
     blob_bytes: AtomicU64,
     /// Authorization headers that reached the CDN (must stay empty).
     cdn_authorizations: Mutex<Vec<String>>,
+    /// Requests that reached the proxy's own `/cdn/` path.
+    cdn_requests: AtomicUsize,
     bearer: bool,
     /// `Basic` credentials the token endpoint insists on, if any.
     token_basic: Mutex<Option<String>>,
@@ -152,6 +159,7 @@ impl Upstream {
             token_requests: AtomicUsize::new(0),
             blob_bytes: AtomicU64::new(0),
             cdn_authorizations: Mutex::new(Vec::new()),
+            cdn_requests: AtomicUsize::new(0),
             bearer,
             token_basic: Mutex::new(None),
             token_authorizations: Mutex::new(Vec::new()),
@@ -209,6 +217,27 @@ impl Upstream {
     /// Starts a Wharf that mirrors docker.io from this upstream.
     pub fn mirror(&self, extra: &[&str]) -> super::Wharf {
         super::Wharf::start_with(self.mirror_opts(extra))
+    }
+
+    /// Starts a Wharf that mirrors docker.io from this upstream, with
+    /// `table` (TOML lines such as `redirect_hosts = [...]`) in its
+    /// `[[upstreams]]` table, followed by `extra`.
+    pub fn mirror_with(&self, table: &str, extra: &[&str]) -> super::Wharf {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("wharf.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[[upstreams]]\nname = \"docker.io\"\nurl = \"{}\"\n{table}\n",
+                self.url()
+            ),
+        )
+        .unwrap();
+        let mut opts = self.mirror_opts(extra);
+        opts.args.push("--config".into());
+        opts.args.push(cfg.display().to_string());
+        // The file is read at start-up only.
+        super::Wharf::start_with(opts)
     }
 
     pub fn set_faults(&self, f: Faults) {
@@ -270,6 +299,11 @@ impl Upstream {
 
     pub fn cdn_authorizations(&self) -> Vec<String> {
         self.state.cdn_authorizations.lock().unwrap().clone()
+    }
+
+    /// Requests that reached the proxy's own `/cdn/` path.
+    pub fn cdn_requests(&self) -> usize {
+        self.state.cdn_requests.load(Ordering::SeqCst)
     }
 }
 
@@ -365,6 +399,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBody
     }
     if let Some(rest) = path.strip_prefix("/cdn/") {
         // The "CDN" a blob GET was redirected to: serve the registry's blob.
+        state.cdn_requests.fetch_add(1, Ordering::SeqCst);
         if let Some(a) = authorization {
             state.cdn_authorizations.lock().unwrap().push(a);
         }
@@ -394,8 +429,8 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBody
             r.headers_mut().insert(
                 "www-authenticate",
                 format!(
-                    "Bearer realm=\"http://127.0.0.1:{}/token\",service=\"test-registry\"",
-                    state.port
+                    "Bearer realm=\"{}\",service=\"test-registry\"",
+                    realm(&state, &faults)
                 )
                 .parse()
                 .unwrap(),
@@ -424,15 +459,22 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBody
         r.headers_mut().insert(
             "www-authenticate",
             format!(
-                "Bearer realm=\"http://127.0.0.1:{}/token\",service=\"test-registry\",scope=\"repository:{repo}:pull\"",
-                state.port
+                "Bearer realm=\"{}\",service=\"test-registry\",scope=\"repository:{repo}:pull\"",
+                realm(&state, &faults)
             )
             .parse()
             .unwrap(),
         );
         return r;
     }
-    let is_blob_get = req.method() == "GET" && path.contains("/blobs/sha256:");
+    let is_blob = path.contains("/blobs/sha256:");
+    if let (true, Some(to)) = (is_blob, &faults.redirect_blobs_to) {
+        let mut r = full(307, "");
+        r.headers_mut()
+            .insert("location", format!("{to}/cdn{path}").parse().unwrap());
+        return r;
+    }
+    let is_blob_get = req.method() == "GET" && is_blob;
     if is_blob_get && faults.redirect_blobs {
         let mut r = full(307, "");
         // `localhost` is another origin than 127.0.0.1: Authorization must not follow.
@@ -468,6 +510,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBody
         resp = inject(resp, &faults, state.clone()).await;
     }
     resp
+}
+
+/// The realm bearer challenges name.
+fn realm(state: &State, faults: &Faults) -> String {
+    faults
+        .realm
+        .clone()
+        .unwrap_or_else(|| format!("http://127.0.0.1:{}/token", state.port))
 }
 
 /// Forwards a request to the registry and streams the answer back,
