@@ -1,6 +1,7 @@
 //! A hostile upstream, through the real binary: token realms on other
 //! servers, redirects to loopback and private addresses, and HEAD answers
-//! from a redirect target. Nothing leaves loopback.
+//! from a redirect target, and the log volume of upstream 404s. Nothing
+//! leaves loopback.
 
 mod common;
 use common::sink::{Handler, Sink};
@@ -240,4 +241,27 @@ async fn redirects_to_loopback_hosts_are_refused_unless_listed() {
     assert_eq!(r.bytes().await.unwrap(), layer);
     assert!(cdn.connections() >= 1);
     assert!(cdn.seen().iter().all(|s| s.authorization.is_none()));
+}
+
+#[tokio::test]
+async fn upstream_404s_are_not_warnings() {
+    let up = Upstream::start(false);
+    let w = up.mirror(&[]);
+    let api = Api::new(&w);
+    for i in 0..20u8 {
+        let d = sha256(&[i]);
+        assert_eq!(api.status("GET", &format!("/v2/scan/blobs/{d}")).await, 404);
+        let m = sha256(&[i, i]);
+        assert_eq!(
+            api.status("GET", &format!("/v2/scan/manifests/{m}")).await,
+            404
+        );
+    }
+    assert!(logged(&w, &["DEBUG", "not found upstream"]).await);
+    let log = w.log();
+    let warns: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(" WARN ") && (l.contains("scan") || l.contains("not found")))
+        .collect();
+    assert!(warns.is_empty(), "{warns:#?}");
 }

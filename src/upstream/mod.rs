@@ -5,6 +5,7 @@
 //! upstream answers sorted into the few outcomes the mirror acts on.
 
 pub mod auth;
+pub mod misses;
 pub mod trust;
 
 use crate::config::UpstreamConfig;
@@ -64,6 +65,7 @@ pub struct Upstream {
     public: PublicClient,
     trust: Arc<trust::Trust>,
     auth: auth::Authorizer,
+    misses: misses::Misses,
 }
 
 impl Upstream {
@@ -93,6 +95,7 @@ impl Upstream {
             public,
             trust,
             auth,
+            misses: misses::Misses::default(),
         })
     }
 
@@ -105,6 +108,24 @@ impl Upstream {
     pub async fn send(
         &self,
         method: Method,
+        repo: &str,
+        suffix: &str,
+        accept: &[&str],
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let answer = self.authorized(&method, repo, suffix, accept).await;
+        if matches!(answer, Err(UpstreamError::NotFound)) {
+            // Scanners make hundreds of these a second: one debug line
+            // each, an info summary at most once a minute.
+            tracing::debug!(upstream = self.name(), %method, repo, suffix, "not found upstream");
+            self.misses.count(self.name());
+        }
+        answer
+    }
+
+    /// [`Upstream::send`], answering one auth challenge on the way.
+    async fn authorized(
+        &self,
+        method: &Method,
         repo: &str,
         suffix: &str,
         accept: &[&str],
@@ -123,7 +144,7 @@ impl Upstream {
         loop {
             let authorization = self.auth.header(&scope).await;
             let resp = self
-                .follow(&method, url.clone(), accept, authorization.clone())
+                .follow(method, url.clone(), accept, authorization.clone())
                 .await?;
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return classify(resp);
