@@ -27,6 +27,8 @@ pub const DEFAULT_LOCAL_NAMESPACES: &[&str] = &["local"];
 pub const DEFAULT_TOKEN_TTL: &str = "5m";
 pub const DEFAULT_MAX_UPLOAD_SESSIONS: usize = 64;
 pub const DEFAULT_MAX_UPLOAD_BYTES: &str = "32GiB";
+pub const DEFAULT_MAX_UPSTREAM_TAGS: usize = 100_000;
+pub const DEFAULT_MAX_UPSTREAM_TAG_BYTES: &str = "16MiB";
 
 /// `wharf serve` flags. Every flag can also come from its environment
 /// variable or from the config file.
@@ -176,6 +178,18 @@ pub struct ServeArgs {
     /// get 429 [default: 32GiB].
     #[arg(long, env = "WHARF_MAX_UPLOAD_BYTES", value_name = "SIZE")]
     pub max_upload_bytes: Option<String>,
+
+    /// Most tags one tag-list request collects from an upstream's pages;
+    /// past it the client gets the tags so far with a Link to the next
+    /// page [default: 100000].
+    #[arg(long, env = "WHARF_MAX_UPSTREAM_TAGS", value_name = "N")]
+    pub max_upstream_tags: Option<String>,
+
+    /// Most bytes of upstream tag-list pages one tag-list request reads;
+    /// past it the client gets the tags so far with a Link to the next
+    /// page [default: 16MiB].
+    #[arg(long, env = "WHARF_MAX_UPSTREAM_TAG_BYTES", value_name = "SIZE")]
+    pub max_upstream_tag_bytes: Option<String>,
 }
 
 /// The keys the config file may hold. (No `Debug`: it holds passwords.)
@@ -208,6 +222,10 @@ struct FileConfig {
     max_upload_sessions: Option<String>,
     #[serde(default, deserialize_with = "string_or_number")]
     max_upload_bytes: Option<String>,
+    #[serde(default, deserialize_with = "string_or_number")]
+    max_upstream_tags: Option<String>,
+    #[serde(default, deserialize_with = "string_or_number")]
+    max_upstream_tag_bytes: Option<String>,
     #[serde(default)]
     upstreams: Vec<FileUpstream>,
     #[serde(default)]
@@ -349,6 +367,9 @@ pub struct Config {
     /// Upload sessions and unfinished upload bytes one client may hold.
     pub max_upload_sessions: usize,
     pub max_upload_bytes: u64,
+    /// Bounds of one upstream tag-list walk: tags collected, bytes read.
+    pub max_upstream_tags: usize,
+    pub max_upstream_tag_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -624,6 +645,34 @@ impl Config {
                 allowed: "expected a size of at least 1MiB, e.g. 800MB, 32GiB",
             })?
         };
+        let max_upstream_tags = {
+            let v = args
+                .max_upstream_tags
+                .clone()
+                .or(file.max_upstream_tags)
+                .unwrap_or_else(|| DEFAULT_MAX_UPSTREAM_TAGS.to_string());
+            v.trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| *n > 0)
+                .ok_or(ConfigError::Invalid {
+                    key: "max_upstream_tags (--max-upstream-tags, WHARF_MAX_UPSTREAM_TAGS)",
+                    value: v.clone(),
+                    allowed: "expected a whole number of at least 1",
+                })?
+        };
+        let max_upstream_tag_bytes = {
+            let v = args
+                .max_upstream_tag_bytes
+                .clone()
+                .or(file.max_upstream_tag_bytes)
+                .unwrap_or_else(|| DEFAULT_MAX_UPSTREAM_TAG_BYTES.into());
+            parse_size(&v).ok_or(ConfigError::Invalid {
+                key: "max_upstream_tag_bytes (--max-upstream-tag-bytes, WHARF_MAX_UPSTREAM_TAG_BYTES)",
+                value: v.clone(),
+                allowed: "expected a size of at least 1MiB, e.g. 16MiB",
+            })?
+        };
         let token_ttl = positive(
             args.token_ttl.clone().or(file.token_ttl),
             DEFAULT_TOKEN_TTL,
@@ -637,6 +686,8 @@ impl Config {
             token_key: args.token_key.clone().or(file.token_key),
             max_upload_sessions,
             max_upload_bytes,
+            max_upstream_tags,
+            max_upstream_tag_bytes,
             listen,
             data,
             upload_timeout,
@@ -1015,7 +1066,7 @@ mod tests {
     }
 
     #[test]
-    fn upstream_trust_settings() {
+    fn upstream_trust_and_tag_list_bounds() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("w.toml");
         let load = |text: &str| {
@@ -1031,6 +1082,8 @@ mod tests {
         let hub = c.upstream("docker.io").unwrap();
         assert_eq!(names(&hub.token_realms), ["auth.docker.io"]);
         assert!(hub.redirect_hosts.is_empty());
+        assert_eq!(c.max_upstream_tags, 100_000);
+        assert_eq!(c.max_upstream_tag_bytes, 16 << 20);
         // A docker.io table's list adds to auth.docker.io; it cannot drop it.
         let c = load(
             "[[upstreams]]\nname = \"docker.io\"\nurl = \"https://registry-1.docker.io\"\ntoken_realms = [\"Auth.Example.com:8443\"]\nredirect_hosts = [\"cdn.corp\", \"10.0.0.9:9000\"]\n",
@@ -1055,10 +1108,17 @@ mod tests {
                 "[[upstreams]]\nname = \"x.io\"\nurl = \"https://x.io\"\nredirect_hosts = [\"cdn.x.io:99999\"]\n",
                 "upstreams.redirect_hosts",
             ),
+            ("max_upstream_tags = 0\n", "max_upstream_tags"),
+            ("max_upstream_tag_bytes = \"10\"\n", "max_upstream_tag_bytes"),
         ] {
             let e = load(text).unwrap_err().to_string();
             assert!(e.contains(key), "{e}");
         }
+        let c = load("max_upstream_tags = 5000\nmax_upstream_tag_bytes = \"2MiB\"\n").unwrap();
+        assert_eq!(
+            (c.max_upstream_tags, c.max_upstream_tag_bytes),
+            (5000, 2 << 20)
+        );
     }
 
     #[test]

@@ -4,8 +4,8 @@
 //! method and path, with the bytes of blob bodies), can demand bearer
 //! tokens from its own token endpoint (so the token flow is real), and
 //! injects the faults the reference registry cannot: refusals, 5xx/429,
-//! corrupted or stalled blob bodies, CDN-style redirects, and token realms
-//! on other servers.
+//! corrupted or stalled blob bodies, CDN-style redirects, token realms on
+//! other servers, and tag lists that page on forever.
 
 use super::{require, wait_timeout};
 use bytes::Bytes;
@@ -51,6 +51,31 @@ pub struct Faults {
     pub realm: Option<String>,
     /// Redirect blob GETs and HEADs to `<this origin>/cdn/v2/...`.
     pub redirect_blobs_to: Option<String>,
+    /// Answer tag lists with generated pages that never end.
+    pub tag_pages: Option<TagPages>,
+    /// Wait this long before answering a tag list page.
+    pub tag_delay: Option<Duration>,
+}
+
+/// Generated tag-list pages: `per_page` tags (or the request's `n`) of
+/// `tag_len` characters each, in lexical order, each page with a `Link` to
+/// the next, forever.
+#[derive(Debug, Clone, Copy)]
+pub struct TagPages {
+    pub per_page: usize,
+    pub tag_len: usize,
+}
+
+impl TagPages {
+    /// The `i`th tag: `t`, padding, then `i` in 20 digits.
+    pub fn tag(&self, i: u64) -> String {
+        format!("t{}{i:020}", "x".repeat(self.tag_len.saturating_sub(21)))
+    }
+
+    /// The index of a generated tag.
+    pub fn index(tag: &str) -> Option<u64> {
+        tag.get(tag.len().checked_sub(20)?..)?.parse().ok()
+    }
 }
 
 struct State {
@@ -467,6 +492,14 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBody
         );
         return r;
     }
+    if path.ends_with("/tags/list") {
+        if let Some(d) = faults.tag_delay {
+            tokio::time::sleep(d).await;
+        }
+        if let Some(pages) = faults.tag_pages {
+            return tag_page(&path, &query, pages);
+        }
+    }
     let is_blob = path.contains("/blobs/sha256:");
     if let (true, Some(to)) = (is_blob, &faults.redirect_blobs_to) {
         let mut r = full(307, "");
@@ -518,6 +551,33 @@ fn realm(state: &State, faults: &Faults) -> String {
         .realm
         .clone()
         .unwrap_or_else(|| format!("http://127.0.0.1:{}/token", state.port))
+}
+
+/// One generated tag-list page: the tags after `last`, and a `Link` on.
+fn tag_page(path: &str, query: &str, pages: TagPages) -> Response<ProxyBody> {
+    let q: std::collections::HashMap<String, String> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let first = q
+        .get("last")
+        .and_then(|l| TagPages::index(l))
+        .map_or(0, |i| i + 1);
+    let n = q
+        .get("n")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(pages.per_page);
+    let tags: Vec<String> = (first..first + n as u64).map(|i| pages.tag(i)).collect();
+    let name = path
+        .trim_start_matches("/v2/")
+        .trim_end_matches("/tags/list");
+    let body = serde_json::json!({ "name": name, "tags": tags }).to_string();
+    let mut r = full(200, &body);
+    let next = format!(
+        "<{path}?last={}&n={n}>; rel=\"next\"",
+        tags.last().cloned().unwrap_or_default()
+    );
+    r.headers_mut().insert("link", next.parse().unwrap());
+    r
 }
 
 /// Forwards a request to the registry and streams the answer back,
