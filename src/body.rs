@@ -81,6 +81,15 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed_unsync()
 }
 
+/// A small body sent in a few pieces, each shared rather than copied
+/// together (a tag list shared by the requests that asked for it).
+pub fn chunks(pieces: Vec<Bytes>) -> Body {
+    let frames = pieces
+        .into_iter()
+        .map(|b| Ok::<_, io::Error>(http_body::Frame::data(b)));
+    StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
+}
+
 /// Streams `len` bytes of `file` starting at `offset`, one chunk in memory
 /// at a time.
 pub async fn file(file: tokio::fs::File, offset: u64, len: u64) -> io::Result<Body> {

@@ -5,6 +5,7 @@
 
 use crate::auth::policy::{Policy, Principal, Rule};
 use crate::oci::RepoName;
+use crate::upstream::trust::HostPattern;
 use clap::Args;
 use serde::Deserialize;
 use std::collections::BTreeMap;
@@ -18,10 +19,16 @@ pub const DEFAULT_UPLOAD_TIMEOUT: &str = "1h";
 pub const DEFAULT_TAG_TTL: &str = "5m";
 pub const DOCKER_HUB: &str = "docker.io";
 pub const DOCKER_HUB_URL: &str = "https://registry-1.docker.io";
+/// Docker Hub's token realm (`https://auth.docker.io/token`): trusted for
+/// every upstream at Docker Hub's URL, whatever its `token_realms` says
+/// (Docker Hub issues every token there, anonymous ones included).
+pub const DOCKER_HUB_TOKEN_REALM: &str = "auth.docker.io";
 pub const DEFAULT_LOCAL_NAMESPACES: &[&str] = &["local"];
 pub const DEFAULT_TOKEN_TTL: &str = "5m";
 pub const DEFAULT_MAX_UPLOAD_SESSIONS: usize = 64;
 pub const DEFAULT_MAX_UPLOAD_BYTES: &str = "32GiB";
+pub const DEFAULT_MAX_UPSTREAM_TAGS: usize = 100_000;
+pub const DEFAULT_MAX_UPSTREAM_TAG_BYTES: &str = "16MiB";
 
 /// `wharf serve` flags. Every flag can also come from its environment
 /// variable or from the config file.
@@ -52,8 +59,10 @@ pub struct ServeArgs {
     /// An upstream registry to mirror, repeatable: NAME is the registry
     /// host clients name (docker.io, ghcr.io, quay.io, ...), URL is where
     /// Wharf reaches it. docker.io=https://registry-1.docker.io is always
-    /// configured unless overridden. Credentials, per-upstream TTLs and
-    /// aliases go in the config file's [[upstreams]] tables.
+    /// configured unless overridden. Credentials, per-upstream TTLs,
+    /// aliases and the hosts its token realms and redirects may lead to
+    /// (token_realms, redirect_hosts) go in the config file's [[upstreams]]
+    /// tables.
     #[arg(
         long = "upstream",
         env = "WHARF_UPSTREAM",
@@ -204,6 +213,17 @@ pub struct ServeArgs {
     /// uploads get 429 [default: 128GiB].
     #[arg(long, env = "WHARF_MAX_UPLOAD_BYTES_TOTAL", value_name = "SIZE")]
     pub max_upload_bytes_total: Option<String>,
+    /// Most tags one tag-list request collects from an upstream's pages;
+    /// past it the client gets the tags so far with a Link to the next
+    /// page [default: 100000].
+    #[arg(long, env = "WHARF_MAX_UPSTREAM_TAGS", value_name = "N")]
+    pub max_upstream_tags: Option<String>,
+
+    /// Most bytes of upstream tag-list pages one tag-list request reads;
+    /// past it the client gets the tags so far with a Link to the next
+    /// page [default: 16MiB].
+    #[arg(long, env = "WHARF_MAX_UPSTREAM_TAG_BYTES", value_name = "SIZE")]
+    pub max_upstream_tag_bytes: Option<String>,
 }
 
 /// The keys the config file may hold. (No `Debug`: it holds passwords.)
@@ -245,6 +265,9 @@ struct FileConfig {
     max_upload_sessions_total: Option<String>,
     #[serde(default, deserialize_with = "string_or_number")]
     max_upload_bytes_total: Option<String>,
+    max_upstream_tags: Option<String>,
+    #[serde(default, deserialize_with = "string_or_number")]
+    max_upstream_tag_bytes: Option<String>,
     #[serde(default)]
     upstreams: Vec<FileUpstream>,
     #[serde(default)]
@@ -292,6 +315,8 @@ struct FileUpstream {
     password_file: Option<PathBuf>,
     tag_ttl: Option<String>,
     ca_file: Option<PathBuf>,
+    token_realms: Option<Vec<String>>,
+    redirect_hosts: Option<Vec<String>>,
 }
 
 /// A secret that never shows up in logs or debug output.
@@ -329,6 +354,12 @@ pub struct UpstreamConfig {
     /// Extra CA certificates (PEM) trusted for this upstream, on top of the
     /// web PKI roots: a private registry with its own CA.
     pub ca_file: Option<PathBuf>,
+    /// Hosts besides the upstream's own origin whose token realms may be
+    /// sent the upstream's credentials (always HTTPS).
+    pub token_realms: Vec<HostPattern>,
+    /// Hosts redirects may lead to whatever their addresses (loopback and
+    /// private ones included) and over plain HTTP.
+    pub redirect_hosts: Vec<HostPattern>,
 }
 
 impl UpstreamConfig {
@@ -385,6 +416,9 @@ pub struct Config {
     /// The same, for all clients together.
     pub max_upload_sessions_total: usize,
     pub max_upload_bytes_total: u64,
+    /// Bounds of one upstream tag-list walk: tags collected, bytes read.
+    pub max_upstream_tags: usize,
+    pub max_upstream_tag_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -482,6 +516,9 @@ impl Config {
             password: None,
             tag_ttl,
             ca_file: None,
+            // DOCKER_HUB_TOKEN_REALM, added below for Docker Hub's URL.
+            token_realms: Vec::new(),
+            redirect_hosts: Vec::new(),
         }];
         for u in file.upstreams {
             let password = match (u.password, u.password_file) {
@@ -510,6 +547,8 @@ impl Config {
             up.password = password;
             up.tag_ttl = ttl;
             up.ca_file = u.ca_file;
+            up.token_realms = host_patterns(u.token_realms, "upstreams.token_realms")?;
+            up.redirect_hosts = host_patterns(u.redirect_hosts, "upstreams.redirect_hosts")?;
             // A file entry replaces the built-in one of the same name whole.
             if let Some(existing) = upstreams.iter_mut().find(|x| x.name == up.name) {
                 *existing = up;
@@ -529,6 +568,9 @@ impl Config {
                 Some(existing) => existing.url = up.url,
                 None => upstreams.push(up),
             }
+        }
+        for u in &mut upstreams {
+            trust_docker_hub_realm(u);
         }
         for u in &upstreams {
             if let Some(a) = &u.alias {
@@ -650,6 +692,18 @@ impl Config {
             "128GiB",
             "max_upload_bytes_total (--max-upload-bytes-total, WHARF_MAX_UPLOAD_BYTES_TOTAL)",
         )?;
+        let max_upstream_tags = whole_number(
+            args.max_upstream_tags.clone().or(file.max_upstream_tags),
+            &DEFAULT_MAX_UPSTREAM_TAGS.to_string(),
+            "max_upstream_tags (--max-upstream-tags, WHARF_MAX_UPSTREAM_TAGS)",
+        )?;
+        let max_upstream_tag_bytes = size(
+            args.max_upstream_tag_bytes
+                .clone()
+                .or(file.max_upstream_tag_bytes),
+            DEFAULT_MAX_UPSTREAM_TAG_BYTES,
+            "max_upstream_tag_bytes (--max-upstream-tag-bytes, WHARF_MAX_UPSTREAM_TAG_BYTES)",
+        )?;
         let token_ttl = positive(
             args.token_ttl.clone().or(file.token_ttl),
             DEFAULT_TOKEN_TTL,
@@ -665,6 +719,8 @@ impl Config {
             max_upload_bytes,
             max_upload_sessions_total,
             max_upload_bytes_total,
+            max_upstream_tags,
+            max_upstream_tag_bytes,
             listen,
             data,
             upload_timeout,
@@ -784,7 +840,45 @@ fn upstream(name: &str, url: &str, key: &'static str) -> Result<UpstreamConfig, 
         password: None,
         tag_ttl: Duration::from_secs(300),
         ca_file: None,
+        token_realms: Vec::new(),
+        redirect_hosts: Vec::new(),
     })
+}
+
+/// Validates `token_realms` or `redirect_hosts` entries (`host` or
+/// `host:port`).
+fn host_patterns(
+    entries: Option<Vec<String>>,
+    key: &'static str,
+) -> Result<Vec<HostPattern>, ConfigError> {
+    entries
+        .unwrap_or_default()
+        .iter()
+        .map(|e| {
+            HostPattern::parse(e).ok_or_else(|| ConfigError::Invalid {
+                key,
+                value: e.clone(),
+                allowed: "expected a host or host:port, e.g. auth.example.com or cdn.example.com:8443 (no scheme, no path)",
+            })
+        })
+        .collect()
+}
+
+/// Docker Hub hands out every token from `auth.docker.io`: an upstream at
+/// Docker Hub's URL trusts that realm on top of its own `token_realms`.
+/// (Pointing `docker.io` at another URL, e.g. an in-house proxy, drops it.)
+fn trust_docker_hub_realm(u: &mut UpstreamConfig) {
+    let hub = [DOCKER_HUB_URL, "https://index.docker.io"]
+        .iter()
+        .filter_map(|h| url::Url::parse(h).ok())
+        .any(|h| h.origin() == u.url.origin());
+    if hub {
+        if let Some(p) = HostPattern::parse(DOCKER_HUB_TOKEN_REALM) {
+            if !u.token_realms.contains(&p) {
+                u.token_realms.push(p);
+            }
+        }
+    }
 }
 
 /// A duration setting that must be at least one second.
@@ -1037,6 +1131,62 @@ mod tests {
         )
         .unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn upstream_trust_and_tag_list_bounds() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("w.toml");
+        let load = |text: &str| {
+            std::fs::write(&f, text).unwrap();
+            Config::load(&ServeArgs {
+                config: Some(f.clone()),
+                ..Default::default()
+            })
+        };
+        let names = |v: &[HostPattern]| v.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        // Docker Hub trusts its realm built in; nothing else trusts anything.
+        let c = load("").unwrap();
+        let hub = c.upstream("docker.io").unwrap();
+        assert_eq!(names(&hub.token_realms), ["auth.docker.io"]);
+        assert!(hub.redirect_hosts.is_empty());
+        assert_eq!(c.max_upstream_tags, 100_000);
+        assert_eq!(c.max_upstream_tag_bytes, 16 << 20);
+        // A docker.io table's list adds to auth.docker.io; it cannot drop it.
+        let c = load(
+            "[[upstreams]]\nname = \"docker.io\"\nurl = \"https://registry-1.docker.io\"\ntoken_realms = [\"Auth.Example.com:8443\"]\nredirect_hosts = [\"cdn.corp\", \"10.0.0.9:9000\"]\n",
+        )
+        .unwrap();
+        let hub = c.upstream("docker.io").unwrap();
+        assert_eq!(
+            names(&hub.token_realms),
+            ["auth.example.com:8443", "auth.docker.io"]
+        );
+        assert_eq!(names(&hub.redirect_hosts), ["cdn.corp", "10.0.0.9:9000"]);
+        // docker.io at another URL (an in-house proxy) does not trust it.
+        let c = load("[[upstreams]]\nname = \"docker.io\"\nurl = \"https://hub-proxy.corp\"\n")
+            .unwrap();
+        assert!(c.upstream("docker.io").unwrap().token_realms.is_empty());
+        for (text, key) in [
+            (
+                "[[upstreams]]\nname = \"x.io\"\nurl = \"https://x.io\"\ntoken_realms = [\"https://auth.x.io/token\"]\n",
+                "upstreams.token_realms",
+            ),
+            (
+                "[[upstreams]]\nname = \"x.io\"\nurl = \"https://x.io\"\nredirect_hosts = [\"cdn.x.io:99999\"]\n",
+                "upstreams.redirect_hosts",
+            ),
+            ("max_upstream_tags = 0\n", "max_upstream_tags"),
+            ("max_upstream_tag_bytes = \"10\"\n", "max_upstream_tag_bytes"),
+        ] {
+            let e = load(text).unwrap_err().to_string();
+            assert!(e.contains(key), "{e}");
+        }
+        let c = load("max_upstream_tags = 5000\nmax_upstream_tag_bytes = \"2MiB\"\n").unwrap();
+        assert_eq!(
+            (c.max_upstream_tags, c.max_upstream_tag_bytes),
+            (5000, 2 << 20)
+        );
     }
 
     #[test]

@@ -442,7 +442,10 @@ async fn bearer_tokens_are_cached_per_scope_and_redirects_drop_authorization() {
     let layer = pattern(50_000, 2);
     let (md, _, ld) = seed(&up, "library/secure", "v1", &layer).await;
     seed(&up, "library/other", "v1", b"other").await;
-    let w = up.mirror(&[]);
+    // The "CDN" is localhost on the proxy's port: a loopback host the trust
+    // rules refuse unless redirect_hosts lists it (tests/upstream_trust.rs).
+    let port = up.addr.rsplit_once(':').unwrap().1;
+    let w = up.mirror_with(&format!("redirect_hosts = [\"localhost:{port}\"]"), &[]);
     let api = Api::new(&w);
     up.set_faults(Faults {
         redirect_blobs: true,

@@ -139,6 +139,11 @@ impl Fills {
                 Ok(total) => {
                     tracing::info!(%digest, upstream = source.upstream.name(), bytes = total, "cached blob");
                 }
+                // A miss is routine (scanners ask for digests that do not
+                // exist): the upstream logs it at debug and sums them up.
+                Err(FillError::Upstream(UpstreamError::NotFound)) => {
+                    tracing::debug!(%digest, upstream = source.upstream.name(), "blob not found upstream");
+                }
                 Err(e) => {
                     tracing::warn!(%digest, upstream = source.upstream.name(), error = %e, "blob fill failed");
                 }

@@ -8,6 +8,7 @@
 
 pub mod fill;
 pub mod routing;
+pub mod tag_list;
 
 use crate::body::Body;
 use crate::config::Config;
@@ -78,6 +79,15 @@ pub struct Mirror {
     memory: moka::future::Cache<(String, Digest), Arc<MemManifest>>,
     fills: Arc<Fills>,
     idle_timeout: Duration,
+    tag_walks: tag_list::TagWalks,
+    tag_limits: tag_list::Limits,
+}
+
+/// What a HEAD passed upstream asks about.
+#[derive(Clone, Copy)]
+enum Head {
+    Blob,
+    Manifest,
 }
 
 /// Turns an upstream failure into the client's answer, for content of
@@ -143,6 +153,11 @@ impl Mirror {
                 .build(),
             fills: Arc::new(Fills::default()),
             idle_timeout: config.upstream_idle_timeout,
+            tag_walks: tag_list::TagWalks::default(),
+            tag_limits: tag_list::Limits {
+                tags: config.max_upstream_tags,
+                bytes: config.max_upstream_tag_bytes,
+            },
         })
     }
 
@@ -199,14 +214,7 @@ impl Mirror {
                 reply::set(&mut r, "docker-content-digest", &digest.to_string());
                 return Ok(r);
             }
-            return self
-                .head_upstream(
-                    &up,
-                    repo,
-                    &format!("manifests/{digest}"),
-                    ErrorCode::ManifestUnknown,
-                )
-                .await;
+            return self.head_upstream(&up, repo, Head::Manifest, &digest).await;
         }
         let (digest, meta) = match cached {
             Some(m) => (digest, m),
@@ -522,27 +530,49 @@ impl Mirror {
         Ok(meta)
     }
 
-    /// A HEAD passed upstream, for content Wharf has not cached.
+    /// A HEAD passed upstream, for content Wharf has not cached. The
+    /// answer (which may come from a redirect target) gives only checked
+    /// values: a Content-Length that is a number, the digest asked for, and
+    /// Wharf's own Content-Type (for a manifest, the upstream's only when it
+    /// is a manifest type); no header is copied.
     async fn head_upstream(
         &self,
         up: &Arc<Upstream>,
         repo: &str,
-        suffix: &str,
-        unknown: ErrorCode,
+        kind: Head,
+        digest: &Digest,
     ) -> Result<Response<Body>> {
+        let (suffix, unknown) = match kind {
+            Head::Blob => (format!("blobs/{digest}"), ErrorCode::BlobUnknown),
+            Head::Manifest => (format!("manifests/{digest}"), ErrorCode::ManifestUnknown),
+        };
         let resp = up
-            .send(Method::HEAD, repo, suffix, &ACCEPT)
+            .send(Method::HEAD, repo, &suffix, &ACCEPT)
             .await
             .map_err(|e| client_error(&e, unknown, "content"))?;
+        let h = resp.headers();
+        let length = h
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let content_type = match kind {
+            Head::Blob => Some("application/octet-stream".to_string()),
+            Head::Manifest => h
+                .get(header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| manifest::bare_media_type(v).to_string())
+                .filter(|t| MANIFEST_TYPES.contains(&t.as_str())),
+        };
+        drop(resp);
         let mut r = reply::empty(StatusCode::OK);
-        for name in [header::CONTENT_TYPE, header::CONTENT_LENGTH] {
-            if let Some(v) = resp.headers().get(&name) {
-                r.headers_mut().insert(name, v.clone());
-            }
+        if let Some(t) = content_type {
+            reply::set(&mut r, header::CONTENT_TYPE, &t);
         }
-        if let Some(v) = resp.headers().get("docker-content-digest") {
-            r.headers_mut().insert("docker-content-digest", v.clone());
+        if let Some(n) = length {
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, http::HeaderValue::from(n));
         }
+        reply::set(&mut r, "docker-content-digest", &digest.to_string());
         Ok(r)
     }
 
@@ -601,14 +631,7 @@ impl Mirror {
             ));
         }
         if parts.method == Method::HEAD {
-            return self
-                .head_upstream(
-                    &up,
-                    repo,
-                    &format!("blobs/{digest}"),
-                    ErrorCode::BlobUnknown,
-                )
-                .await;
+            return self.head_upstream(&up, repo, Head::Blob, digest).await;
         }
         let source = FillSource {
             upstream: up.clone(),
@@ -665,8 +688,10 @@ impl Mirror {
         Ok(r)
     }
 
-    /// The tag list of a mirrored repository: upstream's, or the tags
-    /// known from earlier pulls when the upstream cannot answer.
+    /// The tag list of a mirrored repository: upstream's (one bounded walk
+    /// shared by identical requests), or the tags known from earlier pulls
+    /// when the upstream cannot answer. With nothing cached, an upstream
+    /// failure is the client's error, as for any uncached content.
     pub async fn tags(
         &self,
         store: &Store,
@@ -686,21 +711,12 @@ impl Mirror {
         let upstream_answer = if self.offline {
             Err(UpstreamError::Unavailable("offline".into()))
         } else {
-            upstream_tags(&up, repo, n, last).await
+            self.tag_walks
+                .get(&up, repo, n, last, self.tag_limits)
+                .await
         };
-        let (tags, more) = match upstream_answer {
-            Ok((mut tags, more)) => {
-                // The spec wants lexical order and exact pages; not every
-                // upstream keeps either (distribution 2.8 ignores n).
-                tags.sort();
-                if let Some(l) = last {
-                    tags.retain(|t| t.as_str() > l);
-                }
-                let limit = n.unwrap_or(usize::MAX);
-                let more = more || tags.len() > limit;
-                tags.truncate(limit);
-                (tags, more)
-            }
+        let page = match upstream_answer {
+            Ok(page) => page,
             Err(UpstreamError::NotFound) => {
                 return Err(Error::oci(
                     ErrorCode::NameUnknown,
@@ -708,33 +724,50 @@ impl Mirror {
                 ));
             }
             Err(e) => {
+                if store.index.mirror_tags(upstream, repo, None, 1)?.is_empty() {
+                    return Err(if self.offline {
+                        offline_error("tag list")
+                    } else {
+                        client_error(&e, ErrorCode::NameUnknown, "tag list")
+                    });
+                }
                 let limit = n.unwrap_or(usize::MAX);
                 let mut tags =
                     store
                         .index
                         .mirror_tags(upstream, repo, last, limit.saturating_add(1))?;
-                if tags.is_empty() && !self.offline && !e.allows_stale() {
-                    return Err(client_error(&e, ErrorCode::NameUnknown, "tag list"));
-                }
                 tracing::warn!(upstream, repo, error = %e, "tag list from the cache: upstream unavailable");
                 let more = tags.len() > limit;
                 tags.truncate(limit);
-                (tags, more)
+                Arc::new(tag_list::TagPage::of(&tags, more))
             }
         };
-        let mut r = reply::json(
-            &serde_json::json!({ "name": client_name, "tags": tags }),
-            "application/json",
+        let head = format!(
+            "{{\"name\":{},\"tags\":",
+            serde_json::Value::from(client_name)
         );
-        if let (true, Some(l), Some(n)) = (more, tags.last(), n) {
-            let qs = form_urlencoded::Serializer::new(String::new())
-                .append_pair("last", l)
-                .append_pair("n", &n.to_string())
-                .finish();
+        let length = head.len() + page.json_len() + 1;
+        let mut pieces = Vec::with_capacity(page.json.len() + 2);
+        pieces.push(Bytes::from(head));
+        pieces.extend(page.json.iter().cloned());
+        pieces.push(Bytes::from_static(b"}"));
+        let mut r = Response::new(crate::body::chunks(pieces));
+        reply::set(&mut r, header::CONTENT_TYPE, "application/json");
+        r.headers_mut()
+            .insert(header::CONTENT_LENGTH, http::HeaderValue::from(length));
+        if let (true, Some(l)) = (page.more, page.last.as_deref()) {
+            let mut qs = form_urlencoded::Serializer::new(String::new());
+            qs.append_pair("last", l);
+            if let Some(n) = n {
+                qs.append_pair("n", &n.to_string());
+            }
             reply::set(
                 &mut r,
                 header::LINK,
-                &format!("</v2/{client_name}/tags/list?{qs}>; rel=\"next\""),
+                &format!(
+                    "</v2/{client_name}/tags/list?{}>; rel=\"next\"",
+                    qs.finish()
+                ),
             );
         }
         Ok(r)
@@ -794,75 +827,6 @@ impl Mirror {
     }
 }
 
-/// Most upstream tag pages followed for one client request without `n`.
-const MAX_TAG_PAGES: usize = 100;
-
-/// The upstream's tag list for the client's `n` and `last`, and whether the
-/// upstream says more remain. Without `n` the client wants every tag, so
-/// the upstream's own pages are followed (boundedly).
-async fn upstream_tags(
-    up: &Upstream,
-    repo: &str,
-    n: Option<usize>,
-    last: Option<&str>,
-) -> std::result::Result<(Vec<String>, bool), UpstreamError> {
-    let mut tags = Vec::new();
-    let mut suffix = tags_suffix(n, last);
-    for _ in 0..MAX_TAG_PAGES {
-        let resp = up
-            .send(Method::GET, repo, &suffix, &["application/json"])
-            .await?;
-        let next = resp
-            .headers()
-            .get(header::LINK)
-            .and_then(|v| v.to_str().ok())
-            .and_then(next_page_query);
-        let body = read_limited(resp.into_body(), manifest_limit()).await?;
-        let v: serde_json::Value = serde_json::from_slice(&body)
-            .map_err(|e| UpstreamError::Unavailable(format!("bad tag list: {e}")))?;
-        if let Some(a) = v["tags"].as_array() {
-            tags.extend(a.iter().filter_map(|t| t.as_str().map(str::to_string)));
-        }
-        match next {
-            Some(q) if n.is_none() => suffix = format!("tags/list?{q}"),
-            other => return Ok((tags, other.is_some())),
-        }
-    }
-    Ok((tags, true))
-}
-
-/// The query of a `Link: <...?last=x&n=y>; rel="next"` header.
-fn next_page_query(link: &str) -> Option<String> {
-    let target = link
-        .split(';')
-        .next()?
-        .trim()
-        .strip_prefix('<')?
-        .strip_suffix('>')?;
-    let url = url::Url::parse("http://upstream.invalid")
-        .ok()?
-        .join(target)
-        .ok()?;
-    url.query().map(str::to_string)
-}
-
-/// `tags/list` with the client's `n` and `last`, passed on upstream.
-fn tags_suffix(n: Option<usize>, last: Option<&str>) -> String {
-    let mut qs = form_urlencoded::Serializer::new(String::new());
-    if let Some(n) = n {
-        qs.append_pair("n", &n.to_string());
-    }
-    if let Some(l) = last {
-        qs.append_pair("last", l);
-    }
-    let qs = qs.finish();
-    if qs.is_empty() {
-        "tags/list".to_string()
-    } else {
-        format!("tags/list?{qs}")
-    }
-}
-
 fn manifest_limit() -> usize {
     crate::oci::manifest::MAX_MANIFEST_BYTES
 }
@@ -901,19 +865,4 @@ async fn read_limited(
     .map_err(|_| UpstreamError::Unavailable("upstream body stalled".into()))?
     .map_err(|e| UpstreamError::Unavailable(format!("upstream body: {e}")))?;
     Ok(collected.to_bytes())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn link_headers() {
-        assert_eq!(
-            next_page_query("</v2/library/alpine/tags/list?last=3.19&n=100>; rel=\"next\"")
-                .as_deref(),
-            Some("last=3.19&n=100")
-        );
-        assert_eq!(next_page_query("garbage"), None);
-    }
 }

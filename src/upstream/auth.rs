@@ -1,9 +1,11 @@
 //! Upstream authentication: answers a `WWW-Authenticate` challenge with a
 //! bearer token from the realm (anonymously, or with the configured
 //! credentials) or with Basic credentials, and caches the resulting
-//! `Authorization` value per scope until the token expires. Secrets never
-//! reach a log line.
+//! `Authorization` value per scope until the token expires. A realm the
+//! trust rules refuse is sent nothing at all. Secrets never reach a log
+//! line.
 
+use super::trust::Trust;
 use super::UpstreamError;
 use crate::config::Secret;
 use base64::Engine;
@@ -11,6 +13,7 @@ use bytes::Bytes;
 use http::{header, HeaderValue, Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Limited};
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Tokens are refreshed this long before they expire.
@@ -24,6 +27,9 @@ type HttpsClient = super::HttpsClient;
 
 pub struct Authorizer {
     client: HttpsClient,
+    trust: Arc<Trust>,
+    /// The upstream's name, for log lines.
+    upstream: String,
     username: Option<String>,
     password: Option<Secret>,
     /// scope → `Authorization` value, dropped when the token expires.
@@ -94,11 +100,15 @@ pub fn parse_challenge(value: &str) -> Option<Challenge> {
 impl Authorizer {
     pub fn new(
         client: HttpsClient,
+        trust: Arc<Trust>,
+        upstream: String,
         username: Option<String>,
         password: Option<Secret>,
     ) -> Authorizer {
         Authorizer {
             client,
+            trust,
+            upstream,
             username,
             password,
             cache: moka::future::Cache::builder()
@@ -167,6 +177,14 @@ impl Authorizer {
                     .ok_or_else(|| UpstreamError::Auth("bearer challenge without realm".into()))?;
                 let mut url = url::Url::parse(realm)
                     .map_err(|e| UpstreamError::Auth(format!("bad token realm: {e}")))?;
+                if let Err(r) = self.trust.realm(&url) {
+                    tracing::warn!(
+                        upstream = %self.upstream,
+                        realm = %super::trust::shown(&url),
+                        "token realm refused, nothing sent to it: {r}"
+                    );
+                    return Err(UpstreamError::Auth(r.to_string()));
+                }
                 {
                     let mut q = url.query_pairs_mut();
                     if let Some(s) = c.params.get("service") {

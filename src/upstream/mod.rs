@@ -1,10 +1,12 @@
 //! Talking to one upstream registry: a pooled HTTP client (rustls for
 //! https), the bearer-token flow from `WWW-Authenticate` with tokens cached
-//! per scope until they expire, redirects followed without carrying
-//! `Authorization` to another host, and upstream answers sorted into the
-//! few outcomes the mirror acts on.
+//! per scope until they expire, redirects followed where the trust rules
+//! allow (`trust`) without carrying `Authorization` to another origin, and
+//! upstream answers sorted into the few outcomes the mirror acts on.
 
 pub mod auth;
+pub mod misses;
+pub mod trust;
 
 use crate::config::UpstreamConfig;
 use bytes::Bytes;
@@ -14,6 +16,7 @@ use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// How long connecting to an upstream may take (clients give a mirror 30 s
@@ -25,6 +28,10 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(20);
 const MAX_REDIRECTS: usize = 5;
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
+/// The client for redirects to other hosts: it connects only to public
+/// addresses it resolved and checked itself.
+type PublicClient =
+    Client<hyper_rustls::HttpsConnector<HttpConnector<trust::PublicResolver>>, Empty<Bytes>>;
 
 /// What went wrong upstream, in the terms the mirror decides on.
 #[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
@@ -55,21 +62,40 @@ impl UpstreamError {
 pub struct Upstream {
     pub config: UpstreamConfig,
     client: HttpsClient,
+    public: PublicClient,
+    trust: Arc<trust::Trust>,
     auth: auth::Authorizer,
+    misses: misses::Misses,
 }
 
 impl Upstream {
     pub fn new(config: UpstreamConfig) -> Result<Upstream, String> {
-        let client = https_client(config.ca_file.as_deref())?;
+        let tls = tls_config(config.ca_file.as_deref())?;
+        let mut http = HttpConnector::new();
+        configure(&mut http);
+        let client = https_client(tls.clone(), http);
+        let mut http = HttpConnector::new_with_resolver(trust::PublicResolver);
+        configure(&mut http);
+        let public = https_client(tls, http);
+        let trust = Arc::new(trust::Trust::new(
+            &config.url,
+            config.token_realms.clone(),
+            config.redirect_hosts.clone(),
+        ));
         let auth = auth::Authorizer::new(
             client.clone(),
+            trust.clone(),
+            config.name.clone(),
             config.username.clone(),
             config.password.clone(),
         );
         Ok(Upstream {
             config,
             client,
+            public,
+            trust,
             auth,
+            misses: misses::Misses::default(),
         })
     }
 
@@ -82,6 +108,24 @@ impl Upstream {
     pub async fn send(
         &self,
         method: Method,
+        repo: &str,
+        suffix: &str,
+        accept: &[&str],
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let answer = self.authorized(&method, repo, suffix, accept).await;
+        if matches!(answer, Err(UpstreamError::NotFound)) {
+            // Scanners make hundreds of these a second: one debug line
+            // each, an info summary at most once a minute.
+            tracing::debug!(upstream = self.name(), %method, repo, suffix, "not found upstream");
+            self.misses.count(self.name());
+        }
+        answer
+    }
+
+    /// [`Upstream::send`], answering one auth challenge on the way.
+    async fn authorized(
+        &self,
+        method: &Method,
         repo: &str,
         suffix: &str,
         accept: &[&str],
@@ -100,7 +144,7 @@ impl Upstream {
         loop {
             let authorization = self.auth.header(&scope).await;
             let resp = self
-                .follow(&method, url.clone(), accept, authorization.clone())
+                .follow(method, url.clone(), accept, authorization.clone())
                 .await?;
             if resp.status() != StatusCode::UNAUTHORIZED {
                 return classify(resp);
@@ -129,8 +173,8 @@ impl Upstream {
         }
     }
 
-    /// One request and its redirects. `Authorization` goes only to the
-    /// upstream's own host.
+    /// One request and its redirects, each hop checked against the trust
+    /// rules. `Authorization` goes only to the upstream's own origin.
     async fn follow(
         &self,
         method: &Method,
@@ -139,6 +183,7 @@ impl Upstream {
         authorization: Option<HeaderValue>,
     ) -> Result<Response<Incoming>, UpstreamError> {
         let origin = url.origin();
+        let mut hop = trust::Hop::Origin;
         for _ in 0..=MAX_REDIRECTS {
             let mut req = Request::builder().method(method.clone()).uri(url.as_str());
             for a in accept {
@@ -156,7 +201,11 @@ impl Upstream {
             let req = req
                 .body(Empty::new())
                 .map_err(|e| UpstreamError::Unavailable(format!("building request: {e}")))?;
-            let resp = tokio::time::timeout(HEADER_TIMEOUT, self.client.request(req))
+            let sent = match hop {
+                trust::Hop::Public => self.public.request(req),
+                trust::Hop::Origin | trust::Hop::Listed => self.client.request(req),
+            };
+            let resp = tokio::time::timeout(HEADER_TIMEOUT, sent)
                 .await
                 .map_err(|_| {
                     UpstreamError::Unavailable(format!(
@@ -164,8 +213,11 @@ impl Upstream {
                         self.name()
                     ))
                 })?
-                .map_err(|e| {
-                    UpstreamError::Unavailable(format!("{}: {}", self.name(), error_chain(&e)))
+                .map_err(|e| match trust::refusal_in(&e) {
+                    Some(r) => self.refused(r),
+                    None => {
+                        UpstreamError::Unavailable(format!("{}: {}", self.name(), error_chain(&e)))
+                    }
                 })?;
             if resp.status().is_redirection() && resp.status() != StatusCode::NOT_MODIFIED {
                 let location = resp
@@ -175,9 +227,14 @@ impl Upstream {
                     .ok_or_else(|| {
                         UpstreamError::Unavailable("redirect without Location".into())
                     })?;
-                url = url.join(location).map_err(|e| {
+                let next = url.join(location).map_err(|e| {
                     UpstreamError::Unavailable(format!("bad redirect Location: {e}"))
                 })?;
+                hop = self
+                    .trust
+                    .redirect(&url, &next)
+                    .map_err(|r| self.refused(&r))?;
+                url = next;
                 continue;
             }
             if resp.status() == StatusCode::UNAUTHORIZED && url.origin() != origin {
@@ -191,6 +248,15 @@ impl Upstream {
             return Ok(resp);
         }
         Err(UpstreamError::Unavailable("too many redirects".into()))
+    }
+}
+
+impl Upstream {
+    /// Logs a redirect the trust rules refused and turns it into the
+    /// upstream failure the client sees (503, as for any outage).
+    fn refused(&self, r: &trust::Refusal) -> UpstreamError {
+        tracing::warn!(upstream = self.name(), "redirect refused: {r}");
+        UpstreamError::Unavailable(format!("redirect refused: {r}"))
     }
 }
 
@@ -226,13 +292,16 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-/// A pooled client for http and https (rustls): the web PKI roots, plus
-/// the certificates of `ca_file` for a private registry with its own CA.
-fn https_client(ca_file: Option<&std::path::Path>) -> Result<HttpsClient, String> {
-    let mut http = HttpConnector::new();
+/// Connection settings shared by both clients.
+fn configure<R>(http: &mut HttpConnector<R>) {
     http.enforce_http(false);
     http.set_connect_timeout(Some(CONNECT_TIMEOUT));
     http.set_nodelay(true);
+}
+
+/// TLS for upstreams: the web PKI roots, plus the certificates of
+/// `ca_file` for a private registry with its own CA.
+fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
     let mut roots = rustls::RootCertStore::empty();
     roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
     if let Some(path) = ca_file {
@@ -249,15 +318,27 @@ fn https_client(ca_file: Option<&std::path::Path>) -> Result<HttpsClient, String
     .map_err(|e| format!("TLS setup: {e}"))?
     .with_root_certificates(roots)
     .with_no_client_auth();
+    Ok(tls)
+}
+
+/// A pooled client for http and https (rustls) over `http`.
+fn https_client<R>(
+    tls: rustls::ClientConfig,
+    http: HttpConnector<R>,
+) -> Client<hyper_rustls::HttpsConnector<HttpConnector<R>>, Empty<Bytes>>
+where
+    hyper_rustls::HttpsConnector<HttpConnector<R>>:
+        hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
     let https = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_or_http()
         .enable_http1()
         .enable_http2()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
+    Client::builder(TokioExecutor::new())
         .pool_idle_timeout(Duration::from_secs(90))
-        .build(https))
+        .build(https)
 }
 
 #[cfg(test)]

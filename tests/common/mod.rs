@@ -7,6 +7,7 @@ pub mod attack;
 pub mod docker;
 pub mod layout;
 pub mod pki;
+pub mod sink;
 pub mod upstream;
 
 use sha2::{Digest as _, Sha256};

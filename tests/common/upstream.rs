@@ -4,7 +4,8 @@
 //! method and path, with the bytes of blob bodies), can demand bearer
 //! tokens from its own token endpoint (so the token flow is real), and
 //! injects the faults the reference registry cannot: refusals, 5xx/429,
-//! corrupted or stalled blob bodies, and CDN-style redirects.
+//! corrupted or stalled blob bodies, CDN-style redirects, token realms on
+//! other servers, and tag lists that page on forever.
 
 use super::{require, wait_timeout};
 use bytes::Bytes;
@@ -46,6 +47,35 @@ pub struct Faults {
     /// Repositories whose name contains this answer 401 even with a token,
     /// as Docker Hub does for missing and private repositories.
     pub deny_repos_containing: Option<String>,
+    /// The realm bearer challenges name (default: the proxy's `/token`).
+    pub realm: Option<String>,
+    /// Redirect blob GETs and HEADs to `<this origin>/cdn/v2/...`.
+    pub redirect_blobs_to: Option<String>,
+    /// Answer tag lists with generated pages that never end.
+    pub tag_pages: Option<TagPages>,
+    /// Wait this long before answering a tag list page.
+    pub tag_delay: Option<Duration>,
+}
+
+/// Generated tag-list pages: `per_page` tags (or the request's `n`) of
+/// `tag_len` characters each, in lexical order, each page with a `Link` to
+/// the next, forever.
+#[derive(Debug, Clone, Copy)]
+pub struct TagPages {
+    pub per_page: usize,
+    pub tag_len: usize,
+}
+
+impl TagPages {
+    /// The `i`th tag: `t`, padding, then `i` in 20 digits.
+    pub fn tag(&self, i: u64) -> String {
+        format!("t{}{i:020}", "x".repeat(self.tag_len.saturating_sub(21)))
+    }
+
+    /// The index of a generated tag.
+    pub fn index(tag: &str) -> Option<u64> {
+        tag.get(tag.len().checked_sub(20)?..)?.parse().ok()
+    }
 }
 
 struct State {
@@ -56,6 +86,8 @@ struct State {
     blob_bytes: AtomicU64,
     /// Authorization headers that reached the CDN (must stay empty).
     cdn_authorizations: Mutex<Vec<String>>,
+    /// Requests that reached the proxy's own `/cdn/` path.
+    cdn_requests: AtomicUsize,
     bearer: bool,
     /// `Basic` credentials the token endpoint insists on, if any.
     token_basic: Mutex<Option<String>>,
@@ -152,6 +184,7 @@ impl Upstream {
             token_requests: AtomicUsize::new(0),
             blob_bytes: AtomicU64::new(0),
             cdn_authorizations: Mutex::new(Vec::new()),
+            cdn_requests: AtomicUsize::new(0),
             bearer,
             token_basic: Mutex::new(None),
             token_authorizations: Mutex::new(Vec::new()),
@@ -209,6 +242,27 @@ impl Upstream {
     /// Starts a Wharf that mirrors docker.io from this upstream.
     pub fn mirror(&self, extra: &[&str]) -> super::Wharf {
         super::Wharf::start_with(self.mirror_opts(extra))
+    }
+
+    /// Starts a Wharf that mirrors docker.io from this upstream, with
+    /// `table` (TOML lines such as `redirect_hosts = [...]`) in its
+    /// `[[upstreams]]` table, followed by `extra`.
+    pub fn mirror_with(&self, table: &str, extra: &[&str]) -> super::Wharf {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("wharf.toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "[[upstreams]]\nname = \"docker.io\"\nurl = \"{}\"\n{table}\n",
+                self.url()
+            ),
+        )
+        .unwrap();
+        let mut opts = self.mirror_opts(extra);
+        opts.args.push("--config".into());
+        opts.args.push(cfg.display().to_string());
+        // The file is read at start-up only.
+        super::Wharf::start_with(opts)
     }
 
     pub fn set_faults(&self, f: Faults) {
@@ -270,6 +324,11 @@ impl Upstream {
 
     pub fn cdn_authorizations(&self) -> Vec<String> {
         self.state.cdn_authorizations.lock().unwrap().clone()
+    }
+
+    /// Requests that reached the proxy's own `/cdn/` path.
+    pub fn cdn_requests(&self) -> usize {
+        self.state.cdn_requests.load(Ordering::SeqCst)
     }
 }
 
@@ -365,6 +424,7 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBody
     }
     if let Some(rest) = path.strip_prefix("/cdn/") {
         // The "CDN" a blob GET was redirected to: serve the registry's blob.
+        state.cdn_requests.fetch_add(1, Ordering::SeqCst);
         if let Some(a) = authorization {
             state.cdn_authorizations.lock().unwrap().push(a);
         }
@@ -394,8 +454,8 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBody
             r.headers_mut().insert(
                 "www-authenticate",
                 format!(
-                    "Bearer realm=\"http://127.0.0.1:{}/token\",service=\"test-registry\"",
-                    state.port
+                    "Bearer realm=\"{}\",service=\"test-registry\"",
+                    realm(&state, &faults)
                 )
                 .parse()
                 .unwrap(),
@@ -424,15 +484,30 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBody
         r.headers_mut().insert(
             "www-authenticate",
             format!(
-                "Bearer realm=\"http://127.0.0.1:{}/token\",service=\"test-registry\",scope=\"repository:{repo}:pull\"",
-                state.port
+                "Bearer realm=\"{}\",service=\"test-registry\",scope=\"repository:{repo}:pull\"",
+                realm(&state, &faults)
             )
             .parse()
             .unwrap(),
         );
         return r;
     }
-    let is_blob_get = req.method() == "GET" && path.contains("/blobs/sha256:");
+    if path.ends_with("/tags/list") {
+        if let Some(d) = faults.tag_delay {
+            tokio::time::sleep(d).await;
+        }
+        if let Some(pages) = faults.tag_pages {
+            return tag_page(&path, &query, pages);
+        }
+    }
+    let is_blob = path.contains("/blobs/sha256:");
+    if let (true, Some(to)) = (is_blob, &faults.redirect_blobs_to) {
+        let mut r = full(307, "");
+        r.headers_mut()
+            .insert("location", format!("{to}/cdn{path}").parse().unwrap());
+        return r;
+    }
+    let is_blob_get = req.method() == "GET" && is_blob;
     if is_blob_get && faults.redirect_blobs {
         let mut r = full(307, "");
         // `localhost` is another origin than 127.0.0.1: Authorization must not follow.
@@ -468,6 +543,41 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBody
         resp = inject(resp, &faults, state.clone()).await;
     }
     resp
+}
+
+/// The realm bearer challenges name.
+fn realm(state: &State, faults: &Faults) -> String {
+    faults
+        .realm
+        .clone()
+        .unwrap_or_else(|| format!("http://127.0.0.1:{}/token", state.port))
+}
+
+/// One generated tag-list page: the tags after `last`, and a `Link` on.
+fn tag_page(path: &str, query: &str, pages: TagPages) -> Response<ProxyBody> {
+    let q: std::collections::HashMap<String, String> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
+    let first = q
+        .get("last")
+        .and_then(|l| TagPages::index(l))
+        .map_or(0, |i| i + 1);
+    let n = q
+        .get("n")
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(pages.per_page);
+    let tags: Vec<String> = (first..first + n as u64).map(|i| pages.tag(i)).collect();
+    let name = path
+        .trim_start_matches("/v2/")
+        .trim_end_matches("/tags/list");
+    let body = serde_json::json!({ "name": name, "tags": tags }).to_string();
+    let mut r = full(200, &body);
+    let next = format!(
+        "<{path}?last={}&n={n}>; rel=\"next\"",
+        tags.last().cloned().unwrap_or_default()
+    );
+    r.headers_mut().insert("link", next.parse().unwrap());
+    r
 }
 
 /// Forwards a request to the registry and streams the answer back,
