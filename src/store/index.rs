@@ -4,7 +4,7 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `p/<repo>` | repository exists (for the catalog) |
+//! | `p/<repo>` | repository holds a manifest (for the catalog and tag lists) |
 //! | `l/<repo>\0<digest>` | blob (or manifest) is linked into the repository |
 //! | `m/<repo>\0<digest>` | [`ManifestMeta`] |
 //! | `t/<repo>\0<tag>` | digest the tag points to |
@@ -20,6 +20,12 @@
 //! a mirrored name can never shadow a local one, nor the other way round.
 //! sled keeps keys sorted by bytes, so tags and repositories list in
 //! lexical order for free. Keep sled behind this module.
+//!
+//! A repository leaves the catalog when its last manifest and tag are
+//! deleted: the check that it is empty and the removal of `p/<repo>` hold
+//! the index's gate exclusively, and every manifest PUT records under it
+//! (shared), so a push landing while the repository empties is never
+//! left out of the catalog.
 
 use crate::error::{Error, Result};
 use crate::oci::manifest::Descriptor;
@@ -27,6 +33,7 @@ use crate::oci::{Digest, RepoName, Tag};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock};
 
 /// What the index records about a stored manifest.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -69,7 +76,10 @@ pub struct ManifestPut<'a> {
 #[derive(Clone)]
 pub struct Index {
     db: sled::Db,
-    flusher: std::sync::Arc<GroupFlush>,
+    flusher: Arc<GroupFlush>,
+    /// Shared by manifest PUTs while they record; exclusive while a
+    /// repository that may have emptied is checked and forgotten.
+    gate: Arc<RwLock<()>>,
 }
 
 /// Group commit for [`Index::flush`]: one synchronous sled flush at a time,
@@ -129,6 +139,7 @@ impl Index {
         Ok(Index {
             db,
             flusher: Default::default(),
+            gate: Default::default(),
         })
     }
 
@@ -163,11 +174,13 @@ impl Index {
         self.list_after(b"p/".to_vec(), last, n)
     }
 
+    /// Links a blob into a repository. A repository holding only blobs
+    /// is not listed (it has no manifest yet).
     pub fn link_blob(&self, repo: &RepoName, d: &Digest) -> Result<()> {
-        let mut b = sled::Batch::default();
-        b.insert(key("p/", &[repo.as_str()]), &[]);
-        b.insert(key("l/", &[repo.as_str(), &d.to_string()]), &[]);
-        self.db.apply_batch(b).map_err(db_err("linking a blob"))
+        self.db
+            .insert(key("l/", &[repo.as_str(), &d.to_string()]), &[])
+            .map(|_| ())
+            .map_err(db_err("linking a blob"))
     }
 
     pub fn blob_linked(&self, repo: &RepoName, d: &Digest) -> Result<bool> {
@@ -197,6 +210,7 @@ impl Index {
             )),
             _ => None,
         };
+        let _shared = self.gate.read().unwrap_or_else(PoisonError::into_inner);
         let old = self
             .db
             .transaction(|tx| {
@@ -254,11 +268,35 @@ impl Index {
 
     /// Removes a tag; returns whether it existed and what it pointed at.
     pub fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Option<Digest>>> {
-        Ok(self
+        let old = self
             .db
             .remove(key("t/", &[repo.as_str(), tag.as_str()]))
-            .map_err(db_err("deleting a tag"))?
-            .map(|v| std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok())))
+            .map_err(db_err("deleting a tag"))?;
+        if old.is_some() {
+            self.forget_if_empty(repo)?;
+        }
+        Ok(old.map(|v| std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok())))
+    }
+
+    /// Removes `repo` from the catalog if it holds no manifest and no tag.
+    /// Exclusive against manifest PUTs recording (see the module notes).
+    fn forget_if_empty(&self, repo: &RepoName) -> Result<()> {
+        let _exclusive = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+        for prefix in ["m/", "t/"] {
+            let any = self
+                .db
+                .scan_prefix(repo_prefix(prefix, repo))
+                .next()
+                .transpose()
+                .map_err(db_err("checking a repository"))?;
+            if any.is_some() {
+                return Ok(());
+            }
+        }
+        self.db
+            .remove(key("p/", &[repo.as_str()]))
+            .map(|_| ())
+            .map_err(db_err("forgetting an empty repository"))
     }
 
     /// Removes a manifest, every tag pointing at it, its link and its
@@ -287,6 +325,7 @@ impl Index {
         self.db
             .apply_batch(b)
             .map_err(db_err("deleting a manifest"))?;
+        self.forget_if_empty(repo)?;
         Ok(Some(tags))
     }
 
@@ -653,6 +692,82 @@ mod tests {
         assert!(idx.tags(&a, None, 100).unwrap().is_empty());
         assert_eq!(idx.tags(&ab, None, 100).unwrap(), ["zz"]);
         assert!(!idx.blob_linked(&a, &dg).unwrap());
+    }
+
+    fn put(idx: &Index, repo: &RepoName, d: &Digest, tags: &[Tag], subject: Option<&Digest>) {
+        let referrer = subject.map(|_| Descriptor {
+            media_type: "m".into(),
+            digest: d.clone(),
+            size: 1,
+            artifact_type: Some("t".into()),
+            annotations: None,
+            urls: None,
+        });
+        idx.put_manifest(ManifestPut {
+            repo,
+            digest: d,
+            meta: ManifestMeta {
+                subject: subject.cloned(),
+                ..meta()
+            },
+            tags,
+            referrer,
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn an_emptied_repository_leaves_the_catalog() {
+        let (_d, idx) = index();
+        let a = RepoName::parse("a").unwrap();
+        let (m1, m2) = (
+            Digest::of(Algorithm::Sha256, b"1"),
+            Digest::of(Algorithm::Sha256, b"2"),
+        );
+        idx.link_blob(&a, &Digest::of(Algorithm::Sha256, b"blob"))
+            .unwrap();
+        assert!(!idx.repo_exists(&a).unwrap(), "blobs alone list nothing");
+        let t = [Tag::parse("t").unwrap()];
+        put(&idx, &a, &m1, &t, None);
+        put(&idx, &a, &m2, &[], None);
+        assert_eq!(idx.repos(None, 10).unwrap(), ["a"]);
+        idx.delete_tag(&a, &t[0]).unwrap();
+        idx.delete_manifest(&a, &m1).unwrap();
+        assert!(idx.repo_exists(&a).unwrap(), "an untagged manifest remains");
+        idx.delete_manifest(&a, &m2).unwrap();
+        assert!(!idx.repo_exists(&a).unwrap());
+        assert!(idx.repos(None, 10).unwrap().is_empty());
+        assert!(idx
+            .blob_linked(&a, &Digest::of(Algorithm::Sha256, b"blob"))
+            .unwrap());
+        put(&idx, &a, &m1, &t, None);
+        assert_eq!(idx.repos(None, 10).unwrap(), ["a"]);
+    }
+
+    /// A manifest recorded while the repository's last one is deleted
+    /// keeps the repository listed, whichever lands first.
+    #[test]
+    fn a_push_while_the_repository_empties_stays_listed() {
+        let (_d, idx) = index();
+        let a = RepoName::parse("a").unwrap();
+        for round in 0..300u32 {
+            let x = Digest::of(Algorithm::Sha256, &(2 * round).to_be_bytes());
+            let y = Digest::of(Algorithm::Sha256, &(2 * round + 1).to_be_bytes());
+            put(&idx, &a, &x, &[], None);
+            let deleting = {
+                let (idx, a, x) = (idx.clone(), a.clone(), x.clone());
+                std::thread::spawn(move || idx.delete_manifest(&a, &x).unwrap())
+            };
+            let pushing = {
+                let (idx, a, y) = (idx.clone(), a.clone(), y.clone());
+                std::thread::spawn(move || put(&idx, &a, &y, &[], None))
+            };
+            deleting.join().unwrap();
+            pushing.join().unwrap();
+            assert!(idx.repo_exists(&a).unwrap(), "round {round}");
+            idx.delete_manifest(&a, &y).unwrap();
+            assert!(!idx.repo_exists(&a).unwrap(), "round {round}");
+        }
     }
 
     /// The sled 0.34 `flush_async` deadlock (spacejam/sled#1308) showed up
