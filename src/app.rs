@@ -18,7 +18,7 @@ use crate::mirror::Mirror;
 use crate::oci::name::ReferenceError;
 use crate::oci::route::RouteError;
 use crate::oci::{ApiRoute, RepoName};
-use crate::registry::{blobs, listing, manifests, uploads};
+use crate::registry::{blobs, listing, manifests, referrers, uploads};
 use crate::reply;
 use crate::store::Store;
 use bytes::Bytes;
@@ -297,7 +297,7 @@ impl App {
             }
             ApiRoute::Tags { name } if get => listing::tags(s, &parts, name),
             ApiRoute::Referrers { name, digest } if get => {
-                listing::referrers(s, &parts, name, digest).await
+                referrers::get(s, &parts, name, digest).await
             }
             ApiRoute::Manifest { name, reference } => match *m {
                 Method::GET | Method::HEAD => manifests::get(s, &parts, name, reference).await,

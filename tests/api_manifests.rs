@@ -528,6 +528,125 @@ async fn referrers_with_subject_filtering_and_fallback_tag_index() {
     assert_eq!(v["manifests"][0]["digest"], legacy);
 }
 
+/// The referrers answer pages with `n` and `last`, keyed on the referrer
+/// digest, the filter holding on every page; bad `n` and `last` are 400.
+#[tokio::test]
+async fn referrers_page_with_n_and_last() {
+    let w = Wharf::start();
+    let api = Api::new(&w);
+    let repo = "golden/refpages";
+    let subject = push_image(&api, repo, "v1", "subject").await;
+    let empty = api.push_blob(repo, b"{}").await;
+    let mut all = Vec::new();
+    let mut sigs = Vec::new();
+    for i in 0..23 {
+        let t = if i % 3 == 0 {
+            "application/vnd.example.sig"
+        } else {
+            "application/vnd.example.sbom"
+        };
+        let m = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": t,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+            "layers": [],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": 1},
+            "annotations": {"i": i.to_string()},
+        })
+        .to_string()
+        .into_bytes();
+        let d = sha256(&m);
+        assert_eq!(
+            api.put_manifest(repo, &d, OCI_MANIFEST, &m).await.status(),
+            201
+        );
+        if i % 3 == 0 {
+            sigs.push(d.clone());
+        }
+        all.push(d);
+    }
+    all.sort();
+    sigs.sort();
+    let walk = |first: String| {
+        let api = &api;
+        async move {
+            let (mut url, mut seen, mut links) = (first, Vec::new(), Vec::new());
+            loop {
+                let r = api.get(&url).await;
+                assert_eq!(r.status(), 200, "{url}");
+                let link = header(&r, "link");
+                let filtered = header(&r, "oci-filters-applied");
+                let v: Value = r.json().await.unwrap();
+                let page: Vec<String> = v["manifests"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d["digest"].as_str().unwrap().to_string())
+                    .collect();
+                seen.push((page, filtered));
+                match link {
+                    Some(l) => {
+                        url = l[1..l.find('>').unwrap()].to_string();
+                        links.push(l);
+                    }
+                    None => return (seen, links),
+                }
+            }
+        }
+    };
+    let (pages, links) = walk(format!("/v2/{repo}/referrers/{subject}?n=5")).await;
+    assert_eq!(pages.len(), 5);
+    assert!(pages[..4].iter().all(|(p, _)| p.len() == 5));
+    assert_eq!(digests_of(&pages), all);
+    assert_eq!(
+        links[0],
+        format!(
+            "</v2/{repo}/referrers/{subject}?last={}&n=5>; rel=\"next\"",
+            all[4].replace(':', "%3A")
+        )
+    );
+
+    let (pages, links) = walk(format!(
+        "/v2/{repo}/referrers/{subject}?artifactType=application/vnd.example.sig&n=3"
+    ))
+    .await;
+    assert_eq!(digests_of(&pages), sigs);
+    assert!(pages
+        .iter()
+        .all(|(_, f)| f.as_deref() == Some("artifactType")));
+    assert!(links
+        .iter()
+        .all(|l| l.contains("artifactType=application%2Fvnd.example.sig")));
+    assert_eq!(pages.len(), 3, "8 signatures in pages of 3");
+
+    // Without n, one page holds them all; n over the maximum is cut to it.
+    let (pages, _) = walk(format!("/v2/{repo}/referrers/{subject}")).await;
+    assert_eq!(pages.len(), 1);
+    let (pages, _) = walk(format!("/v2/{repo}/referrers/{subject}?n=999999")).await;
+    assert_eq!(digests_of(&pages), all);
+    let (pages, _) = walk(format!("/v2/{repo}/referrers/{subject}?last={}", all[20])).await;
+    assert_eq!(digests_of(&pages), all[21..]);
+
+    for (q, code) in [
+        ("n=-1", "PAGINATION_NUMBER_INVALID"),
+        ("n=ten", "PAGINATION_NUMBER_INVALID"),
+        ("last=latest", "DIGEST_INVALID"),
+        ("last=sha256:abc", "DIGEST_INVALID"),
+    ] {
+        let r = api
+            .get(&format!("/v2/{repo}/referrers/{subject}?{q}"))
+            .await;
+        assert_eq!(r.status(), 400, "{q}");
+        assert_eq!(error_code(r).await, code, "{q}");
+    }
+}
+
+/// The digests of every page, in order.
+fn digests_of(pages: &[(Vec<String>, Option<String>)]) -> Vec<String> {
+    pages.iter().flat_map(|(p, _)| p.iter().cloned()).collect()
+}
+
 #[tokio::test]
 async fn manifest_size_limit() {
     let w = Wharf::start();

@@ -1,11 +1,9 @@
-//! Lists: a repository's tags, the catalog of repositories, and the OCI 1.1
-//! referrers of a manifest. Tags and repositories page with `n` and an
-//! exclusive `last`, and a `Link` header while more remain.
+//! Lists: a repository's tags and the catalog of repositories. Both page
+//! with `n` and an exclusive `last`, and a `Link` header while more remain.
 
 use crate::body::Body;
 use crate::error::{Error, ErrorCode, Result};
-use crate::oci::manifest::{Descriptor, OCI_INDEX};
-use crate::oci::{Digest, RepoName, Tag};
+use crate::oci::RepoName;
 use crate::reply;
 use crate::store::Store;
 use http::{header, request::Parts, Response};
@@ -112,76 +110,6 @@ pub fn catalog(
     let mut r = reply::json(&json!({ "repositories": repos }), "application/json");
     if let Some(l) = link {
         reply::set(&mut r, header::LINK, &l);
-    }
-    Ok(r)
-}
-
-/// The manifests listed in an index stored under the fallback tag
-/// `<alg>-<hex>` of `subject`, which older clients maintain themselves.
-async fn fallback_tag_referrers(
-    store: &Store,
-    name: &RepoName,
-    subject: &Digest,
-) -> Result<Vec<Descriptor>> {
-    let Ok(tag) = Tag::parse(&format!(
-        "{}-{}",
-        subject.algorithm().as_str(),
-        subject.hex()
-    )) else {
-        return Ok(Vec::new());
-    };
-    let Some(d) = store.index.tag(name, &tag)? else {
-        return Ok(Vec::new());
-    };
-    let Some(meta) = store.index.manifest(name, &d)? else {
-        return Ok(Vec::new());
-    };
-    if meta.media_type != OCI_INDEX || meta.size > crate::oci::manifest::MAX_MANIFEST_BYTES as u64 {
-        return Ok(Vec::new());
-    }
-    // Through the seal check like every served read: a file changed
-    // behind Wharf's back is re-hashed, and a corrupt one lists nothing.
-    let Some((file, len)) = store.blobs.open_verified(&d).await? else {
-        return Ok(Vec::new());
-    };
-    let mut bytes = Vec::with_capacity(len.min(meta.size) as usize);
-    use tokio::io::AsyncReadExt;
-    file.take(meta.size)
-        .read_to_end(&mut bytes)
-        .await
-        .map_err(|e| Error::storage("reading a fallback referrers index", e))?;
-    #[derive(serde::Deserialize)]
-    struct Idx {
-        #[serde(default)]
-        manifests: Vec<Descriptor>,
-    }
-    Ok(serde_json::from_slice::<Idx>(&bytes)
-        .map(|i| i.manifests)
-        .unwrap_or_default())
-}
-
-/// GET `/v2/<name>/referrers/<digest>[?artifactType=]`.
-pub async fn referrers(
-    store: &Store,
-    parts: &Parts,
-    name: &RepoName,
-    subject: &Digest,
-) -> Result<Response<Body>> {
-    let mut list = store.index.referrers(name, subject)?;
-    for d in fallback_tag_referrers(store, name, subject).await? {
-        if !list.iter().any(|x| x.digest == d.digest) {
-            list.push(d);
-        }
-    }
-    let q = reply::query(&parts.uri);
-    let filter = reply::query_one(&q, "artifactType");
-    if let Some(t) = filter {
-        list.retain(|d| d.artifact_type.as_deref() == Some(t));
-    }
-    let index = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": list });
-    let mut r = reply::json(&index, OCI_INDEX);
-    if filter.is_some() {
-        reply::set(&mut r, "oci-filters-applied", "artifactType");
     }
     Ok(r)
 }

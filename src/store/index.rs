@@ -19,13 +19,15 @@
 //! Mirrored content is keyed by upstream, apart from local repositories:
 //! a mirrored name can never shadow a local one, nor the other way round.
 //! sled keeps keys sorted by bytes, so tags and repositories list in
-//! lexical order for free. Keep sled behind this module.
+//! lexical order for free, and referrers in digest order. Keep sled behind
+//! this module.
 //!
 //! A repository leaves the catalog when its last manifest and tag are
 //! deleted: the check that it is empty and the removal of `p/<repo>` hold
 //! the index's gate exclusively, and every manifest PUT records under it
 //! (shared), so a push landing while the repository empties is never
-//! left out of the catalog.
+//! left out of the catalog. Long reads (listings) go through
+//! [`Index::blocking`], on the blocking pool.
 
 use crate::error::{Error, Result};
 use crate::oci::manifest::Descriptor;
@@ -80,7 +82,13 @@ pub struct Index {
     /// Shared by manifest PUTs while they record; exclusive while a
     /// repository that may have emptied is checked and forgotten.
     gate: Arc<RwLock<()>>,
+    /// Slots for [`Index::blocking`] jobs.
+    jobs: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most [`Index::blocking`] jobs at once: the rest wait (without a
+/// thread), leaving the blocking pool to file reads and writes.
+const BLOCKING_JOBS: usize = 4;
 
 /// Group commit for [`Index::flush`]: one synchronous sled flush at a time,
 /// and each one covers every caller that asked before it started.
@@ -140,7 +148,32 @@ impl Index {
             db,
             flusher: Default::default(),
             gate: Default::default(),
+            jobs: Arc::new(tokio::sync::Semaphore::new(BLOCKING_JOBS)),
         })
+    }
+
+    /// Runs `f` (index work that may take long: listings, scans) on the
+    /// blocking pool, at most [`BLOCKING_JOBS`] at once, so the async
+    /// workers keep answering everyone else meanwhile.
+    pub async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&Index) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let permit = self
+            .jobs
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| Error::storage("waiting for an index job slot", e))?;
+        let index = self.clone();
+        tokio::task::spawn_blocking(move || {
+            // Held until the job ends, even if the request is dropped.
+            let _permit = permit;
+            f(&index)
+        })
+        .await
+        .map_err(|e| Error::storage("joining an index job", e))?
     }
 
     /// Makes every change so far durable; a push is acknowledged after this.
@@ -329,14 +362,22 @@ impl Index {
         Ok(Some(tags))
     }
 
-    /// Descriptors of the manifests in `repo` whose subject is `subject`.
-    pub fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<Descriptor>> {
+    /// Descriptors of the manifests in `repo` whose subject is `subject`,
+    /// in digest order, after the referrer digest `after`; read lazily, so
+    /// a page reads only what it lists.
+    pub fn referrers_after(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = Result<Descriptor>> {
         let mut prefix = key("r/", &[repo.as_str(), &subject.to_string()]);
         prefix.push(0);
+        let start = after_key(&prefix, after);
         self.db
-            .scan_prefix(prefix)
+            .range(start..)
+            .take_while(move |kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
             .map(|kv| decode(&kv.map_err(db_err("scanning referrers"))?.1))
-            .collect()
     }
 
     pub fn put_upload(&self, id: &str, meta: &UploadMeta) -> Result<()> {
@@ -611,15 +652,7 @@ impl Index {
 
     /// Keys under `prefix` (with the prefix cut off), after `last`, at most `n`.
     fn list_after(&self, prefix: Vec<u8>, last: Option<&str>, n: usize) -> Result<Vec<String>> {
-        let start = match last {
-            Some(l) => {
-                let mut s = prefix.clone();
-                s.extend_from_slice(l.as_bytes());
-                s.push(0); // the smallest key strictly after `last`
-                s
-            }
-            None => prefix.clone(),
-        };
+        let start = after_key(&prefix, last);
         let mut out = Vec::new();
         for kv in self.db.range(start..) {
             if out.len() >= n {
@@ -633,6 +666,16 @@ impl Index {
         }
         Ok(out)
     }
+}
+
+/// The first key under `prefix` that comes after `prefix` + `last`.
+fn after_key(prefix: &[u8], last: Option<&str>) -> Vec<u8> {
+    let mut s = prefix.to_vec();
+    if let Some(l) = last {
+        s.extend_from_slice(l.as_bytes());
+        s.push(0); // the smallest key strictly after `last`
+    }
+    s
 }
 
 #[cfg(test)]
@@ -768,6 +811,51 @@ mod tests {
             idx.delete_manifest(&a, &y).unwrap();
             assert!(!idx.repo_exists(&a).unwrap(), "round {round}");
         }
+    }
+
+    #[test]
+    fn referrers_list_in_digest_order_after_a_digest() {
+        let (_d, idx) = index();
+        let a = RepoName::parse("a").unwrap();
+        let ab = RepoName::parse("a/b").unwrap();
+        let s = Digest::of(Algorithm::Sha256, b"subject");
+        let other = Digest::of(Algorithm::Sha256, b"other");
+        for i in 0..5u8 {
+            put(
+                &idx,
+                &a,
+                &Digest::of(Algorithm::Sha256, &[i]),
+                &[],
+                Some(&s),
+            );
+        }
+        put(
+            &idx,
+            &ab,
+            &Digest::of(Algorithm::Sha256, b"x"),
+            &[],
+            Some(&s),
+        );
+        put(
+            &idx,
+            &a,
+            &Digest::of(Algorithm::Sha256, b"y"),
+            &[],
+            Some(&other),
+        );
+        let list = |after: Option<&str>| -> Vec<String> {
+            idx.referrers_after(&a, &s, after)
+                .map(|d| d.unwrap().digest.to_string())
+                .collect()
+        };
+        let all = list(None);
+        assert_eq!(all.len(), 5);
+        let mut sorted = all.clone();
+        sorted.sort();
+        assert_eq!(all, sorted);
+        assert_eq!(list(Some(&all[1])), all[2..]);
+        assert!(list(Some(&all[4])).is_empty());
+        assert_eq!(list(Some("sha256:")), all, "before every digest");
     }
 
     /// The sled 0.34 `flush_async` deadlock (spacejam/sled#1308) showed up
