@@ -293,9 +293,9 @@ impl App {
                 Ok(r)
             }
             ApiRoute::Catalog if get => {
-                listing::catalog(s, &parts, |name| self.auth.may_pull_local(caller, name))
+                listing::catalog(s, &parts, |name| self.auth.may_pull_local(caller, name)).await
             }
-            ApiRoute::Tags { name } if get => listing::tags(s, &parts, name),
+            ApiRoute::Tags { name } if get => listing::tags(s, &parts, name).await,
             ApiRoute::Referrers { name, digest } if get => {
                 referrers::get(s, &parts, name, digest).await
             }
