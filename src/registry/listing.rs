@@ -46,20 +46,31 @@ pub async fn tags(store: &Store, parts: &Parts, name: &RepoName) -> Result<Respo
     let q = reply::query(&parts.uri);
     let n = page::size(&q, TAGS)?;
     let last = reply::query_one(&q, "last").map(str::to_string);
-    let (tags, next) = if n == 0 {
-        (Vec::new(), None)
-    } else {
-        let repo = name.clone();
-        let items = store
-            .index
-            .blocking(move |i| i.tags(&repo, last.as_deref(), n + 1))
-            .await?;
-        page::cut(items, n)
-    };
-    let mut r = reply::json(
-        &json!({ "name": name.as_str(), "tags": tags }),
-        "application/json",
-    );
+    let repo = name.clone();
+    // The answer is serialised there too: 10,000 tags make a large one.
+    let (body, next) = store
+        .index
+        .blocking(move |i| {
+            let items = match n {
+                0 => Vec::new(),
+                n => i.tags(&repo, last.as_deref(), n + 1)?,
+            };
+            let (tags, next) = page::cut(items, n);
+            #[derive(serde::Serialize)]
+            struct TagList<'a> {
+                name: &'a str,
+                tags: &'a [String],
+            }
+            let list = TagList {
+                name: repo.as_str(),
+                tags: &tags,
+            };
+            let body =
+                serde_json::to_vec(&list).map_err(|e| Error::storage("encoding a tag list", e))?;
+            Ok((body, next))
+        })
+        .await?;
+    let mut r = reply::json_bytes(body, "application/json");
     if let Some(l) = next {
         let link = page::next_link(&format!("/v2/{name}/tags/list"), &l, n, &[]);
         reply::set(&mut r, header::LINK, &link);
