@@ -19,7 +19,7 @@ use crate::mirror::Mirror;
 use crate::oci::name::ReferenceError;
 use crate::oci::route::RouteError;
 use crate::oci::{ApiRoute, RepoName};
-use crate::registry::{blobs, listing, manifests, uploads};
+use crate::registry::{blobs, listing, manifests, referrers, uploads};
 use crate::reply;
 use crate::store::Store;
 use bytes::Bytes;
@@ -296,11 +296,11 @@ impl App {
                 Ok(r)
             }
             ApiRoute::Catalog if get => {
-                listing::catalog(s, &parts, |name| self.auth.may_pull_local(caller, name))
+                listing::catalog(s, &parts, |name| self.auth.may_pull_local(caller, name)).await
             }
-            ApiRoute::Tags { name } if get => listing::tags(s, &parts, name),
+            ApiRoute::Tags { name } if get => listing::tags(s, &parts, name).await,
             ApiRoute::Referrers { name, digest } if get => {
-                listing::referrers(s, &parts, name, digest).await
+                referrers::get(s, &parts, name, digest).await
             }
             ApiRoute::Manifest { name, reference } => match *m {
                 Method::GET | Method::HEAD => manifests::get(s, &parts, name, reference).await,

@@ -293,13 +293,123 @@ async fn deletes_by_tag_and_by_digest() {
             .await,
         404
     );
+    // Nothing is left: the repository is unknown again.
+    let r = api.get(&format!("/v2/{repo}/tags/list")).await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(r).await, "NAME_UNKNOWN");
+}
+
+#[tokio::test]
+async fn an_emptied_repository_leaves_the_catalog() {
+    let w = Wharf::start();
+    let api = Api::new(&w);
+    let catalog = || async {
+        let v: Value = api.get("/v2/_catalog").await.json().await.unwrap();
+        v["repositories"].clone()
+    };
+    let a = push_image(&api, "golden/gone", "v1", "a").await;
+    let m = api
+        .get(&format!("/v2/golden/gone/manifests/{a}"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    api.put_manifest("golden/gone", "v2", OCI_MANIFEST, &m)
+        .await;
+    let b = push_image(&api, "golden/gone", "other", "b").await;
+    push_image(&api, "golden/stays", "v1", "c").await;
+    assert_eq!(catalog().await, json!(["golden/gone", "golden/stays"]));
+
+    // Tags first, then the manifests: listed until the last one goes.
+    for t in ["v1", "v2", "other"] {
+        let r = api
+            .req("DELETE", &format!("/v2/golden/gone/manifests/{t}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    assert_eq!(catalog().await, json!(["golden/gone", "golden/stays"]));
     let v: Value = api
-        .get(&format!("/v2/{repo}/tags/list"))
+        .get("/v2/golden/gone/tags/list")
         .await
         .json()
         .await
         .unwrap();
-    assert_eq!(v["tags"], json!([]));
+    assert_eq!(v["tags"], json!([]), "untagged manifests remain");
+    for d in [&a, &b] {
+        let r = api
+            .req("DELETE", &format!("/v2/golden/gone/manifests/{d}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 202);
+    }
+    assert_eq!(catalog().await, json!(["golden/stays"]));
+    let r = api.get("/v2/golden/gone/tags/list").await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(r).await, "NAME_UNKNOWN");
+
+    // Its blobs stay linked (until GC), so a push that uploaded them
+    // before the repository emptied still completes, and lists it again.
+    let r = api
+        .put_manifest("golden/gone", "back", OCI_MANIFEST, &m)
+        .await;
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    assert_eq!(catalog().await, json!(["golden/gone", "golden/stays"]));
+    let v: Value = api
+        .get("/v2/golden/gone/tags/list")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["tags"], json!(["back"]));
+
+    // A repository holding only blobs (a push half way) is not listed.
+    api.push_blob("golden/half", b"a blob of a push half way")
+        .await;
+    assert_eq!(catalog().await, json!(["golden/gone", "golden/stays"]));
+}
+
+/// Deleting a repository's last manifest while another is pushed into it,
+/// many times over: the pushed one always stays listed.
+#[tokio::test]
+async fn a_push_while_the_repository_empties_is_kept() {
+    let w = Wharf::start();
+    let api = Api::new(&w);
+    let repo = "golden/race";
+    let first = push_image(&api, repo, "first", "first").await;
+    let m = api
+        .get(&format!("/v2/{repo}/manifests/{first}"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    let mut previous = first;
+    for round in 0..20 {
+        // The same blobs, a manifest that differs by an annotation.
+        let mut next: Value = serde_json::from_slice(&m).unwrap();
+        next["annotations"] = json!({ "round": round.to_string() });
+        let next = next.to_string().into_bytes();
+        let tag = format!("r{round}");
+        let (deleted, pushed) = tokio::join!(
+            api.req("DELETE", &format!("/v2/{repo}/manifests/{previous}"))
+                .send(),
+            api.put_manifest(repo, &tag, OCI_MANIFEST, &next),
+        );
+        assert_eq!(deleted.unwrap().status(), 202, "round {round}");
+        assert_eq!(pushed.status(), 201, "round {round}");
+        let v: Value = api.get("/v2/_catalog").await.json().await.unwrap();
+        assert_eq!(v["repositories"], json!([repo]), "round {round}");
+        let v: Value = api
+            .get(&format!("/v2/{repo}/tags/list"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(v["tags"], json!([tag]), "round {round}");
+        previous = sha256(&next);
+    }
 }
 
 #[tokio::test]
@@ -416,6 +526,125 @@ async fn referrers_with_subject_filtering_and_fallback_tag_index() {
         .await
         .unwrap();
     assert_eq!(v["manifests"][0]["digest"], legacy);
+}
+
+/// The referrers answer pages with `n` and `last`, keyed on the referrer
+/// digest, the filter holding on every page; bad `n` and `last` are 400.
+#[tokio::test]
+async fn referrers_page_with_n_and_last() {
+    let w = Wharf::start();
+    let api = Api::new(&w);
+    let repo = "golden/refpages";
+    let subject = push_image(&api, repo, "v1", "subject").await;
+    let empty = api.push_blob(repo, b"{}").await;
+    let mut all = Vec::new();
+    let mut sigs = Vec::new();
+    for i in 0..23 {
+        let t = if i % 3 == 0 {
+            "application/vnd.example.sig"
+        } else {
+            "application/vnd.example.sbom"
+        };
+        let m = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "artifactType": t,
+            "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+            "layers": [],
+            "subject": {"mediaType": OCI_MANIFEST, "digest": subject, "size": 1},
+            "annotations": {"i": i.to_string()},
+        })
+        .to_string()
+        .into_bytes();
+        let d = sha256(&m);
+        assert_eq!(
+            api.put_manifest(repo, &d, OCI_MANIFEST, &m).await.status(),
+            201
+        );
+        if i % 3 == 0 {
+            sigs.push(d.clone());
+        }
+        all.push(d);
+    }
+    all.sort();
+    sigs.sort();
+    let walk = |first: String| {
+        let api = &api;
+        async move {
+            let (mut url, mut seen, mut links) = (first, Vec::new(), Vec::new());
+            loop {
+                let r = api.get(&url).await;
+                assert_eq!(r.status(), 200, "{url}");
+                let link = header(&r, "link");
+                let filtered = header(&r, "oci-filters-applied");
+                let v: Value = r.json().await.unwrap();
+                let page: Vec<String> = v["manifests"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| d["digest"].as_str().unwrap().to_string())
+                    .collect();
+                seen.push((page, filtered));
+                match link {
+                    Some(l) => {
+                        url = l[1..l.find('>').unwrap()].to_string();
+                        links.push(l);
+                    }
+                    None => return (seen, links),
+                }
+            }
+        }
+    };
+    let (pages, links) = walk(format!("/v2/{repo}/referrers/{subject}?n=5")).await;
+    assert_eq!(pages.len(), 5);
+    assert!(pages[..4].iter().all(|(p, _)| p.len() == 5));
+    assert_eq!(digests_of(&pages), all);
+    assert_eq!(
+        links[0],
+        format!(
+            "</v2/{repo}/referrers/{subject}?last={}&n=5>; rel=\"next\"",
+            all[4].replace(':', "%3A")
+        )
+    );
+
+    let (pages, links) = walk(format!(
+        "/v2/{repo}/referrers/{subject}?artifactType=application/vnd.example.sig&n=3"
+    ))
+    .await;
+    assert_eq!(digests_of(&pages), sigs);
+    assert!(pages
+        .iter()
+        .all(|(_, f)| f.as_deref() == Some("artifactType")));
+    assert!(links
+        .iter()
+        .all(|l| l.contains("artifactType=application%2Fvnd.example.sig")));
+    assert_eq!(pages.len(), 3, "8 signatures in pages of 3");
+
+    // Without n, one page holds them all; n over the maximum is cut to it.
+    let (pages, _) = walk(format!("/v2/{repo}/referrers/{subject}")).await;
+    assert_eq!(pages.len(), 1);
+    let (pages, _) = walk(format!("/v2/{repo}/referrers/{subject}?n=999999")).await;
+    assert_eq!(digests_of(&pages), all);
+    let (pages, _) = walk(format!("/v2/{repo}/referrers/{subject}?last={}", all[20])).await;
+    assert_eq!(digests_of(&pages), all[21..]);
+
+    for (q, code) in [
+        ("n=-1", "PAGINATION_NUMBER_INVALID"),
+        ("n=ten", "PAGINATION_NUMBER_INVALID"),
+        ("last=latest", "DIGEST_INVALID"),
+        ("last=sha256:abc", "DIGEST_INVALID"),
+    ] {
+        let r = api
+            .get(&format!("/v2/{repo}/referrers/{subject}?{q}"))
+            .await;
+        assert_eq!(r.status(), 400, "{q}");
+        assert_eq!(error_code(r).await, code, "{q}");
+    }
+}
+
+/// The digests of every page, in order.
+fn digests_of(pages: &[(Vec<String>, Option<String>)]) -> Vec<String> {
+    pages.iter().flat_map(|(p, _)| p.iter().cloned()).collect()
 }
 
 #[tokio::test]
@@ -699,12 +928,13 @@ async fn bad_input_table() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["errors"].as_array().unwrap().len(), 2);
 
-    // Nothing was written: no new blob files, no tags, no temp files.
+    // Nothing was written: no new blob files, no temp files, no manifest
+    // (a repository holding only blobs is unknown to tag lists).
     assert_eq!(count_files(&w.data.join("blobs")), blobs_before);
     assert_eq!(count_files(&w.data.join("tmp")), 0);
     let r = api.get(&format!("/v2/{repo}/tags/list")).await;
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(v["tags"], json!([]));
+    assert_eq!(r.status(), 404);
+    assert_eq!(error_code(r).await, "NAME_UNKNOWN");
 
     // An out-of-order chunk on a live session: 416 with the offset.
     let r = api

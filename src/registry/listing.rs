@@ -1,64 +1,41 @@
-//! Lists: a repository's tags, the catalog of repositories, and the OCI 1.1
-//! referrers of a manifest. Tags and repositories page with `n` and an
-//! exclusive `last`, and a `Link` header while more remain.
+//! Lists of local repositories: a repository's tags and the catalog of
+//! repositories. Both page with `n` and an exclusive `last` (see
+//! [`page`]), and a `Link` header while more remain; the index is read on
+//! the blocking pool, so a listing of 100,000 tags never holds up the
+//! async workers.
 
+use super::page;
 use crate::body::Body;
 use crate::error::{Error, ErrorCode, Result};
-use crate::oci::manifest::{Descriptor, OCI_INDEX};
-use crate::oci::{Digest, RepoName, Tag};
+use crate::oci::RepoName;
 use crate::reply;
 use crate::store::Store;
 use http::{header, request::Parts, Response};
 use serde_json::json;
 
-/// Most catalog entries one page may hold (and the default page size).
-const CATALOG_MAX: usize = 1000;
-const CATALOG_DEFAULT: usize = 100;
+/// Tags on a page without `n`, and the most one may hold (a larger `n` is
+/// cut to it; the `Link` leads on).
+pub const TAGS: page::Limits = page::Limits {
+    default: 10_000,
+    max: 10_000,
+    refuse_over_max: false,
+};
 
-/// The `n` parameter: `None` when absent; 400 when not a number or over `max`.
-fn page_size(q: &[(String, String)], max: usize) -> Result<Option<usize>> {
-    let Some(v) = reply::query_one(q, "n") else {
-        return Ok(None);
-    };
-    match v.parse::<usize>() {
-        Ok(n) if n <= max => Ok(Some(n)),
-        _ => Err(Error::oci(
-            ErrorCode::PaginationNumberInvalid,
-            format!("n must be a number from 0 to {max}"),
-        )),
-    }
-}
+/// Repositories on a page without `n`, and the most one may hold (a
+/// larger `n` is refused, as distribution refuses it).
+pub const CATALOG: page::Limits = page::Limits {
+    default: 100,
+    max: 1000,
+    refuse_over_max: true,
+};
 
-/// Fetches one page through `list(last, limit)` and adds the `Link` header
-/// when more entries remain after it.
-fn page(
-    path: &str,
-    q: &[(String, String)],
-    n: usize,
-    list: impl Fn(Option<&str>, usize) -> Result<Vec<String>>,
-) -> Result<(Vec<String>, Option<String>)> {
-    let last = reply::query_one(q, "last");
-    if n == 0 {
-        return Ok((Vec::new(), None));
-    }
-    let mut items = list(last, n.saturating_add(1))?;
-    let more = items.len() > n;
-    items.truncate(n);
-    let link = match (more, items.last()) {
-        (true, Some(l)) => {
-            let qs: String = form_urlencoded::Serializer::new(String::new())
-                .append_pair("last", l)
-                .append_pair("n", &n.to_string())
-                .finish();
-            Some(format!("<{path}?{qs}>; rel=\"next\""))
-        }
-        _ => None,
-    };
-    Ok((items, link))
-}
+/// Repository names read from the index at a time while a catalog page
+/// skips those the caller may not see.
+const CATALOG_BATCH: usize = 1000;
 
-/// GET `/v2/<name>/tags/list`.
-pub fn tags(store: &Store, parts: &Parts, name: &RepoName) -> Result<Response<Body>> {
+/// GET `/v2/<name>/tags/list`. A repository without manifests is unknown
+/// (`NAME_UNKNOWN`), like one never pushed to.
+pub async fn tags(store: &Store, parts: &Parts, name: &RepoName) -> Result<Response<Body>> {
     if !store.index.repo_exists(name)? {
         return Err(Error::oci(
             ErrorCode::NameUnknown,
@@ -67,121 +44,80 @@ pub fn tags(store: &Store, parts: &Parts, name: &RepoName) -> Result<Response<Bo
         .with_detail(json!({ "name": name.as_str() })));
     }
     let q = reply::query(&parts.uri);
-    let n = page_size(&q, usize::MAX)?.unwrap_or(usize::MAX);
-    let path = format!("/v2/{name}/tags/list");
-    let (tags, link) = page(&path, &q, n, |last, limit| {
-        store.index.tags(name, last, limit)
-    })?;
-    let mut r = reply::json(
-        &json!({ "name": name.as_str(), "tags": tags }),
-        "application/json",
-    );
-    if let Some(l) = link {
-        reply::set(&mut r, header::LINK, &l);
+    let n = page::size(&q, TAGS)?;
+    let last = reply::query_one(&q, "last").map(str::to_string);
+    let repo = name.clone();
+    // The answer is serialised there too: 10,000 tags make a large one.
+    let (body, next) = store
+        .index
+        .blocking(move |i| {
+            let items = match n {
+                0 => Vec::new(),
+                n => i.tags(&repo, last.as_deref(), n + 1)?,
+            };
+            let (tags, next) = page::cut(items, n);
+            #[derive(serde::Serialize)]
+            struct TagList<'a> {
+                name: &'a str,
+                tags: &'a [String],
+            }
+            let list = TagList {
+                name: repo.as_str(),
+                tags: &tags,
+            };
+            let body =
+                serde_json::to_vec(&list).map_err(|e| Error::storage("encoding a tag list", e))?;
+            Ok((body, next))
+        })
+        .await?;
+    let mut r = reply::json_bytes(body, "application/json");
+    if let Some(l) = next {
+        let link = page::next_link(&format!("/v2/{name}/tags/list"), &l, n, &[]);
+        reply::set(&mut r, header::LINK, &link);
     }
     Ok(r)
 }
 
 /// GET `/v2/_catalog`: the repositories `visible` lets the caller see
-/// (those it may pull).
-pub fn catalog(
+/// (those it may pull). Names are read in batches on the blocking pool;
+/// the caller's view is checked here, between batches, so a caller who
+/// sees few of many repositories never holds an async worker for long.
+pub async fn catalog(
     store: &Store,
     parts: &Parts,
     visible: impl Fn(&str) -> bool,
 ) -> Result<Response<Body>> {
     let q = reply::query(&parts.uri);
-    let n = page_size(&q, CATALOG_MAX)?.unwrap_or(CATALOG_DEFAULT);
-    let (repos, link) = page("/v2/_catalog", &q, n, |last, limit| {
-        // Read on past hidden entries until the page is full or the
-        // index is exhausted.
-        let mut out = Vec::new();
-        let mut cursor = last.map(str::to_string);
-        loop {
-            let batch = store
-                .index
-                .repos(cursor.as_deref(), limit.max(CATALOG_DEFAULT))?;
-            let exhausted = batch.len() < limit.max(CATALOG_DEFAULT);
-            cursor = batch.last().cloned();
-            out.extend(batch.into_iter().filter(|r| visible(r)));
-            if out.len() >= limit || exhausted {
-                out.truncate(limit);
-                return Ok(out);
-            }
+    let n = page::size(&q, CATALOG)?;
+    let mut repos = Vec::new();
+    let mut cursor = reply::query_one(&q, "last").map(str::to_string);
+    // One more than the page, to know whether more remain.
+    while n > 0 && repos.len() <= n {
+        let after = cursor.clone();
+        let batch = store
+            .index
+            .blocking(move |i| i.repos(after.as_deref(), CATALOG_BATCH))
+            .await?;
+        let exhausted = batch.len() < CATALOG_BATCH;
+        cursor = batch.last().cloned();
+        repos.extend(
+            batch
+                .into_iter()
+                .filter(|r| visible(r))
+                .take(n + 1 - repos.len()),
+        );
+        if exhausted {
+            break;
         }
-    })?;
+    }
+    let (repos, next) = page::cut(repos, n);
     let mut r = reply::json(&json!({ "repositories": repos }), "application/json");
-    if let Some(l) = link {
-        reply::set(&mut r, header::LINK, &l);
-    }
-    Ok(r)
-}
-
-/// The manifests listed in an index stored under the fallback tag
-/// `<alg>-<hex>` of `subject`, which older clients maintain themselves.
-async fn fallback_tag_referrers(
-    store: &Store,
-    name: &RepoName,
-    subject: &Digest,
-) -> Result<Vec<Descriptor>> {
-    let Ok(tag) = Tag::parse(&format!(
-        "{}-{}",
-        subject.algorithm().as_str(),
-        subject.hex()
-    )) else {
-        return Ok(Vec::new());
-    };
-    let Some(d) = store.index.tag(name, &tag)? else {
-        return Ok(Vec::new());
-    };
-    let Some(meta) = store.index.manifest(name, &d)? else {
-        return Ok(Vec::new());
-    };
-    if meta.media_type != OCI_INDEX || meta.size > crate::oci::manifest::MAX_MANIFEST_BYTES as u64 {
-        return Ok(Vec::new());
-    }
-    // Through the seal check like every served read: a file changed
-    // behind Wharf's back is re-hashed, and a corrupt one lists nothing.
-    let Some((file, len)) = store.blobs.open_verified(&d).await? else {
-        return Ok(Vec::new());
-    };
-    let mut bytes = Vec::with_capacity(len.min(meta.size) as usize);
-    use tokio::io::AsyncReadExt;
-    file.take(meta.size)
-        .read_to_end(&mut bytes)
-        .await
-        .map_err(|e| Error::storage("reading a fallback referrers index", e))?;
-    #[derive(serde::Deserialize)]
-    struct Idx {
-        #[serde(default)]
-        manifests: Vec<Descriptor>,
-    }
-    Ok(serde_json::from_slice::<Idx>(&bytes)
-        .map(|i| i.manifests)
-        .unwrap_or_default())
-}
-
-/// GET `/v2/<name>/referrers/<digest>[?artifactType=]`.
-pub async fn referrers(
-    store: &Store,
-    parts: &Parts,
-    name: &RepoName,
-    subject: &Digest,
-) -> Result<Response<Body>> {
-    let mut list = store.index.referrers(name, subject)?;
-    for d in fallback_tag_referrers(store, name, subject).await? {
-        if !list.iter().any(|x| x.digest == d.digest) {
-            list.push(d);
-        }
-    }
-    let q = reply::query(&parts.uri);
-    let filter = reply::query_one(&q, "artifactType");
-    if let Some(t) = filter {
-        list.retain(|d| d.artifact_type.as_deref() == Some(t));
-    }
-    let index = json!({ "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": list });
-    let mut r = reply::json(&index, OCI_INDEX);
-    if filter.is_some() {
-        reply::set(&mut r, "oci-filters-applied", "artifactType");
+    if let Some(l) = next {
+        reply::set(
+            &mut r,
+            header::LINK,
+            &page::next_link("/v2/_catalog", &l, n, &[]),
+        );
     }
     Ok(r)
 }

@@ -205,9 +205,13 @@ pub async fn delete(
                 digest,
             }),
         Reference::Digest(d) => {
+            // Finding the tags that point at it reads every tag of the
+            // repository: on the blocking pool.
+            let (repo, digest) = (name.clone(), d.clone());
             store
                 .index
-                .delete_manifest(name, d)?
+                .blocking(move |i| i.delete_manifest(&repo, &digest))
+                .await?
                 .map(|tags| Change::ManifestDeleted {
                     digest: d.clone(),
                     tags,

@@ -6,6 +6,8 @@
 pub mod blobs;
 pub mod listing;
 pub mod manifests;
+pub mod page;
+pub mod referrers;
 pub mod uploads;
 
 use crate::oci::{Digest, Tag};

@@ -32,6 +32,16 @@ pub fn json(value: &serde_json::Value, content_type: &'static str) -> Response<B
     r
 }
 
+/// A JSON response from bytes already serialised.
+pub fn json_bytes(bytes: Vec<u8>, content_type: &'static str) -> Response<Body> {
+    let len = bytes.len();
+    let mut r = Response::new(body::full(bytes));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    r
+}
+
 /// Sets a header whose value we built ourselves (always valid ASCII).
 pub fn set(r: &mut Response<Body>, name: impl header::IntoHeaderName, value: &str) {
     if let Ok(v) = HeaderValue::from_str(value) {

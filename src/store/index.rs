@@ -4,7 +4,7 @@
 //!
 //! | key | value |
 //! |---|---|
-//! | `p/<repo>` | repository exists (for the catalog) |
+//! | `p/<repo>` | repository holds a manifest (for the catalog and tag lists) |
 //! | `l/<repo>\0<digest>` | blob (or manifest) is linked into the repository |
 //! | `m/<repo>\0<digest>` | [`ManifestMeta`] |
 //! | `t/<repo>\0<tag>` | digest the tag points to |
@@ -19,7 +19,15 @@
 //! Mirrored content is keyed by upstream, apart from local repositories:
 //! a mirrored name can never shadow a local one, nor the other way round.
 //! sled keeps keys sorted by bytes, so tags and repositories list in
-//! lexical order for free. Keep sled behind this module.
+//! lexical order for free, and referrers in digest order. Keep sled behind
+//! this module.
+//!
+//! A repository leaves the catalog when its last manifest and tag are
+//! deleted: the check that it is empty and the removal of `p/<repo>` hold
+//! the index's gate exclusively, and every manifest PUT records under it
+//! (shared), so a push landing while the repository empties is never
+//! left out of the catalog. Long reads (listings) go through
+//! [`Index::blocking`], on the blocking pool.
 
 use crate::error::{Error, Result};
 use crate::oci::manifest::Descriptor;
@@ -27,6 +35,7 @@ use crate::oci::{Digest, RepoName, Tag};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, PoisonError, RwLock};
 
 /// What the index records about a stored manifest.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -69,8 +78,17 @@ pub struct ManifestPut<'a> {
 #[derive(Clone)]
 pub struct Index {
     db: sled::Db,
-    flusher: std::sync::Arc<GroupFlush>,
+    flusher: Arc<GroupFlush>,
+    /// Shared by manifest PUTs while they record; exclusive while a
+    /// repository that may have emptied is checked and forgotten.
+    gate: Arc<RwLock<()>>,
+    /// Slots for [`Index::blocking`] jobs.
+    jobs: Arc<tokio::sync::Semaphore>,
 }
+
+/// Most [`Index::blocking`] jobs at once: the rest wait (without a
+/// thread), leaving the blocking pool to file reads and writes.
+const BLOCKING_JOBS: usize = 4;
 
 /// Group commit for [`Index::flush`]: one synchronous sled flush at a time,
 /// and each one covers every caller that asked before it started.
@@ -129,7 +147,33 @@ impl Index {
         Ok(Index {
             db,
             flusher: Default::default(),
+            gate: Default::default(),
+            jobs: Arc::new(tokio::sync::Semaphore::new(BLOCKING_JOBS)),
         })
+    }
+
+    /// Runs `f` (index work that may take long: listings, scans) on the
+    /// blocking pool, at most [`BLOCKING_JOBS`] at once, so the async
+    /// workers keep answering everyone else meanwhile.
+    pub async fn blocking<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&Index) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let permit = self
+            .jobs
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| Error::storage("waiting for an index job slot", e))?;
+        let index = self.clone();
+        tokio::task::spawn_blocking(move || {
+            // Held until the job ends, even if the request is dropped.
+            let _permit = permit;
+            f(&index)
+        })
+        .await
+        .map_err(|e| Error::storage("joining an index job", e))?
     }
 
     /// Makes every change so far durable; a push is acknowledged after this.
@@ -163,11 +207,13 @@ impl Index {
         self.list_after(b"p/".to_vec(), last, n)
     }
 
+    /// Links a blob into a repository. A repository holding only blobs
+    /// is not listed (it has no manifest yet).
     pub fn link_blob(&self, repo: &RepoName, d: &Digest) -> Result<()> {
-        let mut b = sled::Batch::default();
-        b.insert(key("p/", &[repo.as_str()]), &[]);
-        b.insert(key("l/", &[repo.as_str(), &d.to_string()]), &[]);
-        self.db.apply_batch(b).map_err(db_err("linking a blob"))
+        self.db
+            .insert(key("l/", &[repo.as_str(), &d.to_string()]), &[])
+            .map(|_| ())
+            .map_err(db_err("linking a blob"))
     }
 
     pub fn blob_linked(&self, repo: &RepoName, d: &Digest) -> Result<bool> {
@@ -197,6 +243,7 @@ impl Index {
             )),
             _ => None,
         };
+        let _shared = self.gate.read().unwrap_or_else(PoisonError::into_inner);
         let old = self
             .db
             .transaction(|tx| {
@@ -254,11 +301,35 @@ impl Index {
 
     /// Removes a tag; returns whether it existed and what it pointed at.
     pub fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Option<Digest>>> {
-        Ok(self
+        let old = self
             .db
             .remove(key("t/", &[repo.as_str(), tag.as_str()]))
-            .map_err(db_err("deleting a tag"))?
-            .map(|v| std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok())))
+            .map_err(db_err("deleting a tag"))?;
+        if old.is_some() {
+            self.forget_if_empty(repo)?;
+        }
+        Ok(old.map(|v| std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok())))
+    }
+
+    /// Removes `repo` from the catalog if it holds no manifest and no tag.
+    /// Exclusive against manifest PUTs recording (see the module notes).
+    fn forget_if_empty(&self, repo: &RepoName) -> Result<()> {
+        let _exclusive = self.gate.write().unwrap_or_else(PoisonError::into_inner);
+        for prefix in ["m/", "t/"] {
+            let any = self
+                .db
+                .scan_prefix(repo_prefix(prefix, repo))
+                .next()
+                .transpose()
+                .map_err(db_err("checking a repository"))?;
+            if any.is_some() {
+                return Ok(());
+            }
+        }
+        self.db
+            .remove(key("p/", &[repo.as_str()]))
+            .map(|_| ())
+            .map_err(db_err("forgetting an empty repository"))
     }
 
     /// Removes a manifest, every tag pointing at it, its link and its
@@ -287,17 +358,26 @@ impl Index {
         self.db
             .apply_batch(b)
             .map_err(db_err("deleting a manifest"))?;
+        self.forget_if_empty(repo)?;
         Ok(Some(tags))
     }
 
-    /// Descriptors of the manifests in `repo` whose subject is `subject`.
-    pub fn referrers(&self, repo: &RepoName, subject: &Digest) -> Result<Vec<Descriptor>> {
+    /// Descriptors of the manifests in `repo` whose subject is `subject`,
+    /// in digest order, after the referrer digest `after`; read lazily, so
+    /// a page reads only what it lists.
+    pub fn referrers_after(
+        &self,
+        repo: &RepoName,
+        subject: &Digest,
+        after: Option<&str>,
+    ) -> impl Iterator<Item = Result<Descriptor>> {
         let mut prefix = key("r/", &[repo.as_str(), &subject.to_string()]);
         prefix.push(0);
+        let start = after_key(&prefix, after);
         self.db
-            .scan_prefix(prefix)
+            .range(start..)
+            .take_while(move |kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
             .map(|kv| decode(&kv.map_err(db_err("scanning referrers"))?.1))
-            .collect()
     }
 
     pub fn put_upload(&self, id: &str, meta: &UploadMeta) -> Result<()> {
@@ -572,15 +652,7 @@ impl Index {
 
     /// Keys under `prefix` (with the prefix cut off), after `last`, at most `n`.
     fn list_after(&self, prefix: Vec<u8>, last: Option<&str>, n: usize) -> Result<Vec<String>> {
-        let start = match last {
-            Some(l) => {
-                let mut s = prefix.clone();
-                s.extend_from_slice(l.as_bytes());
-                s.push(0); // the smallest key strictly after `last`
-                s
-            }
-            None => prefix.clone(),
-        };
+        let start = after_key(&prefix, last);
         let mut out = Vec::new();
         for kv in self.db.range(start..) {
             if out.len() >= n {
@@ -594,6 +666,16 @@ impl Index {
         }
         Ok(out)
     }
+}
+
+/// The first key under `prefix` that comes after `prefix` + `last`.
+fn after_key(prefix: &[u8], last: Option<&str>) -> Vec<u8> {
+    let mut s = prefix.to_vec();
+    if let Some(l) = last {
+        s.extend_from_slice(l.as_bytes());
+        s.push(0); // the smallest key strictly after `last`
+    }
+    s
 }
 
 #[cfg(test)]
@@ -653,6 +735,127 @@ mod tests {
         assert!(idx.tags(&a, None, 100).unwrap().is_empty());
         assert_eq!(idx.tags(&ab, None, 100).unwrap(), ["zz"]);
         assert!(!idx.blob_linked(&a, &dg).unwrap());
+    }
+
+    fn put(idx: &Index, repo: &RepoName, d: &Digest, tags: &[Tag], subject: Option<&Digest>) {
+        let referrer = subject.map(|_| Descriptor {
+            media_type: "m".into(),
+            digest: d.clone(),
+            size: 1,
+            artifact_type: Some("t".into()),
+            annotations: None,
+            urls: None,
+        });
+        idx.put_manifest(ManifestPut {
+            repo,
+            digest: d,
+            meta: ManifestMeta {
+                subject: subject.cloned(),
+                ..meta()
+            },
+            tags,
+            referrer,
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn an_emptied_repository_leaves_the_catalog() {
+        let (_d, idx) = index();
+        let a = RepoName::parse("a").unwrap();
+        let (m1, m2) = (
+            Digest::of(Algorithm::Sha256, b"1"),
+            Digest::of(Algorithm::Sha256, b"2"),
+        );
+        idx.link_blob(&a, &Digest::of(Algorithm::Sha256, b"blob"))
+            .unwrap();
+        assert!(!idx.repo_exists(&a).unwrap(), "blobs alone list nothing");
+        let t = [Tag::parse("t").unwrap()];
+        put(&idx, &a, &m1, &t, None);
+        put(&idx, &a, &m2, &[], None);
+        assert_eq!(idx.repos(None, 10).unwrap(), ["a"]);
+        idx.delete_tag(&a, &t[0]).unwrap();
+        idx.delete_manifest(&a, &m1).unwrap();
+        assert!(idx.repo_exists(&a).unwrap(), "an untagged manifest remains");
+        idx.delete_manifest(&a, &m2).unwrap();
+        assert!(!idx.repo_exists(&a).unwrap());
+        assert!(idx.repos(None, 10).unwrap().is_empty());
+        assert!(idx
+            .blob_linked(&a, &Digest::of(Algorithm::Sha256, b"blob"))
+            .unwrap());
+        put(&idx, &a, &m1, &t, None);
+        assert_eq!(idx.repos(None, 10).unwrap(), ["a"]);
+    }
+
+    /// A manifest recorded while the repository's last one is deleted
+    /// keeps the repository listed, whichever lands first.
+    #[test]
+    fn a_push_while_the_repository_empties_stays_listed() {
+        let (_d, idx) = index();
+        let a = RepoName::parse("a").unwrap();
+        for round in 0..300u32 {
+            let x = Digest::of(Algorithm::Sha256, &(2 * round).to_be_bytes());
+            let y = Digest::of(Algorithm::Sha256, &(2 * round + 1).to_be_bytes());
+            put(&idx, &a, &x, &[], None);
+            let deleting = {
+                let (idx, a, x) = (idx.clone(), a.clone(), x.clone());
+                std::thread::spawn(move || idx.delete_manifest(&a, &x).unwrap())
+            };
+            let pushing = {
+                let (idx, a, y) = (idx.clone(), a.clone(), y.clone());
+                std::thread::spawn(move || put(&idx, &a, &y, &[], None))
+            };
+            deleting.join().unwrap();
+            pushing.join().unwrap();
+            assert!(idx.repo_exists(&a).unwrap(), "round {round}");
+            idx.delete_manifest(&a, &y).unwrap();
+            assert!(!idx.repo_exists(&a).unwrap(), "round {round}");
+        }
+    }
+
+    #[test]
+    fn referrers_list_in_digest_order_after_a_digest() {
+        let (_d, idx) = index();
+        let a = RepoName::parse("a").unwrap();
+        let ab = RepoName::parse("a/b").unwrap();
+        let s = Digest::of(Algorithm::Sha256, b"subject");
+        let other = Digest::of(Algorithm::Sha256, b"other");
+        for i in 0..5u8 {
+            put(
+                &idx,
+                &a,
+                &Digest::of(Algorithm::Sha256, &[i]),
+                &[],
+                Some(&s),
+            );
+        }
+        put(
+            &idx,
+            &ab,
+            &Digest::of(Algorithm::Sha256, b"x"),
+            &[],
+            Some(&s),
+        );
+        put(
+            &idx,
+            &a,
+            &Digest::of(Algorithm::Sha256, b"y"),
+            &[],
+            Some(&other),
+        );
+        let list = |after: Option<&str>| -> Vec<String> {
+            idx.referrers_after(&a, &s, after)
+                .map(|d| d.unwrap().digest.to_string())
+                .collect()
+        };
+        let all = list(None);
+        assert_eq!(all.len(), 5);
+        let mut sorted = all.clone();
+        sorted.sort();
+        assert_eq!(all, sorted);
+        assert_eq!(list(Some(&all[1])), all[2..]);
+        assert!(list(Some(&all[4])).is_empty());
+        assert_eq!(list(Some("sha256:")), all, "before every digest");
     }
 
     /// The sled 0.34 `flush_async` deadlock (spacejam/sled#1308) showed up
