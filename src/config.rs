@@ -265,6 +265,7 @@ struct FileConfig {
     max_upload_sessions_total: Option<String>,
     #[serde(default, deserialize_with = "string_or_number")]
     max_upload_bytes_total: Option<String>,
+    #[serde(default, deserialize_with = "string_or_number")]
     max_upstream_tags: Option<String>,
     #[serde(default, deserialize_with = "string_or_number")]
     max_upstream_tag_bytes: Option<String>,

@@ -48,6 +48,7 @@
 //! - [`server`]: accept loop, connection limits and deadlines, TLS
 //!   handshakes, graceful shutdown.
 //! - [`logsafe`]: client-chosen text escaped for log lines.
+//! - [`summary`]: one log line a minute for events that come in floods.
 //! - [`config`]: flags, environment, TOML file, validation.
 //! - [`body`]: the response body type, file streaming, request-body
 //!   draining.
@@ -69,6 +70,7 @@ pub mod registry;
 pub mod reply;
 pub mod server;
 pub mod store;
+pub mod summary;
 pub mod tls;
 pub mod upstream;
 pub mod watch;

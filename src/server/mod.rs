@@ -17,6 +17,7 @@ pub mod fd_limit;
 
 use crate::app::App;
 use crate::auth::Peer;
+use crate::summary::{self, Summary};
 use activity::{Activity, Close, Limits, Receiving, Sending, Verdict};
 use admission::{Admission, Ticket};
 use hyper::service::service_fn;
@@ -27,7 +28,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, OwnedSemaphorePermit, Semaphore, TryAcquireError};
@@ -80,34 +81,6 @@ pub static STATS: Stats = Stats {
     closed_stalled: AtomicU64::new(0),
 };
 
-/// Logs at most one summary line a minute for a repeated event.
-struct Summary {
-    since: Instant,
-    count: u64,
-}
-
-impl Summary {
-    fn new() -> Summary {
-        Summary {
-            since: Instant::now(),
-            count: 0,
-        }
-    }
-
-    /// Counts one event; returns how many happened when a minute has
-    /// passed since the last summary (or this is the first).
-    fn tick(&mut self) -> Option<u64> {
-        self.count += 1;
-        if self.count == 1 || self.since.elapsed() >= Duration::from_secs(60) {
-            let n = self.count;
-            self.count = 0;
-            self.since = Instant::now();
-            return Some(n);
-        }
-        None
-    }
-}
-
 fn builder() -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1().timer(TokioTimer::new()).max_buf_size(H1_BUFFER);
@@ -152,7 +125,7 @@ pub async fn run(
     // Each open connection holds a permit.
     let permits = Arc::new(Semaphore::new(max));
     let mut backoff = Duration::ZERO;
-    let (mut accept_errors, mut over_limit) = (Summary::new(), Summary::new());
+    let (accept_errors, over_limit) = (Summary::default(), Summary::default());
     tokio::pin!(shutdown);
     loop {
         let permit = match permits.clone().try_acquire_owned() {
@@ -180,8 +153,8 @@ pub async fn run(
                     // Out of descriptors (or memory): back off instead of
                     // spinning, and say so once a minute.
                     STATS.accept_errors.fetch_add(1, Ordering::Relaxed);
-                    if let Some(n) = accept_errors.tick() {
-                        tracing::warn!(error = %e, failed = n, "accepting connections failed; backing off");
+                    if let Some((n, over)) = accept_errors.tick() {
+                        tracing::warn!(error = %e, "{n} accepts failed in the last {}; backing off", summary::span(over));
                     }
                     backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
                     drop(permit);
@@ -195,8 +168,8 @@ pub async fn run(
         let activity = Activity::new();
         let Some(ticket) = admission.admit(addr.ip(), &activity) else {
             STATS.over_client_limit.fetch_add(1, Ordering::Relaxed);
-            if let Some(n) = over_limit.tick() {
-                tracing::info!(client = %addr.ip(), refused = n, limit = config.max_client_connections, "connections refused: a client holds --max-client-connections");
+            if let Some((n, over)) = over_limit.tick() {
+                tracing::info!(client = %addr.ip(), limit = config.max_client_connections, "{n} connections refused in the last {}: a client held --max-client-connections", summary::span(over));
             }
             drop(stream);
             continue;

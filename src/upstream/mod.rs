@@ -5,7 +5,6 @@
 //! upstream answers sorted into the few outcomes the mirror acts on.
 
 pub mod auth;
-pub mod misses;
 pub mod trust;
 
 use crate::config::UpstreamConfig;
@@ -65,7 +64,8 @@ pub struct Upstream {
     public: PublicClient,
     trust: Arc<trust::Trust>,
     auth: auth::Authorizer,
-    misses: misses::Misses,
+    /// 404s, summarised at info.
+    misses: crate::summary::Summary,
 }
 
 impl Upstream {
@@ -95,7 +95,7 @@ impl Upstream {
             public,
             trust,
             auth,
-            misses: misses::Misses::default(),
+            misses: crate::summary::Summary::default(),
         })
     }
 
@@ -117,7 +117,13 @@ impl Upstream {
             // Scanners make hundreds of these a second: one debug line
             // each, an info summary at most once a minute.
             tracing::debug!(upstream = self.name(), %method, repo, suffix, "not found upstream");
-            self.misses.count(self.name());
+            if let Some((n, over)) = self.misses.tick() {
+                tracing::info!(
+                    upstream = self.name(),
+                    "{n} upstream 404s in the last {} (each logged at debug)",
+                    crate::summary::span(over)
+                );
+            }
         }
         answer
     }
