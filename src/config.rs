@@ -1191,6 +1191,45 @@ mod tests {
     }
 
     #[test]
+    fn connection_and_upload_limits() {
+        let c = Config::load(&ServeArgs::default()).unwrap();
+        assert_eq!(
+            (c.idle_timeout, c.stall_timeout, c.body_timeout),
+            (
+                Duration::from_secs(60),
+                Duration::from_secs(120),
+                Duration::from_secs(30)
+            )
+        );
+        assert_eq!(c.max_client_connections, 256);
+        assert_eq!(c.max_upload_sessions_total, 1024);
+        assert_eq!(c.max_upload_bytes_total, 128 << 30);
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("w.toml");
+        std::fs::write(
+            &f,
+            "max_client_connections = 8\nidle_timeout = \"5s\"\nmax_upload_sessions_total = 9\nmax_upload_bytes_total = \"2GiB\"\n",
+        )
+        .unwrap();
+        let mut args = ServeArgs {
+            config: Some(f),
+            ..Default::default()
+        };
+        let c = Config::load(&args).unwrap();
+        assert_eq!(c.max_client_connections, 8);
+        assert_eq!(c.idle_timeout, Duration::from_secs(5));
+        assert_eq!(c.max_upload_sessions_total, 9);
+        assert_eq!(c.max_upload_bytes_total, 2 << 30);
+        args.max_client_connections = Some("0".into());
+        args.stall_timeout = Some("0s".into());
+        let e = Config::load(&args).unwrap_err().to_string();
+        assert!(e.contains("max_client_connections"), "{e}");
+        args.max_client_connections = None;
+        let e = Config::load(&args).unwrap_err().to_string();
+        assert!(e.contains("stall_timeout"), "{e}");
+    }
+
+    #[test]
     fn flags_override_file_and_bad_values_name_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("w.toml");

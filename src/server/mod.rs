@@ -57,9 +57,10 @@ pub const H2_CONNECTION_WINDOW: u32 = 2 * 1024 * 1024;
 /// take before the connection is closed as dead.
 const H2_PING_EVERY: Duration = Duration::from_secs(30);
 const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
-/// HTTP/1.1 read buffer (headers) and queued response bytes per
-/// connection (hyper's default is about 400 KiB).
-pub const H1_BUFFER: usize = 64 * 1024;
+/// HTTP/1.1 read buffer (request headers must fit: 128 KiB leaves room
+/// for a 100 KiB `Authorization` header to get its 401) and queued
+/// response bytes per connection (hyper's default is about 400 KiB).
+pub const H1_BUFFER: usize = 128 * 1024;
 
 /// Counts of what the limits did, for logs now and metrics later.
 #[derive(Debug, Default)]
