@@ -142,13 +142,24 @@ async fn slow_loris_and_idle_connections_do_not_starve_others() {
     // idle keep-alive connections, which a pooled client may race.
     let api = Api::new(&w).unpooled();
     push_image(&api, "golden/ok", "v1", "ok").await;
-    // 1000 idle connections and 20 slow-loris clients trickling headers.
-    let idle: Vec<_> = (0..1000)
-        .map(|_| std::net::TcpStream::connect(&w.addr).unwrap())
-        .collect();
-    let mut loris: Vec<std::net::TcpStream> = (0..20)
-        .map(|_| std::net::TcpStream::connect(&w.addr).unwrap())
-        .collect();
+    // 1000 idle connections (from four other machines, each within
+    // --max-client-connections) and 20 slow-loris clients trickling headers.
+    let mut idle = Vec::new();
+    for ip in ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"] {
+        for _ in 0..250 {
+            idle.push(common::attack::connect_from(ip, &w.addr).await.unwrap());
+        }
+    }
+    let mut loris = Vec::new();
+    for _ in 0..20 {
+        let s = common::attack::connect_from("127.0.0.6", &w.addr)
+            .await
+            .unwrap();
+        loris.push(s.into_std().unwrap());
+    }
+    for s in &loris {
+        s.set_nonblocking(false).unwrap();
+    }
     let started = Instant::now();
     for step in 0..8 {
         for s in &mut loris {

@@ -28,6 +28,10 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// Most cached tags in one page of a tag list answered from the cache
+/// (offline, or the upstream failing), like a local tag list.
+const CACHED_TAGS_PAGE: usize = 10_000;
+
 /// How long an upstream 404 is remembered.
 const NEGATIVE_TTL: Duration = Duration::from_secs(30);
 /// How long a small upstream body (manifest, tag list) may take to arrive.
@@ -724,18 +728,26 @@ impl Mirror {
                 ));
             }
             Err(e) => {
-                if store.index.mirror_tags(upstream, repo, None, 1)?.is_empty() {
+                // Read on the blocking pool, one bounded page at a time.
+                let limit = n.unwrap_or(CACHED_TAGS_PAGE).min(CACHED_TAGS_PAGE);
+                let (up_name, repo_name, after) = (
+                    upstream.to_string(),
+                    repo.to_string(),
+                    last.map(str::to_string),
+                );
+                let mut tags = store
+                    .index
+                    .blocking(move |index| {
+                        index.mirror_tags(&up_name, &repo_name, after.as_deref(), limit + 1)
+                    })
+                    .await?;
+                if tags.is_empty() && last.is_none() {
                     return Err(if self.offline {
                         offline_error("tag list")
                     } else {
                         client_error(&e, ErrorCode::NameUnknown, "tag list")
                     });
                 }
-                let limit = n.unwrap_or(usize::MAX);
-                let mut tags =
-                    store
-                        .index
-                        .mirror_tags(upstream, repo, last, limit.saturating_add(1))?;
                 tracing::warn!(upstream, repo, error = %e, "tag list from the cache: upstream unavailable");
                 let more = tags.len() > limit;
                 tags.truncate(limit);

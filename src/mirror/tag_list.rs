@@ -89,10 +89,23 @@ type Key = (String, String, Option<usize>, Option<String>);
 type Shared = Result<Arc<TagPage>, UpstreamError>;
 type Cell = Arc<tokio::sync::OnceCell<Shared>>;
 
+/// Different walks that may run at once; more wait their turn. Each can
+/// hold a few tens of MiB (its tags and one page) while it runs.
+pub const MAX_WALKS: usize = 4;
+
 /// The walks in flight.
-#[derive(Default)]
 pub struct TagWalks {
     inflight: Mutex<HashMap<Key, Cell>>,
+    running: tokio::sync::Semaphore,
+}
+
+impl Default for TagWalks {
+    fn default() -> TagWalks {
+        TagWalks {
+            inflight: Mutex::default(),
+            running: tokio::sync::Semaphore::new(MAX_WALKS),
+        }
+    }
 }
 
 /// Takes a walk's cell out of the map when its request is done (or
@@ -151,7 +164,11 @@ impl TagWalks {
         };
         leave
             .cell
-            .get_or_init(|| async { walk(up, repo, n, last, limits).await.map(Arc::new) })
+            .get_or_init(|| async {
+                // Never closed: the semaphore lives as long as `self`.
+                let _turn = self.running.acquire().await;
+                walk(up, repo, n, last, limits).await.map(Arc::new)
+            })
             .await
             .clone()
     }
