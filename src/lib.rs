@@ -83,7 +83,7 @@ pub async fn serve(config: config::Config) -> Result<(), Box<dyn std::error::Err
     let listen = config.listen;
     // Before the listening line: the file-descriptor limit decides how
     // many connections are accepted.
-    let max_connections = server::fd_limit::fit(config.max_connections);
+    let (max_connections, max_requests) = server::fd_limit::fit(config.max_connections);
     let app = Arc::new(app::App::open(config).await?);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -98,7 +98,14 @@ pub async fn serve(config: config::Config) -> Result<(), Box<dyn std::error::Err
     );
     app.security_summary(addr);
     let reloads = tokio::spawn(reload_on_sighup(app.clone()));
-    server::run(listener, app, max_connections, shutdown_signal()).await;
+    server::run(
+        listener,
+        app,
+        max_connections,
+        max_requests,
+        shutdown_signal(),
+    )
+    .await;
     reloads.abort();
     tracing::info!("stopped");
     Ok(())

@@ -70,8 +70,22 @@ impl Caller {
     pub fn quota_key(&self) -> String {
         match &self.identity {
             Identity::User(u) => format!("user:{u}"),
-            Identity::Anonymous => format!("addr:{}", self.addr.ip()),
+            Identity::Anonymous => format!("addr:{}", client_key(self.addr.ip())),
         }
+    }
+}
+
+/// The address a client is counted by, for connection and upload limits:
+/// its IPv4 address, or the /64 of an IPv6 one (the block one machine is
+/// given, which it may rotate addresses within).
+pub fn client_key(addr: std::net::IpAddr) -> std::net::IpAddr {
+    use std::net::IpAddr;
+    match addr {
+        IpAddr::V4(_) => addr,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
     }
 }
 

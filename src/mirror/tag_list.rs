@@ -92,6 +92,8 @@ type Cell = Arc<tokio::sync::OnceCell<Shared>>;
 /// Different walks that may run at once; more wait their turn. Each can
 /// hold a few tens of MiB (its tags and one page) while it runs.
 pub const MAX_WALKS: usize = 4;
+/// How long a walk waits for its turn before giving up.
+pub const WALK_QUEUE_WAIT: std::time::Duration = std::time::Duration::from_secs(20);
 
 /// The walks in flight.
 pub struct TagWalks {
@@ -113,7 +115,7 @@ impl Default for TagWalks {
 struct Leave<'a> {
     walks: &'a TagWalks,
     key: &'a Key,
-    cell: Cell,
+    cell: Option<Cell>,
 }
 
 impl Drop for Leave<'_> {
@@ -123,11 +125,17 @@ impl Drop for Leave<'_> {
             .inflight
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        let ours = map
+        let Some(mine) = self.cell.take() else {
+            return;
+        };
+        let ours = map.get(self.key).is_some_and(|c| Arc::ptr_eq(c, &mine));
+        // This request lets go of the cell under the lock, so of several
+        // leaving at once the last one sees only the map's reference.
+        drop(mine);
+        let done = map
             .get(self.key)
-            .is_some_and(|c| Arc::ptr_eq(c, &self.cell));
-        // The map and this request hold the cell: nobody else waits.
-        if ours && (self.cell.initialized() || Arc::strong_count(&self.cell) <= 2) {
+            .is_some_and(|c| c.initialized() || Arc::strong_count(c) == 1);
+        if ours && done {
             map.remove(self.key);
         }
     }
@@ -157,20 +165,29 @@ impl TagWalks {
             .entry(key.clone())
             .or_default()
             .clone();
+        // The request's only reference to the cell is in `leave`, which
+        // lets go of it under the map's lock.
         let leave = Leave {
             walks: self,
             key: &key,
-            cell,
+            cell: Some(cell),
         };
-        leave
-            .cell
-            .get_or_init(|| async {
-                // Never closed: the semaphore lives as long as `self`.
-                let _turn = self.running.acquire().await;
-                walk(up, repo, n, last, limits).await.map(Arc::new)
-            })
-            .await
-            .clone()
+        let Some(cell) = leave.cell.as_ref() else {
+            return Err(UpstreamError::Unavailable("tag walk lost".into()));
+        };
+        cell.get_or_init(|| async {
+            // A bounded wait for a turn: past it the caller answers from
+            // the cache, or with an error.
+            let turn = tokio::time::timeout(WALK_QUEUE_WAIT, self.running.acquire()).await;
+            let Ok(Ok(_turn)) = turn else {
+                return Err(UpstreamError::Unavailable(
+                    "too many upstream tag lists are being read; retry shortly".into(),
+                ));
+            };
+            walk(up, repo, n, last, limits).await.map(Arc::new)
+        })
+        .await
+        .clone()
     }
 }
 

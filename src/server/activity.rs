@@ -1,5 +1,7 @@
 //! What one connection is doing, and when it must be closed: requests in
-//! flight, when anything last moved, and the body wrappers that record it.
+//! flight, those whose handler is still working (the server's time, never
+//! counted against the client), when anything last moved, and the body
+//! wrappers that record it.
 //! A response body counts as moving each time hyper asks it for more
 //! (hyper only asks once the client has taken what was sent, so a client
 //! that stops reading stops the clock); a request body counts each time a
@@ -27,7 +29,8 @@ pub struct Limits {
     pub first_request: Duration,
     /// With nothing in flight, after the last request ended.
     pub idle: Duration,
-    /// With requests in flight but nothing moving either way.
+    /// With answers in flight but nothing moving either way (and no
+    /// handler still working).
     pub stall: Duration,
     /// The window in which a request body must bring [`MIN_BODY_BYTES`].
     pub body: Duration,
@@ -77,8 +80,22 @@ pub enum Verdict {
 }
 
 /// The rule: `quiet` is how long nothing has moved, `in_flight` the
-/// requests not yet answered in full, `served` whether any request came.
-pub fn verdict(quiet: Duration, in_flight: usize, served: bool, limits: &Limits) -> Verdict {
+/// requests not yet answered in full, `working` those whose handler has
+/// not answered yet, `served` whether any request came. While a handler
+/// works (a cold fill, a tag walk, a commit re-hashing a large upload) the
+/// wait is the server's: its own deadlines bound it, not this one. A
+/// client that stops sending a request body meanwhile is cut off by the
+/// body's own timeout.
+pub fn verdict(
+    quiet: Duration,
+    in_flight: usize,
+    working: usize,
+    served: bool,
+    limits: &Limits,
+) -> Verdict {
+    if working > 0 {
+        return Verdict::Wait(limits.stall);
+    }
     let (limit, reason) = match (in_flight, served) {
         (0, false) => (limits.first_request, Close::NoRequest),
         (0, true) => (limits.idle, Close::Idle),
@@ -98,6 +115,7 @@ pub struct Activity {
     /// Milliseconds from `start` to the last movement.
     last: AtomicU64,
     in_flight: AtomicUsize,
+    working: AtomicUsize,
     requests: AtomicU64,
 }
 
@@ -107,6 +125,7 @@ impl Activity {
             start: Instant::now(),
             last: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            working: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
         })
     }
@@ -128,18 +147,33 @@ impl Activity {
         verdict(
             now.saturating_sub(last),
             self.in_flight.load(Ordering::Relaxed),
+            self.working.load(Ordering::Relaxed),
             self.served(),
             limits,
         )
     }
 
-    /// A request arrived; it is in flight until the returned guard drops
-    /// (with the response body, once it is sent or abandoned).
-    pub fn begin(self: &Arc<Self>) -> InFlight {
+    /// A request arrived; it is in flight until the returned [`InFlight`]
+    /// drops (with the response body, once it is sent or abandoned), and
+    /// its handler works until the [`Working`] drops.
+    pub fn begin(self: &Arc<Self>) -> (InFlight, Working) {
         self.requests.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.working.fetch_add(1, Ordering::Relaxed);
         self.touch();
-        InFlight(self.clone())
+        (InFlight(self.clone()), Working(self.clone()))
+    }
+}
+
+/// A request whose handler has not answered yet.
+#[derive(Debug)]
+pub struct Working(Arc<Activity>);
+
+impl Drop for Working {
+    fn drop(&mut self) {
+        // The answer's clock starts now.
+        self.0.touch();
+        self.0.working.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -154,16 +188,26 @@ impl Drop for InFlight {
     }
 }
 
-/// A response body that keeps its request in flight and records each time
+/// A response body that keeps its request in flight (and its share of
+/// the server's requests in flight, if it holds one) and records each time
 /// hyper asks it for more.
 pub struct Sending<B> {
     inner: B,
     flight: InFlight,
+    _share: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl<B> Sending<B> {
-    pub fn new(inner: B, flight: InFlight) -> Self {
-        Sending { inner, flight }
+    pub fn new(
+        inner: B,
+        flight: InFlight,
+        share: Option<tokio::sync::OwnedSemaphorePermit>,
+    ) -> Self {
+        Sending {
+            inner,
+            flight,
+            _share: share,
+        }
     }
 }
 
@@ -277,23 +321,26 @@ mod tests {
     #[test]
     fn the_rule() {
         let s = Duration::from_secs;
-        for (quiet, in_flight, served, want) in [
-            (s(0), 0, false, Verdict::Wait(s(10))),
-            (s(9), 0, false, Verdict::Wait(s(1))),
-            (s(10), 0, false, Verdict::Close(Close::NoRequest)),
-            (s(11), 0, false, Verdict::Close(Close::NoRequest)),
-            (s(11), 0, true, Verdict::Wait(s(49))),
-            (s(60), 0, true, Verdict::Close(Close::Idle)),
-            (s(60), 1, true, Verdict::Wait(s(60))),
-            (s(119), 3, true, Verdict::Wait(s(1))),
-            (s(120), 1, true, Verdict::Close(Close::Stalled)),
+        for (quiet, in_flight, working, served, want) in [
+            (s(0), 0, 0, false, Verdict::Wait(s(10))),
+            (s(9), 0, 0, false, Verdict::Wait(s(1))),
+            (s(10), 0, 0, false, Verdict::Close(Close::NoRequest)),
+            (s(11), 0, 0, false, Verdict::Close(Close::NoRequest)),
+            (s(11), 0, 0, true, Verdict::Wait(s(49))),
+            (s(60), 0, 0, true, Verdict::Close(Close::Idle)),
+            (s(60), 1, 0, true, Verdict::Wait(s(60))),
+            (s(119), 3, 0, true, Verdict::Wait(s(1))),
+            (s(120), 1, 0, true, Verdict::Close(Close::Stalled)),
             // A request in flight on the first-request clock: stall rules.
-            (s(30), 1, false, Verdict::Wait(s(90))),
+            (s(30), 1, 0, false, Verdict::Wait(s(90))),
+            // A handler still working: the server's time, never a stall.
+            (s(500), 1, 1, true, Verdict::Wait(s(120))),
+            (s(500), 3, 1, true, Verdict::Wait(s(120))),
         ] {
             assert_eq!(
-                verdict(quiet, in_flight, served, &LIMITS),
+                verdict(quiet, in_flight, working, served, &LIMITS),
                 want,
-                "quiet {quiet:?}, {in_flight} in flight, served {served}"
+                "quiet {quiet:?}, {in_flight} in flight, {working} working, served {served}"
             );
         }
     }
@@ -302,9 +349,13 @@ mod tests {
     fn requests_are_in_flight_until_their_body_is_dropped() {
         let a = Activity::new();
         assert!(!a.served());
-        let body = Sending::new(http_body_util::Empty::<Bytes>::new(), a.begin());
+        let (flight, working) = a.begin();
         assert!(a.served());
+        assert_eq!(a.working.load(Ordering::Relaxed), 1);
+        drop(working);
+        let body = Sending::new(http_body_util::Empty::<Bytes>::new(), flight, None);
         assert_eq!(a.in_flight.load(Ordering::Relaxed), 1);
+        assert_eq!(a.working.load(Ordering::Relaxed), 0);
         assert!(matches!(a.verdict(&LIMITS), Verdict::Wait(d) if d > Duration::from_secs(100)));
         drop(body);
         assert_eq!(a.in_flight.load(Ordering::Relaxed), 0);

@@ -6,25 +6,12 @@
 //! client wait behind it.
 
 use super::activity::Activity;
+use crate::auth::client_key;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use tokio::sync::Notify;
-
-/// The address a client is counted by.
-pub fn client_key(addr: IpAddr) -> IpAddr {
-    match addr {
-        IpAddr::V4(_) => addr,
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => {
-                let bits = u128::from(v6) & !((1u128 << 64) - 1);
-                IpAddr::V6(bits.into())
-            }
-        },
-    }
-}
 
 /// A connection waiting for its first request.
 struct Fresh {
@@ -93,18 +80,35 @@ impl Admission {
         })
     }
 
-    /// Closes the oldest connection that has not sent a request. Returns
-    /// whether there was one.
-    pub fn shed_oldest(&self) -> bool {
+    /// Closes the oldest connection that has not sent a request, other
+    /// than `newcomer`'s (the admitted connection room is made for).
+    /// Returns whether there was one.
+    pub fn shed_oldest(&self, newcomer: &Ticket) -> bool {
         let mut fresh = lock(&self.fresh);
-        while let Some((_, f)) = fresh.pop_first() {
-            // Ones that have sent a request since are simply forgotten.
-            if !f.activity.served() {
-                f.close.notify_one();
-                return true;
+        let mut served = Vec::new();
+        let mut shed = None;
+        for (id, f) in fresh.iter() {
+            if *id == newcomer.id {
+                continue;
+            }
+            if f.activity.served() {
+                // Ones that have sent a request since are simply forgotten.
+                served.push(*id);
+            } else {
+                shed = Some(*id);
+                break;
             }
         }
-        false
+        for id in served {
+            fresh.remove(&id);
+        }
+        match shed.and_then(|id| fresh.remove(&id)) {
+            Some(f) => {
+                f.close.notify_one();
+                true
+            }
+            None => false,
+        }
     }
 
     /// Connections open from the client `addr` counts as.
@@ -179,9 +183,10 @@ mod tests {
         let t_busy = adm.admit(a, &busy).unwrap();
         let t1 = adm.admit(a, &quiet1).unwrap();
         let t2 = adm.admit(a, &quiet2).unwrap();
+        let newcomer = adm.admit(a, &Activity::new()).unwrap();
         // The oldest has sent a request (its ticket not told yet): skipped.
         let _flight = busy.begin();
-        assert!(adm.shed_oldest());
+        assert!(adm.shed_oldest(&newcomer));
         // t1 was notified: a stored permit makes `notified()` ready at once.
         {
             let notified = t1.close.notified();
@@ -190,8 +195,11 @@ mod tests {
         }
         drop(t1);
         t2.served();
-        assert!(!adm.shed_oldest(), "nothing silent is left");
-        drop((t_busy, t2));
+        assert!(
+            !adm.shed_oldest(&newcomer),
+            "nothing silent is left but the newcomer"
+        );
+        drop((t_busy, t2, newcomer));
         assert_eq!(adm.open_from(a), 0);
     }
 }

@@ -1,8 +1,10 @@
 //! The process's file-descriptor limit against `--max-connections`: the
 //! soft limit is raised to the hard one at start-up, and when even that
 //! cannot hold every connection plus the files it works with, fewer
-//! connections are accepted (with a warning that says how to raise it), so
-//! running out of descriptors never turns into errors for clients already
+//! connections are accepted (with a warning that says how to raise it).
+//! Requests in flight are capped too, since an HTTP/2 connection carries
+//! many, each of which may hold a file or an upstream socket. So running
+//! out of descriptors never turns into errors for clients already
 //! connected.
 
 /// Descriptors set aside for the store, the listener, logs and the
@@ -12,6 +14,9 @@ pub const RESERVED: u64 = 256;
 /// upstream socket its request works with.
 pub const PER_CONNECTION: u64 = 2;
 
+/// Requests in flight per connection at most, with descriptors to spare.
+pub const REQUESTS_PER_CONNECTION: u64 = 4;
+
 /// What to do about the limit.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -19,6 +24,8 @@ pub struct Plan {
     pub raise_to: Option<u64>,
     /// How many connections to accept at most.
     pub max_connections: usize,
+    /// How many requests may be in flight at once, over all connections.
+    pub max_requests: usize,
     /// Set when `max_connections` had to be lowered.
     pub short_by: Option<u64>,
 }
@@ -42,24 +49,32 @@ pub fn plan(soft: Option<u64>, hard: Option<u64>, max_connections: usize) -> Pla
         (None, _) | (Some(_), None) => u64::MAX,
         (Some(s), Some(h)) => s.max(h),
     };
+    let conns = max_connections as u64;
     if limit >= want {
+        // What the connections' sockets leave, up to a few per connection.
+        let requests =
+            (limit - RESERVED - conns).min(conns.saturating_mul(REQUESTS_PER_CONNECTION));
         return Plan {
             raise_to,
             max_connections,
+            max_requests: usize::try_from(requests).unwrap_or(usize::MAX),
             short_by: None,
         };
     }
-    let fits = (limit.saturating_sub(RESERVED) / PER_CONNECTION).max(1);
+    let fits = (limit.saturating_sub(RESERVED) / PER_CONNECTION)
+        .max(1)
+        .min(conns);
     Plan {
         raise_to,
-        max_connections: fits.min(max_connections as u64) as usize,
+        max_connections: fits as usize,
+        max_requests: fits as usize,
         short_by: Some(want - limit),
     }
 }
 
 /// Raises the soft limit as far as it goes and returns how many
-/// connections fit, logging what it did.
-pub fn fit(max_connections: usize) -> usize {
+/// connections and requests in flight fit, logging what it did.
+pub fn fit(max_connections: usize) -> (usize, usize) {
     #[cfg(target_os = "linux")]
     {
         use rustix::process::{getrlimit, setrlimit, Resource, Rlimit};
@@ -89,11 +104,12 @@ pub fn fit(max_connections: usize) -> usize {
                 p.max_connections
             );
         }
-        p.max_connections
+        (p.max_connections, p.max_requests)
     }
     #[cfg(not(target_os = "linux"))]
     {
-        max_connections
+        let p = plan(None, None, max_connections);
+        (p.max_connections, p.max_requests)
     }
 }
 
@@ -112,6 +128,7 @@ mod tests {
                 Plan {
                     raise_to: Some(524288),
                     max_connections: 10000,
+                    max_requests: 40000,
                     short_by: None,
                 },
             ),
@@ -123,6 +140,19 @@ mod tests {
                 Plan {
                     raise_to: None,
                     max_connections: 10000,
+                    max_requests: 40000,
+                    short_by: None,
+                },
+            ),
+            // Enough for the connections, not for four requests each.
+            (
+                Some(30000),
+                Some(30000),
+                10000,
+                Plan {
+                    raise_to: None,
+                    max_connections: 10000,
+                    max_requests: 30000 - 256 - 10000,
                     short_by: None,
                 },
             ),
@@ -134,6 +164,7 @@ mod tests {
                 Plan {
                     raise_to: None,
                     max_connections: 10000,
+                    max_requests: 40000,
                     short_by: None,
                 },
             ),
@@ -145,6 +176,7 @@ mod tests {
                 Plan {
                     raise_to: None,
                     max_connections: 384,
+                    max_requests: 384,
                     short_by: Some(20256 - 1024),
                 },
             ),
@@ -155,6 +187,7 @@ mod tests {
                 Plan {
                     raise_to: Some(4096),
                     max_connections: 1920,
+                    max_requests: 1920,
                     short_by: Some(20256 - 4096),
                 },
             ),
@@ -166,6 +199,7 @@ mod tests {
                 Plan {
                     raise_to: None,
                     max_connections: 1,
+                    max_requests: 1,
                     short_by: Some(276 - 100),
                 },
             ),

@@ -39,9 +39,10 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// goodbye (an HTTP/2 GOAWAY) before it is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
-/// HTTP/2 streams one connection may have open. RFC 9113 recommends at
-/// least 100; registry clients use a handful.
-pub const H2_MAX_STREAMS: u32 = 100;
+/// HTTP/2 streams one connection may have open. Registry clients use a
+/// handful (a pull fetches three or so layers at once); each open stream
+/// may hold a file and a few chunks, so it is kept well below hyper's 200.
+pub const H2_MAX_STREAMS: u32 = 32;
 /// Response bytes HTTP/2 buffers per stream for a client that is slow to
 /// read (hyper's default is 400 KiB).
 pub const H2_SEND_BUFFER: usize = 16 * 1024;
@@ -71,6 +72,7 @@ pub struct Stats {
     pub closed_no_request: AtomicU64,
     pub closed_idle: AtomicU64,
     pub closed_stalled: AtomicU64,
+    pub busy: AtomicU64,
 }
 
 pub static STATS: Stats = Stats {
@@ -80,6 +82,7 @@ pub static STATS: Stats = Stats {
     closed_no_request: AtomicU64::new(0),
     closed_idle: AtomicU64::new(0),
     closed_stalled: AtomicU64::new(0),
+    busy: AtomicU64::new(0),
 };
 
 fn builder() -> auto::Builder<TokioExecutor> {
@@ -96,13 +99,15 @@ fn builder() -> auto::Builder<TokioExecutor> {
     b
 }
 
-/// Serves `app` on `listener`, at most `max` connections at once (see
-/// [`fd_limit::fit`]), until `shutdown` resolves, then stops accepting and
-/// waits (bounded) for open requests to finish.
+/// Serves `app` on `listener`, at most `max` connections and
+/// `max_requests` requests in flight at once (see [`fd_limit::fit`]),
+/// until `shutdown` resolves, then stops accepting and waits (bounded) for
+/// open requests to finish.
 pub async fn run(
     listener: TcpListener,
     app: Arc<App>,
     max: usize,
+    max_requests: usize,
     shutdown: impl Future<Output = ()>,
 ) {
     let config = &app.config;
@@ -123,30 +128,13 @@ pub async fn run(
         async move { app.maintain(stop_rx).await }
     });
     let watching = tokio::spawn(app.clone().watch_files(stop_rx.clone()));
-    // Each open connection holds a permit.
+    // Each open connection holds a permit, each request in flight a share.
     let permits = Arc::new(Semaphore::new(max));
+    let shares = Arc::new(Semaphore::new(max_requests));
     let mut backoff = Duration::ZERO;
     let (accept_errors, over_limit) = (Summary::default(), Summary::default());
     tokio::pin!(shutdown);
     loop {
-        let permit = match permits.clone().try_acquire_owned() {
-            Ok(p) => p,
-            Err(TryAcquireError::Closed) => break,
-            Err(TryAcquireError::NoPermits) => {
-                // Every slot is taken: close the oldest silent connection
-                // rather than make new clients wait behind it.
-                if admission.shed_oldest() {
-                    STATS.shed.fetch_add(1, Ordering::Relaxed);
-                }
-                tokio::select! {
-                    p = permits.clone().acquire_owned() => match p {
-                        Ok(p) => p,
-                        Err(_) => break,
-                    },
-                    _ = &mut shutdown => break,
-                }
-            }
-        };
         let (stream, addr) = tokio::select! {
             conn = listener.accept() => match conn {
                 Ok(c) => c,
@@ -158,7 +146,6 @@ pub async fn run(
                         tracing::warn!(error = %e, "{n} accepts failed in the last {}; backing off", summary::span(over));
                     }
                     backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
-                    drop(permit);
                     tokio::time::sleep(backoff).await;
                     continue;
                 }
@@ -175,6 +162,24 @@ pub async fn run(
             drop(stream);
             continue;
         };
+        let permit = match permits.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(TryAcquireError::Closed) => break,
+            Err(TryAcquireError::NoPermits) => {
+                // Every slot is taken: close the oldest silent connection
+                // rather than make this admitted one wait behind it.
+                if admission.shed_oldest(&ticket) {
+                    STATS.shed.fetch_add(1, Ordering::Relaxed);
+                }
+                tokio::select! {
+                    p = permits.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                    _ = &mut shutdown => break,
+                }
+            }
+        };
         let _ = stream.set_nodelay(true);
         let conn = Conn {
             app: app.clone(),
@@ -183,6 +188,7 @@ pub async fn run(
             activity,
             ticket,
             _permit: permit,
+            shares: shares.clone(),
             stop: stop_rx.clone(),
         };
         tokio::spawn(conn.run(stream, addr));
@@ -212,6 +218,17 @@ pub async fn run(
     }
 }
 
+/// The answer when every request share is taken (an HTTP/2 client may
+/// open many streams): `503 UNAVAILABLE` with `Retry-After`.
+fn busy() -> hyper::Response<crate::body::Body> {
+    crate::error::Error::oci(
+        crate::error::ErrorCode::Unavailable,
+        "too many requests in flight on this registry; retry shortly",
+    )
+    .with_header(http::header::RETRY_AFTER, "1".to_string())
+    .into_response()
+}
+
 /// One accepted connection and what it holds.
 struct Conn {
     app: Arc<App>,
@@ -220,6 +237,8 @@ struct Conn {
     activity: Arc<Activity>,
     ticket: Ticket,
     _permit: OwnedSemaphorePermit,
+    /// The server's requests in flight.
+    shares: Arc<Semaphore>,
     stop: watch::Receiver<bool>,
 }
 
@@ -273,11 +292,18 @@ impl Conn {
         let addr = peer.addr;
         let service = {
             let (app, activity, peer) = (self.app.clone(), self.activity.clone(), Arc::new(peer));
+            let shares = self.shares.clone();
             let body_window = self.limits.body;
             service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let (app, activity, peer) = (app.clone(), activity.clone(), peer.clone());
+                let share = shares.clone().try_acquire_owned();
                 async move {
-                    let flight = activity.begin();
+                    let (flight, working) = activity.begin();
+                    let Ok(share) = share else {
+                        STATS.busy.fetch_add(1, Ordering::Relaxed);
+                        tracing::debug!(peer = %peer.addr, "refused a request: too many requests in flight");
+                        return Ok::<_, Infallible>(busy().map(|b| Sending::new(b, flight, None)));
+                    };
                     let h2 = req.version() == http::Version::HTTP_2;
                     let req = req.map(|b| Receiving::new(b, activity, body_window));
                     let resp = if h2 {
@@ -285,7 +311,8 @@ impl Conn {
                     } else {
                         app.handle(req, &peer).await
                     };
-                    Ok::<_, Infallible>(resp.map(|b| Sending::new(b, flight)))
+                    drop(working);
+                    Ok::<_, Infallible>(resp.map(|b| Sending::new(b, flight, Some(share))))
                 }
             })
         };

@@ -27,6 +27,8 @@ type HttpsClient = super::HttpsClient;
 
 pub struct Authorizer {
     client: HttpsClient,
+    /// For anonymous tokens from realms on other (public) hosts.
+    public: super::PublicClient,
     trust: Arc<Trust>,
     /// The upstream's name, for log lines.
     upstream: String,
@@ -100,6 +102,7 @@ pub fn parse_challenge(value: &str) -> Option<Challenge> {
 impl Authorizer {
     pub fn new(
         client: HttpsClient,
+        public: super::PublicClient,
         trust: Arc<Trust>,
         upstream: String,
         username: Option<String>,
@@ -107,6 +110,7 @@ impl Authorizer {
     ) -> Authorizer {
         Authorizer {
             client,
+            public,
             trust,
             upstream,
             username,
@@ -177,14 +181,30 @@ impl Authorizer {
                     .ok_or_else(|| UpstreamError::Auth("bearer challenge without realm".into()))?;
                 let mut url = url::Url::parse(realm)
                     .map_err(|e| UpstreamError::Auth(format!("bad token realm: {e}")))?;
-                if let Err(r) = self.trust.realm(&url) {
-                    tracing::warn!(
-                        upstream = %self.upstream,
-                        realm = %super::trust::shown(&url),
-                        "token realm refused, nothing sent to it: {r}"
-                    );
-                    return Err(UpstreamError::Auth(r.to_string()));
-                }
+                // A realm the operator did not list still gives anonymous
+                // tokens, when nothing secret would go there.
+                let trusted = match self.trust.realm(&url) {
+                    Ok(()) => true,
+                    Err(r) => {
+                        let anonymous = match r {
+                            super::trust::Refusal::RealmNotListed { .. }
+                                if self.basic().is_none() =>
+                            {
+                                self.trust.anonymous_realm(&url)
+                            }
+                            other => Err(other),
+                        };
+                        if let Err(r) = anonymous {
+                            tracing::warn!(
+                                upstream = %self.upstream,
+                                realm = %super::trust::shown(&url),
+                                "token realm refused, nothing sent to it: {r}"
+                            );
+                            return Err(UpstreamError::Auth(r.to_string()));
+                        }
+                        false
+                    }
+                };
                 {
                     let mut q = url.query_pairs_mut();
                     if let Some(s) = c.params.get("service") {
@@ -192,7 +212,11 @@ impl Authorizer {
                     }
                     q.append_pair("scope", scope);
                 }
-                let (token, lifetime) = self.fetch_token(url).await?;
+                let (token, lifetime) = if trusted {
+                    self.fetch_token(&self.client, url).await?
+                } else {
+                    self.fetch_token(&self.public, url).await?
+                };
                 let value = HeaderValue::from_str(&format!("Bearer {token}"))
                     .map_err(|_| UpstreamError::Auth("token is not a valid header value".into()))?;
                 Ok(Token { value, lifetime })
@@ -203,7 +227,14 @@ impl Authorizer {
         }
     }
 
-    async fn fetch_token(&self, url: url::Url) -> Result<(String, Duration), UpstreamError> {
+    async fn fetch_token<C>(
+        &self,
+        client: &hyper_util::client::legacy::Client<C, Empty<Bytes>>,
+        url: url::Url,
+    ) -> Result<(String, Duration), UpstreamError>
+    where
+        C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+    {
         let mut req = Request::get(url.as_str());
         if let Some(b) = self.basic() {
             req = req.header(header::AUTHORIZATION, b);
@@ -211,7 +242,7 @@ impl Authorizer {
         let req = req
             .body(Empty::<Bytes>::new())
             .map_err(|e| UpstreamError::Auth(format!("token request: {e}")))?;
-        let resp = tokio::time::timeout(super::HEADER_TIMEOUT, self.client.request(req))
+        let resp = tokio::time::timeout(super::HEADER_TIMEOUT, client.request(req))
             .await
             .map_err(|_| UpstreamError::Unavailable("token server did not answer in time".into()))?
             .map_err(|e| {

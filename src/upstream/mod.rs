@@ -84,6 +84,7 @@ impl Upstream {
         ));
         let auth = auth::Authorizer::new(
             client.clone(),
+            public.clone(),
             trust.clone(),
             config.name.clone(),
             config.username.clone(),

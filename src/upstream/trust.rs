@@ -158,6 +158,28 @@ impl Trust {
         Ok(())
     }
 
+    /// Whether an upstream without credentials may fetch its anonymous
+    /// token from `realm`, a realm [`Trust::realm`] does not trust: yes
+    /// when it is HTTPS and on a public host (an IP literal is checked
+    /// here, a name by the [`PublicResolver`] the fetch must go through).
+    /// Nothing secret goes there, so this is the same rule as a redirect
+    /// to a CDN (GitLab's registries, for one, answer with a realm on
+    /// another host).
+    pub fn anonymous_realm(&self, realm: &Url) -> Result<(), Refusal> {
+        if realm.scheme() != "https" {
+            return Err(Refusal::RealmNotHttps {
+                realm: shown(realm),
+            });
+        }
+        match literal_ip(realm) {
+            Some(addr) if !is_public(addr) => Err(Refusal::NotPublic {
+                host: host_key(realm),
+                addr,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Whether, and how, a redirect from `from` to `to` may be followed.
     pub fn redirect(&self, from: &Url, to: &Url) -> Result<Hop, Refusal> {
         if !matches!(to.scheme(), "http" | "https") {
@@ -178,12 +200,7 @@ impl Trust {
                 host: host_key(to),
             });
         }
-        let literal = match to.host() {
-            Some(Host::Ipv4(a)) => Some(IpAddr::V4(a)),
-            Some(Host::Ipv6(a)) => Some(IpAddr::V6(a)),
-            _ => None,
-        };
-        match literal {
+        match literal_ip(to) {
             Some(addr) if !is_public(addr) => Err(Refusal::NotPublic {
                 host: host_key(to),
                 addr,
@@ -224,6 +241,15 @@ fn is_loopback_host(url: &Url) -> bool {
     }
 }
 
+/// The host of `url` when it is an IP address.
+fn literal_ip(url: &Url) -> Option<IpAddr> {
+    match url.host() {
+        Some(Host::Ipv4(a)) => Some(IpAddr::V4(a)),
+        Some(Host::Ipv6(a)) => Some(IpAddr::V6(a)),
+        _ => None,
+    }
+}
+
 /// Whether `addr` is reachable on the public internet: not loopback,
 /// private, link-local, unique-local, CGNAT, unspecified, broadcast,
 /// multicast or reserved, nor an IPv4-mapped (or -compatible, or NAT64)
@@ -244,6 +270,8 @@ fn is_public_v4(a: Ipv4Addr) -> bool {
         || (o0 == 169 && o1 == 254)
         || (o0 == 172 && (o1 & 0xf0) == 16)
         || (o0 == 192 && o1 == 168)
+        || (o0 == 192 && o1 == 0 && a.octets()[2] == 0) // IETF protocol 192.0.0/24
+        || (o0 == 198 && (o1 & 0xfe) == 18) // benchmarking 198.18/15
         || o0 >= 224) // multicast 224/4, reserved 240/4, broadcast
 }
 
@@ -259,6 +287,15 @@ fn is_public_v6(a: Ipv6Addr) -> bool {
         }
         let v4 = Ipv4Addr::new((s[6] >> 8) as u8, s[6] as u8, (s[7] >> 8) as u8, s[7] as u8);
         return is_public_v4(v4);
+    }
+    // 6to4 2002:a.b.c.d::/48: judged by the IPv4 address it carries.
+    if s[0] == 0x2002 {
+        let v4 = Ipv4Addr::new((s[1] >> 8) as u8, s[1] as u8, (s[2] >> 8) as u8, s[2] as u8);
+        return is_public_v4(v4);
+    }
+    // Local-use NAT64 64:ff9b:1::/48 translates to anything, private too.
+    if s[..3] == [0x64, 0xff9b, 1] {
+        return false;
     }
     !((s[0] & 0xffc0) == 0xfe80 // link-local fe80::/10
         || (s[0] & 0xffc0) == 0xfec0 // site-local fec0::/10 (deprecated)
@@ -368,6 +405,21 @@ mod tests {
     }
 
     /// (upstream, token_realms, realm, allowed)
+    #[test]
+    fn anonymous_realms_on_public_hosts() {
+        let t = trust("https://registry.gitlab.example", &[], &[]);
+        for (realm, ok) in [
+            ("https://gitlab.example/jwt/auth", true),
+            ("https://93.184.216.34/token", true),
+            ("http://gitlab.example/jwt/auth", false),
+            ("https://10.0.0.1/token", false),
+            ("https://[::1]/token", false),
+            ("https://169.254.169.254/latest", false),
+        ] {
+            assert_eq!(t.anonymous_realm(&url(realm)).is_ok(), ok, "{realm}");
+        }
+    }
+
     #[test]
     fn token_realms() {
         let table: &[(&str, &[&str], &str, bool)] = &[
@@ -654,6 +706,14 @@ mod tests {
             ("ff02::1", false),
             ("::ffff:127.0.0.1", false),
             ("::ffff:192.168.0.1", false),
+            ("192.0.0.8", false),
+            ("192.0.2.1", true),
+            ("198.18.0.1", false),
+            ("198.19.255.255", false),
+            ("198.20.0.1", true),
+            ("2002:c0a8:0101::1", false),
+            ("2002:0808:0808::1", true),
+            ("64:ff9b:1::a00:1", false),
             ("::ffff:169.254.1.1", false),
             ("::10.0.0.1", false),
             ("64:ff9b::10.0.0.1", false),
