@@ -19,6 +19,7 @@ use crate::mirror::Mirror;
 use crate::oci::name::ReferenceError;
 use crate::oci::route::RouteError;
 use crate::oci::{ApiRoute, RepoName};
+use crate::pages::Page;
 use crate::registry::{blobs, listing, manifests, referrers, uploads};
 use crate::reply;
 use crate::store::Store;
@@ -39,6 +40,8 @@ pub struct App {
     pub auth: Auth,
     /// The HTTPS certificates, when serving TLS.
     pub tls: Option<crate::tls::Tls>,
+    /// Set when shutdown begins: `/readyz` answers 503 from then on.
+    pub draining: std::sync::atomic::AtomicBool,
 }
 
 impl App {
@@ -72,6 +75,7 @@ impl App {
             tls,
             config,
             store,
+            draining: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -191,8 +195,15 @@ impl App {
     {
         let (parts, body) = req.into_parts();
         // Pages that are not OCI routes come first.
-        if parts.uri.path() == auth::TOKEN_PATH {
-            return self.auth.token(&parts, body, peer, &self.router).await;
+        if let Some(page) = Page::route(parts.uri.path()) {
+            if !page.allows(&parts.method) {
+                return Err(unsupported(&parts.method));
+            }
+            return match page {
+                Page::Token => self.auth.token(&parts, body, peer, &self.router).await,
+                Page::Healthz => Ok(plain_text(StatusCode::OK, "ok\n")),
+                Page::Readyz => Ok(self.readiness().await),
+            };
         }
         let route = ApiRoute::parse(parts.uri.path()).map_err(|e| route_error(e, &parts.method))?;
         let q = reply::query(&parts.uri);
@@ -403,6 +414,21 @@ impl App {
     }
 
     /// Start-up warnings about the disk the data directory is on.
+    /// `/readyz`: 200 when the index answers a read and the server is not
+    /// draining, else 503 (a load balancer then sends clients elsewhere).
+    async fn readiness(&self) -> Response<Body> {
+        if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
+            return plain_text(StatusCode::SERVICE_UNAVAILABLE, "draining\n");
+        }
+        match self.store.index.readable().await {
+            Ok(()) => plain_text(StatusCode::OK, "ready\n"),
+            Err(e) => {
+                tracing::warn!(error = %e, "readiness probe: the index cannot be read");
+                plain_text(StatusCode::SERVICE_UNAVAILABLE, "index unreadable\n")
+            }
+        }
+    }
+
     pub fn check_disk(&self) {
         let data = &self.config.data;
         let (Ok(avail), Ok(total)) = (fs4::available_space(data), fs4::total_space(data)) else {
@@ -471,9 +497,70 @@ fn route_error(e: RouteError, method: &Method) -> Error {
     }
 }
 
+/// A small `text/plain` answer.
+fn plain_text(status: StatusCode, text: &'static str) -> Response<Body> {
+    let mut r = Response::new(body::full(text));
+    *r.status_mut() = status;
+    reply::set(
+        &mut r,
+        http::header::CONTENT_TYPE,
+        "text/plain; charset=utf-8",
+    );
+    r.headers_mut()
+        .insert(http::header::CONTENT_LENGTH, HeaderValue::from(text.len()));
+    r
+}
+
 fn unsupported(m: &Method) -> Error {
     Error::oci(
         ErrorCode::Unsupported,
         format!("{m} is not supported on this endpoint"),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn get(app: &App, path: &str) -> (StatusCode, String) {
+        let req = Request::get(path)
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        let peer = Peer::plain("127.0.0.1:9".parse().unwrap());
+        let resp = app.handle(req, &peer).await;
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn probes_answer_and_readyz_turns_503_while_draining() {
+        let dir = tempfile::tempdir().unwrap();
+        let args = crate::config::ServeArgs {
+            data: Some(dir.path().join("data")),
+            ..Default::default()
+        };
+        let app = App::open(Config::load(&args).unwrap()).await.unwrap();
+        assert_eq!(get(&app, "/healthz").await, (StatusCode::OK, "ok\n".into()));
+        assert_eq!(
+            get(&app, "/readyz").await,
+            (StatusCode::OK, "ready\n".into())
+        );
+        app.draining
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            get(&app, "/readyz").await,
+            (StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
+        );
+        assert_eq!(get(&app, "/healthz").await.0, StatusCode::OK);
+        let post = Request::post("/healthz")
+            .body(http_body_util::Empty::<Bytes>::new())
+            .unwrap();
+        let peer = Peer::plain("127.0.0.1:9".parse().unwrap());
+        assert_eq!(
+            app.handle(post, &peer).await.status(),
+            StatusCode::METHOD_NOT_ALLOWED
+        );
+    }
 }

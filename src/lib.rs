@@ -44,6 +44,7 @@
 //! - [`audit`]: the audit log of changes to local repositories.
 //! - [`tls`]: HTTPS certificates, reloaded when they change.
 //! - [`watch`]: noticing that a file read at start-up changed.
+//! - [`pages`]: the non-OCI pages (token, probes), routed first.
 //! - [`app`]: shared state, routing, authorisation, dispatch.
 //! - [`server`]: accept loop, connection limits and deadlines, TLS
 //!   handshakes, graceful shutdown.
@@ -66,6 +67,7 @@ pub mod fuzzing;
 pub mod logsafe;
 pub mod mirror;
 pub mod oci;
+pub mod pages;
 pub mod registry;
 pub mod reply;
 pub mod server;

@@ -489,6 +489,12 @@ async fn anonymous_pull_off_requires_a_login() {
     push_image(&alice, "golden/app", "1", "x").await;
     assert_eq!(anon.get("/v2/golden/app/manifests/1").await.status(), 401);
     assert_eq!(anon.get("/v2/_catalog").await.status(), 401);
+    // The probes an orchestrator asks need no login.
+    for probe in ["/healthz", "/readyz"] {
+        let r = anon.get(probe).await;
+        assert_eq!(r.status(), 200, "{probe}");
+        assert!(!r.text().await.unwrap().is_empty());
+    }
     // An anonymous token grants nothing.
     let t = anon.token_for(None, &["repository:golden/app:pull"]).await;
     let r = anon.bearer(&t).get("/v2/golden/app/manifests/1").await;

@@ -54,6 +54,10 @@ pub struct ParsedManifest {
     /// `artifactType`, or for an image manifest its config's media type:
     /// what the referrers API reports.
     pub artifact_type: Option<String>,
+    /// The config's media type, for an image manifest.
+    pub config_media_type: Option<String>,
+    /// `artifactType` exactly as the manifest declares it, if it does.
+    pub declared_artifact_type: Option<String>,
     pub annotations: Option<Map<String, Value>>,
 }
 
@@ -113,16 +117,19 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest,
         return Err(ManifestError::UnsupportedMediaType(media_type));
     }
 
+    let declared_artifact_type = match raw.artifact_type {
+        None => None,
+        Some(Value::String(s)) => Some(s),
+        Some(_) => return Err(invalid("artifactType", "must be a string")),
+    };
     let mut out = ParsedManifest {
         media_type,
         blobs: Vec::new(),
         manifests: Vec::new(),
         subject: raw.subject.map(|v| descriptor("subject", v)).transpose()?,
-        artifact_type: match raw.artifact_type {
-            None => None,
-            Some(Value::String(s)) => Some(s),
-            Some(_) => return Err(invalid("artifactType", "must be a string")),
-        },
+        artifact_type: declared_artifact_type.clone(),
+        config_media_type: None,
+        declared_artifact_type,
         annotations: match raw.annotations {
             None | Some(Value::Null) => None,
             Some(Value::Object(m)) => Some(m),
@@ -138,6 +145,7 @@ pub fn parse(bytes: &[u8], content_type: Option<&str>) -> Result<ParsedManifest,
             if out.artifact_type.is_none() {
                 out.artifact_type = Some(config.media_type.clone());
             }
+            out.config_media_type = Some(config.media_type.clone());
             out.blobs.push(config.digest);
             for layer in descriptors("layers", raw.layers)? {
                 if layer.urls.as_ref().is_none_or(|u| u.is_empty()) {

@@ -1,7 +1,9 @@
 //! Pure OCI distribution parsing, with no I/O: request paths into routes,
 //! repository names, tags and digests checked against the spec's grammars,
-//! media types, and the parts of a manifest the registry must understand.
+//! media types, the parts of a manifest the registry must understand, and
+//! what kind of content a manifest holds.
 
+pub mod content_type;
 pub mod digest;
 pub mod manifest;
 pub mod name;

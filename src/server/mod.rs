@@ -194,6 +194,8 @@ pub async fn run(
         tokio::spawn(conn.run(stream, addr));
     }
     drop(listener);
+    app.draining
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!("shutting down: waiting for open requests");
     let _ = stop_tx.send(true);
     let _ = maintenance.await;

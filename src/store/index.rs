@@ -176,6 +176,18 @@ impl Index {
         .map_err(|e| Error::storage("joining an index job", e))?
     }
 
+    /// Whether the index answers a read (for the readiness probe).
+    pub async fn readable(&self) -> Result<()> {
+        self.blocking(|index| {
+            index
+                .db
+                .get(b"readiness probe")
+                .map(|_| ())
+                .map_err(db_err("reading the index"))
+        })
+        .await
+    }
+
     /// Makes every change so far durable; a push is acknowledged after this.
     pub async fn flush(&self) -> Result<()> {
         use std::sync::atomic::Ordering::SeqCst;

@@ -1,0 +1,61 @@
+//! The pages that are not distribution API routes, routed before any OCI
+//! route is parsed: the token endpoint, and the probes an orchestrator
+//! asks (`/healthz`: the process answers; `/readyz`: the store is open and
+//! its index readable, and the server is not draining). The web UI, the
+//! JSON API and the metrics join them here.
+
+use http::Method;
+
+/// A non-OCI page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Page {
+    /// `/token`: Docker token auth.
+    Token,
+    /// `/healthz`: alive.
+    Healthz,
+    /// `/readyz`: ready for traffic.
+    Readyz,
+}
+
+impl Page {
+    /// The page `path` names, if any; everything else is left to the OCI
+    /// routes.
+    pub fn route(path: &str) -> Option<Page> {
+        match path {
+            crate::auth::TOKEN_PATH => Some(Page::Token),
+            "/healthz" => Some(Page::Healthz),
+            "/readyz" => Some(Page::Readyz),
+            _ => None,
+        }
+    }
+
+    /// Whether `method` is one this page answers (probes: GET and HEAD).
+    pub fn allows(self, method: &Method) -> bool {
+        match self {
+            Page::Token => true, // the endpoint answers the rest itself
+            Page::Healthz | Page::Readyz => method == Method::GET || method == Method::HEAD,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_come_before_oci_routes() {
+        for (path, want) in [
+            ("/token", Some(Page::Token)),
+            ("/healthz", Some(Page::Healthz)),
+            ("/readyz", Some(Page::Readyz)),
+            ("/v2/", None),
+            ("/v2/healthz/manifests/v1", None),
+            ("/healthz/", None),
+            ("/readyz?x=1", None),
+        ] {
+            assert_eq!(Page::route(path), want, "{path}");
+        }
+        assert!(Page::Healthz.allows(&Method::HEAD));
+        assert!(!Page::Readyz.allows(&Method::POST));
+    }
+}
