@@ -343,7 +343,12 @@ impl Conn {
                     return;
                 }
                 _ = tokio::time::sleep(wait) => {}
-                _ = self.ticket.close.notified() => break Ending::Shed,
+                _ = self.ticket.close.notified() => {
+                    // Picked while silent, but a request may have come since.
+                    if !self.activity.served() {
+                        break Ending::Shed;
+                    }
+                }
                 _ = self.stop.changed() => break Ending::Shutdown,
             }
         };
