@@ -9,31 +9,6 @@ use common::*;
 use futures_util::StreamExt;
 use std::time::{Duration, Instant};
 
-/// Pushes `repo:tag` with one layer of `layer` bytes straight to the
-/// registry (not counted); returns (manifest digest, manifest bytes, layer digest).
-async fn seed(up: &Upstream, repo: &str, tag: &str, layer: &[u8]) -> (String, Vec<u8>, String) {
-    let reg = Api::at(&up.registry_addr);
-    let config = format!("{{\"seed\":\"{repo}:{tag}:{}\"}}", layer.len());
-    let cd = reg.push_blob(repo, config.as_bytes()).await;
-    let ld = reg.push_blob(repo, layer).await;
-    let m = image_manifest(
-        Some(OCI_MANIFEST),
-        (
-            "application/vnd.oci.image.config.v1+json",
-            &cd,
-            config.len(),
-        ),
-        &[(
-            "application/vnd.oci.image.layer.v1.tar+gzip",
-            &ld,
-            layer.len(),
-        )],
-    );
-    let r = reg.put_manifest(repo, tag, OCI_MANIFEST, &m).await;
-    assert_eq!(r.status(), 201, "seeding {repo}:{tag}");
-    (sha256(&m), m, ld)
-}
-
 async fn body_digest(r: reqwest::Response) -> Result<(String, usize), reqwest::Error> {
     use sha2::Digest as _;
     let mut h = sha2::Sha256::new();
@@ -51,7 +26,7 @@ async fn body_digest(r: reqwest::Response) -> Result<(String, usize), reqwest::E
 async fn cold_then_warm_pull_and_upstream_request_counts() {
     let up = Upstream::start(false);
     let layer = pattern(300_000, 1);
-    let (md, mbytes, ld) = seed(&up, "library/alpine", "latest", &layer).await;
+    let (md, mbytes, ld) = up.seed("library/alpine", "latest", &layer).await;
     let w = up.mirror(&[]);
     let api = Api::new(&w);
 
@@ -131,7 +106,7 @@ async fn cold_then_warm_pull_and_upstream_request_counts() {
 async fn concurrent_cold_pulls_cost_one_upstream_transfer() {
     let up = Upstream::start(false);
     let layer = pattern(64 << 20, 7);
-    let (_, _, ld) = seed(&up, "library/big", "1", &layer).await;
+    let (_, _, ld) = up.seed("library/big", "1", &layer).await;
     drop(layer);
     let w = up.mirror(&[]);
     let api = Api::new(&w);
@@ -161,7 +136,7 @@ async fn concurrent_cold_pulls_cost_one_upstream_transfer() {
 async fn a_cache_miss_streams_before_the_upstream_finishes() {
     let up = Upstream::start(false);
     let layer = pattern(4 << 20, 3);
-    let (_, _, ld) = seed(&up, "library/slow", "1", &layer).await;
+    let (_, _, ld) = up.seed("library/slow", "1", &layer).await;
     up.set_faults(Faults {
         slow_blobs: Some(Duration::from_millis(60)),
         ..Default::default()
@@ -192,7 +167,7 @@ async fn a_cache_miss_streams_before_the_upstream_finishes() {
     );
 
     // A client that walks away does not abort the fill for everyone else.
-    let (_, _, ld2) = seed(&up, "library/slow", "2", &pattern(3 << 20, 9)).await;
+    let (_, _, ld2) = up.seed("library/slow", "2", &pattern(3 << 20, 9)).await;
     up.reset();
     let r = api.get(&format!("/v2/library/slow/blobs/{ld2}")).await;
     let mut s = r.bytes_stream();
@@ -229,7 +204,7 @@ async fn a_cache_miss_streams_before_the_upstream_finishes() {
 #[tokio::test]
 async fn moving_tag_is_refreshed_after_its_ttl() {
     let up = Upstream::start(false);
-    let (old, _, _) = seed(&up, "library/app", "latest", b"version one").await;
+    let (old, _, _) = up.seed("library/app", "latest", b"version one").await;
     let w = up.mirror(&["--tag-ttl", "2s"]);
     let api = Api::new(&w);
     let digest = |api: &Api| {
@@ -237,7 +212,7 @@ async fn moving_tag_is_refreshed_after_its_ttl() {
         async move { header(&req.send().await.unwrap(), "docker-content-digest").unwrap() }
     };
     assert_eq!(digest(&api).await, old);
-    let (new, _, _) = seed(&up, "library/app", "latest", b"version two").await;
+    let (new, _, _) = up.seed("library/app", "latest", b"version two").await;
     up.reset();
     assert_eq!(
         digest(&api).await,
@@ -289,8 +264,8 @@ impl Cached {
 async fn upstream_outages_serve_what_is_cached() {
     let up = Upstream::start(false);
     let layer = pattern(100_000, 5);
-    let (md, mbytes, ld) = seed(&up, "library/keep", "stable", &layer).await;
-    seed(&up, "library/never", "pulled", b"never pulled").await;
+    let (md, mbytes, ld) = up.seed("library/keep", "stable", &layer).await;
+    up.seed("library/never", "pulled", b"never pulled").await;
     let w = up.mirror(&["--tag-ttl", "1s"]);
     let api = Api::new(&w);
     assert_eq!(
@@ -400,7 +375,7 @@ async fn upstream_outages_serve_what_is_cached() {
 async fn corrupted_upstream_bytes_are_never_cached() {
     let up = Upstream::start(false);
     let layer = pattern(2 << 20, 11);
-    let (_, _, ld) = seed(&up, "library/bad", "1", &layer).await;
+    let (_, _, ld) = up.seed("library/bad", "1", &layer).await;
     let w = up.mirror(&[]);
     let api = Api::new(&w);
     up.set_faults(Faults {
@@ -440,8 +415,8 @@ async fn corrupted_upstream_bytes_are_never_cached() {
 async fn bearer_tokens_are_cached_per_scope_and_redirects_drop_authorization() {
     let up = Upstream::start(true);
     let layer = pattern(50_000, 2);
-    let (md, _, ld) = seed(&up, "library/secure", "v1", &layer).await;
-    seed(&up, "library/other", "v1", b"other").await;
+    let (md, _, ld) = up.seed("library/secure", "v1", &layer).await;
+    up.seed("library/other", "v1", b"other").await;
     // The "CDN" is localhost on the proxy's port: a loopback host the trust
     // rules refuse unless redirect_hosts lists it (tests/upstream_trust.rs).
     let port = up.addr.rsplit_once(':').unwrap().1;
@@ -537,7 +512,7 @@ async fn misses_are_remembered_briefly_and_names_are_checked() {
 #[tokio::test]
 async fn mirrored_names_are_read_only() {
     let up = Upstream::start(false);
-    let (md, m, _) = seed(&up, "library/alpine", "latest", b"x").await;
+    let (md, m, _) = up.seed("library/alpine", "latest", b"x").await;
     let w = up.mirror(&[]);
     let api = Api::new(&w);
     let r = api
@@ -568,9 +543,9 @@ async fn mirrored_names_are_read_only() {
 #[tokio::test]
 async fn tag_lists_and_referrers_of_mirrored_repositories() {
     let up = Upstream::start(false);
-    seed(&up, "library/multi", "a", b"1").await;
-    seed(&up, "library/multi", "b", b"2").await;
-    seed(&up, "library/multi", "c", b"3").await;
+    up.seed("library/multi", "a", b"1").await;
+    up.seed("library/multi", "b", b"2").await;
+    up.seed("library/multi", "c", b"3").await;
     let w = up.mirror(&[]);
     let api = Api::new(&w);
     let v: serde_json::Value = api.get("/v2/multi/tags/list").await.json().await.unwrap();
@@ -595,7 +570,7 @@ async fn configured_credentials_reach_only_the_token_server() {
     let up = Upstream::start(true);
     let secret = "s3cr3t-pa55word";
     up.require_token_credentials("mirror-bot", secret);
-    let (md, _, ld) = seed(&up, "team/private", "v1", b"private layer").await;
+    let (md, _, ld) = up.seed("team/private", "v1", b"private layer").await;
     let tmp = tempfile::tempdir().unwrap();
     let pw = tmp.path().join("password");
     std::fs::write(&pw, format!("{secret}\n")).unwrap();
@@ -651,7 +626,7 @@ async fn configured_credentials_reach_only_the_token_server() {
 async fn concurrent_cold_manifest_pulls_and_ranges_on_a_cold_blob() {
     let up = Upstream::start(false);
     let layer = pattern(1 << 20, 4);
-    let (md, mbytes, ld) = seed(&up, "library/busy", "1", &layer).await;
+    let (md, mbytes, ld) = up.seed("library/busy", "1", &layer).await;
     let w = up.mirror(&[]);
     let api = Api::new(&w);
     let pulls = (0..16).map(|_| {
@@ -710,7 +685,7 @@ async fn concurrent_cold_manifest_pulls_and_ranges_on_a_cold_blob() {
 async fn corrupt_fills_never_complete_for_any_client() {
     let up = Upstream::start(false);
     let layer = pattern(2 << 20, 13);
-    let (_, _, ld) = seed(&up, "library/rot", "1", &layer).await;
+    let (_, _, ld) = up.seed("library/rot", "1", &layer).await;
     let w = up.mirror(&[]);
     let api = Api::new(&w);
     up.set_faults(Faults {
@@ -758,7 +733,7 @@ async fn corrupt_fills_never_complete_for_any_client() {
 async fn fills_are_per_repository() {
     let up = Upstream::start(false);
     let layer = pattern(1 << 20, 17);
-    let (_, _, ld) = seed(&up, "library/real", "1", &layer).await;
+    let (_, _, ld) = up.seed("library/real", "1", &layer).await;
     up.set_faults(Faults {
         slow_blobs: Some(Duration::from_millis(10)),
         ..Default::default()
@@ -784,7 +759,7 @@ async fn fills_are_per_repository() {
 #[tokio::test]
 async fn a_moved_tag_falls_back_to_the_last_cached_digest() {
     let up = Upstream::start(false);
-    let (old, _, _) = seed(&up, "library/mv", "latest", b"old").await;
+    let (old, _, _) = up.seed("library/mv", "latest", b"old").await;
     let w = up.mirror(&["--tag-ttl", "1s"]);
     let api = Api::new(&w);
     assert_eq!(
@@ -794,7 +769,7 @@ async fn a_moved_tag_falls_back_to_the_last_cached_digest() {
         ),
         Some(old.clone())
     );
-    let (new, _, _) = seed(&up, "library/mv", "latest", b"new").await;
+    let (new, _, _) = up.seed("library/mv", "latest", b"new").await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
     let r = api
         .req("HEAD", "/v2/mv/manifests/latest")
@@ -831,7 +806,7 @@ async fn a_moved_tag_falls_back_to_the_last_cached_digest() {
 #[tokio::test]
 async fn a_cached_manifest_missing_on_disk_is_fetched_again() {
     let up = Upstream::start(false);
-    let (md, mbytes, _) = seed(&up, "library/gone", "1", b"x").await;
+    let (md, mbytes, _) = up.seed("library/gone", "1", b"x").await;
     let w = up.mirror(&[]);
     let api = Api::new(&w);
     assert_eq!(
@@ -861,7 +836,7 @@ async fn a_cached_manifest_missing_on_disk_is_fetched_again() {
 #[tokio::test]
 async fn concurrent_requests_share_one_token() {
     let up = Upstream::start(true);
-    let (md, _, _) = seed(&up, "library/crowd", "1", b"crowd").await;
+    let (md, _, _) = up.seed("library/crowd", "1", b"crowd").await;
     let w = up.mirror(&[]);
     let api = Api::new(&w);
     let pulls = (0..16).map(|i| {

@@ -11,33 +11,6 @@ use common::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// Pushes `repo:tag` with one layer straight to the registry (not
-/// counted); returns (manifest digest, layer digest).
-async fn seed(up: &Upstream, repo: &str, tag: &str, layer: &[u8]) -> (String, String) {
-    let reg = Api::at(&up.registry_addr);
-    let config = format!("{{\"seed\":\"{repo}:{tag}\"}}");
-    let cd = reg.push_blob(repo, config.as_bytes()).await;
-    let ld = reg.push_blob(repo, layer).await;
-    let m = image_manifest(
-        Some(OCI_MANIFEST),
-        (
-            "application/vnd.oci.image.config.v1+json",
-            &cd,
-            config.len(),
-        ),
-        &[(
-            "application/vnd.oci.image.layer.v1.tar+gzip",
-            &ld,
-            layer.len(),
-        )],
-    );
-    assert_eq!(
-        reg.put_manifest(repo, tag, OCI_MANIFEST, &m).await.status(),
-        201
-    );
-    (sha256(&m), ld)
-}
-
 /// A token server: every request gets a token the fake upstream accepts.
 fn token_server() -> Handler {
     Arc::new(|_| {
@@ -75,7 +48,7 @@ async fn logged(w: &Wharf, parts: &[&str]) -> bool {
 #[tokio::test]
 async fn token_realms_on_other_servers_get_nothing_unless_listed() {
     let up = Upstream::start(true);
-    let (md, _) = seed(&up, "library/guarded", "v1", b"guarded layer").await;
+    let (md, _, _) = up.seed("library/guarded", "v1", b"guarded layer").await;
     let secret = "realm-pa55word";
     let tmp = tempfile::tempdir().unwrap();
     let pw = tmp.path().join("password");
@@ -165,7 +138,7 @@ async fn token_realms_on_other_servers_get_nothing_unless_listed() {
 async fn redirects_to_loopback_hosts_are_refused_unless_listed() {
     let up = Upstream::start(false);
     let layer = pattern(300_000, 9);
-    let (_, ld) = seed(&up, "library/cdn", "v1", &layer).await;
+    let (_, _, ld) = up.seed("library/cdn", "v1", &layer).await;
     // The "CDN" on another loopback address, sending headers of its own.
     let served = layer.clone();
     let cdn = Sink::start(
@@ -410,7 +383,7 @@ async fn concurrent_identical_tag_lists_share_one_walk() {
 #[tokio::test]
 async fn a_cold_tag_list_of_a_failing_upstream_is_an_error() {
     let up = Upstream::start(false);
-    let (_, _) = seed(&up, "library/kept", "stable", b"kept").await;
+    up.seed("library/kept", "stable", b"kept").await;
     let w = up.mirror(&[]);
     let api = Api::new(&w);
     assert_eq!(api.status("GET", "/v2/kept/manifests/stable").await, 200);
