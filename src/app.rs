@@ -23,6 +23,7 @@ use crate::pages::Page;
 use crate::registry::{blobs, listing, manifests, referrers, uploads};
 use crate::reply;
 use crate::store::Store;
+use crate::{api, ui};
 use bytes::Bytes;
 use http::{request::Parts, HeaderValue, Method, Request, Response, StatusCode};
 use http_body::Body as HttpBody;
@@ -42,6 +43,8 @@ pub struct App {
     pub tls: Option<crate::tls::Tls>,
     /// Set when shutdown begins: `/readyz` answers 503 from then on.
     pub draining: std::sync::atomic::AtomicBool,
+    /// What the UI and the JSON API list.
+    pub inventory: crate::inventory::Inventory,
 }
 
 impl App {
@@ -76,6 +79,7 @@ impl App {
             config,
             store,
             draining: std::sync::atomic::AtomicBool::new(false),
+            inventory: crate::inventory::Inventory::new(),
         })
     }
 
@@ -203,6 +207,7 @@ impl App {
                 Page::Token => self.auth.token(&parts, body, peer, &self.router).await,
                 Page::Healthz => Ok(plain_text(StatusCode::OK, "ok\n")),
                 Page::Readyz => Ok(self.readiness().await),
+                Page::Ui | Page::Login | Page::Api => self.browse(page, &parts, peer).await,
             };
         }
         let route = ApiRoute::parse(parts.uri.path()).map_err(|e| route_error(e, &parts.method))?;
@@ -249,6 +254,93 @@ impl App {
                 }
                 Ok(r)
             }
+        }
+    }
+
+    /// The web UI and the JSON API, for a caller who may list
+    /// repositories, showing only those they may pull. The UI answers
+    /// refusals in HTML and asks browsers for a password (Basic); the API
+    /// answers them like the registry does.
+    async fn browse(&self, page: Page, parts: &Parts, peer: &Peer) -> Result<Response<Body>> {
+        use crate::auth::policy::Op;
+        use crate::inventory::{Repo, Viewer};
+        let fallback = self.config.listen.to_string();
+        let mut cx = ui::Context {
+            host: ui::Context::host_of(parts, &fallback),
+            user: None,
+            can_sign_in: !self.auth.is_open(),
+        };
+        let caller = match self.auth.authenticate(parts, peer).await {
+            Ok(c) => c,
+            Err(e) if page == Page::Api => return Err(e),
+            Err(e) => return Ok(ui::refused(&cx, e)),
+        };
+        let anonymous = caller.identity == auth::policy::Identity::Anonymous;
+        if page == Page::Login {
+            return Ok(if anonymous && !self.auth.is_open() {
+                ui::ask_for_password()
+            } else {
+                ui::signed_in()
+            });
+        }
+        if !self.auth.allows(&caller, &Op::Catalog) {
+            if page == Page::Api {
+                self.auth
+                    .authorize(&caller, &Op::Catalog, &Backend::Local, parts, peer)?;
+            }
+            return Ok(if anonymous {
+                ui::ask_for_password()
+            } else {
+                ui::refused(
+                    &cx,
+                    Error::oci(ErrorCode::Denied, "you may not list repositories"),
+                )
+            });
+        }
+        let user = match &caller.identity {
+            auth::policy::Identity::User(u) => Some(u.as_str()),
+            auth::policy::Identity::Anonymous => None,
+        };
+        cx.user = user;
+        let visible = |r: &Repo| self.auth.may_pull(&caller, &r.name(), &r.backend());
+        let viewer = Viewer {
+            store: &self.store,
+            router: &self.router,
+            inventory: &self.inventory,
+            visible: &visible,
+        };
+        let path = parts.uri.path();
+        if page == Page::Api {
+            return match api::ApiPath::parse(path) {
+                Some(p) => api::answer(&viewer, parts, p).await,
+                None => Err(api::not_found(path)),
+            };
+        }
+        let Some(p) = ui::UiPath::parse(path) else {
+            return Ok(ui::refused(
+                &cx,
+                Error::oci(ErrorCode::NameUnknown, "no such page"),
+            ));
+        };
+        Ok(ui::answer(&viewer, &cx, parts, p, || self.cache_facts()).await)
+    }
+
+    /// The cache page's figures.
+    fn cache_facts(&self) -> ui::CacheFacts {
+        ui::CacheFacts {
+            mirrored_bytes: self.store.cache.bytes(),
+            limit: self.config.max_cache_size,
+            upstreams: self
+                .config
+                .upstreams
+                .iter()
+                .map(|u| ui::UpstreamFacts {
+                    name: u.name.clone(),
+                    url: u.url.to_string(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
         }
     }
 

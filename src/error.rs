@@ -28,6 +28,9 @@ pub enum ErrorCode {
     TooManyRequests,
     RangeInvalid,
     PaginationNumberInvalid,
+    /// Not in the distribution spec: a bad query parameter of Wharf's own
+    /// pages (the JSON API's `type` or `q`).
+    ParameterInvalid,
     Unavailable,
     Unknown,
 }
@@ -53,6 +56,7 @@ impl ErrorCode {
             TooManyRequests => "TOOMANYREQUESTS",
             RangeInvalid => "RANGE_INVALID",
             PaginationNumberInvalid => "PAGINATION_NUMBER_INVALID",
+            ParameterInvalid => "PARAMETER_INVALID",
             Unavailable => "UNAVAILABLE",
             Unknown => "UNKNOWN",
         }
@@ -72,7 +76,8 @@ impl ErrorCode {
             | NameInvalid
             | SizeInvalid
             | TagInvalid
-            | PaginationNumberInvalid => StatusCode::BAD_REQUEST,
+            | PaginationNumberInvalid
+            | ParameterInvalid => StatusCode::BAD_REQUEST,
             Unauthorized => StatusCode::UNAUTHORIZED,
             Denied => StatusCode::FORBIDDEN,
             Unsupported => StatusCode::METHOD_NOT_ALLOWED,
@@ -186,6 +191,28 @@ impl Error {
             Error::Oci { errors, .. } => errors.first().map_or(ErrorCode::Unknown, |e| e.code),
             Error::Storage { .. } => ErrorCode::Unknown,
             Error::ClientBody(_) => ErrorCode::BlobUploadInvalid,
+        }
+    }
+
+    /// The status and message a client is told, for pages that render
+    /// errors in HTML (the web UI); storage faults say no more than
+    /// [`Error::into_response`] does.
+    pub fn public(&self) -> (StatusCode, String) {
+        match self {
+            Error::Oci { errors, status, .. } => (
+                *status,
+                errors
+                    .first()
+                    .map_or_else(String::new, |e| e.message.clone()),
+            ),
+            Error::Storage { .. } => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal storage error".into(),
+            ),
+            Error::ClientBody(_) => (
+                StatusCode::BAD_REQUEST,
+                "request body could not be read".into(),
+            ),
         }
     }
 

@@ -57,6 +57,7 @@
 //! - [`fuzzing`]: the fuzz targets' entry points (also property tests).
 #![forbid(unsafe_code)]
 
+pub mod api;
 pub mod app;
 pub mod audit;
 pub mod auth;
@@ -64,6 +65,7 @@ pub mod body;
 pub mod config;
 pub mod error;
 pub mod fuzzing;
+pub mod inventory;
 pub mod logsafe;
 pub mod mirror;
 pub mod oci;
@@ -74,6 +76,7 @@ pub mod server;
 pub mod store;
 pub mod summary;
 pub mod tls;
+pub mod ui;
 pub mod upstream;
 pub mod watch;
 

@@ -1,8 +1,8 @@
 //! The pages that are not distribution API routes, routed before any OCI
 //! route is parsed: the token endpoint, and the probes an orchestrator
 //! asks (`/healthz`: the process answers; `/readyz`: the store is open and
-//! its index readable, and the server is not draining). The web UI, the
-//! JSON API and the metrics join them here.
+//! its index readable, and the server is not draining), the web UI
+//! (`/`, `/r/...`, `/cache`, `/login`) and the JSON API (`/api/...`).
 
 use http::Method;
 
@@ -15,6 +15,12 @@ pub enum Page {
     Healthz,
     /// `/readyz`: ready for traffic.
     Readyz,
+    /// The web UI's pages.
+    Ui,
+    /// `/login`: the UI's sign-in.
+    Login,
+    /// `/api/...`: the JSON API.
+    Api,
 }
 
 impl Page {
@@ -25,6 +31,10 @@ impl Page {
             crate::auth::TOKEN_PATH => Some(Page::Token),
             "/healthz" => Some(Page::Healthz),
             "/readyz" => Some(Page::Readyz),
+            "/login" => Some(Page::Login),
+            "/" | "/cache" => Some(Page::Ui),
+            p if p.starts_with("/r/") => Some(Page::Ui),
+            p if p.starts_with("/api/") => Some(Page::Api),
             _ => None,
         }
     }
@@ -33,7 +43,9 @@ impl Page {
     pub fn allows(self, method: &Method) -> bool {
         match self {
             Page::Token => true, // the endpoint answers the rest itself
-            Page::Healthz | Page::Readyz => method == Method::GET || method == Method::HEAD,
+            Page::Healthz | Page::Readyz | Page::Ui | Page::Login | Page::Api => {
+                method == Method::GET || method == Method::HEAD
+            }
         }
     }
 }
@@ -52,6 +64,12 @@ mod tests {
             ("/v2/healthz/manifests/v1", None),
             ("/healthz/", None),
             ("/readyz?x=1", None),
+            ("/", Some(Page::Ui)),
+            ("/r/golden/app:1", Some(Page::Ui)),
+            ("/cache", Some(Page::Ui)),
+            ("/login", Some(Page::Login)),
+            ("/api/v1/repositories", Some(Page::Api)),
+            ("/v2/_catalog", None),
         ] {
             assert_eq!(Page::route(path), want, "{path}");
         }

@@ -456,6 +456,13 @@ impl Auth {
         Error::oci(ErrorCode::Unauthorized, message).with_header(header::WWW_AUTHENTICATE, value)
     }
 
+    /// Whether `caller` may pull `name`, which routes to `backend` (for
+    /// the UI and the JSON API).
+    pub fn may_pull(&self, caller: &Caller, name: &str, backend: &Backend) -> bool {
+        let at = self.locate(backend);
+        self.allows(caller, &at.op(name, Action::Pull))
+    }
+
     /// Whether `caller` may pull local repository `name` (for listings).
     pub fn may_pull_local(&self, caller: &Caller, name: &str) -> bool {
         decide(

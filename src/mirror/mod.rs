@@ -527,6 +527,7 @@ impl Mirror {
             media_type: media_type.to_string(),
             size: bytes.len() as u64,
             subject: None,
+            stored: crate::store::cache::unix_now() / 1000,
         };
         store.index.put_mirror_manifest(upstream, d, &meta)?;
         store.cache.added(bytes.len() as u64);

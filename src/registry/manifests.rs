@@ -161,6 +161,7 @@ where
             media_type: parsed.media_type,
             size: bytes.len() as u64,
             subject: subject.clone(),
+            stored: crate::store::cache::unix_now() / 1000,
         },
         tags: &tags,
         referrer,

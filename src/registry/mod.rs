@@ -6,7 +6,6 @@
 pub mod blobs;
 pub mod listing;
 pub mod manifests;
-pub mod page;
 pub mod referrers;
 pub mod uploads;
 

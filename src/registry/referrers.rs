@@ -7,12 +7,12 @@
 //! the next page keyed on the last referrer digest the page covered. The
 //! index scan and the JSON are built on the blocking pool.
 
-use super::page;
 use crate::body::Body;
 use crate::error::{Error, ErrorCode, Result};
 use crate::oci::manifest::{Descriptor, MAX_MANIFEST_BYTES, OCI_INDEX};
 use crate::oci::{Digest, RepoName, Tag};
 use crate::reply;
+use crate::reply::page;
 use crate::store::Store;
 use http::{header, request::Parts, Response};
 

@@ -4,6 +4,7 @@
 //! stored content with ranges ([`content`]).
 
 pub mod content;
+pub mod page;
 
 use crate::body::{self, Body};
 use crate::error::{BoxError, Error, ErrorCode, Result};

@@ -107,6 +107,24 @@ impl BlobStore {
         }
     }
 
+    /// Reads a small stored blob (a manifest) whole, for listings; `None`
+    /// when it is missing or larger than `limit`. Blocking: call it on the
+    /// blocking pool.
+    pub fn read_small(&self, d: &Digest, limit: u64) -> io::Result<Option<Vec<u8>>> {
+        use std::io::Read;
+        let f = match std::fs::File::open(self.path(d)) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        if f.metadata()?.len() > limit {
+            return Ok(None);
+        }
+        let mut out = Vec::new();
+        f.take(limit + 1).read_to_end(&mut out)?;
+        Ok((out.len() as u64 <= limit).then_some(out))
+    }
+
     /// Opens a stored blob to serve it, checking its seal first. `None`
     /// when it is missing, or was found corrupt (and quarantined).
     pub async fn open_verified(&self, d: &Digest) -> Result<Option<(tokio::fs::File, u64)>> {

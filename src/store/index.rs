@@ -44,6 +44,14 @@ pub struct ManifestMeta {
     pub size: u64,
     #[serde(default)]
     pub subject: Option<Digest>,
+    /// When it was pushed (local) or cached (mirrored), unix seconds; 0
+    /// for records written before this was kept.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stored: u64,
+}
+
+fn is_zero(v: &u64) -> bool {
+    *v == 0
 }
 
 /// One cached mirrored blob or manifest.
@@ -521,6 +529,99 @@ impl Index {
         self.list_after(prefix, last, n)
     }
 
+    /// Tags of a mirrored repository known from earlier pulls, with the
+    /// digests they last resolved to, after `last`, at most `n`.
+    pub fn mirror_tag_digests(
+        &self,
+        upstream: &str,
+        repo: &str,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<(String, Digest)>> {
+        let mut prefix = key("T/", &[upstream, repo]);
+        prefix.push(0);
+        self.tagged(prefix, last, n)
+    }
+
+    /// Tags of local `repo` with their digests, in lexical order, after
+    /// `last`, at most `n`.
+    pub fn tag_digests(
+        &self,
+        repo: &RepoName,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<(String, Digest)>> {
+        self.tagged(repo_prefix("t/", repo), last, n)
+    }
+
+    fn tagged(
+        &self,
+        prefix: Vec<u8>,
+        last: Option<&str>,
+        n: usize,
+    ) -> Result<Vec<(String, Digest)>> {
+        let mut out = Vec::new();
+        for kv in self.db.range(after_key(&prefix, last)..) {
+            if out.len() >= n {
+                break;
+            }
+            let (k, v) = kv.map_err(db_err("listing tags"))?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let tag = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
+            if let Some(d) = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()) {
+                out.push((tag, d));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Mirrored repositories known from earlier pulls (those with a
+    /// remembered tag), as (upstream, repository), in key order after
+    /// `after`, at most `n`. Skips from one repository to the next without
+    /// reading its tags.
+    pub fn mirror_repos(
+        &self,
+        after: Option<(&str, &str)>,
+        n: usize,
+    ) -> Result<Vec<(String, String)>> {
+        let mut start = match after {
+            Some((u, r)) => past_repo(u, r),
+            None => b"T/".to_vec(),
+        };
+        let mut out = Vec::new();
+        while out.len() < n {
+            let Some(kv) = self.db.range(start..).next() else {
+                break;
+            };
+            let (k, _) = kv.map_err(db_err("listing mirrored repositories"))?;
+            if !k.starts_with(b"T/") {
+                break;
+            }
+            let rest = String::from_utf8_lossy(&k[2..]).into_owned();
+            let mut parts = rest.splitn(3, '\0');
+            let (Some(u), Some(r), Some(_tag)) = (parts.next(), parts.next(), parts.next()) else {
+                // Not a tag record: step over this one key.
+                start = k.to_vec();
+                start.push(0);
+                continue;
+            };
+            start = past_repo(u, r);
+            out.push((u.to_string(), r.to_string()));
+        }
+        Ok(out)
+    }
+
+    /// Last recorded access of `d`, unix milliseconds.
+    pub fn access_time(&self, d: &Digest) -> Result<Option<u64>> {
+        Ok(self
+            .db
+            .get(key("A/", &[&d.to_string()]))
+            .map_err(db_err("reading an access time"))?
+            .and_then(|v| std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok())))
+    }
+
     /// Records the seal (ctime and length) of a committed blob file.
     pub fn put_seal(&self, d: &Digest, seal: &str) -> Result<()> {
         self.db
@@ -680,6 +781,14 @@ impl Index {
     }
 }
 
+/// The smallest key after every tag record of mirrored `upstream`/`repo`
+/// (tags are printable ASCII, so no tag key reaches byte 0xff).
+fn past_repo(upstream: &str, repo: &str) -> Vec<u8> {
+    let mut k = key("T/", &[upstream, repo]);
+    k.extend_from_slice(&[0, 0xff]);
+    k
+}
+
 /// The first key under `prefix` that comes after `prefix` + `last`.
 fn after_key(prefix: &[u8], last: Option<&str>) -> Vec<u8> {
     let mut s = prefix.to_vec();
@@ -706,6 +815,7 @@ mod tests {
             media_type: "m".into(),
             size: 1,
             subject: None,
+            stored: 0,
         }
     }
 
@@ -914,5 +1024,45 @@ mod tests {
         }
         use std::sync::atomic::Ordering::SeqCst;
         assert_eq!(idx.flusher.completed.load(SeqCst), 200);
+    }
+
+    #[test]
+    fn mirrored_repositories_list_once_each_and_page() {
+        let (_d, idx) = index();
+        let d = Digest::of(Algorithm::Sha256, b"x");
+        for (u, r, t) in [
+            ("docker.io", "library/alpine", "3.20"),
+            ("docker.io", "library/alpine", "latest"),
+            ("docker.io", "library/alpine/sub", "1"),
+            ("docker.io", "library/busybox", "1"),
+            ("quay.io", "a/b", "v1"),
+        ] {
+            idx.put_mirror_tag(u, r, t, &d).unwrap();
+        }
+        let all = idx.mirror_repos(None, 100).unwrap();
+        let names: Vec<String> = all.iter().map(|(u, r)| format!("{u}/{r}")).collect();
+        assert_eq!(
+            names,
+            [
+                "docker.io/library/alpine",
+                "docker.io/library/alpine/sub",
+                "docker.io/library/busybox",
+                "quay.io/a/b"
+            ]
+        );
+        let page = idx
+            .mirror_repos(Some(("docker.io", "library/alpine")), 2)
+            .unwrap();
+        assert_eq!(page[0].1, "library/alpine/sub");
+        assert_eq!(page.len(), 2);
+        let tags = idx
+            .mirror_tag_digests("docker.io", "library/alpine", None, 10)
+            .unwrap();
+        assert_eq!(tags.len(), 2);
+        assert_eq!(tags[0].0, "3.20");
+        assert!(idx
+            .mirror_repos(Some(("quay.io", "a/b")), 5)
+            .unwrap()
+            .is_empty());
     }
 }

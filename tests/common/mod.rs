@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod attack;
+pub mod browser;
 pub mod docker;
 pub mod layout;
 pub mod pki;
