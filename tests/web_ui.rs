@@ -467,6 +467,33 @@ async fn api_lists_types_pages_and_refuses_bad_input() {
         assert_eq!(v["tags"][0]["content_type"], "image");
     }
 
+    // A pull shows as one (a push does not); a mirrored image was pulled
+    // when it was cached.
+    let last_pulled = |repo: &'static str| {
+        let api = &api;
+        async move {
+            let v: Value = api
+                .get(&format!("/api/v1/repositories/{repo}/tags"))
+                .await
+                .json()
+                .await
+                .unwrap();
+            v["tags"][0]["last_pulled"].clone()
+        }
+    };
+    assert_eq!(last_pulled("golden/vol").await, Value::Null);
+    assert!(last_pulled("docker.io/library/alpine").await.is_string());
+    assert_eq!(last_pulled("golden/app").await, Value::Null);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let r = api
+        .req("GET", "/v2/golden/app/manifests/1.0")
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(last_pulled("golden/app").await.is_string());
+
     // Bad input: a clear error, and nothing changes.
     let before = listed(&api, "").await;
     let long = "a".repeat(60 * 1024);

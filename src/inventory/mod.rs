@@ -13,6 +13,7 @@ use crate::mirror::routing::{Backend, Router};
 use crate::oci::content_type::ContentType;
 use crate::oci::manifest::{Descriptor, MAX_MANIFEST_BYTES};
 use crate::oci::{Digest, RepoName};
+use crate::store::cache::CacheTracker;
 use crate::store::index::ManifestMeta;
 use crate::store::{BlobStore, Index, Store};
 pub use describe::{Description, Part};
@@ -290,14 +291,14 @@ impl Inventory {
     }
 
     async fn summaries(&self, store: &Store, repos: Vec<Repo>) -> Result<Vec<RepoSummary>> {
-        let (me, blobs) = (self.clone(), store.blobs.clone());
+        let (me, files) = (self.clone(), Files::of(store));
         store
             .index
-            .blocking(move |i| repos.iter().map(|r| me.summary(i, &blobs, r)).collect())
+            .blocking(move |i| repos.iter().map(|r| me.summary(i, &files, r)).collect())
             .await
     }
 
-    fn summary(&self, i: &Index, blobs: &BlobStore, repo: &Repo) -> Result<RepoSummary> {
+    fn summary(&self, i: &Index, files: &Files, repo: &Repo) -> Result<RepoSummary> {
         let tags = repo.tags(i, None, SUMMARY_TAGS + 1)?;
         let more_tags = tags.len() > SUMMARY_TAGS;
         let mut seen: Vec<&Digest> = Vec::new();
@@ -321,8 +322,8 @@ impl Inventory {
             if meta.stored > 0 {
                 s.updated = s.updated.max(Some(meta.stored));
             }
-            s.pulled = s.pulled.max(i.access_time(d)?.map(|ms| ms / 1000));
-            if let Some(desc) = self.describe(i, blobs, repo, d, &meta, 0)? {
+            s.pulled = s.pulled.max(files.pulled(repo, d, &meta)?);
+            if let Some(desc) = self.describe(i, &files.blobs, repo, d, &meta, 0)? {
                 s.size += desc.size;
                 if !s.kinds.contains(&desc.content_type) {
                     s.kinds.push(desc.content_type.clone());
@@ -340,9 +341,9 @@ impl Inventory {
         last: Option<&str>,
         n: usize,
     ) -> Result<Option<Page<TagSummary>>> {
-        let (me, blobs, repo, last) = (
+        let (me, files, repo, last) = (
             self.clone(),
-            store.blobs.clone(),
+            Files::of(store),
             repo.clone(),
             last.map(str::to_string),
         );
@@ -356,7 +357,7 @@ impl Inventory {
                 let more = tags.len() > n;
                 let mut items = Vec::new();
                 for (tag, d) in tags.into_iter().take(n) {
-                    items.push(me.tag_summary(i, &blobs, &repo, tag, d)?);
+                    items.push(me.tag_summary(i, &files, &repo, tag, d)?);
                 }
                 let next = if more {
                     items.last().map(|t: &TagSummary| t.tag.clone())
@@ -375,9 +376,9 @@ impl Inventory {
         repo: &Repo,
         tag: &str,
     ) -> Result<Option<(TagSummary, Option<Vec<u8>>)>> {
-        let (me, blobs, repo, tag) = (
+        let (me, files, repo, tag) = (
             self.clone(),
-            store.blobs.clone(),
+            Files::of(store),
             repo.clone(),
             tag.to_string(),
         );
@@ -391,9 +392,10 @@ impl Inventory {
                 let Some(d) = d else {
                     return Ok(None);
                 };
-                let summary = me.tag_summary(i, &blobs, &repo, tag, d.clone())?;
+                let summary = me.tag_summary(i, &files, &repo, tag, d.clone())?;
                 let bytes = match summary.description {
-                    Some(_) => blobs
+                    Some(_) => files
+                        .blobs
                         .read_small(&d, MAX_MANIFEST_BYTES as u64)
                         .map_err(|e| Error::storage("reading a manifest", e))?,
                     None => None,
@@ -406,20 +408,24 @@ impl Inventory {
     fn tag_summary(
         &self,
         i: &Index,
-        blobs: &BlobStore,
+        files: &Files,
         repo: &Repo,
         tag: String,
         d: Digest,
     ) -> Result<TagSummary> {
         let meta = repo.meta(i, &d)?;
         let description = match &meta {
-            Some(m) => self.describe(i, blobs, repo, &d, m, 0)?,
+            Some(m) => self.describe(i, &files.blobs, repo, &d, m, 0)?,
+            None => None,
+        };
+        let pulled = match &meta {
+            Some(m) => files.pulled(repo, &d, m)?,
             None => None,
         };
         Ok(TagSummary {
             tag,
             stored: meta.as_ref().map(|m| m.stored).filter(|s| *s > 0),
-            pulled: i.access_time(&d)?.map(|ms| ms / 1000),
+            pulled,
             referrers: repo.referrers(i, &d)?,
             description,
             digest: d,
@@ -464,6 +470,33 @@ impl Inventory {
         }));
         self.described.insert(d.clone(), desc.clone());
         Ok(Some(desc))
+    }
+}
+
+/// The stored files and the record of their use, for blocking jobs.
+struct Files {
+    blobs: BlobStore,
+    cache: Arc<CacheTracker>,
+}
+
+impl Files {
+    fn of(store: &Store) -> Files {
+        Files {
+            blobs: store.blobs.clone(),
+            cache: store.cache.clone(),
+        }
+    }
+
+    /// When manifest `d` of `repo` was last pulled, unix seconds. A push
+    /// also counts as a use: locally, a use within a second of the push
+    /// (or before it) is not a pull. (Caching a mirrored one is.)
+    fn pulled(&self, repo: &Repo, d: &Digest, meta: &ManifestMeta) -> Result<Option<u64>> {
+        let local = matches!(repo, Repo::Local(_));
+        Ok(self
+            .cache
+            .last_used(d)?
+            .map(|ms| ms / 1000)
+            .filter(|s| !local || *s > meta.stored + 1))
     }
 }
 

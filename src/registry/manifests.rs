@@ -51,6 +51,10 @@ pub async fn get(
         tracing::error!(%digest, repo = %name, "indexed manifest is missing on disk");
         return Err(manifest_unknown(reference));
     };
+    if parts.method == http::Method::GET {
+        // A GET of a manifest is a pull (a HEAD is not): the UI shows it.
+        store.cache.touch(&digest);
+    }
     serve_file(parts, file, size, &digest, &meta.media_type, false).await
 }
 

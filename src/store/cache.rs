@@ -93,6 +93,21 @@ impl CacheTracker {
         t.insert(d.clone(), unix_now());
     }
 
+    /// When `d` was last used (unix milliseconds): the touch not yet
+    /// written, else the recorded one.
+    pub fn last_used(&self, d: &Digest) -> Result<Option<u64>> {
+        let recent = self
+            .touched
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(d)
+            .copied();
+        match recent {
+            Some(t) => Ok(Some(t)),
+            None => self.index.access_time(d),
+        }
+    }
+
     /// The in-memory touches not yet written.
     pub fn recent_touches(&self) -> HashMap<Digest, u64> {
         self.touched
