@@ -1,7 +1,8 @@
 //! Listings at scale, against a real server, while another client keeps
 //! asking `GET /v2/`: twenty clients list 10,000 referrers of one subject
 //! at once, and twenty list a repository of 100,000 tags, each following
-//! `Link` to the end. The listings must page (every entry once, in order,
+//! `Link` to the end; and the web UI and JSON API list 10,000
+//! repositories. The listings must page (every entry once, in order,
 //! the `artifactType` filter holding on every page); how long `GET /v2/`
 //! took meanwhile is printed, never asserted (speed is not a test
 //! assertion). The content is pushed over several connections at once.
@@ -301,4 +302,121 @@ async fn a_hundred_thousand_tags_page_while_the_registry_stays_responsive() {
     let (tags, pages) = list_tags(&api, &format!("{first}?n=7777")).await;
     assert_eq!(tags, want);
     assert_eq!(pages, want.len().div_ceil(7777));
+}
+
+const REPOS: usize = 10_000;
+
+/// The web UI and the JSON API over 10,000 repositories: the API pages
+/// through every one exactly once, in order; a content-type filter that
+/// matches one repository at the very end still finds it, page after
+/// page; the UI's first page is one bounded page. Times are printed.
+#[tokio::test]
+async fn ten_thousand_repositories_page_in_the_ui_and_the_api() {
+    let w = Wharf::start();
+    let api = Api::new(&w);
+    push_image(&api, "golden/base", "1", "base").await;
+    let v: Value = api
+        .get("/v2/golden/base/manifests/1")
+        .await
+        .json()
+        .await
+        .unwrap();
+    let config = v["config"]["digest"].as_str().unwrap().to_string();
+    let layer = v["layers"][0]["digest"].as_str().unwrap().to_string();
+    let manifest = serde_json::to_vec(&v).unwrap();
+    let started = Instant::now();
+    stream::iter(0..REPOS)
+        .map(|i| {
+            let (api, config, layer, manifest) = (&api, &config, &layer, &manifest);
+            async move {
+                let repo = format!("golden/r{i:05}");
+                for d in [config, layer] {
+                    let r = api
+                        .req(
+                            "POST",
+                            &format!("/v2/{repo}/blobs/uploads/?mount={d}&from=golden/base"),
+                        )
+                        .send()
+                        .await
+                        .unwrap();
+                    assert_eq!(r.status(), 201, "mount into {repo}");
+                }
+                let r = api.put_manifest(&repo, "1", OCI_MANIFEST, manifest).await;
+                assert_eq!(r.status(), 201);
+            }
+        })
+        .buffer_unordered(PUSH_CONNECTIONS)
+        .collect::<Vec<()>>()
+        .await;
+    // One chart, listed last.
+    let cfg = br#"{"name":"zz"}"#;
+    let cd = api.push_blob("golden/zz-chart", cfg).await;
+    let m = json!({"schemaVersion": 2, "config": {"mediaType": "application/vnd.cncf.helm.config.v1+json", "digest": cd, "size": cfg.len()}, "layers": []});
+    let r = api
+        .put_manifest(
+            "golden/zz-chart",
+            "0.1.0",
+            OCI_MANIFEST,
+            &serde_json::to_vec(&m).unwrap(),
+        )
+        .await;
+    assert_eq!(r.status(), 201);
+    println!("setup: {REPOS} repositories in {:?}", started.elapsed());
+
+    let t = Instant::now();
+    let r = api.get("/").await;
+    assert_eq!(r.status(), 200);
+    let page = r.text().await.unwrap();
+    println!("UI first page (50 repositories): {:?}", t.elapsed());
+    assert_eq!(page.matches("<tr class=\"repo\"").count(), 50);
+
+    let t = Instant::now();
+    let mut names = Vec::new();
+    let mut url = "/api/v1/repositories?n=1000".to_string();
+    loop {
+        let r = api.get(&url).await;
+        assert_eq!(r.status(), 200, "{url}");
+        let next = next_link(&r);
+        let v: Value = r.json().await.unwrap();
+        for repo in v["repositories"].as_array().unwrap() {
+            names.push(repo["name"].as_str().unwrap().to_string());
+        }
+        match next {
+            Some(n) => url = n,
+            None => break,
+        }
+    }
+    println!("API, every repository in pages of 1,000: {:?}", t.elapsed());
+    assert_eq!(names.len(), REPOS + 2);
+    let mut sorted = names.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(sorted, names, "each once, in order");
+
+    let t = Instant::now();
+    let mut found = Vec::new();
+    let mut pages = 0;
+    let mut url = "/api/v1/repositories?type=helm".to_string();
+    loop {
+        let r = api.get(&url).await;
+        assert_eq!(r.status(), 200, "{url}");
+        pages += 1;
+        let next = next_link(&r);
+        let v: Value = r.json().await.unwrap();
+        for repo in v["repositories"].as_array().unwrap() {
+            found.push(repo["name"].as_str().unwrap().to_string());
+        }
+        match next {
+            Some(n) => {
+                assert!(n.contains("type=helm"), "filter kept: {n}");
+                url = n
+            }
+            None => break,
+        }
+    }
+    println!(
+        "API, the one Helm chart among {REPOS}: {pages} requests, {:?}",
+        t.elapsed()
+    );
+    assert_eq!(found, ["golden/zz-chart"]);
 }
