@@ -1,8 +1,9 @@
 //! The pages that are not distribution API routes, routed before any OCI
 //! route is parsed: the token endpoint, and the probes an orchestrator
 //! asks (`/healthz`: the process answers; `/readyz`: the store is open and
-//! its index readable, and the server is not draining). The web UI, the
-//! JSON API and the metrics join them here.
+//! its index readable, and the server is not draining), and the metrics
+//! (`/metrics`, anonymous like the probes). The web UI and the JSON API
+//! join them here.
 
 use http::Method;
 
@@ -15,6 +16,8 @@ pub enum Page {
     Healthz,
     /// `/readyz`: ready for traffic.
     Readyz,
+    /// `/metrics`: Prometheus metrics.
+    Metrics,
 }
 
 impl Page {
@@ -25,6 +28,7 @@ impl Page {
             crate::auth::TOKEN_PATH => Some(Page::Token),
             "/healthz" => Some(Page::Healthz),
             "/readyz" => Some(Page::Readyz),
+            "/metrics" => Some(Page::Metrics),
             _ => None,
         }
     }
@@ -33,7 +37,9 @@ impl Page {
     pub fn allows(self, method: &Method) -> bool {
         match self {
             Page::Token => true, // the endpoint answers the rest itself
-            Page::Healthz | Page::Readyz => method == Method::GET || method == Method::HEAD,
+            Page::Healthz | Page::Readyz | Page::Metrics => {
+                method == Method::GET || method == Method::HEAD
+            }
         }
     }
 }
@@ -48,6 +54,8 @@ mod tests {
             ("/token", Some(Page::Token)),
             ("/healthz", Some(Page::Healthz)),
             ("/readyz", Some(Page::Readyz)),
+            ("/metrics", Some(Page::Metrics)),
+            ("/metrics/", None),
             ("/v2/", None),
             ("/v2/healthz/manifests/v1", None),
             ("/healthz/", None),
@@ -57,5 +65,7 @@ mod tests {
         }
         assert!(Page::Healthz.allows(&Method::HEAD));
         assert!(!Page::Readyz.allows(&Method::POST));
+        assert!(Page::Metrics.allows(&Method::GET));
+        assert!(!Page::Metrics.allows(&Method::PUT));
     }
 }
