@@ -33,7 +33,11 @@ fn start_wharf(upstream: &str) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let addr = format!("127.0.0.1:{port}");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
+    // WHARF_TEST_BIN measures another build (an earlier one, for
+    // before/after figures), as it does for the tests.
+    let bin =
+        std::env::var("WHARF_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_wharf").to_string());
+    let mut cmd = Command::new(bin);
     cmd.args(["serve", "--listen", &addr, "--data"])
         .arg(dir.path().join("data"))
         .args([

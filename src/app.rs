@@ -6,7 +6,8 @@
 //! local registry or the mirror, write the audit line of a change, and
 //! turn any error into the OCI error body (via [`Error::into_response`],
 //! the only place that happens). Every response gets
-//! `Docker-Distribution-API-Version`.
+//! `Docker-Distribution-API-Version`, and is counted in [`crate::metrics`]
+//! by method, kind of route and status.
 
 use crate::audit;
 use crate::auth::{self, Auth, Caller, Peer};
@@ -169,6 +170,7 @@ impl App {
         let started = Instant::now();
         let method = req.method().clone();
         let path = req.uri().path().to_string();
+        let route = crate::metrics::Route::of(&path);
         let mut resp = match self.dispatch(req, peer).await {
             Ok(r) => r,
             Err(e) => {
@@ -188,7 +190,10 @@ impl App {
             "docker-distribution-api-version",
             HeaderValue::from_static("registry/2.0"),
         );
-        tracing::debug!(%method, path = %Clean(&path), status = resp.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
+        let elapsed = started.elapsed();
+        let status = resp.status().as_u16();
+        crate::metrics::METRICS.http(&method, route, status, elapsed);
+        tracing::debug!(%method, path = %Clean(&path), status, elapsed_ms = elapsed.as_millis() as u64, "request");
         resp
     }
 
@@ -207,6 +212,7 @@ impl App {
                 Page::Token => self.auth.token(&parts, body, peer, &self.router).await,
                 Page::Healthz => Ok(plain_text(StatusCode::OK, "ok\n")),
                 Page::Readyz => Ok(self.readiness().await),
+                Page::Metrics => Ok(self.metrics()),
                 Page::Ui | Page::Login | Page::Api => self.browse(page, &parts, peer).await,
             };
         }
@@ -505,7 +511,27 @@ impl App {
         }
     }
 
-    /// Start-up warnings about the disk the data directory is on.
+    /// `/metrics`: every metric, with the store's figures read now.
+    fn metrics(&self) -> Response<Body> {
+        let snapshot = crate::metrics::Snapshot {
+            mirrored_bytes: self.store.cache.bytes(),
+            mirrored_items: self.store.cache.items(),
+            fills_in_flight: self.mirror.fills_in_flight() as u64,
+            upload_sessions: self.store.uploads.sessions() as u64,
+        };
+        let text = crate::metrics::METRICS.render(&snapshot);
+        let length = text.len();
+        let mut r = Response::new(body::full(text));
+        reply::set(
+            &mut r,
+            http::header::CONTENT_TYPE,
+            crate::metrics::CONTENT_TYPE,
+        );
+        r.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, HeaderValue::from(length));
+        r
+    }
+
     /// `/readyz`: 200 when the index answers a read and the server is not
     /// draining, else 503 (a load balancer then sends clients elsewhere).
     async fn readiness(&self) -> Response<Body> {
@@ -521,6 +547,7 @@ impl App {
         }
     }
 
+    /// Start-up warnings about the disk the data directory is on.
     pub fn check_disk(&self) {
         let data = &self.config.data;
         let (Ok(avail), Ok(total)) = (fs4::available_space(data), fs4::total_space(data)) else {

@@ -224,6 +224,13 @@ pub struct ServeArgs {
     /// page [default: 16MiB].
     #[arg(long, env = "WHARF_MAX_UPSTREAM_TAG_BYTES", value_name = "SIZE")]
     pub max_upstream_tag_bytes: Option<String>,
+
+    /// How log lines are written to standard error: text (for people) or
+    /// json (one JSON object per line, with the same fields, for log
+    /// collectors). Which lines are written follows WHARF_LOG
+    /// [default: text].
+    #[arg(long, env = "WHARF_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
 }
 
 /// The keys the config file may hold. (No `Debug`: it holds passwords.)
@@ -269,6 +276,7 @@ struct FileConfig {
     max_upstream_tags: Option<String>,
     #[serde(default, deserialize_with = "string_or_number")]
     max_upstream_tag_bytes: Option<String>,
+    log_format: Option<String>,
     #[serde(default)]
     upstreams: Vec<FileUpstream>,
     #[serde(default)]
@@ -379,6 +387,16 @@ pub struct TlsFiles {
     pub client_ca: Option<PathBuf>,
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// The validated settings the server runs with.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -420,6 +438,7 @@ pub struct Config {
     /// Bounds of one upstream tag-list walk: tags collected, bytes read.
     pub max_upstream_tags: usize,
     pub max_upstream_tag_bytes: u64,
+    pub log_format: LogFormat,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -705,6 +724,23 @@ impl Config {
             DEFAULT_MAX_UPSTREAM_TAG_BYTES,
             "max_upstream_tag_bytes (--max-upstream-tag-bytes, WHARF_MAX_UPSTREAM_TAG_BYTES)",
         )?;
+        let log_format = match args
+            .log_format
+            .clone()
+            .or(file.log_format)
+            .as_deref()
+            .map(str::trim)
+        {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    key: "log_format (--log-format, WHARF_LOG_FORMAT)",
+                    value: other.to_string(),
+                    allowed: "expected text or json",
+                })
+            }
+        };
         let token_ttl = positive(
             args.token_ttl.clone().or(file.token_ttl),
             DEFAULT_TOKEN_TTL,
@@ -722,6 +758,7 @@ impl Config {
             max_upload_bytes_total,
             max_upstream_tags,
             max_upstream_tag_bytes,
+            log_format,
             listen,
             data,
             upload_timeout,
@@ -1024,6 +1061,7 @@ mod tests {
         assert_eq!(c.local_namespaces, ["local", "golden", "charts"]);
         assert_eq!(c.max_cache_size, Some(200 << 30));
         assert_eq!(c.max_connections, 10000);
+        assert_eq!(c.log_format, LogFormat::Text);
         assert_eq!(c.upstream("ghcr.io").unwrap().alias.as_deref(), Some("gh"));
         assert_eq!(
             c.upstream("registry.k8s.io").unwrap().tag_ttl,
@@ -1184,6 +1222,13 @@ mod tests {
             assert!(e.contains(key), "{e}");
         }
         let c = load("max_upstream_tags = 5000\nmax_upstream_tag_bytes = \"2MiB\"\n").unwrap();
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert_eq!(
+            load("log_format = \"json\"\n").unwrap().log_format,
+            LogFormat::Json
+        );
+        let e = load("log_format = \"xml\"\n").unwrap_err().to_string();
+        assert!(e.contains("log_format"), "{e}");
         assert_eq!(
             (c.max_upstream_tags, c.max_upstream_tag_bytes),
             (5000, 2 << 20)

@@ -10,7 +10,8 @@
 //!        client and in all, TLS handshake with the certificate current at
 //!        accept, a watchdog per connection: first request, idle and stall
 //!        deadlines, trickling bodies cut off; graceful shutdown)
-//!   ▶ app::App::handle: non-OCI pages first (/token: auth::endpoint)
+//!   ▶ app::App::handle: non-OCI pages first (/token: auth::endpoint;
+//!     /healthz, /readyz, /metrics), every answer counted in metrics
 //!   ▶ oci::route parses the path into an ApiRoute
 //!   ▶ mirror::routing::Router: local namespace, or which configured upstream
 //!   ▶ auth: who is asking (token, Basic, client certificate, anonymous),
@@ -44,7 +45,10 @@
 //! - [`audit`]: the audit log of changes to local repositories.
 //! - [`tls`]: HTTPS certificates, reloaded when they change.
 //! - [`watch`]: noticing that a file read at start-up changed.
-//! - [`pages`]: the non-OCI pages (token, probes), routed first.
+//! - [`pages`]: the non-OCI pages (token, probes, metrics), routed first.
+//! - [`metrics`]: every metric in one process-wide registry, counted by
+//!   the layers above and below it (it reads the server's connection
+//!   counters when scraped), and the Prometheus text `/metrics` serves.
 //! - [`app`]: shared state, routing, authorisation, dispatch.
 //! - [`server`]: accept loop, connection limits and deadlines, TLS
 //!   handshakes, graceful shutdown.
@@ -67,6 +71,7 @@ pub mod error;
 pub mod fuzzing;
 pub mod inventory;
 pub mod logsafe;
+pub mod metrics;
 pub mod mirror;
 pub mod oci;
 pub mod pages;

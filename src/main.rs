@@ -1,9 +1,9 @@
-//! The `wharf` command line: parse flags, load the config, start logging,
-//! and run the server.
+//! The `wharf` command line: parse flags, load the config, start logging
+//! (text or JSON lines, as the config says), and run the server.
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
-use wharf::config::{Config, ServeArgs};
+use wharf::config::{Config, LogFormat, ServeArgs};
 
 /// Wharf: a pull-through caching mirror and registry for OCI content.
 ///
@@ -77,16 +77,44 @@ fn maintenance_config(data: &DataArgs, grace: Option<String>) -> Result<Config, 
     })
 }
 
+/// Starts logging to standard error; WHARF_LOG picks the lines.
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => fmt
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // The event's fields at the top level, beside timestamp, level,
+        // target and message.
+        LogFormat::Json => fmt
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .init(),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("WHARF_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    // The config first: it says how to log (loading it logs nothing).
+    let config = match &cli.command {
+        Command::Serve(args) => Config::load(args).map_err(|e| {
+            eprintln!("wharf: {e}");
+            ExitCode::from(2)
+        }),
+        Command::Gc(args) => maintenance_config(&args.data, args.grace.clone()),
+        Command::Verify(args) => maintenance_config(&args.data, None),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    init_logging(config.log_format);
     // A bounded blocking pool: file reads and writes run there, and every
     // extra thread is another malloc arena holding memory.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -101,27 +129,14 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Serve(args) => {
-            let config = match Config::load(&args) {
-                Ok(c) => c,
-                Err(e) => {
-                    eprintln!("wharf: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            match runtime.block_on(wharf::serve(config)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("wharf: {e}");
-                    ExitCode::FAILURE
-                }
+        Command::Serve(_) => match runtime.block_on(wharf::serve(config)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("wharf: {e}");
+                ExitCode::FAILURE
             }
-        }
+        },
         Command::Gc(args) => {
-            let config = match maintenance_config(&args.data, args.grace) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
             match runtime.block_on(wharf::gc(&config.data, config.gc_grace, args.dry_run)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -130,19 +145,13 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::Verify(args) => {
-            let config = match maintenance_config(&args.data, None) {
-                Ok(c) => c,
-                Err(code) => return code,
-            };
-            match runtime.block_on(wharf::verify(&config.data, args.repair)) {
-                Ok(true) => ExitCode::SUCCESS,
-                Ok(false) => ExitCode::from(1),
-                Err(e) => {
-                    eprintln!("wharf: {e}");
-                    ExitCode::FAILURE
-                }
+        Command::Verify(args) => match runtime.block_on(wharf::verify(&config.data, args.repair)) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("wharf: {e}");
+                ExitCode::FAILURE
             }
-        }
+        },
     }
 }

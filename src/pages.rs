@@ -1,8 +1,9 @@
 //! The pages that are not distribution API routes, routed before any OCI
 //! route is parsed: the token endpoint, and the probes an orchestrator
 //! asks (`/healthz`: the process answers; `/readyz`: the store is open and
-//! its index readable, and the server is not draining), the web UI
-//! (`/`, `/r/...`, `/cache`, `/login`) and the JSON API (`/api/...`).
+//! its index readable, and the server is not draining), the metrics
+//! (`/metrics`, anonymous like the probes), the web UI (`/`, `/r/...`,
+//! `/cache`, `/login`) and the JSON API (`/api/...`).
 
 use http::Method;
 
@@ -21,6 +22,8 @@ pub enum Page {
     Login,
     /// `/api/...`: the JSON API.
     Api,
+    /// `/metrics`: Prometheus metrics.
+    Metrics,
 }
 
 impl Page {
@@ -31,6 +34,7 @@ impl Page {
             crate::auth::TOKEN_PATH => Some(Page::Token),
             "/healthz" => Some(Page::Healthz),
             "/readyz" => Some(Page::Readyz),
+            "/metrics" => Some(Page::Metrics),
             "/login" => Some(Page::Login),
             "/" | "/cache" => Some(Page::Ui),
             p if p.starts_with("/r/") => Some(Page::Ui),
@@ -43,7 +47,7 @@ impl Page {
     pub fn allows(self, method: &Method) -> bool {
         match self {
             Page::Token => true, // the endpoint answers the rest itself
-            Page::Healthz | Page::Readyz | Page::Ui | Page::Login | Page::Api => {
+            Page::Healthz | Page::Readyz | Page::Metrics | Page::Ui | Page::Login | Page::Api => {
                 method == Method::GET || method == Method::HEAD
             }
         }
@@ -60,6 +64,8 @@ mod tests {
             ("/token", Some(Page::Token)),
             ("/healthz", Some(Page::Healthz)),
             ("/readyz", Some(Page::Readyz)),
+            ("/metrics", Some(Page::Metrics)),
+            ("/metrics/", None),
             ("/v2/", None),
             ("/v2/healthz/manifests/v1", None),
             ("/healthz/", None),
@@ -75,5 +81,7 @@ mod tests {
         }
         assert!(Page::Healthz.allows(&Method::HEAD));
         assert!(!Page::Readyz.allows(&Method::POST));
+        assert!(Page::Metrics.allows(&Method::GET));
+        assert!(!Page::Metrics.allows(&Method::PUT));
     }
 }

@@ -170,6 +170,11 @@ impl Fills {
         Some(rx)
     }
 
+    /// How many fill tasks are running now.
+    pub fn running(&self) -> usize {
+        *self.running.borrow()
+    }
+
     /// Waits until no fill is running.
     pub async fn settled(&self) {
         let mut rx = self.running.subscribe();
@@ -233,6 +238,7 @@ async fn run(
             continue;
         };
         let len = data.len() as u64;
+        src.upstream.metrics().received(len);
         temp.write(data).await.map_err(storage)?;
         written += len;
         if total.is_some_and(|t| written > t) {

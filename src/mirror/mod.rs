@@ -4,7 +4,9 @@
 //! never asked for again; a tag is trusted for its upstream's TTL, then
 //! revalidated with a HEAD (which Docker Hub does not count against rate
 //! limits). When the upstream cannot answer, the last known digest (kept in
-//! the index, so it survives a restart) is served.
+//! the index, so it survives a restart) is served. Each request for a
+//! manifest or blob is counted as a cache hit, miss or stale answer, and
+//! the bytes sent by where they came from ([`crate::metrics`]).
 
 pub mod fill;
 pub mod routing;
@@ -13,6 +15,7 @@ pub mod tag_list;
 use crate::body::Body;
 use crate::config::Config;
 use crate::error::{Error, ErrorCode, Result};
+use crate::metrics::{Kind, Lookup, Source, METRICS};
 use crate::oci::manifest::{self, MANIFEST_TYPES};
 use crate::oci::{Digest, Reference};
 use crate::reply;
@@ -55,6 +58,9 @@ struct Resolved {
     /// Whether the tag → digest record in the index is up to date (shared
     /// by every clone the TTL cache hands out, so it is written once).
     recorded: Arc<std::sync::atomic::AtomicBool>,
+    /// The last known digest, not the upstream's answer (which could not
+    /// be had, or Wharf is offline).
+    stale: bool,
 }
 
 /// A verified manifest held in memory: warm pulls by tag touch no disk.
@@ -130,6 +136,11 @@ impl Mirror {
         self.fills.settled().await;
     }
 
+    /// Blob fills running now.
+    pub fn fills_in_flight(&self) -> usize {
+        self.fills.running()
+    }
+
     pub fn new(config: &Config) -> std::result::Result<Mirror, String> {
         let mut upstreams = HashMap::new();
         for u in &config.upstreams {
@@ -183,6 +194,24 @@ impl Mirror {
         repo: &str,
         reference: &Reference,
     ) -> Result<Response<Body>> {
+        let mut lookup = Lookup::Miss;
+        let r = self
+            .serve_manifest(store, parts, upstream, repo, reference, &mut lookup)
+            .await;
+        METRICS.cache(Kind::Manifest, lookup);
+        r.map(|r| counted(r, lookup))
+    }
+
+    /// [`Mirror::manifest`], saying in `lookup` what the cache had.
+    async fn serve_manifest(
+        &self,
+        store: &Store,
+        parts: &Parts,
+        upstream: &str,
+        repo: &str,
+        reference: &Reference,
+        lookup: &mut Lookup,
+    ) -> Result<Response<Body>> {
         let up = self.upstream(upstream)?;
         let (digest, head) = match reference {
             Reference::Digest(d) => (d.clone(), None),
@@ -196,6 +225,7 @@ impl Mirror {
             .get(&(upstream.to_string(), digest.clone()))
             .await
         {
+            *lookup = cached_lookup(head.as_ref());
             self.record_tag(store, upstream, repo, reference, head.as_ref(), &digest)?;
             store.cache.touch(&digest);
             return serve_bytes(parts, m.bytes.clone(), &digest, &m.media_type).await;
@@ -221,7 +251,10 @@ impl Mirror {
             return self.head_upstream(&up, repo, Head::Manifest, &digest).await;
         }
         let (digest, meta) = match cached {
-            Some(m) => (digest, m),
+            Some(m) => {
+                *lookup = cached_lookup(head.as_ref());
+                (digest, m)
+            }
             None => match self.fetch_manifest(store, &up, repo, &digest).await {
                 Ok(m) => (digest, m),
                 Err(e) => match reference {
@@ -243,6 +276,7 @@ impl Mirror {
                         match fallback {
                             Some((old, m)) => {
                                 tracing::warn!(upstream, repo, tag = %t, error = %e, digest = %old, "new digest unavailable: serving the last cached one");
+                                *lookup = Lookup::Stale;
                                 (old, m)
                             }
                             None => return Err(self.fetch_error(&e)),
@@ -259,6 +293,7 @@ impl Mirror {
                 // The index says cached but the file is gone: forget it and
                 // fetch it again.
                 tracing::error!(%digest, "cached manifest is missing on disk: fetching it again");
+                *lookup = Lookup::Miss;
                 store.index.remove_mirror_manifest(upstream, &digest)?;
                 store.cache.removed(meta.size);
                 self.manifests
@@ -364,6 +399,7 @@ impl Mirror {
                     size: None,
                     ttl: Duration::ZERO,
                     recorded: Arc::new(true.into()),
+                    stale: true,
                 }))
         };
         if self.offline {
@@ -432,12 +468,13 @@ impl Mirror {
                     .and_then(|v| v.parse().ok()),
                 ttl,
                 recorded: Arc::new(false.into()),
+                stale: false,
             });
         }
         let resp = up
             .send(Method::GET, repo, &format!("manifests/{tag}"), &ACCEPT)
             .await?;
-        let (media_type, bytes) = read_manifest(resp).await?;
+        let (media_type, bytes) = read_manifest(up, resp).await?;
         let digest = Digest::of(crate::oci::Algorithm::Sha256, &bytes);
         self.store_manifest(store, up.name(), &digest, &media_type, &bytes)
             .await
@@ -448,6 +485,7 @@ impl Mirror {
             size: Some(bytes.len() as u64),
             ttl,
             recorded: Arc::new(false.into()),
+            stale: false,
         })
     }
 
@@ -491,7 +529,7 @@ impl Mirror {
                 let resp = up
                     .send(Method::GET, repo, &format!("manifests/{digest}"), &ACCEPT)
                     .await?;
-                let (media_type, bytes) = read_manifest(resp).await?;
+                let (media_type, bytes) = read_manifest(up, resp).await?;
                 let got = Digest::of(digest.algorithm(), &bytes);
                 if got != *digest {
                     return Err(UpstreamError::Unavailable(format!(
@@ -621,8 +659,27 @@ impl Mirror {
         repo: &str,
         digest: &Digest,
     ) -> Result<Response<Body>> {
+        let mut lookup = Lookup::Miss;
+        let r = self
+            .serve_blob(store, parts, upstream, repo, digest, &mut lookup)
+            .await;
+        METRICS.cache(Kind::Blob, lookup);
+        r.map(|r| counted(r, lookup))
+    }
+
+    /// [`Mirror::blob`], saying in `lookup` what the cache had.
+    async fn serve_blob(
+        &self,
+        store: &Store,
+        parts: &Parts,
+        upstream: &str,
+        repo: &str,
+        digest: &Digest,
+        lookup: &mut Lookup,
+    ) -> Result<Response<Body>> {
         let up = self.upstream(upstream)?;
         if let Some(r) = self.cached_blob(store, parts, upstream, digest).await? {
+            *lookup = Lookup::Hit;
             return Ok(r);
         }
         if self.offline {
@@ -649,7 +706,10 @@ impl Mirror {
         let Some(mut rx) = self.fills.join(digest, source) else {
             // Cached by a fill that finished just now.
             return match self.cached_blob(store, parts, upstream, digest).await? {
-                Some(r) => Ok(r),
+                Some(r) => {
+                    *lookup = Lookup::Hit;
+                    Ok(r)
+                }
                 None => Err(Error::oci(
                     ErrorCode::Unavailable,
                     "blob vanished from the cache; retry",
@@ -840,12 +900,35 @@ impl Mirror {
     }
 }
 
+/// What a request found when the content was in the cache: the last
+/// known content (stale) when its tag could not be revalidated.
+fn cached_lookup(head: Option<&Resolved>) -> Lookup {
+    if head.is_some_and(|h| h.stale) {
+        Lookup::Stale
+    } else {
+        Lookup::Hit
+    }
+}
+
+/// Counts the body bytes of an answer as served from the cache, or (for
+/// a miss: fetched or streaming from the upstream for this request) from
+/// the upstream.
+fn counted(r: Response<Body>, lookup: Lookup) -> Response<Body> {
+    let source = match lookup {
+        Lookup::Miss => Source::Upstream,
+        Lookup::Hit | Lookup::Stale => Source::Cache,
+    };
+    r.map(|b| crate::metrics::counted(b, source))
+}
+
 fn manifest_limit() -> usize {
     crate::oci::manifest::MAX_MANIFEST_BYTES
 }
 
-/// Reads a manifest answer (bounded), with its bare media type.
+/// Reads a manifest answer (bounded), with its bare media type, counting
+/// its bytes as received from `up`.
 async fn read_manifest(
+    up: &Upstream,
     resp: Response<hyper::body::Incoming>,
 ) -> std::result::Result<(String, Bytes), UpstreamError> {
     let header_type = resp
@@ -854,6 +937,7 @@ async fn read_manifest(
         .and_then(|v| v.to_str().ok())
         .map(|v| manifest::bare_media_type(v).to_string());
     let bytes = read_limited(resp.into_body(), manifest_limit()).await?;
+    up.metrics().received(bytes.len() as u64);
     let media_type = match header_type {
         Some(t) if MANIFEST_TYPES.contains(&t.as_str()) => t,
         other => manifest::parse(&bytes, None)

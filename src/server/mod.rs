@@ -63,7 +63,8 @@ const H2_PING_TIMEOUT: Duration = Duration::from_secs(20);
 /// response bytes per connection (hyper's default is about 400 KiB).
 pub const H1_BUFFER: usize = 128 * 1024;
 
-/// Counts of what the limits did, for logs now and metrics later.
+/// Counts of what the limits did, and the connections open now: exported
+/// by [`crate::metrics`].
 #[derive(Debug, Default)]
 pub struct Stats {
     pub accept_errors: AtomicU64,
@@ -73,6 +74,8 @@ pub struct Stats {
     pub closed_idle: AtomicU64,
     pub closed_stalled: AtomicU64,
     pub busy: AtomicU64,
+    /// Client connections open now (accepted, not yet closed).
+    pub open: AtomicU64,
 }
 
 pub static STATS: Stats = Stats {
@@ -83,7 +86,24 @@ pub static STATS: Stats = Stats {
     closed_idle: AtomicU64::new(0),
     closed_stalled: AtomicU64::new(0),
     busy: AtomicU64::new(0),
+    open: AtomicU64::new(0),
 };
+
+/// Counts a connection as open until dropped.
+struct Open;
+
+impl Open {
+    fn new() -> Open {
+        STATS.open.fetch_add(1, Ordering::Relaxed);
+        Open
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        STATS.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 fn builder() -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
@@ -188,6 +208,7 @@ pub async fn run(
             activity,
             ticket,
             _permit: permit,
+            _open: Open::new(),
             shares: shares.clone(),
             stop: stop_rx.clone(),
         };
@@ -239,6 +260,7 @@ struct Conn {
     activity: Arc<Activity>,
     ticket: Ticket,
     _permit: OwnedSemaphorePermit,
+    _open: Open,
     /// The server's requests in flight.
     shares: Arc<Semaphore>,
     stop: watch::Receiver<bool>,

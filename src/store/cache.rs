@@ -41,6 +41,10 @@ pub struct CacheTracker {
     bytes: AtomicU64,
     /// Mirrored bytes also linked locally: never evicted, not counted.
     shared: AtomicU64,
+    /// Mirrored items on record, and those also linked locally: kept like
+    /// the bytes, for the metrics.
+    items: AtomicU64,
+    shared_items: AtomicU64,
     touched: Mutex<HashMap<Digest, u64>>,
     round: tokio::sync::Mutex<()>,
     /// Wakes the maintenance loop when the limit is passed.
@@ -55,6 +59,8 @@ impl CacheTracker {
             limit,
             bytes: AtomicU64::new(0),
             shared: AtomicU64::new(0),
+            items: AtomicU64::new(0),
+            shared_items: AtomicU64::new(0),
             touched: Mutex::new(HashMap::new()),
             round: tokio::sync::Mutex::new(()),
             over_limit: tokio::sync::Notify::new(),
@@ -70,13 +76,14 @@ impl CacheTracker {
             seen.insert(e.digest, e.size);
         }
         let local = self.index.local_links()?;
-        let shared = seen
+        let (shared, shared_items) = seen
             .iter()
             .filter(|(d, _)| local.contains_key(*d))
-            .map(|(_, s)| s)
-            .sum();
+            .fold((0, 0), |(b, n), (_, s)| (b + s, n + 1));
         self.bytes.store(seen.values().sum(), Ordering::SeqCst);
         self.shared.store(shared, Ordering::SeqCst);
+        self.items.store(seen.len() as u64, Ordering::SeqCst);
+        self.shared_items.store(shared_items, Ordering::SeqCst);
         Ok(())
     }
 
@@ -85,6 +92,14 @@ impl CacheTracker {
         self.bytes
             .load(Ordering::SeqCst)
             .saturating_sub(self.shared.load(Ordering::SeqCst))
+    }
+
+    /// Mirrored blobs and manifests on disk that count toward the limit
+    /// (kept alongside [`CacheTracker::bytes`]: no scan).
+    pub fn items(&self) -> u64 {
+        self.items
+            .load(Ordering::SeqCst)
+            .saturating_sub(self.shared_items.load(Ordering::SeqCst))
     }
 
     /// Notes that `d` was just used.
@@ -119,6 +134,7 @@ impl CacheTracker {
     /// Counts newly cached mirrored content; wakes eviction past the limit.
     pub fn added(&self, bytes: u64) {
         self.bytes.fetch_add(bytes, Ordering::SeqCst);
+        self.items.fetch_add(1, Ordering::SeqCst);
         if self.is_over_limit() {
             self.over_limit.notify_one();
         }
@@ -126,11 +142,13 @@ impl CacheTracker {
 
     /// Counts mirrored content that left the cache.
     pub fn removed(&self, bytes: u64) {
+        let less = |by: u64| move |b: u64| Some(b.saturating_sub(by));
         let _ = self
             .bytes
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |b| {
-                Some(b.saturating_sub(bytes))
-            });
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, less(bytes));
+        let _ = self
+            .items
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, less(1));
     }
 
     pub fn is_over_limit(&self) -> bool {
@@ -173,12 +191,12 @@ impl CacheTracker {
         // snapshot would lose additions made while the round runs.)
         let size_of =
             |list: &Vec<&super::index::MirrorEntry>| list.iter().map(|e| e.size).max().unwrap_or(0);
-        let shared: u64 = by_digest
+        let (shared, shared_items) = by_digest
             .iter()
             .filter(|(d, _)| protected.contains_key(*d))
-            .map(|(_, l)| size_of(l))
-            .sum();
+            .fold((0, 0), |(b, n), (_, l)| (b + size_of(l), n + 1));
         self.shared.store(shared, Ordering::SeqCst);
+        self.shared_items.store(shared_items, Ordering::SeqCst);
         tracing::debug!(bytes = self.bytes(), shared, limit, "eviction round");
         if self.bytes() <= limit {
             return Ok(Evicted::default());
@@ -218,6 +236,7 @@ impl CacheTracker {
             out.items += 1;
             out.bytes += size;
         }
+        crate::metrics::METRICS.evicted(out.items as u64, out.bytes);
         if out.items > 0 {
             tracing::info!(
                 evicted = out.items,

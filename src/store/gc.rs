@@ -112,6 +112,7 @@ pub async fn collect(store: &Store, grace: Duration, dry_run: bool) -> Result<Gc
         report.removed.push((d, size));
     }
     store.index.flush().await?;
+    crate::metrics::METRICS.gc_removed(report.bytes);
     if !report.removed.is_empty() {
         tracing::info!(
             removed = report.removed.len(),

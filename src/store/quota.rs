@@ -176,6 +176,11 @@ impl Quota {
     pub fn parked(&self) -> u64 {
         self.state().total.bytes
     }
+
+    /// Upload sessions open now, by everybody.
+    pub fn sessions(&self) -> usize {
+        self.state().total.sessions
+    }
 }
 
 #[cfg(test)]

@@ -84,6 +84,12 @@ impl Uploads {
         self.quota.parked()
     }
 
+    /// Upload sessions open now (one-request uploads included while they
+    /// stream).
+    pub fn sessions(&self) -> usize {
+        self.quota.sessions()
+    }
+
     pub fn reserve(&self, owner: &str) -> Result<Reservation<'_>> {
         let id = format!("post-{}", uuid::Uuid::new_v4());
         self.quota.open(&id, owner)?;

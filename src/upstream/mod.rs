@@ -1,8 +1,10 @@
 //! Talking to one upstream registry: a pooled HTTP client (rustls for
 //! https), the bearer-token flow from `WWW-Authenticate` with tokens cached
 //! per scope until they expire, redirects followed where the trust rules
-//! allow (`trust`) without carrying `Authorization` to another origin, and
-//! upstream answers sorted into the few outcomes the mirror acts on.
+//! allow (`trust`) without carrying `Authorization` to another origin,
+//! upstream answers sorted into the few outcomes the mirror acts on, and
+//! each exchange counted (with the rate limits the upstream reports) in
+//! [`crate::metrics`].
 
 pub mod auth;
 pub mod trust;
@@ -66,6 +68,7 @@ pub struct Upstream {
     auth: auth::Authorizer,
     /// 404s, summarised at info.
     misses: crate::summary::Summary,
+    metrics: crate::metrics::UpstreamMetrics,
 }
 
 impl Upstream {
@@ -91,6 +94,7 @@ impl Upstream {
             config.password.clone(),
         );
         Ok(Upstream {
+            metrics: crate::metrics::METRICS.upstream(&config.name),
             config,
             client,
             public,
@@ -102,6 +106,11 @@ impl Upstream {
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// What this upstream's traffic is counted in.
+    pub fn metrics(&self) -> &crate::metrics::UpstreamMetrics {
+        &self.metrics
     }
 
     /// Sends `method` to `/v2/<repo>/<suffix>` with the pull token for
@@ -219,13 +228,31 @@ impl Upstream {
                         "no answer from {} within {HEADER_TIMEOUT:?}",
                         self.name()
                     ))
-                })?
-                .map_err(|e| match trust::refusal_in(&e) {
-                    Some(r) => self.refused(r),
-                    None => {
-                        UpstreamError::Unavailable(format!("{}: {}", self.name(), error_chain(&e)))
+                })
+                .and_then(|r| {
+                    r.map_err(|e| match trust::refusal_in(&e) {
+                        Some(r) => self.refused(r),
+                        None => UpstreamError::Unavailable(format!(
+                            "{}: {}",
+                            self.name(),
+                            error_chain(&e)
+                        )),
+                    })
+                });
+            let resp = match resp {
+                Ok(r) => {
+                    self.metrics
+                        .request(method, crate::metrics::Answer::Status(r.status().as_u16()));
+                    if url.origin() == origin {
+                        self.metrics.rate_limits(r.headers());
                     }
-                })?;
+                    r
+                }
+                Err(e) => {
+                    self.metrics.request(method, crate::metrics::Answer::Error);
+                    return Err(e);
+                }
+            };
             if resp.status().is_redirection() && resp.status() != StatusCode::NOT_MODIFIED {
                 let location = resp
                     .headers()

@@ -5,7 +5,8 @@
 //! tokens from its own token endpoint (so the token flow is real), and
 //! injects the faults the reference registry cannot: refusals, 5xx/429,
 //! corrupted or stalled blob bodies, CDN-style redirects, token realms on
-//! other servers, and tag lists that page on forever.
+//! other servers, and tag lists that page on forever. It can also send
+//! Docker Hub's rate-limit headers.
 
 use super::{require, wait_timeout};
 use bytes::Bytes;
@@ -55,6 +56,10 @@ pub struct Faults {
     pub tag_pages: Option<TagPages>,
     /// Wait this long before answering a tag list page.
     pub tag_delay: Option<Duration>,
+    /// Send Docker Hub's rate-limit headers with every answer:
+    /// `ratelimit-limit: N;w=21600`, and `ratelimit-remaining` counting
+    /// down from N by one for each successful manifest GET.
+    pub ratelimit: Option<u64>,
 }
 
 /// Generated tag-list pages: `per_page` tags (or the request's `n`) of
@@ -94,6 +99,8 @@ struct State {
     /// Authorization headers the token endpoint received.
     token_authorizations: Mutex<Vec<String>>,
     blob_done_at: Mutex<Option<Instant>>,
+    /// Successful manifest GETs (what the rate limit counts), never reset.
+    manifest_gets: AtomicU64,
     http: reqwest::Client,
     port: u16,
 }
@@ -216,6 +223,7 @@ impl Upstream {
             token_basic: Mutex::new(None),
             token_authorizations: Mutex::new(Vec::new()),
             blob_done_at: Mutex::new(None),
+            manifest_gets: AtomicU64::new(0),
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
@@ -357,6 +365,11 @@ impl Upstream {
     pub fn cdn_requests(&self) -> usize {
         self.state.cdn_requests.load(Ordering::SeqCst)
     }
+
+    /// Successful manifest GETs so far (not cleared by [`Upstream::reset`]).
+    pub fn manifest_gets(&self) -> u64 {
+        self.state.manifest_gets.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for Upstream {
@@ -425,7 +438,33 @@ async fn serve(
     }
 }
 
+/// Answers one request, with the rate-limit headers when asked for.
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBody> {
+    let manifest_get = req.method() == "GET" && req.uri().path().contains("/manifests/");
+    let limit = state.faults.lock().unwrap().ratelimit;
+    let mut resp = answer(state.clone(), req).await;
+    if let Some(limit) = limit {
+        let used = if manifest_get && resp.status().is_success() {
+            state.manifest_gets.fetch_add(1, Ordering::SeqCst) + 1
+        } else {
+            state.manifest_gets.load(Ordering::SeqCst)
+        };
+        let h = resp.headers_mut();
+        h.insert(
+            "ratelimit-limit",
+            format!("{limit};w=21600").parse().unwrap(),
+        );
+        h.insert(
+            "ratelimit-remaining",
+            format!("{};w=21600", limit.saturating_sub(used))
+                .parse()
+                .unwrap(),
+        );
+    }
+    resp
+}
+
+async fn answer(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBody> {
     let path = req.uri().path().to_string();
     let query = req.uri().query().unwrap_or("").to_string();
     let authorization = req
