@@ -301,7 +301,7 @@ impl Inventory {
     fn summary(&self, i: &Index, files: &Files, repo: &Repo) -> Result<RepoSummary> {
         let tags = repo.tags(i, None, SUMMARY_TAGS + 1)?;
         let more_tags = tags.len() > SUMMARY_TAGS;
-        let mut seen: Vec<&Digest> = Vec::new();
+        let mut seen: std::collections::HashSet<&Digest> = Default::default();
         let mut s = RepoSummary {
             repo: repo.clone(),
             tags: tags.len().min(SUMMARY_TAGS),
@@ -312,10 +312,9 @@ impl Inventory {
             pulled: None,
         };
         for (_, d) in tags.iter().take(SUMMARY_TAGS) {
-            if seen.contains(&d) {
+            if !seen.insert(d) {
                 continue;
             }
-            seen.push(d);
             let Some(meta) = repo.meta(i, d)? else {
                 continue;
             };
