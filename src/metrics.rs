@@ -22,7 +22,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 /// The `Content-Type` of the `/metrics` answer.
@@ -32,6 +32,11 @@ pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CON
 const DURATION_BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
 ];
+
+/// Statuses whose request counters are kept in slots, so most requests
+/// count without a map lookup (the rest go through the family's map).
+const SLOT_STATUSES: [u16; 8] = [200, 201, 202, 206, 304, 307, 401, 404];
+const METHODS: usize = 10;
 
 /// Every metric, registered once.
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -288,6 +293,10 @@ struct ClassLabels {
 pub struct Metrics {
     registry: Registry,
     http_requests: Family<HttpLabels, Counter>,
+    /// The counters of `http_requests` for the common statuses, made on
+    /// first use (so only series that happened are exported), indexed by
+    /// method, route and the status's place in [`SLOT_STATUSES`].
+    http_slots: Vec<OnceLock<Counter>>,
     /// One histogram per route kind, indexed by `Route as usize`.
     durations: Vec<Histogram>,
     /// `[kind][result]`: manifest/blob × hit/miss/stale.
@@ -431,6 +440,9 @@ impl Metrics {
         Metrics {
             registry: r,
             http_requests,
+            http_slots: (0..METHODS * Route::ALL.len() * SLOT_STATUSES.len())
+                .map(|_| OnceLock::new())
+                .collect(),
             durations,
             cache,
             upstream_requests,
@@ -450,13 +462,29 @@ impl Metrics {
 
     /// Counts one answered request.
     pub fn http(&self, method: &Method, route: Route, status: u16, elapsed: Duration) {
-        self.http_requests
-            .get_or_create(&HttpLabels {
-                method: MethodLabel::of(method),
-                route,
-                status,
-            })
-            .inc();
+        let method = MethodLabel::of(method);
+        let labels = || HttpLabels {
+            method,
+            route,
+            status,
+        };
+        let slot = SLOT_STATUSES
+            .iter()
+            .position(|s| *s == status)
+            .and_then(|i| {
+                self.http_slots.get(
+                    (method as usize * Route::ALL.len() + route as usize) * SLOT_STATUSES.len() + i,
+                )
+            });
+        match slot {
+            Some(slot) => {
+                slot.get_or_init(|| self.http_requests.get_or_create_owned(&labels()))
+                    .inc();
+            }
+            None => {
+                self.http_requests.get_or_create(&labels()).inc();
+            }
+        }
         if let Some(h) = self.durations.get(route as usize) {
             h.observe(elapsed.as_secs_f64());
         }
@@ -730,6 +758,7 @@ mod tests {
         for r in Route::ALL {
             assert_eq!(Route::ALL[r as usize], r, "ALL is in declaration order");
         }
+        assert_eq!(MethodLabel::Other as usize + 1, METHODS);
     }
 
     #[test]
