@@ -6,7 +6,10 @@
 //! cheap classification of a request path into the kind of route it is
 //! (never a repository name: label values stay bounded), the parsing of
 //! upstream rate-limit headers, and the encoding in the Prometheus text
-//! format (version 0.0.4) by `prometheus-client`. What is cheaper to read
+//! format (version 0.0.4) by `prometheus-client`. What every request
+//! counts is sharded by thread (each thread adds in a cache line of its
+//! own, summed when scraped), so two cores serving requests never pass a
+//! counter's line back and forth. What is cheaper to read
 //! when scraped than to count as it happens (store bytes, upload sessions,
 //! fills in flight, the server's connection counters) is read then.
 
@@ -14,15 +17,16 @@ use http::Method;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{
     DescriptorEncoder, EncodeLabelSet, EncodeLabelValue, EncodeMetric, LabelValueEncoder,
+    MetricEncoder, NoLabelSet,
 };
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
-use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 use std::fmt::Write as _;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, LazyLock};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, LazyLock, OnceLock};
 use std::time::Duration;
 
 /// The `Content-Type` of the `/metrics` answer.
@@ -32,6 +36,126 @@ pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CON
 const DURATION_BUCKETS: [f64; 14] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5, 10.0,
 ];
+
+/// Statuses whose request counters are kept in slots, so most requests
+/// count without a map lookup (the rest go through the family's map).
+const SLOT_STATUSES: [u16; 8] = [200, 201, 202, 206, 304, 307, 401, 404];
+const METHODS: usize = 10;
+
+/// Shards of a hot metric.
+const SHARDS: usize = 8;
+
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    /// The shard this thread counts in.
+    static SHARD: usize = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+}
+
+fn shard() -> usize {
+    SHARD.with(|s| *s)
+}
+
+/// A counter in a cache line of its own.
+#[repr(align(128))]
+#[derive(Debug, Default)]
+struct Line(AtomicU64);
+
+/// A counter sharded by thread: what every request counts.
+#[derive(Clone, Debug, Default)]
+pub struct HotCounter(Arc<[Line; SHARDS]>);
+
+impl HotCounter {
+    pub fn inc(&self) {
+        self.inc_by(1);
+    }
+
+    pub fn inc_by(&self, n: u64) {
+        if let Some(line) = self.0.get(shard()) {
+            line.0.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0
+            .iter()
+            .map(|l| l.0.load(Ordering::Relaxed))
+            .fold(0, u64::wrapping_add)
+    }
+}
+
+impl TypedMetric for HotCounter {
+    const TYPE: MetricType = MetricType::Counter;
+}
+
+impl EncodeMetric for HotCounter {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_counter::<NoLabelSet, _, u64>(&self.get(), None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// One thread's share of a [`Durations`] histogram: a count per bucket
+/// (the last is +Inf) and the sum in nanoseconds.
+#[repr(align(128))]
+#[derive(Debug, Default)]
+struct DurationShard {
+    counts: [AtomicU64; DURATION_BUCKETS.len() + 1],
+    sum_nanos: AtomicU64,
+}
+
+/// A histogram of durations over [`DURATION_BUCKETS`], sharded by thread
+/// like [`HotCounter`] (prometheus-client's takes a lock per observation).
+#[derive(Clone, Debug, Default)]
+pub struct Durations(Arc<[DurationShard; SHARDS]>);
+
+impl Durations {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let bucket = DURATION_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(DURATION_BUCKETS.len());
+        if let Some(s) = self.0.get(shard()) {
+            if let Some(c) = s.counts.get(bucket) {
+                c.fetch_add(1, Ordering::Relaxed);
+            }
+            let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+            s.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
+        }
+    }
+}
+
+impl TypedMetric for Durations {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for Durations {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let mut buckets: Vec<(f64, u64)> = DURATION_BUCKETS
+            .iter()
+            .copied()
+            .chain(std::iter::once(f64::INFINITY))
+            .map(|b| (b, 0))
+            .collect();
+        let mut sum_nanos: u64 = 0;
+        for s in self.0.iter() {
+            for (b, c) in buckets.iter_mut().zip(&s.counts) {
+                b.1 = b.1.wrapping_add(c.load(Ordering::Relaxed));
+            }
+            sum_nanos = sum_nanos.wrapping_add(s.sum_nanos.load(Ordering::Relaxed));
+        }
+        let count = buckets.iter().map(|b| b.1).fold(0, u64::wrapping_add);
+        encoder.encode_histogram::<NoLabelSet>(sum_nanos as f64 / 1e9, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
 
 /// Every metric, registered once.
 pub static METRICS: LazyLock<Metrics> = LazyLock::new(Metrics::new);
@@ -287,14 +411,18 @@ struct ClassLabels {
 /// The registry and the handles everything counts with.
 pub struct Metrics {
     registry: Registry,
-    http_requests: Family<HttpLabels, Counter>,
+    http_requests: Family<HttpLabels, HotCounter>,
+    /// The counters of `http_requests` for the common statuses, made on
+    /// first use (so only series that happened are exported), indexed by
+    /// method, route and the status's place in [`SLOT_STATUSES`].
+    http_slots: Vec<OnceLock<HotCounter>>,
     /// One histogram per route kind, indexed by `Route as usize`.
-    durations: Vec<Histogram>,
+    durations: Vec<Durations>,
     /// `[kind][result]`: manifest/blob × hit/miss/stale.
-    cache: [[Counter; 3]; 2],
+    cache: [[HotCounter; 3]; 2],
     upstream_requests: Family<UpstreamRequestLabels, Counter>,
     upstream_bytes: Family<UpstreamLabels, Counter>,
-    served: [Counter; 2],
+    served: [HotCounter; 2],
     ratelimit_remaining: Family<UpstreamLabels, Gauge>,
     ratelimit_limit: Family<UpstreamLabels, Gauge>,
     fills_in_flight: Gauge,
@@ -323,14 +451,13 @@ fn gauge_value(n: u64) -> i64 {
 impl Metrics {
     fn new() -> Metrics {
         let mut r = Registry::default();
-        let http_requests = Family::<HttpLabels, Counter>::default();
+        let http_requests = Family::<HttpLabels, HotCounter>::default();
         r.register(
             "wharf_http_requests",
             "HTTP requests answered, by method, kind of route and status",
             http_requests.clone(),
         );
-        let duration_family: Family<RouteLabels, Histogram, fn() -> Histogram> =
-            Family::new_with_constructor(|| Histogram::new(DURATION_BUCKETS));
+        let duration_family = Family::<RouteLabels, Durations>::default();
         r.register(
             "wharf_http_request_duration_seconds",
             "Time from a request's arrival to its response head being ready (body streaming not included), by kind of route",
@@ -340,7 +467,7 @@ impl Metrics {
             .iter()
             .map(|&route| duration_family.get_or_create_owned(&RouteLabels { route }))
             .collect();
-        let cache_family = Family::<CacheLabels, Counter>::default();
+        let cache_family = Family::<CacheLabels, HotCounter>::default();
         r.register(
             "wharf_cache_requests",
             "Requests for mirrored content by what the cache had: hit, miss (asked upstream), stale (last known content served because the upstream could not answer)",
@@ -362,7 +489,7 @@ impl Metrics {
             "Body bytes of manifests and blobs received from upstream registries",
             upstream_bytes.clone(),
         );
-        let served_family = Family::<SourceLabels, Counter>::default();
+        let served_family = Family::<SourceLabels, HotCounter>::default();
         r.register(
             "wharf_served_bytes",
             "Bytes of mirrored content sent to clients: from the cache, or streamed from a fill in progress (upstream)",
@@ -431,6 +558,9 @@ impl Metrics {
         Metrics {
             registry: r,
             http_requests,
+            http_slots: (0..METHODS * Route::ALL.len() * SLOT_STATUSES.len())
+                .map(|_| OnceLock::new())
+                .collect(),
             durations,
             cache,
             upstream_requests,
@@ -450,15 +580,31 @@ impl Metrics {
 
     /// Counts one answered request.
     pub fn http(&self, method: &Method, route: Route, status: u16, elapsed: Duration) {
-        self.http_requests
-            .get_or_create(&HttpLabels {
-                method: MethodLabel::of(method),
-                route,
-                status,
-            })
-            .inc();
+        let method = MethodLabel::of(method);
+        let labels = || HttpLabels {
+            method,
+            route,
+            status,
+        };
+        let slot = SLOT_STATUSES
+            .iter()
+            .position(|s| *s == status)
+            .and_then(|i| {
+                self.http_slots.get(
+                    (method as usize * Route::ALL.len() + route as usize) * SLOT_STATUSES.len() + i,
+                )
+            });
+        match slot {
+            Some(slot) => {
+                slot.get_or_init(|| self.http_requests.get_or_create_owned(&labels()))
+                    .inc();
+            }
+            None => {
+                self.http_requests.get_or_create(&labels()).inc();
+            }
+        }
         if let Some(h) = self.durations.get(route as usize) {
-            h.observe(elapsed.as_secs_f64());
+            h.observe(elapsed);
         }
     }
 
@@ -581,7 +727,7 @@ pub fn counted(body: crate::body::Body, source: Source) -> crate::body::Body {
 
 struct Counted {
     inner: crate::body::Body,
-    counter: &'static Counter,
+    counter: &'static HotCounter,
 }
 
 impl http_body::Body for Counted {
@@ -695,6 +841,38 @@ mod tests {
     }
 
     #[test]
+    fn sharded_metrics_sum_their_shards() {
+        let c = HotCounter::default();
+        let d = Durations::default();
+        std::thread::scope(|s| {
+            for _ in 0..4 {
+                s.spawn(|| {
+                    for _ in 0..100 {
+                        c.inc();
+                    }
+                    d.observe(Duration::from_micros(300));
+                    d.observe(Duration::from_secs(20));
+                });
+            }
+        });
+        assert_eq!(c.get(), 400);
+        let mut r = Registry::default();
+        r.register("t", "Test.", d);
+        let mut out = String::new();
+        prometheus_client::encoding::prometheus_text::encode(&mut out, &r).unwrap();
+        for line in [
+            "t_bucket{le=\"0.00025\"} 0\n",
+            "t_bucket{le=\"0.0005\"} 4\n",
+            "t_bucket{le=\"10\"} 4\n",
+            "t_bucket{le=\"+Inf\"} 8\n",
+            "t_count 8\n",
+            "t_sum 80.0012\n",
+        ] {
+            assert!(out.contains(line), "{line} in {out}");
+        }
+    }
+
+    #[test]
     fn paths_are_classified_by_kind_never_by_name() {
         let d = "sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a";
         for (path, want) in [
@@ -730,6 +908,7 @@ mod tests {
         for r in Route::ALL {
             assert_eq!(Route::ALL[r as usize], r, "ALL is in declaration order");
         }
+        assert_eq!(MethodLabel::Other as usize + 1, METHODS);
     }
 
     #[test]
@@ -771,6 +950,7 @@ mod tests {
             "wharf_http_requests_total{method=\"GET\",route=\"manifest\",status=\"200\"}",
             "wharf_http_requests_total{method=\"other\",route=\"other\",status=\"405\"}",
             "wharf_http_request_duration_seconds_bucket{route=\"manifest\",le=\"0.0025\"}",
+            "wharf_http_request_duration_seconds_bucket{route=\"manifest\",le=\"+Inf\"}",
             "wharf_http_request_duration_seconds_count{route=\"blob\"}",
             "wharf_cache_requests_total{kind=\"blob\",result=\"stale\"}",
             "wharf_cache_requests_total{kind=\"manifest\",result=\"hit\"}",
