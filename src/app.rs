@@ -333,20 +333,33 @@ impl App {
 
     /// The cache page's figures.
     fn cache_facts(&self) -> ui::CacheFacts {
+        let m = &crate::metrics::METRICS;
+        let t = m.cache_totals();
         ui::CacheFacts {
+            hits: t.hits,
+            misses: t.misses,
+            stale: t.stale,
+            served_from_cache: t.served_from_cache,
+            served_from_upstream: t.served_from_upstream,
             mirrored_bytes: self.store.cache.bytes(),
             limit: self.config.max_cache_size,
+            offline: self.config.offline,
             upstreams: self
                 .config
                 .upstreams
                 .iter()
-                .map(|u| ui::UpstreamFacts {
-                    name: u.name.clone(),
-                    url: u.url.to_string(),
-                    ..Default::default()
+                .map(|u| {
+                    let h = m.upstream_health(&u.name);
+                    ui::UpstreamFacts {
+                        name: u.name.clone(),
+                        url: u.url.to_string(),
+                        reachable: h.reachable,
+                        last_error: h.last_error,
+                        ratelimit_remaining: h.ratelimit_remaining,
+                        ratelimit_limit: h.ratelimit_limit,
+                    }
                 })
                 .collect(),
-            ..Default::default()
         }
     }
 

@@ -423,6 +423,8 @@ pub struct Metrics {
     upstream_requests: Family<UpstreamRequestLabels, Counter>,
     upstream_bytes: Family<UpstreamLabels, Counter>,
     served: [HotCounter; 2],
+    /// What each upstream's last exchanges said, for the web UI.
+    health: std::sync::Mutex<Vec<(Arc<str>, SharedHealth)>>,
     ratelimit_remaining: Family<UpstreamLabels, Gauge>,
     ratelimit_limit: Family<UpstreamLabels, Gauge>,
     fills_in_flight: Gauge,
@@ -442,6 +444,12 @@ pub struct Snapshot {
     pub mirrored_items: u64,
     pub fills_in_flight: u64,
     pub upload_sessions: u64,
+}
+
+fn unix_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 fn gauge_value(n: u64) -> i64 {
@@ -575,6 +583,7 @@ impl Metrics {
             evictions,
             evicted_bytes,
             gc_removed_bytes,
+            health: Default::default(),
         }
     }
 
@@ -634,11 +643,44 @@ impl Metrics {
     /// The handles one upstream counts with.
     pub fn upstream(&self, name: &str) -> UpstreamMetrics {
         let name: Arc<str> = Arc::from(name);
+        let health = {
+            let mut all = self.health.lock().unwrap_or_else(|p| p.into_inner());
+            match all.iter().find(|(n, _)| *n == name) {
+                Some((_, h)) => h.clone(),
+                None => {
+                    let h = Arc::new(std::sync::Mutex::new(UpstreamHealth::default()));
+                    all.push((name.clone(), h.clone()));
+                    h
+                }
+            }
+        };
         UpstreamMetrics {
             bytes: self.upstream_bytes.get_or_create_owned(&UpstreamLabels {
                 upstream: name.clone(),
             }),
             name,
+            health,
+        }
+    }
+
+    /// How upstream `name`'s exchanges went (default before any).
+    pub fn upstream_health(&self, name: &str) -> UpstreamHealth {
+        let all = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        all.iter()
+            .find(|(n, _)| &**n == name)
+            .map(|(_, h)| h.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .unwrap_or_default()
+    }
+
+    /// The cache's counts since start, for the web UI's cache page.
+    pub fn cache_totals(&self) -> CacheTotals {
+        let sum = |i: usize| self.cache.iter().map(|k| k[i].get()).sum::<u64>();
+        CacheTotals {
+            hits: sum(0),
+            misses: sum(1),
+            stale: sum(2),
+            served_from_cache: self.served[0].get(),
+            served_from_upstream: self.served[1].get(),
         }
     }
 
@@ -671,11 +713,48 @@ impl Metrics {
 pub struct UpstreamMetrics {
     name: Arc<str>,
     bytes: Counter,
+    health: SharedHealth,
+}
+
+type SharedHealth = Arc<std::sync::Mutex<UpstreamHealth>>;
+
+/// How an upstream's last exchanges went, as the web UI shows it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct UpstreamHealth {
+    /// Whether the last exchange got an answer; `None` before any.
+    pub reachable: Option<bool>,
+    /// The last failure (no answer, a 5xx or a 429) and when (unix
+    /// seconds).
+    pub last_error: Option<(u64, String)>,
+    pub ratelimit_limit: Option<u64>,
+    pub ratelimit_remaining: Option<u64>,
+}
+
+/// The cache's counts since start (both kinds together).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct CacheTotals {
+    pub hits: u64,
+    pub misses: u64,
+    pub stale: u64,
+    pub served_from_cache: u64,
+    pub served_from_upstream: u64,
 }
 
 impl UpstreamMetrics {
     /// Counts one HTTP exchange with the upstream.
     pub fn request(&self, method: &Method, answer: Answer) {
+        {
+            let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+            match answer {
+                Answer::Status(s) => {
+                    h.reachable = Some(true);
+                    if s >= 500 || s == 429 {
+                        h.last_error = Some((unix_secs(), format!("answered HTTP {s}")));
+                    }
+                }
+                Answer::Error => h.reachable = Some(false),
+            }
+        }
         METRICS
             .upstream_requests
             .get_or_create(&UpstreamRequestLabels {
@@ -684,6 +763,13 @@ impl UpstreamMetrics {
                 status: answer,
             })
             .inc();
+    }
+
+    /// Records why an exchange got no answer (a message naming no secret).
+    pub fn failed(&self, why: &str) {
+        let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+        h.reachable = Some(false);
+        h.last_error = Some((unix_secs(), why.to_string()));
     }
 
     /// Counts manifest or blob body bytes received.
@@ -704,6 +790,14 @@ impl UpstreamMetrics {
             ("ratelimit-remaining", &METRICS.ratelimit_remaining),
         ] {
             if let Some(v) = read(name) {
+                {
+                    let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
+                    if name == "ratelimit-limit" {
+                        h.ratelimit_limit = Some(v);
+                    } else {
+                        h.ratelimit_remaining = Some(v);
+                    }
+                }
                 family
                     .get_or_create(&UpstreamLabels {
                         upstream: self.name.clone(),

@@ -158,6 +158,10 @@ fn names(l: &[(String, Vec<String>)]) -> Vec<&str> {
 #[tokio::test]
 async fn ui_shows_each_tags_type_filters_searches_and_pull_commands() {
     let up = Upstream::start(false);
+    up.set_faults(common::upstream::Faults {
+        ratelimit: Some(100),
+        ..Default::default()
+    });
     let w = up.mirror(&[]);
     fill(&w, &up).await;
     let b = Browser::start().await;
@@ -351,13 +355,69 @@ async fn ui_shows_each_tags_type_filters_searches_and_pull_commands() {
     assert_eq!(injected, json!(0));
     b.screenshot("tag-hostile-annotations").await;
 
-    // The cache page names the upstream.
+    // The cache page: one miss so far, the upstream reachable with the
+    // pulls it says are left.
     c.goto(&w.url("/cache")).await.unwrap();
-    assert!(c
-        .find(Locator::Css("tr.upstream[data-name='docker.io']"))
-        .await
-        .is_ok());
+    let text = |css: &'static str| async move {
+        c.find(Locator::Css(css))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let ratio = text("td#hit-ratio").await;
+    assert!(
+        ratio.starts_with("0.0%") && ratio.contains("1 misses"),
+        "{ratio}"
+    );
+    assert_eq!(
+        text("tr.upstream[data-name='docker.io'] td.state").await,
+        "reachable"
+    );
+    let left = text("tr.upstream[data-name='docker.io'] td.ratelimit").await;
+    assert!(left.ends_with(" of 100"), "{left}");
     b.screenshot("cache").await;
+    // A warm pull is a hit; an upstream that stops answering shows so,
+    // with why.
+    let api = Api::new(&w);
+    let r = api
+        .req("GET", "/v2/library/alpine/manifests/3.20")
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    up.set_faults(common::upstream::Faults {
+        refuse: true,
+        ..Default::default()
+    });
+    let r = api
+        .req("GET", "/v2/library/busybox/manifests/1")
+        .header("accept", OCI_MANIFEST)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        r.status().is_server_error() || r.status() == 404,
+        "{}",
+        r.status()
+    );
+    c.goto(&w.url("/cache")).await.unwrap();
+    // (The failed lookup is a miss too.)
+    let ratio = text("td#hit-ratio").await;
+    assert!(
+        ratio.starts_with("33.3%") && ratio.contains("1 hits"),
+        "{ratio}"
+    );
+    assert_eq!(
+        text("tr.upstream[data-name='docker.io'] td.state").await,
+        "unreachable"
+    );
+    assert!(!text("tr.upstream[data-name='docker.io'] td.error")
+        .await
+        .is_empty());
+    b.screenshot("cache-upstream-down").await;
     b.close().await;
 }
 

@@ -20,6 +20,8 @@ pub struct CacheFacts {
     pub served_from_upstream: u64,
     pub mirrored_bytes: u64,
     pub limit: Option<u64>,
+    /// `--offline`: no upstream is asked.
+    pub offline: bool,
     pub upstreams: Vec<UpstreamFacts>,
 }
 
@@ -31,7 +33,8 @@ pub struct UpstreamFacts {
     /// `Some(true)` when its last answer came, `Some(false)` when it
     /// failed, `None` before any request.
     pub reachable: Option<bool>,
-    pub last_error: Option<String>,
+    /// The last failure and when (unix seconds).
+    pub last_error: Option<(u64, String)>,
     pub ratelimit_remaining: Option<u64>,
     pub ratelimit_limit: Option<u64>,
 }
@@ -318,14 +321,16 @@ pub fn cache(cx: &Context<'_>, f: &CacheFacts) -> Markup {
     } else {
         format!("{:.1}%", 100.0 * (f.hits + f.stale) as f64 / lookups as f64)
     };
+    let now = SystemTime::now();
     html! {
         (frame(cx, "Cache", html! {
             h1 { "Cache" }
+            @if f.offline { p #offline { strong { "Offline:" } " no upstream is asked; what is cached is served." } }
             table #cache-facts {
                 tr { th { "Hit ratio" } td #hit-ratio { (ratio) " " span.muted { "(" (f.hits) " hits, " (f.stale) " stale, " (f.misses) " misses since start)" } } }
                 tr { th { "Served from cache" } td #served-cache { (size(f.served_from_cache)) } }
                 tr { th { "Served from upstream" } td #served-upstream { (size(f.served_from_upstream)) } }
-                tr { th { "Mirrored content stored" } td #stored { (size(f.mirrored_bytes)) " of " @match f.limit { Some(l) => { (size(l)) " (--max-cache-size)" }, None => "no limit", } } }
+                tr { th { "Mirrored content stored" } td #stored { (size(f.mirrored_bytes)) @match f.limit { Some(l) => { " of " (size(l)) " (--max-cache-size)" }, None => " (no --max-cache-size)", } } }
             }
             h2 { "Upstreams" }
             table #upstreams {
@@ -334,8 +339,8 @@ pub fn cache(cx: &Context<'_>, f: &CacheFacts) -> Markup {
                     tr.upstream data-name=(u.name) {
                         td { strong { (u.name) } br; code.muted { (u.url) } }
                         td.state { @match u.reachable { Some(true) => "reachable", Some(false) => "unreachable", None => span.muted { "not asked yet" } } }
-                        td { @if let Some(e) = &u.last_error { (e) } }
-                        td { @match (u.ratelimit_remaining, u.ratelimit_limit) {
+                        td.error { @if let Some((at, e)) = &u.last_error { (e) " " span.muted { "(" (when(Some(*at), now)) ")" } } }
+                        td.ratelimit { @match (u.ratelimit_remaining, u.ratelimit_limit) {
                             (Some(r), Some(l)) => { (r) " of " (l) },
                             (Some(r), None) => (r),
                             _ => span.muted { "not reported" },

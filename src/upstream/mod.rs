@@ -250,6 +250,7 @@ impl Upstream {
                 }
                 Err(e) => {
                     self.metrics.request(method, crate::metrics::Answer::Error);
+                    self.metrics.failed(&e.to_string());
                     return Err(e);
                 }
             };
