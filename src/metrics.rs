@@ -404,6 +404,12 @@ struct SourceLabels {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
+struct StoredLabels {
+    source: &'static str,
+    content_type: &'static str,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash, EncodeLabelSet)]
 struct ClassLabels {
     class: &'static str,
 }
@@ -423,8 +429,6 @@ pub struct Metrics {
     upstream_requests: Family<UpstreamRequestLabels, Counter>,
     upstream_bytes: Family<UpstreamLabels, Counter>,
     served: [HotCounter; 2],
-    /// What each upstream's last exchanges said, for the web UI.
-    health: std::sync::Mutex<Vec<(Arc<str>, SharedHealth)>>,
     ratelimit_remaining: Family<UpstreamLabels, Gauge>,
     ratelimit_limit: Family<UpstreamLabels, Gauge>,
     fills_in_flight: Gauge,
@@ -434,6 +438,9 @@ pub struct Metrics {
     evictions: Counter,
     evicted_bytes: Counter,
     gc_removed_bytes: Counter,
+    /// `[source][content type]`: local/mirror × image/helm/volume/other.
+    manifests_stored: [[Counter; 4]; 2],
+    health: std::sync::Mutex<Vec<(Arc<str>, SharedHealth)>>,
 }
 
 /// The values read when `/metrics` is scraped.
@@ -556,6 +563,20 @@ impl Metrics {
             "Bytes of unreferenced local blobs removed by garbage collection",
             gc_removed_bytes.clone(),
         );
+        let stored_family = Family::<StoredLabels, Counter>::default();
+        r.register(
+            "wharf_manifests_stored",
+            "Manifests stored, by source (pushed: local; cached: mirror) and content type (image, helm, volume, other)",
+            stored_family.clone(),
+        );
+        let manifests_stored = ["local", "mirror"].map(|source| {
+            ["image", "helm", "volume", "other"].map(|content_type| {
+                stored_family.get_or_create_owned(&StoredLabels {
+                    source,
+                    content_type,
+                })
+            })
+        });
         let upload_sessions = Gauge::default();
         r.register(
             "wharf_upload_sessions",
@@ -583,6 +604,7 @@ impl Metrics {
             evictions,
             evicted_bytes,
             gc_removed_bytes,
+            manifests_stored,
             health: Default::default(),
         }
     }
@@ -638,6 +660,21 @@ impl Metrics {
 
     pub fn gc_removed(&self, bytes: u64) {
         self.gc_removed_bytes.inc_by(bytes);
+    }
+
+    /// Counts a manifest pushed (`mirrored` false) or cached, by its
+    /// content type.
+    pub fn manifest_stored(&self, mirrored: bool, kind: &crate::oci::content_type::ContentType) {
+        use crate::oci::content_type::ContentType as C;
+        let k = match kind {
+            C::Image => 0,
+            C::Helm => 1,
+            C::Volume => 2,
+            C::Other(_) => 3,
+        };
+        if let Some(c) = self.manifests_stored[usize::from(mirrored)].get(k) {
+            c.inc();
+        }
     }
 
     /// The handles one upstream counts with.

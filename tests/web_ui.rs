@@ -625,6 +625,24 @@ async fn api_lists_types_pages_and_refuses_bad_input() {
     assert_eq!(api.status("POST", "/api/v1/repositories").await, 405);
     assert_eq!(listed(&api, "").await, before);
 
+    // The metrics count what was stored by the same content types, and
+    // the UI and API requests by their kind of route.
+    let text = api.get("/metrics").await.text().await.unwrap();
+    for (source, kind, n) in [
+        ("local", "image", 5),
+        ("local", "helm", 1),
+        ("local", "volume", 1),
+        ("local", "other", 3),
+        ("mirror", "image", 1),
+    ] {
+        let line = format!(
+            "wharf_manifests_stored_total{{source=\"{source}\",content_type=\"{kind}\"}} {n}\n"
+        );
+        assert!(text.contains(&line), "{line}");
+    }
+    assert!(text.contains("route=\"api\",status=\"400\""));
+    assert!(!text.contains("golden/"), "no repository name in a label");
+
     // UI pages with bad input answer with an HTML error, escaped.
     for (path, status) in [
         ("/?type=bogus", 400),

@@ -568,6 +568,10 @@ impl Mirror {
             stored: crate::store::cache::unix_now() / 1000,
         };
         store.index.put_mirror_manifest(upstream, d, &meta)?;
+        if let Ok(parsed) = crate::oci::manifest::parse(bytes, Some(media_type)) {
+            let kind = crate::oci::content_type::classify(&parsed, &[]);
+            crate::metrics::METRICS.manifest_stored(true, &kind);
+        }
         store.cache.added(bytes.len() as u64);
         tracing::info!(digest = %d, upstream, "cached manifest");
         Ok(meta)

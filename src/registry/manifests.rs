@@ -157,6 +157,7 @@ where
         annotations: parsed.annotations.clone(),
         urls: None,
     });
+    let kind = crate::oci::content_type::classify(&parsed, &[]);
     let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
     let before = store.index.put_manifest(ManifestPut {
         repo: name,
@@ -171,6 +172,9 @@ where
         referrer,
     })?;
     store.index.flush().await?;
+    // Children of an index are not looked up here: an index counts as
+    // images unless it says otherwise.
+    crate::metrics::METRICS.manifest_stored(false, &kind);
 
     let mut r = reply::empty(StatusCode::CREATED);
     reply::set(
