@@ -203,6 +203,14 @@ impl App {
         B::Error: Into<BoxError>,
     {
         let (parts, body) = req.into_parts();
+        if auth::cross_site_write(&parts) {
+            let mut body = body;
+            body::drain(&mut body).await;
+            return Err(Error::oci(
+                ErrorCode::Denied,
+                "a request from another site's page may not change anything here",
+            ));
+        }
         // Pages that are not OCI routes come first.
         if let Some(page) = Page::route(parts.uri.path()) {
             if !page.allows(&parts.method) {
@@ -328,11 +336,15 @@ impl App {
                 Error::oci(ErrorCode::NameUnknown, "no such page"),
             ));
         };
-        Ok(ui::answer(&viewer, &cx, parts, p, || self.cache_facts()).await)
+        // Upstream addresses and errors are for signed-in users (all of
+        // them when access control is off); private upstreams too.
+        let detail = !anonymous || self.auth.is_open();
+        Ok(ui::answer(&viewer, &cx, parts, p, || self.cache_facts(detail)).await)
     }
 
-    /// The cache page's figures.
-    fn cache_facts(&self) -> ui::CacheFacts {
+    /// The cache page's figures; without `detail`, no upstream address,
+    /// error or private upstream.
+    fn cache_facts(&self, detail: bool) -> ui::CacheFacts {
         let m = &crate::metrics::METRICS;
         let t = m.cache_totals();
         ui::CacheFacts {
@@ -348,13 +360,18 @@ impl App {
                 .config
                 .upstreams
                 .iter()
+                .filter(|u| detail || !self.auth.is_private_upstream(&u.name))
                 .map(|u| {
                     let h = m.upstream_health(&u.name);
                     ui::UpstreamFacts {
                         name: u.name.clone(),
-                        url: u.url.to_string(),
+                        url: if detail {
+                            u.url.to_string()
+                        } else {
+                            String::new()
+                        },
                         reachable: h.reachable,
-                        last_error: h.last_error,
+                        last_error: h.last_error.filter(|_| detail),
                         ratelimit_remaining: h.ratelimit_remaining,
                         ratelimit_limit: h.ratelimit_limit,
                     }

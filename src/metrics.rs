@@ -230,11 +230,11 @@ impl Route {
             crate::auth::TOKEN_PATH => return Route::Token,
             "/healthz" | "/readyz" => return Route::Health,
             "/metrics" => return Route::Metrics,
-            "/" | "/ui" => return Route::Ui,
+            "/" | "/cache" | "/login" => return Route::Ui,
             "/api" => return Route::Api,
             _ => {}
         }
-        if path.starts_with("/ui/") {
+        if path.starts_with("/r/") {
             return Route::Ui;
         }
         if path.starts_with("/api/") {
@@ -1026,7 +1026,10 @@ mod tests {
             ("/readyz", Route::Health),
             ("/metrics", Route::Metrics),
             ("/", Route::Ui),
-            ("/ui/repositories/golden/app", Route::Ui),
+            ("/r/golden/app:1.0", Route::Ui),
+            ("/cache", Route::Ui),
+            ("/login", Route::Ui),
+            ("/ui/x", Route::Other),
             ("/api/v1/repositories", Route::Api),
             ("/v2/golden/app", Route::Other),
             ("/v2/golden/app/whatever/x", Route::Other),

@@ -617,19 +617,57 @@ async fn api_lists_types_pages_and_refuses_bad_input() {
         "{}",
         &answer[..answer.len().min(200)]
     );
+    // A repository holding only untagged manifests is there, with no tags.
+    let cd = api.push_blob("golden/untagged", br#"{"u":1}"#).await;
+    let m = json!({"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+        "config": desc("application/vnd.oci.image.config.v1+json", &cd, 7), "layers": []});
+    let d = sha256(&serde_json::to_vec(&m).unwrap());
+    put(&api, "golden/untagged", &d, OCI_MANIFEST, &m).await;
+    let r = api.get("/api/v1/repositories/golden/untagged/tags").await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["tags"], json!([]));
+    // A cursor this server did not make is refused.
+    let r = api.get("/api/v1/repositories?last=~Zm9v.YmFy").await;
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "PARAMETER_INVALID");
+    // A write a browser sends for another site's page is refused, and
+    // leaves nothing behind.
+    for (name, value) in [
+        ("origin", "https://evil.example"),
+        ("sec-fetch-site", "cross-site"),
+    ] {
+        let r = api
+            .req("POST", "/v2/golden/csrf/blobs/uploads/")
+            .header(name, value)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 403, "{name}");
+        assert_eq!(error_code(r).await, "DENIED");
+    }
+    let same = api
+        .req("POST", "/v2/golden/csrf/blobs/uploads/")
+        .header("origin", format!("http://{}", w.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(same.status(), 202, "this server's own pages may");
     // A huge n is cut to the largest page.
     let r = api
         .get("/api/v1/repositories?n=99999999999999999999999")
         .await;
     assert_eq!(r.status(), 200);
     assert_eq!(api.status("POST", "/api/v1/repositories").await, 405);
-    assert_eq!(listed(&api, "").await, before);
+    let mut with_new = before.clone();
+    with_new.insert(5, ("golden/untagged".to_string(), Vec::new()));
+    assert_eq!(listed(&api, "").await, with_new);
 
     // The metrics count what was stored by the same content types, and
     // the UI and API requests by their kind of route.
     let text = api.get("/metrics").await.text().await.unwrap();
     for (source, kind, n) in [
-        ("local", "image", 5),
+        ("local", "image", 6),
         ("local", "helm", 1),
         ("local", "volume", 1),
         ("local", "other", 3),

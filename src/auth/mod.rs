@@ -89,6 +89,35 @@ pub fn client_key(addr: std::net::IpAddr) -> std::net::IpAddr {
     }
 }
 
+/// Whether `parts` is a write a browser sent for another site's page: a
+/// `Sec-Fetch-Site` other than `same-origin` or `none`, or an `Origin`
+/// that is not this server. Registry clients send neither; a browser that
+/// signed in to the web UI would otherwise lend its password to any page
+/// that posts a form here.
+pub fn cross_site_write(parts: &Parts) -> bool {
+    if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return false;
+    }
+    let h = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+    if let Some(site) = h("sec-fetch-site") {
+        if site != "same-origin" && site != "none" {
+            return true;
+        }
+    }
+    let Some(origin) = h("origin") else {
+        return false;
+    };
+    let ours = parts
+        .uri
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| h("host"));
+    let theirs = origin
+        .split_once("://")
+        .map(|(_, rest)| rest.trim_end_matches('/'));
+    theirs.is_none() || theirs != ours
+}
+
 /// Where a routed repository lives, as access rules see it.
 #[derive(Clone, Debug)]
 pub struct Location {
@@ -456,6 +485,11 @@ impl Auth {
         Error::oci(ErrorCode::Unauthorized, message).with_header(header::WWW_AUTHENTICATE, value)
     }
 
+    /// Whether Wharf logs in to `upstream` (its mirror is never anonymous).
+    pub fn is_private_upstream(&self, upstream: &str) -> bool {
+        self.private_upstreams.contains(upstream)
+    }
+
     /// Whether `caller` may pull `name`, which routes to `backend` (for
     /// the UI and the JSON API).
     pub fn may_pull(&self, caller: &Caller, name: &str, backend: &Backend) -> bool {
@@ -596,5 +630,45 @@ mod tests {
             ..peer.clone()
         };
         assert_eq!(realm(&parts("h", Some("gopher")), &tls), "https://h/token");
+    }
+
+    #[test]
+    fn writes_from_other_sites_are_told_apart() {
+        let req = |method: &str, headers: &[(&str, &str)]| {
+            let mut b = http::Request::builder()
+                .method(method)
+                .uri("/v2/golden/app/blobs/uploads/");
+            for (k, v) in headers {
+                b = b.header(*k, *v);
+            }
+            b.body(()).unwrap().into_parts().0
+        };
+        let host = ("host", "wharf.example:5000");
+        assert!(!cross_site_write(&req("POST", &[host])), "registry clients");
+        assert!(!cross_site_write(&req(
+            "GET",
+            &[host, ("origin", "https://evil.example")]
+        )));
+        assert!(cross_site_write(&req(
+            "POST",
+            &[host, ("origin", "https://evil.example")]
+        )));
+        assert!(cross_site_write(&req("POST", &[host, ("origin", "null")])));
+        assert!(!cross_site_write(&req(
+            "POST",
+            &[host, ("origin", "http://wharf.example:5000")]
+        )));
+        assert!(cross_site_write(&req(
+            "PUT",
+            &[host, ("sec-fetch-site", "cross-site")]
+        )));
+        assert!(cross_site_write(&req(
+            "DELETE",
+            &[host, ("sec-fetch-site", "same-site")]
+        )));
+        assert!(!cross_site_write(&req(
+            "PATCH",
+            &[host, ("sec-fetch-site", "same-origin")]
+        )));
     }
 }

@@ -50,6 +50,27 @@ impl Description {
         out
     }
 
+    /// About how many bytes it holds (for the cache's bound).
+    pub fn weight(&self) -> u32 {
+        let part = |p: &Part| {
+            96 + p.media_type.len()
+                + p.digest.len()
+                + p.platform.as_ref().map_or(0, String::len)
+                + p.artifact_type.as_ref().map_or(0, String::len)
+        };
+        let bytes = 256
+            + self.media_type.len()
+            + self.config.as_ref().map_or(0, part)
+            + self.layers.iter().map(part).sum::<usize>()
+            + self.children.iter().map(part).sum::<usize>()
+            + self
+                .annotations
+                .iter()
+                .map(|(k, v)| 64 + k.len() + v.len())
+                .sum::<usize>();
+        u32::try_from(bytes).unwrap_or(u32::MAX)
+    }
+
     pub fn is_index(&self) -> bool {
         matches!(self.media_type.as_str(), OCI_INDEX | DOCKER_LIST)
     }
@@ -139,14 +160,17 @@ pub fn describe(
     let config: Option<Part> = raw.config.map(Part::from);
     let layers: Vec<Part> = raw.layers.into_iter().map(Part::from).collect();
     let own = bytes.len() as u64;
-    let size = own
-        + config.as_ref().map_or(0, |c| c.size)
-        + layers.iter().map(|l| l.size).sum::<u64>()
-        + children
-            .iter()
-            .zip(&known)
-            .map(|(c, k)| k.as_ref().map_or(c.size, |k| k.size))
-            .sum::<u64>();
+    // Sizes are what the manifest claims: add without wrapping.
+    let size = [own, config.as_ref().map_or(0, |c| c.size)]
+        .into_iter()
+        .chain(layers.iter().map(|l| l.size))
+        .chain(
+            children
+                .iter()
+                .zip(&known)
+                .map(|(c, k)| k.as_ref().map_or(c.size, |k| k.size)),
+        )
+        .fold(0u64, u64::saturating_add);
     let annotations = raw
         .annotations
         .into_iter()
@@ -242,6 +266,18 @@ mod tests {
         assert_eq!(d.platforms(), ["linux/amd64", "linux/arm/v7"]);
         assert_eq!(d.size, body.len() as u64 + child.size + 9);
         assert_eq!(children_of(body.as_bytes()).len(), 2);
+    }
+
+    #[test]
+    fn claimed_sizes_do_not_wrap() {
+        let body = format!(
+            r#"{{"schemaVersion":2,"mediaType":"{OCI_MANIFEST}","config":{{"mediaType":"{OCI_IMAGE_CONFIG}","digest":"{}","size":18446744073709551615}},"layers":[{{"mediaType":"l","digest":"{}","size":18446744073709551615}}]}}"#,
+            dg('a'),
+            dg('b')
+        );
+        let d = describe(body.as_bytes(), OCI_MANIFEST, |_| None);
+        assert_eq!(d.size, u64::MAX);
+        assert!(d.weight() > 256);
     }
 
     #[test]

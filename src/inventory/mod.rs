@@ -25,8 +25,16 @@ const NAME_BATCH: usize = 256;
 /// Most repositories one listing request looks at (a filter that matches
 /// few of many returns a shorter page and a cursor to go on from).
 const SCAN_BUDGET: usize = 5_000;
-/// Tags read to summarise one repository.
-const SUMMARY_TAGS: usize = 1_000;
+/// Tags read to summarise one repository (more are shown as "100+").
+const SUMMARY_TAGS: usize = 100;
+/// Most tags one listing request summarises (across its repositories):
+/// past it, the page ends early with a cursor to go on from.
+const WORK_BUDGET: usize = 10_000;
+/// Listing jobs on the blocking pool at once (their own slots: the
+/// index's are left to the registry and the probes).
+const JOBS: usize = 2;
+/// Bytes the manifest descriptions cache may hold (estimated).
+const DESCRIBED_BYTES: u64 = 32 << 20;
 /// Referrers shown per tag.
 const REFERRERS: usize = 100;
 /// Longest search text.
@@ -49,6 +57,21 @@ impl Repo {
             Backend::Local => Repo::Local(name.clone()),
             Backend::Mirror { upstream, repo } => Repo::Mirror { upstream, repo },
         })
+    }
+
+    /// The repository a name as listed (or as a client names it) stands
+    /// for. A mirrored name may start with a configured upstream name that
+    /// holds a port, which repository names cannot.
+    pub fn parse(router: &Router, s: &str) -> Result<Repo> {
+        if let Some((first, rest)) = s.split_once('/') {
+            if let Some(upstream) = router.upstream_prefixed(first) {
+                let rest = parse_name(rest)?;
+                if let Backend::Mirror { upstream, repo } = router.mirror(upstream, rest.as_str()) {
+                    return Ok(Repo::Mirror { upstream, repo });
+                }
+            }
+        }
+        Repo::resolve(router, &parse_name(s)?)
     }
 
     /// The name clients pull it by.
@@ -74,6 +97,14 @@ impl Repo {
                 upstream: upstream.clone(),
                 repo: repo.clone(),
             },
+        }
+    }
+
+    /// Whether it holds anything to list.
+    fn exists(&self, i: &Index) -> Result<bool> {
+        match self {
+            Repo::Local(r) => i.repo_exists(r),
+            Repo::Mirror { .. } => Ok(!self.tags(i, None, 1)?.is_empty()),
         }
     }
 
@@ -190,7 +221,12 @@ pub struct Page<T> {
 /// The manifest descriptions cache and the listings built on it.
 #[derive(Clone)]
 pub struct Inventory {
+    /// Descriptions of manifests that are not indexes (an index's depends
+    /// on which children its repository holds).
     described: moka::sync::Cache<Digest, Arc<Description>>,
+    jobs: Arc<tokio::sync::Semaphore>,
+    /// Signs the cursors that name where a scan stopped.
+    cursors: Arc<ring::hmac::Key>,
 }
 
 impl Default for Inventory {
@@ -201,14 +237,78 @@ impl Default for Inventory {
 
 impl Inventory {
     pub fn new() -> Inventory {
+        let rng = ring::rand::SystemRandom::new();
+        let key = ring::hmac::Key::generate(ring::hmac::HMAC_SHA256, &rng)
+            .unwrap_or_else(|_| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"wharf"));
         Inventory {
-            // An index's children may be cached later and change its
-            // description, so entries age out.
             described: moka::sync::Cache::builder()
-                .max_capacity(20_000)
-                .time_to_live(Duration::from_secs(300))
+                .weigher(|_, d: &Arc<Description>| d.weight())
+                .max_capacity(DESCRIBED_BYTES)
+                .time_to_live(Duration::from_secs(3600))
                 .build(),
+            jobs: Arc::new(tokio::sync::Semaphore::new(JOBS)),
+            cursors: Arc::new(key),
         }
+    }
+
+    /// Runs `f` on the blocking pool in one of the inventory's own slots.
+    async fn run<T, F>(&self, store: &Store, f: F) -> Result<T>
+    where
+        F: FnOnce(&Index) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let _slot = self
+            .jobs
+            .acquire()
+            .await
+            .map_err(|e| Error::storage("waiting for a listing slot", e))?;
+        let index = store.index.clone();
+        tokio::task::spawn_blocking(move || f(&index))
+            .await
+            .map_err(|e| Error::storage("listing", e))?
+    }
+
+    /// A cursor for `repo` that does not say its name: `~` and the name
+    /// and a signature, in base64url.
+    fn seal_cursor(&self, repo: &Repo) -> String {
+        use base64::Engine as _;
+        let name = repo.name();
+        let tag = ring::hmac::sign(&self.cursors, name.as_bytes());
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!(
+            "~{}.{}",
+            b64.encode(name.as_bytes()),
+            b64.encode(&tag.as_ref()[..16])
+        )
+    }
+
+    /// The name a `last` stands for: itself, or what a sealed cursor this
+    /// process made holds.
+    fn open_cursor(&self, last: &str) -> Result<String> {
+        use base64::Engine as _;
+        let Some(sealed) = last.strip_prefix('~') else {
+            return Ok(last.to_string());
+        };
+        let bad = || {
+            Error::oci(
+                ErrorCode::ParameterInvalid,
+                "last is not a cursor this server gave (they last until it restarts)",
+            )
+        };
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        let (name, tag) = sealed.split_once('.').ok_or_else(bad)?;
+        let name = b64.decode(name).map_err(|_| bad())?;
+        let tag = b64.decode(tag).map_err(|_| bad())?;
+        let want = ring::hmac::sign(&self.cursors, &name);
+        if tag.len() != 16
+            || !bool::from(subtle::ConstantTimeEq::ct_eq(
+                &want.as_ref()[..16],
+                &tag[..],
+            ))
+        {
+            return Err(bad());
+        }
+        String::from_utf8(name).map_err(|_| bad())
     }
 
     /// A page of repositories `visible` lets the caller see, local first,
@@ -223,11 +323,12 @@ impl Inventory {
         visible: &(dyn Fn(&Repo) -> bool + Sync),
     ) -> Result<Page<RepoSummary>> {
         let mut cursor = match last {
-            Some(l) => Some(Repo::resolve(router, &parse_name(l)?)?),
+            Some(l) => Some(Repo::parse(router, &self.open_cursor(l)?)?),
             None => None,
         };
+        let upstreams: Arc<[String]> = router.upstream_names().into();
         let mut out: Vec<RepoSummary> = Vec::new();
-        let mut scanned = 0;
+        let (mut scanned, mut work) = (0, 0);
         if n == 0 {
             return Ok(Page {
                 items: out,
@@ -235,10 +336,11 @@ impl Inventory {
             });
         }
         loop {
-            let after = cursor.clone();
-            let batch = store
-                .index
-                .blocking(move |i| names_after(i, after.as_ref(), NAME_BATCH))
+            let (after, configured) = (cursor.clone(), upstreams.clone());
+            let batch = self
+                .run(store, move |i| {
+                    names_after(i, after.as_ref(), NAME_BATCH, &configured)
+                })
                 .await?;
             let exhausted = batch.len() < NAME_BATCH;
             scanned += batch.len();
@@ -261,7 +363,9 @@ impl Inventory {
                 let chunk = rest[..take].to_vec();
                 rest = &rest[take..];
                 let sums = self.summaries(store, chunk).await?;
+                let last_done = sums.last().map(|s| s.repo.clone());
                 for s in sums {
+                    work += s.tags;
                     if filter
                         .kind
                         .is_none_or(|k| s.kinds.iter().any(|c| c.as_str() == k))
@@ -274,6 +378,14 @@ impl Inventory {
                         return Ok(Page { items: out, next });
                     }
                 }
+                if work >= WORK_BUDGET && !rest.is_empty() {
+                    // Enough for one request: go on after the last one
+                    // summarised (one the caller may see).
+                    return Ok(Page {
+                        items: out,
+                        next: last_done.map(|r| r.name()),
+                    });
+                }
             }
             if exhausted {
                 return Ok(Page {
@@ -281,10 +393,12 @@ impl Inventory {
                     next: None,
                 });
             }
-            if scanned >= SCAN_BUDGET {
+            if scanned >= SCAN_BUDGET || work >= WORK_BUDGET {
+                // The scan may have stopped on a repository the caller may
+                // not see: the cursor does not say its name.
                 return Ok(Page {
                     items: out,
-                    next: cursor.map(|c| c.name()),
+                    next: cursor.map(|c| self.seal_cursor(&c)),
                 });
             }
         }
@@ -292,10 +406,10 @@ impl Inventory {
 
     async fn summaries(&self, store: &Store, repos: Vec<Repo>) -> Result<Vec<RepoSummary>> {
         let (me, files) = (self.clone(), Files::of(store));
-        store
-            .index
-            .blocking(move |i| repos.iter().map(|r| me.summary(i, &files, r)).collect())
-            .await
+        self.run(store, move |i| {
+            repos.iter().map(|r| me.summary(i, &files, r)).collect()
+        })
+        .await
     }
 
     fn summary(&self, i: &Index, files: &Files, repo: &Repo) -> Result<RepoSummary> {
@@ -323,7 +437,7 @@ impl Inventory {
             }
             s.pulled = s.pulled.max(files.pulled(repo, d, &meta)?);
             if let Some(desc) = self.describe(i, &files.blobs, repo, d, &meta, 0)? {
-                s.size += desc.size;
+                s.size = s.size.saturating_add(desc.size);
                 if !s.kinds.contains(&desc.content_type) {
                     s.kinds.push(desc.content_type.clone());
                 }
@@ -346,26 +460,24 @@ impl Inventory {
             repo.clone(),
             last.map(str::to_string),
         );
-        store
-            .index
-            .blocking(move |i| {
-                let tags = repo.tags(i, last.as_deref(), n + 1)?;
-                if tags.is_empty() && last.is_none() {
-                    return Ok(None);
-                }
-                let more = tags.len() > n;
-                let mut items = Vec::new();
-                for (tag, d) in tags.into_iter().take(n) {
-                    items.push(me.tag_summary(i, &files, &repo, tag, d)?);
-                }
-                let next = if more {
-                    items.last().map(|t: &TagSummary| t.tag.clone())
-                } else {
-                    None
-                };
-                Ok(Some(Page { items, next }))
-            })
-            .await
+        self.run(store, move |i| {
+            if !repo.exists(i)? {
+                return Ok(None);
+            }
+            let tags = repo.tags(i, last.as_deref(), n + 1)?;
+            let more = tags.len() > n;
+            let mut items = Vec::new();
+            for (tag, d) in tags.into_iter().take(n) {
+                items.push(me.tag_summary(i, &files, &repo, tag, d)?);
+            }
+            let next = if more {
+                items.last().map(|t: &TagSummary| t.tag.clone())
+            } else {
+                None
+            };
+            Ok(Some(Page { items, next }))
+        })
+        .await
     }
 
     /// One tag, with its manifest as stored (for the tag page).
@@ -381,27 +493,25 @@ impl Inventory {
             repo.clone(),
             tag.to_string(),
         );
-        store
-            .index
-            .blocking(move |i| {
-                let d = match &repo {
-                    Repo::Local(r) => i.tag(r, &parse_tag(&tag)?)?,
-                    Repo::Mirror { upstream, repo } => i.mirror_tag(upstream, repo, &tag)?,
-                };
-                let Some(d) = d else {
-                    return Ok(None);
-                };
-                let summary = me.tag_summary(i, &files, &repo, tag, d.clone())?;
-                let bytes = match summary.description {
-                    Some(_) => files
-                        .blobs
-                        .read_small(&d, MAX_MANIFEST_BYTES as u64)
-                        .map_err(|e| Error::storage("reading a manifest", e))?,
-                    None => None,
-                };
-                Ok(Some((summary, bytes)))
-            })
-            .await
+        self.run(store, move |i| {
+            let d = match &repo {
+                Repo::Local(r) => i.tag(r, &parse_tag(&tag)?)?,
+                Repo::Mirror { upstream, repo } => i.mirror_tag(upstream, repo, &tag)?,
+            };
+            let Some(d) = d else {
+                return Ok(None);
+            };
+            let summary = me.tag_summary(i, &files, &repo, tag, d.clone())?;
+            let bytes = match summary.description {
+                Some(_) => files
+                    .blobs
+                    .read_small(&d, MAX_MANIFEST_BYTES as u64)
+                    .map_err(|e| Error::storage("reading a manifest", e))?,
+                None => None,
+            };
+            Ok(Some((summary, bytes)))
+        })
+        .await
     }
 
     fn tag_summary(
@@ -467,7 +577,9 @@ impl Inventory {
                 .find(|(d, _)| d == c)
                 .map(|(_, desc)| desc.clone())
         }));
-        self.described.insert(d.clone(), desc.clone());
+        if !desc.is_index() {
+            self.described.insert(d.clone(), desc.clone());
+        }
         Ok(Some(desc))
     }
 }
@@ -522,7 +634,7 @@ impl Viewer<'_> {
 
     /// The repository a client name routes to, if the caller may see it.
     pub fn repo(&self, name: &str) -> Result<Repo> {
-        let repo = Repo::resolve(self.router, &parse_name(name)?)?;
+        let repo = Repo::parse(self.router, name)?;
         if (self.visible)(&repo) {
             Ok(repo)
         } else {
@@ -631,7 +743,13 @@ fn cut(items: Vec<String>, n: usize) -> Page<String> {
 
 /// Repositories after `after` in listing order: local ones (by name), then
 /// mirrored ones (by upstream, then name).
-fn names_after(i: &Index, after: Option<&Repo>, n: usize) -> Result<Vec<Repo>> {
+/// Mirrored repositories of upstreams no longer configured are left out.
+fn names_after(
+    i: &Index,
+    after: Option<&Repo>,
+    n: usize,
+    configured: &[String],
+) -> Result<Vec<Repo>> {
     let mut out = Vec::new();
     let mirror_after = match after {
         Some(Repo::Mirror { upstream, repo }) => Some((upstream.as_str(), repo.as_str())),
@@ -648,9 +766,19 @@ fn names_after(i: &Index, after: Option<&Repo>, n: usize) -> Result<Vec<Repo>> {
             None
         }
     };
-    if out.len() < n {
-        for (upstream, repo) in i.mirror_repos(mirror_after, n - out.len())? {
-            out.push(Repo::Mirror { upstream, repo });
+    let mut from = mirror_after.map(|(u, r)| (u.to_string(), r.to_string()));
+    while out.len() < n {
+        let want = n - out.len();
+        let got = i.mirror_repos(from.as_ref().map(|(u, r)| (u.as_str(), r.as_str())), want)?;
+        let done = got.len() < want;
+        from = got.last().cloned();
+        for (upstream, repo) in got {
+            if configured.contains(&upstream) {
+                out.push(Repo::Mirror { upstream, repo });
+            }
+        }
+        if done {
+            break;
         }
     }
     Ok(out)
@@ -668,6 +796,24 @@ fn parse_tag(s: &str) -> Result<crate::oci::Tag> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sealed_cursors_hide_the_name_and_refuse_tampering() {
+        let inv = Inventory::new();
+        let repo = Repo::Local(RepoName::parse("secret/payroll-db").unwrap());
+        let c = inv.seal_cursor(&repo);
+        assert!(c.starts_with('~') && !c.contains("payroll"), "{c}");
+        assert_eq!(inv.open_cursor(&c).unwrap(), "secret/payroll-db");
+        assert_eq!(inv.open_cursor("golden/app").unwrap(), "golden/app");
+        let mut forged = c.clone();
+        forged.replace_range(1..3, "QQ");
+        for bad in [forged.as_str(), "~", "~abc", "~abc.def", "~.."] {
+            let e = inv.open_cursor(bad).unwrap_err();
+            assert_eq!(e.code(), ErrorCode::ParameterInvalid, "{bad}");
+        }
+        // Another process's cursors do not open here.
+        assert!(Inventory::new().open_cursor(&c).is_err());
+    }
 
     #[test]
     fn filters_refuse_unknown_types_and_long_text() {

@@ -89,7 +89,28 @@ impl Router {
         Ok(self.mirror(&self.default_upstream, name.as_str()))
     }
 
-    fn mirror(&self, upstream: &str, repo: &str) -> Backend {
+    /// The upstream a configured name or alias names (for names the UI
+    /// shows, whose upstream part may hold a port).
+    pub fn upstream_prefixed(&self, first: &str) -> Option<&str> {
+        self.prefixes
+            .iter()
+            .find(|(p, _)| p == first)
+            .map(|(_, u)| u.as_str())
+    }
+
+    /// Whether `upstream` is a configured upstream's name.
+    pub fn is_upstream(&self, upstream: &str) -> bool {
+        self.upstreams.iter().any(|u| u == upstream)
+    }
+
+    /// The configured upstreams' names.
+    pub fn upstream_names(&self) -> &[String] {
+        &self.upstreams
+    }
+
+    /// `repo` mirrored from `upstream` (Docker Hub's bare names under
+    /// `library/`).
+    pub fn mirror(&self, upstream: &str, repo: &str) -> Backend {
         // Docker Hub's official images live under library/.
         let repo = if upstream == DOCKER_HUB && !repo.contains('/') {
             format!("library/{repo}")

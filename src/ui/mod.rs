@@ -70,13 +70,19 @@ pub struct Context<'a> {
 }
 
 impl Context<'_> {
-    /// The host for pull commands: the request's `Host` when it is a
-    /// plain host[:port], else `fallback`.
+    /// The host for pull commands: the request's authority (HTTP/2) or
+    /// `Host` (HTTP/1.1) when it is a plain host[:port], else `fallback`.
     pub fn host_of(parts: &Parts, fallback: &str) -> String {
         parts
-            .headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
+            .uri
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| {
+                parts
+                    .headers
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+            })
             .filter(|h| {
                 !h.is_empty()
                     && h.len() <= 255

@@ -319,7 +319,7 @@ pub fn cache(cx: &Context<'_>, f: &CacheFacts) -> Markup {
     let ratio = if lookups == 0 {
         "—".to_string()
     } else {
-        format!("{:.1}%", 100.0 * (f.hits + f.stale) as f64 / lookups as f64)
+        format!("{:.1}%", 100.0 * f.hits as f64 / lookups as f64)
     };
     let now = SystemTime::now();
     html! {
@@ -337,7 +337,7 @@ pub fn cache(cx: &Context<'_>, f: &CacheFacts) -> Markup {
                 thead { tr { th { "Upstream" } th { "State" } th { "Last error" } th { "Rate limit remaining" } } }
                 @for u in &f.upstreams {
                     tr.upstream data-name=(u.name) {
-                        td { strong { (u.name) } br; code.muted { (u.url) } }
+                        td { strong { (u.name) } @if !u.url.is_empty() { br; code.muted { (u.url) } } }
                         td.state { @match u.reachable { Some(true) => "reachable", Some(false) => "unreachable", None => span.muted { "not asked yet" } } }
                         td.error { @if let Some((at, e)) = &u.last_error { (e) " " span.muted { "(" (when(Some(*at), now)) ")" } } }
                         td.ratelimit { @match (u.ratelimit_remaining, u.ratelimit_limit) {
