@@ -26,8 +26,6 @@ pub fn screenshot_dir() -> PathBuf {
 
 impl Browser {
     pub async fn start() -> Browser {
-        // fantoccini's rustls and ours both link a crypto provider: pick one.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let chromium = require("chromium");
         let driver_bin = require("chromedriver");
         let port = {
@@ -58,8 +56,9 @@ impl Browser {
         );
         let started = Instant::now();
         let client = loop {
-            match ClientBuilder::rustls()
-                .expect("rustls")
+            // chromedriver speaks plain HTTP on loopback: no TLS stack.
+            let plain = hyper_util::client::legacy::connect::HttpConnector::new();
+            match ClientBuilder::new(plain)
                 .capabilities(caps.clone())
                 .connect(&format!("http://127.0.0.1:{port}"))
                 .await
