@@ -312,6 +312,9 @@ fn main() {
         }
         if wanted("nginx") {
             rows.push(("nginx", all));
+        }
+        // The copy kept for nginx, whether nginx ran or not.
+        if !blob.as_os_str().is_empty() {
             let _ = std::fs::remove_file(&blob);
         }
 
