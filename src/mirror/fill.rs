@@ -268,17 +268,9 @@ async fn run(
     publish(tx, written, true);
     let unstored = |e: crate::error::Error| FillError::Unstored(e.to_string());
     temp.install(&src.blobs, digest).await.map_err(unstored)?;
-    let known = src
-        .index
-        .mirror_blob(src.upstream.name(), digest)
+    src.cache
+        .record_mirrored_blob(src.upstream.name(), digest, written)
         .map_err(unstored)?;
-    src.index
-        .put_mirror_blob(src.upstream.name(), digest, written)
-        .map_err(unstored)?;
-    src.cache.touch(digest);
-    if !known {
-        src.cache.added(written);
-    }
     Ok(written)
 }
 

@@ -294,8 +294,7 @@ impl Mirror {
                 // fetch it again.
                 tracing::error!(%digest, "cached manifest is missing on disk: fetching it again");
                 *lookup = Lookup::Miss;
-                store.index.remove_mirror_manifest(upstream, &digest)?;
-                store.cache.removed(meta.size);
+                store.forget_mirrored_manifest(upstream, &digest, meta.size)?;
                 self.manifests
                     .invalidate(&(upstream.to_string(), repo.to_string(), digest.clone()))
                     .await;
@@ -560,19 +559,13 @@ impl Mirror {
         media_type: &str,
         bytes: &[u8],
     ) -> Result<ManifestMeta> {
-        store.blobs.put_bytes(d, bytes).await?;
-        let meta = ManifestMeta {
-            media_type: media_type.to_string(),
-            size: bytes.len() as u64,
-            subject: None,
-            stored: crate::store::cache::unix_now() / 1000,
-        };
-        store.index.put_mirror_manifest(upstream, d, &meta)?;
+        let meta = store
+            .put_mirrored_manifest(upstream, d, media_type, bytes)
+            .await?;
         if let Ok(parsed) = crate::oci::manifest::parse(bytes, Some(media_type)) {
             let kind = crate::oci::content_type::classify(&parsed, &[]);
             crate::metrics::METRICS.manifest_stored(true, &kind);
         }
-        store.cache.added(bytes.len() as u64);
         tracing::info!(digest = %d, upstream, "cached manifest");
         Ok(meta)
     }
@@ -646,9 +639,9 @@ impl Mirror {
             }
             other => {
                 tracing::error!(%digest, recorded, found = ?other.map(|(_, s)| s), "cached blob is missing or damaged: fetching it again");
-                store.blobs.quarantine(digest).await?;
-                store.index.remove_mirror_blob(upstream, digest)?;
-                store.cache.removed(recorded);
+                store
+                    .forget_mirrored_blob(upstream, digest, recorded)
+                    .await?;
                 Ok(None)
             }
         }

@@ -87,6 +87,10 @@ impl CacheTracker {
         Ok(())
     }
 
+    pub(super) fn index(&self) -> &Index {
+        &self.index
+    }
+
     /// Bytes of mirrored content on disk that count toward the limit.
     pub fn bytes(&self) -> u64 {
         self.bytes

@@ -6,6 +6,7 @@ pub mod blobs;
 pub mod cache;
 pub mod gc;
 pub mod index;
+mod mirrored;
 pub mod quota;
 pub mod uploads;
 pub mod verify;
