@@ -195,30 +195,21 @@ impl Error {
     }
 
     /// The status and message a client is told, for pages that render
-    /// errors in HTML (the web UI); storage faults say no more than
-    /// [`Error::into_response`] does.
-    pub fn public(&self) -> (StatusCode, String) {
-        match self {
-            Error::Oci { errors, status, .. } => (
-                *status,
-                errors
-                    .first()
-                    .map_or_else(String::new, |e| e.message.clone()),
-            ),
-            Error::Storage { .. } => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal storage error".into(),
-            ),
-            Error::ClientBody(_) => (
-                StatusCode::BAD_REQUEST,
-                "request body could not be read".into(),
-            ),
-        }
+    /// errors in HTML (the web UI): the same as [`Error::into_response`]
+    /// says in its body.
+    pub fn public(self) -> (StatusCode, String) {
+        let (errors, status, _) = self.told();
+        let message = errors
+            .into_iter()
+            .next()
+            .map_or_else(String::new, |e| e.message);
+        (status, message)
     }
 
-    /// Renders the error as the response the client gets.
-    pub fn into_response(self) -> Response<Body> {
-        let (errors, status, headers) = match self {
+    /// What the client is told: the entries, the status and any headers.
+    /// Storage faults are logged here (their cause stays in the log).
+    fn told(self) -> (Vec<OciError>, StatusCode, Vec<(HeaderName, String)>) {
+        match self {
             Error::Oci {
                 errors,
                 status,
@@ -266,7 +257,13 @@ impl Error {
                     Vec::new(),
                 )
             }
-        };
+        }
+    }
+
+    /// Renders the error as the response the client gets (the only place
+    /// an error becomes the OCI JSON body).
+    pub fn into_response(self) -> Response<Body> {
+        let (errors, status, headers) = self.told();
         let entries: Vec<Value> = errors
             .iter()
             .map(|e| json!({"code": e.code.as_str(), "message": e.message, "detail": e.detail}))
