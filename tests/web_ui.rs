@@ -213,12 +213,7 @@ async fn ui_shows_each_tags_type_filters_searches_and_pull_commands() {
         .await
         .unwrap();
     c.wait().for_element(Locator::Css("tr.repo")).await.unwrap();
-    let rows = c.find_all(Locator::Css("tr.repo")).await.unwrap();
-    assert_eq!(rows.len(), 1);
-    assert_eq!(
-        rows[0].attr("data-name").await.unwrap().unwrap(),
-        "charts/web"
-    );
+    assert_eq!(shown_repositories(c).await, ["charts/web"]);
     assert!(c
         .current_url()
         .await
@@ -244,12 +239,7 @@ async fn ui_shows_each_tags_type_filters_searches_and_pull_commands() {
         .for_url(&url_with_query(&w, "q=alpine"))
         .await
         .unwrap();
-    let rows = c.find_all(Locator::Css("tr.repo")).await.unwrap();
-    assert_eq!(rows.len(), 1);
-    assert_eq!(
-        rows[0].attr("data-name").await.unwrap().unwrap(),
-        "docker.io/library/alpine"
-    );
+    assert_eq!(shown_repositories(c).await, ["docker.io/library/alpine"]);
     b.screenshot("search-alpine").await;
 
     // A repository's tags: the index lists its platforms.
@@ -421,6 +411,15 @@ async fn ui_shows_each_tags_type_filters_searches_and_pull_commands() {
     b.close().await;
 }
 
+/// The names of the repositories the page lists, in order.
+async fn shown_repositories(c: &fantoccini::Client) -> Vec<String> {
+    let mut out = Vec::new();
+    for row in c.find_all(Locator::Css("tr.repo")).await.unwrap() {
+        out.push(row.attr("data-name").await.unwrap().unwrap());
+    }
+    out
+}
+
 fn url_with_query(w: &Wharf, q: &str) -> url::Url {
     url::Url::parse(&w.url(&format!("/?{q}"))).unwrap()
 }
@@ -478,12 +477,7 @@ async fn api_lists_types_pages_and_refuses_bad_input() {
     );
 
     // A repository's tags, with the fields the UI shows.
-    let v: Value = api
-        .get("/api/v1/repositories/golden/multi/tags")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v = api.json("/api/v1/repositories/golden/multi/tags").await;
     assert_eq!(v["source"], "local");
     let latest = v["tags"]
         .as_array()
@@ -496,30 +490,18 @@ async fn api_lists_types_pages_and_refuses_bad_input() {
     assert_eq!(latest["platforms"], json!(["linux/amd64", "linux/arm64"]));
     assert!(latest["size"].as_u64().unwrap() > 4000);
     assert!(latest["stored"].is_string());
-    let v: Value = api
-        .get("/api/v1/repositories/golden/artifacts/tags")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v = api.json("/api/v1/repositories/golden/artifacts/tags").await;
     let v1 = &v["tags"][0];
     assert_eq!(v1["tag"], "v1");
     assert_eq!(v1["content_type"], "other");
     assert_eq!(v1["content_media_type"], "application/vnd.wharf.test.v1");
     assert_eq!(v1["referrers"].as_array().unwrap().len(), 2, "{v1}");
-    let v: Value = api
-        .get("/api/v1/repositories/golden/vol/tags")
-        .await
-        .json()
-        .await
-        .unwrap();
+    let v = api.json("/api/v1/repositories/golden/vol/tags").await;
     assert_eq!(v["tags"][0]["artifact_type"], VOLUME);
     assert_eq!(v["tags"][0]["content_type"], "volume");
     // Mirrored, by the name clients use or the short one.
     for name in ["docker.io/library/alpine", "alpine", "library/alpine"] {
-        let r = api.get(&format!("/api/v1/repositories/{name}/tags")).await;
-        assert_eq!(r.status(), 200, "{name}");
-        let v: Value = r.json().await.unwrap();
+        let v = api.json(&format!("/api/v1/repositories/{name}/tags")).await;
         assert_eq!(v["name"], "docker.io/library/alpine");
         assert_eq!(v["source"], "mirror");
         assert_eq!(v["upstream"], "docker.io");
@@ -532,12 +514,7 @@ async fn api_lists_types_pages_and_refuses_bad_input() {
     let last_pulled = |repo: &'static str| {
         let api = &api;
         async move {
-            let v: Value = api
-                .get(&format!("/api/v1/repositories/{repo}/tags"))
-                .await
-                .json()
-                .await
-                .unwrap();
+            let v = api.json(&format!("/api/v1/repositories/{repo}/tags")).await;
             v["tags"][0]["last_pulled"].clone()
         }
     };
@@ -623,9 +600,7 @@ async fn api_lists_types_pages_and_refuses_bad_input() {
         "config": desc("application/vnd.oci.image.config.v1+json", &cd, 7), "layers": []});
     let d = sha256(&serde_json::to_vec(&m).unwrap());
     put(&api, "golden/untagged", &d, OCI_MANIFEST, &m).await;
-    let r = api.get("/api/v1/repositories/golden/untagged/tags").await;
-    assert_eq!(r.status(), 200);
-    let v: Value = r.json().await.unwrap();
+    let v = api.json("/api/v1/repositories/golden/untagged/tags").await;
     assert_eq!(v["tags"], json!([]));
     // A cursor this server did not make is refused.
     let r = api.get("/api/v1/repositories?last=~Zm9v.YmFy").await;

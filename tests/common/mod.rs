@@ -414,6 +414,13 @@ impl Api {
         self.req("GET", path).send().await.unwrap()
     }
 
+    /// GETs `path`, which must answer 200, and parses its JSON body.
+    pub async fn json(&self, path: &str) -> serde_json::Value {
+        let r = self.get(path).await;
+        assert_eq!(r.status(), 200, "GET {path}");
+        r.json().await.unwrap()
+    }
+
     pub async fn status(&self, method: &str, path: &str) -> u16 {
         self.req(method, path)
             .send()
