@@ -484,8 +484,22 @@ pub fn image_manifest(
 pub async fn push_image(api: &Api, repo: &str, tag: &str, seed: &str) -> String {
     let config = format!("{{\"seed\":\"{seed}\"}}");
     let layer = format!("layer bytes of {seed}").repeat(100);
-    let cd = api.push_blob(repo, config.as_bytes()).await;
-    let ld = api.push_blob(repo, layer.as_bytes()).await;
+    push_image_of(api, repo, tag, config.as_bytes(), layer.as_bytes())
+        .await
+        .0
+}
+
+/// Pushes an image of `config` and one `layer` to `repo:tag`; returns the
+/// manifest's digest, the manifest, and the layer's digest.
+pub async fn push_image_of(
+    api: &Api,
+    repo: &str,
+    tag: &str,
+    config: &[u8],
+    layer: &[u8],
+) -> (String, Vec<u8>, String) {
+    let cd = api.push_blob(repo, config).await;
+    let ld = api.push_blob(repo, layer).await;
     let m = image_manifest(
         Some(OCI_MANIFEST),
         (
@@ -500,8 +514,8 @@ pub async fn push_image(api: &Api, repo: &str, tag: &str, seed: &str) -> String 
         )],
     );
     let r = api.put_manifest(repo, tag, OCI_MANIFEST, &m).await;
-    assert_eq!(r.status(), 201);
-    sha256(&m)
+    assert_eq!(r.status(), 201, "pushing {repo}:{tag}");
+    (sha256(&m), m, ld)
 }
 
 /// Polls `done` every `every` until it holds or `limit` has passed, and

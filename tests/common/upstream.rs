@@ -131,27 +131,9 @@ impl Upstream {
     /// registry (not counted); returns (manifest digest, manifest bytes,
     /// layer digest).
     pub async fn seed(&self, repo: &str, tag: &str, layer: &[u8]) -> (String, Vec<u8>, String) {
-        use super::{image_manifest, sha256, Api, OCI_MANIFEST};
-        let reg = Api::at(&self.registry_addr);
+        let reg = super::Api::at(&self.registry_addr);
         let config = format!("{{\"seed\":\"{repo}:{tag}:{}\"}}", layer.len());
-        let cd = reg.push_blob(repo, config.as_bytes()).await;
-        let ld = reg.push_blob(repo, layer).await;
-        let m = image_manifest(
-            Some(OCI_MANIFEST),
-            (
-                "application/vnd.oci.image.config.v1+json",
-                &cd,
-                config.len(),
-            ),
-            &[(
-                "application/vnd.oci.image.layer.v1.tar+gzip",
-                &ld,
-                layer.len(),
-            )],
-        );
-        let r = reg.put_manifest(repo, tag, OCI_MANIFEST, &m).await;
-        assert_eq!(r.status(), 201, "seeding {repo}:{tag}");
-        (sha256(&m), m, ld)
+        super::push_image_of(&reg, repo, tag, config.as_bytes(), layer).await
     }
 
     /// Starts a registry and its proxy; with `bearer`, every registry
