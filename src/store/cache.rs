@@ -218,10 +218,19 @@ impl CacheTracker {
             candidates.push((last, d.clone()));
         }
         candidates.sort();
+        // What this round frees is decided from the snapshot: content
+        // cached while it runs is not among its candidates, so counting it
+        // here would evict recently used content in its place (its own
+        // arrival wakes the next round).
+        let snapshot: u64 = by_digest
+            .iter()
+            .filter(|(d, _)| !protected.contains_key(*d))
+            .map(|(_, l)| size_of(l))
+            .sum();
+        let mut to_free = snapshot.saturating_sub(target);
         let mut out = Evicted::default();
         for (_, d) in candidates {
-            let counted = self.bytes();
-            if counted <= target {
+            if to_free == 0 {
                 break;
             }
             let _exclusive = gc_lock.write().await;
@@ -237,6 +246,7 @@ impl CacheTracker {
                 Err(e) => return Err(crate::error::Error::storage("evicting a blob", e)),
             }
             self.removed(size);
+            to_free = to_free.saturating_sub(size);
             out.items += 1;
             out.bytes += size;
         }
