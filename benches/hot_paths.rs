@@ -121,8 +121,7 @@ fn serving(c: &mut Criterion) {
     g.finish();
 
     // The fill's tee: 8 MiB arriving in 64 KiB frames, written and hashed.
-    let index = wharf::store::Index::open(&dir.path().join("index")).expect("index");
-    let store = wharf::store::BlobStore::open(dir.path(), index).expect("store");
+    let store = wharf::store::Store::open_for_maintenance(dir.path()).expect("store");
     let frames: Vec<Bytes> = (0..128)
         .map(|i| Bytes::from(vec![i as u8; 64 << 10]))
         .collect();
@@ -134,7 +133,7 @@ fn serving(c: &mut Criterion) {
             || frames.clone(),
             |frames| {
                 rt.block_on(async {
-                    let mut t = store.temp(Algorithm::Sha256).await.expect("temp");
+                    let mut t = store.new_blob(Algorithm::Sha256).await.expect("temp");
                     for f in frames {
                         t.write(f).await.expect("write");
                     }

@@ -353,7 +353,7 @@ impl App {
             stale: t.stale,
             served_from_cache: t.served_from_cache,
             served_from_upstream: t.served_from_upstream,
-            mirrored_bytes: self.store.cache.bytes(),
+            mirrored_bytes: self.store.cache_bytes(),
             limit: self.config.max_cache_size,
             offline: self.config.offline,
             upstreams: self
@@ -505,25 +505,25 @@ impl App {
             self.config.gc_interval
         };
         let mut gc = tokio::time::interval_at(tokio::time::Instant::now() + gc_every, gc_every);
-        let cache = &self.store.cache;
+        let store = &self.store;
         loop {
             tokio::select! {
                 _ = shutdown.changed() => {
-                    let _ = cache.flush_access();
+                    let _ = store.flush_access();
                     return;
                 }
-                _ = uploads.tick() => match self.store.uploads.expire_idle().await {
+                _ = uploads.tick() => match self.store.uploads().expire_idle().await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(sessions = n, "expired idle uploads"),
                     Err(e) => tracing::warn!(error = %e, "expiring uploads failed"),
                 },
                 _ = minute.tick() => {
-                    if let Err(e) = cache.flush_access() {
+                    if let Err(e) = store.flush_access() {
                         tracing::warn!(error = %e, "recording access times failed");
                     }
                     self.evict().await;
                 }
-                _ = cache.over_limit.notified() => self.evict().await,
+                _ = store.cache_overflowed() => self.evict().await,
                 _ = gc.tick(), if !self.config.gc_interval.is_zero() => {
                     if let Err(e) = crate::store::gc::collect(&self.store, self.config.gc_grace, false).await {
                         tracing::warn!(error = %e, "garbage collection failed");
@@ -534,8 +534,8 @@ impl App {
     }
 
     async fn evict(&self) {
-        if self.store.cache.is_over_limit() {
-            if let Err(e) = self.store.cache.evict(&self.store.gc_lock).await {
+        if self.store.cache_over_limit() {
+            if let Err(e) = self.store.evict().await {
                 tracing::warn!(error = %e, "eviction failed");
             }
         }
@@ -544,10 +544,10 @@ impl App {
     /// `/metrics`: every metric, with the store's figures read now.
     fn metrics(&self) -> Response<Body> {
         let snapshot = crate::metrics::Snapshot {
-            mirrored_bytes: self.store.cache.bytes(),
-            mirrored_items: self.store.cache.items(),
+            mirrored_bytes: self.store.cache_bytes(),
+            mirrored_items: self.store.cache_items(),
             fills_in_flight: self.mirror.fills_in_flight() as u64,
-            upload_sessions: self.store.uploads.sessions() as u64,
+            upload_sessions: self.store.uploads().sessions() as u64,
         };
         let text = crate::metrics::METRICS.render(&snapshot);
         let length = text.len();
@@ -568,7 +568,7 @@ impl App {
         if self.draining.load(std::sync::atomic::Ordering::Relaxed) {
             return plain_text(StatusCode::SERVICE_UNAVAILABLE, "draining\n");
         }
-        match self.store.index.readable().await {
+        match self.store.index().readable().await {
             Ok(()) => plain_text(StatusCode::OK, "ready\n"),
             Err(e) => {
                 tracing::warn!(error = %e, "readiness probe: the index cannot be read");
@@ -586,14 +586,14 @@ impl App {
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
         let items = self
             .store
-            .index
+            .index()
             .mirror_entries()
             .map(|e| e.len())
             .unwrap_or(0);
-        let parked = self.store.uploads.parked_bytes();
+        let parked = self.store.uploads().parked_bytes();
         tracing::info!(
             "cache: {items} mirrored items, {:.2} GiB{}; {:.2} GiB in unfinished uploads; {:.1} GiB free on the disk",
-            gib(self.store.cache.bytes()),
+            gib(self.store.cache_bytes()),
             self.config
                 .max_cache_size
                 .map(|l| format!(" of a {:.2} GiB limit", gib(l)))
@@ -606,7 +606,7 @@ impl App {
         let cache_room = self
             .config
             .max_cache_size
-            .map_or(0, |l| l.saturating_sub(self.store.cache.bytes()));
+            .map_or(0, |l| l.saturating_sub(self.store.cache_bytes()));
         if uploads_room.saturating_add(cache_room) > avail {
             tracing::warn!(
                 "unfinished uploads may grow by {:.1} GiB (--max-upload-bytes-total) and the cache by {:.1} GiB, but only {:.1} GiB are free at {}",
@@ -623,7 +623,7 @@ impl App {
                 gib(total),
                 data.display()
             ),
-            Some(limit) if limit > avail + self.store.cache.bytes() => tracing::warn!(
+            Some(limit) if limit > avail + self.store.cache_bytes() => tracing::warn!(
                 "--max-cache-size is {:.1} GiB but only {:.1} GiB are free at {}: the disk will fill first",
                 gib(limit),
                 gib(avail),

@@ -17,13 +17,15 @@
 //!   ▶ auth: who is asking (token, Basic, client certificate, anonymous),
 //!     the operation (repository + pull/push/delete), policy::decide
 //!     ─▶ 401 with a token challenge / 403, before any handler runs
-//!   ▶ local:    registry::{manifests, blobs, uploads, listing} ─▶ store
-//!   ▶ mirrored: mirror: tag TTL cache (moka) ─▶ store hit? ─▶ stream the file
+//!   ▶ local:    registry::{manifests, blobs, uploads, listing} ─▶ Store
+//!               methods (store::local: mount, push, link, manifest, delete)
+//!   ▶ mirrored: mirror: tag TTL cache (moka) ─▶ store hit? ─▶ stream it
 //!                 └ miss ─▶ single-flight fill (mirror::fill) ─▶ upstream
-//!                    (token auth, redirects) ─▶ temp file + hash ─▶ verify
-//!                    ─▶ rename ─▶ index; every client reads the growing file
+//!                    (token auth, redirects) ─▶ new blob + hash ─▶ verify
+//!                    ─▶ Store::commit_fill; every client reads its spool
 //!        store::blobs   content-addressed files (temp → hash → fsync → rename)
 //!        store::index   sled: links, manifests, tags, referrers, uploads
+//!                       (read by anyone, changed only by the store)
 //!        store::uploads upload sessions that survive a restart
 //!   ▶ audit: one line per change a local handler reports (who, what)
 //!   ▶ error::Error::into_response: the one place errors become OCI JSON
@@ -34,7 +36,8 @@
 //! / `reply` ← `registry` / `mirror` ← `auth` / `audit` / `tls` ← `app` ←
 //! `server` ← `main`. (`config` reads `auth::policy`, which is pure.)
 //! - [`oci`]: names, tags, digests, routes, manifest parsing; no I/O.
-//! - [`store`]: blob files, the sled index, upload sessions, start-up recovery.
+//! - [`store`]: blobs, the sled index, upload sessions, start-up recovery;
+//!   its rules as methods of [`store::Store`], its fields private.
 //! - [`reply`]: response helpers and ranged serving of stored content,
 //!   shared by the registry and the mirror.
 //! - [`registry`]: the distribution-spec endpoints for local repositories.

@@ -13,9 +13,8 @@ use crate::mirror::routing::{Backend, Router};
 use crate::oci::content_type::ContentType;
 use crate::oci::manifest::{Descriptor, MAX_MANIFEST_BYTES};
 use crate::oci::{Digest, RepoName};
-use crate::store::cache::CacheTracker;
 use crate::store::index::ManifestMeta;
-use crate::store::{BlobStore, Index, Store};
+use crate::store::{Index, Store};
 pub use describe::{Description, Part};
 use std::sync::Arc;
 use std::time::Duration;
@@ -262,8 +261,8 @@ impl Inventory {
             .acquire()
             .await
             .map_err(|e| Error::storage("waiting for a listing slot", e))?;
-        let index = store.index.clone();
-        tokio::task::spawn_blocking(move || f(&index))
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || f(store.index()))
             .await
             .map_err(|e| Error::storage("listing", e))?
     }
@@ -436,7 +435,7 @@ impl Inventory {
                 s.updated = s.updated.max(Some(meta.stored));
             }
             s.pulled = s.pulled.max(files.pulled(repo, d, &meta)?);
-            if let Some(desc) = self.describe(i, &files.blobs, repo, d, &meta, 0)? {
+            if let Some(desc) = self.describe(i, &files.store, repo, d, &meta, 0)? {
                 s.size = s.size.saturating_add(desc.size);
                 if !s.kinds.contains(&desc.content_type) {
                     s.kinds.push(desc.content_type.clone());
@@ -504,9 +503,8 @@ impl Inventory {
             let summary = me.tag_summary(i, &files, &repo, tag, d.clone())?;
             let bytes = match summary.description {
                 Some(_) => files
-                    .blobs
-                    .read_small(&d, MAX_MANIFEST_BYTES as u64)
-                    .map_err(|e| Error::storage("reading a manifest", e))?,
+                    .store
+                    .read_small_blocking(&d, MAX_MANIFEST_BYTES as u64)?,
                 None => None,
             };
             Ok(Some((summary, bytes)))
@@ -524,7 +522,7 @@ impl Inventory {
     ) -> Result<TagSummary> {
         let meta = repo.meta(i, &d)?;
         let description = match &meta {
-            Some(m) => self.describe(i, &files.blobs, repo, &d, m, 0)?,
+            Some(m) => self.describe(i, &files.store, repo, &d, m, 0)?,
             None => None,
         };
         let pulled = match &meta {
@@ -546,7 +544,7 @@ impl Inventory {
     fn describe(
         &self,
         i: &Index,
-        blobs: &BlobStore,
+        store: &Store,
         repo: &Repo,
         d: &Digest,
         meta: &ManifestMeta,
@@ -555,17 +553,14 @@ impl Inventory {
         if let Some(hit) = self.described.get(d) {
             return Ok(Some(hit));
         }
-        let Some(bytes) = blobs
-            .read_small(d, MAX_MANIFEST_BYTES as u64)
-            .map_err(|e| Error::storage("reading a manifest", e))?
-        else {
+        let Some(bytes) = store.read_small_blocking(d, MAX_MANIFEST_BYTES as u64)? else {
             return Ok(None);
         };
         let mut children = Vec::new();
         if depth == 0 {
             for c in describe::children_of(&bytes) {
                 if let Some(m) = repo.meta(i, &c)? {
-                    if let Some(desc) = self.describe(i, blobs, repo, &c, &m, depth + 1)? {
+                    if let Some(desc) = self.describe(i, store, repo, &c, &m, depth + 1)? {
                         children.push((c, desc));
                     }
                 }
@@ -586,15 +581,13 @@ impl Inventory {
 
 /// The stored files and the record of their use, for blocking jobs.
 struct Files {
-    blobs: BlobStore,
-    cache: Arc<CacheTracker>,
+    store: Store,
 }
 
 impl Files {
     fn of(store: &Store) -> Files {
         Files {
-            blobs: store.blobs.clone(),
-            cache: store.cache.clone(),
+            store: store.clone(),
         }
     }
 
@@ -604,7 +597,7 @@ impl Files {
     fn pulled(&self, repo: &Repo, d: &Digest, meta: &ManifestMeta) -> Result<Option<u64>> {
         let local = matches!(repo, Repo::Local(_));
         Ok(self
-            .cache
+            .store
             .last_used(d)?
             .map(|ms| ms / 1000)
             .filter(|s| !local || *s > meta.stored + 1))
@@ -693,7 +686,7 @@ pub async fn tag_names(
         0 => Vec::new(),
         n => {
             store
-                .index
+                .index()
                 .blocking(move |i| i.tags(&repo, last.as_deref(), n + 1))
                 .await?
         }
@@ -717,7 +710,7 @@ pub async fn local_names(
     while n > 0 && repos.len() <= n {
         let after = cursor.clone();
         let batch = store
-            .index
+            .index()
             .blocking(move |i| i.repos(after.as_deref(), CATALOG_BATCH))
             .await?;
         let exhausted = batch.len() < CATALOG_BATCH;

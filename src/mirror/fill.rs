@@ -1,23 +1,21 @@
 //! Single-flight cache fills of mirrored blobs. A fill is its own task,
-//! owned by no client: it streams the upstream body into a temp file
-//! (hashed as it goes), publishes how many bytes are on disk through a
-//! `watch` channel, verifies the digest and renames the file into the
-//! store. Every client, the first included, reads the growing file up to
-//! the published watermark, so N concurrent misses cost one upstream
+//! owned by no client: it streams the upstream body into a new blob of the
+//! store (hashed as it goes), publishes how many bytes are written through
+//! a `watch` channel, verifies the digest and commits the blob. Every
+//! client, the first included, reads the growing blob through its spool
+//! up to the published watermark, so N concurrent misses cost one upstream
 //! transfer, a client that disconnects cannot break the fill, and a failed
 //! fill ends every reader's body with an error (never a short success).
 
 use crate::body::Body;
 use crate::oci::Digest;
-use crate::store::cache::CacheTracker;
-use crate::store::{BlobStore, Index};
+use crate::store::{Spool, Store};
 use crate::upstream::{Upstream, UpstreamError};
 use futures_util::FutureExt;
 use http::Method;
 use http_body_util::BodyExt;
 use std::collections::HashMap;
 use std::io;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -42,18 +40,19 @@ pub enum FillError {
 pub enum Progress {
     /// Waiting for the upstream's answer.
     Connecting,
-    /// `written` bytes of `total` are in the temp file at `path`;
-    /// `verified` once all of them are there and match the digest (the
-    /// file is then being made durable and moved into the store).
+    /// `written` bytes of `total` can be read from `spool`; `verified`
+    /// once all of them are there and match the digest (the blob is then
+    /// being committed).
     Streaming {
-        path: PathBuf,
+        spool: Spool,
         total: Option<u64>,
         written: u64,
         verified: bool,
     },
-    /// Verified and in the store.
+    /// Verified and in the store; `spool` still reads it.
     Done {
         total: u64,
+        spool: Spool,
     },
     Failed(FillError),
 }
@@ -95,9 +94,7 @@ pub struct FillSource {
     /// How long the upstream body may stall before the fill gives up.
     pub idle_timeout: Duration,
     pub repo: String,
-    pub blobs: BlobStore,
-    pub index: Index,
-    pub cache: Arc<CacheTracker>,
+    pub store: Store,
 }
 
 impl Fills {
@@ -120,7 +117,8 @@ impl Fills {
             return Some(rx.clone());
         }
         if source
-            .index
+            .store
+            .index()
             .mirror_blob(source.upstream.name(), digest)
             .unwrap_or(false)
         {
@@ -136,7 +134,7 @@ impl Fills {
             let _running = running;
             let outcome = run(&digest, &source, &tx).await;
             match &outcome {
-                Ok(total) => {
+                Ok((total, _)) => {
                     tracing::info!(%digest, upstream = source.upstream.name(), bytes = total, "cached blob");
                 }
                 // A miss is routine (scanners ask for digests that do not
@@ -156,8 +154,8 @@ impl Fills {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&key);
             match outcome {
-                Ok(total) => {
-                    let _ = tx.send(Progress::Done { total });
+                Ok((total, spool)) => {
+                    let _ = tx.send(Progress::Done { total, spool });
                 }
                 // Readers already holding the (verified) file finish from
                 // it; anyone else finds it gone and errors.
@@ -186,7 +184,7 @@ async fn run(
     digest: &Digest,
     src: &FillSource,
     tx: &watch::Sender<Progress>,
-) -> Result<u64, FillError> {
+) -> Result<(u64, Spool), FillError> {
     let storage = |e: crate::error::Error| FillError::Storage(e.to_string());
     let resp = src
         .upstream
@@ -197,13 +195,14 @@ async fn run(
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let mut temp = src.blobs.temp(digest.algorithm()).await.map_err(storage)?;
-    let path = temp
-        .path()
-        .map(PathBuf::from)
-        .ok_or_else(|| FillError::Storage("temp file has no path".into()))?;
+    let mut temp = src
+        .store
+        .new_blob(digest.algorithm())
+        .await
+        .map_err(storage)?;
+    let spool = temp.spool().await.map_err(storage)?;
     let _ = tx.send(Progress::Streaming {
-        path: path.clone(),
+        spool: spool.clone(),
         total,
         written: 0,
         verified: false,
@@ -267,11 +266,11 @@ async fn run(
     // Verified: readers may finish now, while the file is made durable.
     publish(tx, written, true);
     let unstored = |e: crate::error::Error| FillError::Unstored(e.to_string());
-    temp.install(&src.blobs, digest).await.map_err(unstored)?;
-    src.cache
-        .record_mirrored_blob(src.upstream.name(), digest, written)
+    src.store
+        .commit_fill(temp, src.upstream.name(), digest, written)
+        .await
         .map_err(unstored)?;
-    Ok(written)
+    Ok((written, spool))
 }
 
 /// Tells readers that `written` bytes are in the temp file, and whether
@@ -298,7 +297,7 @@ pub async fn first_answer(rx: &mut watch::Receiver<Progress>) -> Result<Option<u
         match p {
             Progress::Connecting => {}
             Progress::Streaming { total, .. } => return Ok(total),
-            Progress::Done { total } => return Ok(Some(total)),
+            Progress::Done { total, .. } => return Ok(Some(total)),
             Progress::Failed(e) => return Err(e),
         }
         if rx.changed().await.is_err() {
@@ -307,18 +306,12 @@ pub async fn first_answer(rx: &mut watch::Receiver<Progress>) -> Result<Option<u
     }
 }
 
-/// A body streaming bytes `start..end` of a fill as they land on disk. It
+/// A body streaming bytes `start..end` of a fill as they are written. It
 /// ends only after the fill is verified (or with an error when it fails).
-pub fn reader(
-    rx: watch::Receiver<Progress>,
-    final_path: PathBuf,
-    start: u64,
-    end: Option<u64>,
-) -> Body {
+pub fn reader(rx: watch::Receiver<Progress>, start: u64, end: Option<u64>) -> Body {
     struct State {
         rx: watch::Receiver<Progress>,
-        final_path: PathBuf,
-        file: Option<Arc<std::fs::File>>,
+        spool: Option<Spool>,
         pos: u64,
         end: Option<u64>,
         finished: bool,
@@ -326,8 +319,7 @@ pub fn reader(
     }
     let state = State {
         rx,
-        final_path,
-        file: None,
+        spool: None,
         pos: start,
         end,
         finished: false,
@@ -342,38 +334,16 @@ pub fn reader(
             let (available, complete) = match progress {
                 Progress::Connecting => (0, false),
                 Progress::Streaming {
-                    path,
+                    spool,
                     written,
                     verified,
                     ..
                 } => {
-                    if s.file.is_none() {
-                        match open_at(&path).await {
-                            Ok(f) => s.file = Some(f),
-                            // Renamed into the store meanwhile: Done is next.
-                            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                            Err(e) => {
-                                s.finished = true;
-                                return Some((Err(e), s));
-                            }
-                        }
-                    }
-                    if s.file.is_some() {
-                        (written, verified)
-                    } else {
-                        (0, false)
-                    }
+                    s.spool.get_or_insert(spool);
+                    (written, verified)
                 }
-                Progress::Done { total } => {
-                    if s.file.is_none() {
-                        match open_at(&s.final_path).await {
-                            Ok(f) => s.file = Some(f),
-                            Err(e) => {
-                                s.finished = true;
-                                return Some((Err(e), s));
-                            }
-                        }
-                    }
+                Progress::Done { total, spool } => {
+                    s.spool.get_or_insert(spool);
                     (total, true)
                 }
                 Progress::Failed(e) => {
@@ -391,8 +361,8 @@ pub fn reader(
             };
             if s.pos < limit {
                 let want = (limit - s.pos).min(s.chunk as u64) as usize;
-                let file = s.file.as_ref()?;
-                match crate::body::read_chunk(file, s.pos, want).await {
+                let spool = s.spool.as_ref()?;
+                match spool.read(s.pos, want).await {
                     Ok(chunk) => {
                         s.pos += chunk.len() as u64;
                         return Some((Ok(chunk), s));
@@ -418,9 +388,4 @@ pub fn reader(
     });
     let frames = futures_util::StreamExt::map(stream, |r| r.map(http_body::Frame::data));
     http_body_util::StreamBody::new(frames).boxed_unsync()
-}
-
-async fn open_at(path: &std::path::Path) -> io::Result<Arc<std::fs::File>> {
-    let f = tokio::fs::File::open(path).await?;
-    Ok(Arc::new(f.into_std().await))
 }

@@ -19,7 +19,7 @@ use crate::metrics::{Kind, Lookup, Source, METRICS};
 use crate::oci::manifest::{self, MANIFEST_TYPES};
 use crate::oci::{Digest, Reference};
 use crate::reply;
-use crate::reply::content::{parse_range, range_invalid, serve_bytes, serve_file, Range};
+use crate::reply::content::{parse_range, range_invalid, serve_bytes, serve_stored, Range};
 use crate::store::index::ManifestMeta;
 use crate::store::Store;
 use crate::upstream::{Upstream, UpstreamError};
@@ -227,10 +227,10 @@ impl Mirror {
         {
             *lookup = cached_lookup(head.as_ref());
             self.record_tag(store, upstream, repo, reference, head.as_ref(), &digest)?;
-            store.cache.touch(&digest);
+            store.touch(&digest);
             return serve_bytes(parts, m.bytes.clone(), &digest, &m.media_type).await;
         }
-        let cached = store.index.mirror_manifest(upstream, &digest)?;
+        let cached = store.index().mirror_manifest(upstream, &digest)?;
         if cached.is_none() && parts.method == Method::HEAD && !self.offline {
             // A HEAD asks only what the manifest is: answer from the tag's
             // HEAD, or ask upstream with a HEAD too, never with a GET (which
@@ -262,12 +262,12 @@ impl Mirror {
                     // digest that is cached, as for any other outage.
                     Reference::Tag(t) if e.allows_stale() => {
                         let fallback = store
-                            .index
+                            .index()
                             .mirror_tag(upstream, repo, t.as_str())?
                             .filter(|old| *old != digest)
                             .map(|old| {
                                 store
-                                    .index
+                                    .index()
                                     .mirror_manifest(upstream, &old)
                                     .map(|m| m.map(|m| (old, m)))
                             })
@@ -286,13 +286,13 @@ impl Mirror {
                 },
             },
         };
-        let opened = store.blobs.open_verified(&digest).await?;
-        let (file, size, meta) = match opened {
-            Some((f, n)) => (f, n, meta),
+        let opened = store.open_blob(&digest).await?;
+        let (blob, meta) = match opened {
+            Some(b) => (b, meta),
             None => {
                 // The index says cached but the file is gone: forget it and
                 // fetch it again.
-                tracing::error!(%digest, "cached manifest is missing on disk: fetching it again");
+                tracing::error!(%digest, "cached manifest is missing from the store: fetching it again");
                 *lookup = Lookup::Miss;
                 store.forget_mirrored_manifest(upstream, &digest, meta.size)?;
                 self.manifests
@@ -302,8 +302,8 @@ impl Mirror {
                     .fetch_manifest(store, &up, repo, &digest)
                     .await
                     .map_err(|e| self.fetch_error(&e))?;
-                match store.blobs.open_verified(&digest).await? {
-                    Some((f, n)) => (f, n, meta),
+                match store.open_blob(&digest).await? {
+                    Some(b) => (b, meta),
                     None => {
                         return Err(Error::oci(
                             ErrorCode::ManifestUnknown,
@@ -317,15 +317,12 @@ impl Mirror {
         // fallback.
         let head = head.filter(|h| h.digest == digest);
         self.record_tag(store, upstream, repo, reference, head.as_ref(), &digest)?;
-        store.cache.touch(&digest);
-        if size > manifest_limit() as u64 {
-            return serve_file(parts, file, size, &digest, &meta.media_type, false).await;
+        store.touch(&digest);
+        if blob.len() > manifest_limit() as u64 {
+            return serve_stored(parts, blob, &digest, &meta.media_type, false).await;
         }
-        let mut buf = Vec::with_capacity(size as usize);
-        let mut file = file;
-        tokio::io::AsyncReadExt::read_to_end(&mut file, &mut buf)
-            .await
-            .map_err(|e| Error::storage("reading a cached manifest", e))?;
+        let limit = blob.len();
+        let buf = blob.read_all(limit).await?;
         if Digest::of(digest.algorithm(), &buf) != digest {
             return Err(Error::storage(
                 "reading a cached manifest",
@@ -363,9 +360,7 @@ impl Mirror {
         let fresh =
             head.is_none_or(|h| !h.recorded.swap(true, std::sync::atomic::Ordering::SeqCst));
         if fresh {
-            store
-                .index
-                .put_mirror_tag(upstream, repo, t.as_str(), digest)?;
+            store.record_mirror_tag(upstream, repo, t.as_str(), digest)?;
         }
         Ok(())
     }
@@ -390,7 +385,7 @@ impl Mirror {
         let name = up.name().to_string();
         let last_known = || -> Result<Option<Resolved>> {
             Ok(store
-                .index
+                .index()
                 .mirror_tag(&name, repo, tag)?
                 .map(|digest| Resolved {
                     digest,
@@ -506,7 +501,7 @@ impl Mirror {
         }
         let key = (up.name().to_string(), repo.to_string(), digest.clone());
         if store
-            .index
+            .index()
             .mirror_manifest(up.name(), digest)
             .ok()
             .flatten()
@@ -519,7 +514,7 @@ impl Mirror {
             .manifests
             .try_get_with(key, async {
                 if let Some(m) = store
-                    .index
+                    .index()
                     .mirror_manifest(up.name(), digest)
                     .map_err(|e| UpstreamError::Unavailable(e.to_string()))?
                 {
@@ -626,19 +621,19 @@ impl Mirror {
         upstream: &str,
         digest: &Digest,
     ) -> Result<Option<Response<Body>>> {
-        let Some(recorded) = store.index.mirror_blob_size(upstream, digest)? else {
+        let Some(recorded) = store.index().mirror_blob_size(upstream, digest)? else {
             return Ok(None);
         };
-        let opened = store.blobs.open_verified(digest).await?;
+        let opened = store.open_blob(digest).await?;
         match opened {
-            Some((file, size)) if size == recorded => {
-                store.cache.touch(digest);
-                serve_file(parts, file, size, digest, "application/octet-stream", true)
+            Some(blob) if blob.len() == recorded => {
+                store.touch(digest);
+                serve_stored(parts, blob, digest, "application/octet-stream", true)
                     .await
                     .map(Some)
             }
             other => {
-                tracing::error!(%digest, recorded, found = ?other.map(|(_, s)| s), "cached blob is missing or damaged: fetching it again");
+                tracing::error!(%digest, recorded, found = ?other.map(|b| b.len()), "cached blob is missing or damaged: fetching it again");
                 store
                     .forget_mirrored_blob(upstream, digest, recorded)
                     .await?;
@@ -696,9 +691,7 @@ impl Mirror {
             upstream: up.clone(),
             idle_timeout: self.idle_timeout,
             repo: repo.to_string(),
-            blobs: store.blobs.clone(),
-            index: store.index.clone(),
-            cache: store.cache.clone(),
+            store: store.clone(),
         };
         let Some(mut rx) = self.fills.join(digest, source) else {
             // Cached by a fill that finished just now.
@@ -731,7 +724,7 @@ impl Mirror {
             },
             None => (StatusCode::OK, 0, None),
         };
-        let body = fill::reader(rx, store.blobs.path(digest), start, end);
+        let body = fill::reader(rx, start, end);
         let mut r = Response::new(body);
         *r.status_mut() = status;
         reply::set(&mut r, header::CONTENT_TYPE, "application/octet-stream");
@@ -794,7 +787,7 @@ impl Mirror {
                     last.map(str::to_string),
                 );
                 let mut tags = store
-                    .index
+                    .index()
                     .blocking(move |index| {
                         index.mirror_tags(&up_name, &repo_name, after.as_deref(), limit + 1)
                     })

@@ -5,7 +5,7 @@
 use crate::body::Body;
 use crate::error::{Error, ErrorCode, Result};
 use crate::oci::{Digest, RepoName};
-use crate::reply::{self, content::serve_file};
+use crate::reply::{self, content::serve_stored};
 use crate::store::Store;
 use http::{request::Parts, Response, StatusCode};
 
@@ -21,25 +21,24 @@ pub async fn get(
     name: &RepoName,
     d: &Digest,
 ) -> Result<Response<Body>> {
-    if !store.index.blob_linked(name, d)? {
+    if !store.index().blob_linked(name, d)? {
         return Err(blob_unknown(d));
     }
-    let Some((file, size)) = store.blobs.open_verified(d).await? else {
-        tracing::error!(digest = %d, repo = %name, "indexed blob is missing on disk");
+    let Some(blob) = store.open_blob(d).await? else {
+        tracing::error!(digest = %d, repo = %name, "indexed blob is missing from the store");
         return Err(blob_unknown(d));
     };
     // A pusher's HEAD before it references the blob counts as a use, so
     // garbage collection leaves the blob alone for the grace period.
-    store.cache.touch(d);
-    serve_file(parts, file, size, d, "application/octet-stream", true).await
+    store.touch(d);
+    serve_stored(parts, blob, d, "application/octet-stream", true).await
 }
 
 /// DELETE `/v2/<name>/blobs/<digest>`.
 pub async fn delete(store: &Store, name: &RepoName, d: &Digest) -> Result<Response<Body>> {
-    if !store.index.unlink_blob(name, d)? {
+    if !store.unlink_blob(name, d).await? {
         return Err(blob_unknown(d));
     }
-    store.index.flush().await?;
     let mut r = reply::empty(StatusCode::ACCEPTED);
     r.extensions_mut()
         .insert(super::Change::BlobDeleted { digest: d.clone() });

@@ -32,7 +32,7 @@ pub const CATALOG: page::Limits = page::Limits {
 /// GET `/v2/<name>/tags/list`. A repository without manifests is unknown
 /// (`NAME_UNKNOWN`), like one never pushed to.
 pub async fn tags(store: &Store, parts: &Parts, name: &RepoName) -> Result<Response<Body>> {
-    if !store.index.repo_exists(name)? {
+    if !store.index().repo_exists(name)? {
         return Err(Error::oci(
             ErrorCode::NameUnknown,
             "repository name not known to registry",

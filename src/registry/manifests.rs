@@ -7,9 +7,9 @@ use crate::body::Body;
 use crate::error::{BoxError, Error, ErrorCode, OciError, Result};
 use crate::oci::manifest::{self, Descriptor, ManifestError, MAX_MANIFEST_BYTES};
 use crate::oci::{Digest, Reference, RepoName, Tag};
-use crate::reply::{self, content::serve_file};
-use crate::store::index::{ManifestMeta, ManifestPut};
-use crate::store::Store;
+use crate::reply::{self, content::serve_stored};
+use crate::store::index::ManifestMeta;
+use crate::store::{ManifestPush, Pushed, Store};
 use bytes::Bytes;
 use http::{header, request::Parts, Response, StatusCode};
 use http_body::Body as HttpBody;
@@ -28,12 +28,12 @@ pub fn resolve(
 ) -> Result<Option<(Digest, ManifestMeta)>> {
     let digest = match reference {
         Reference::Digest(d) => d.clone(),
-        Reference::Tag(t) => match store.index.tag(name, t)? {
+        Reference::Tag(t) => match store.index().tag(name, t)? {
             Some(d) => d,
             None => return Ok(None),
         },
     };
-    Ok(store.index.manifest(name, &digest)?.map(|m| (digest, m)))
+    Ok(store.index().manifest(name, &digest)?.map(|m| (digest, m)))
 }
 
 /// GET or HEAD `/v2/<name>/manifests/<reference>`. The stored bytes are
@@ -47,15 +47,15 @@ pub async fn get(
     let Some((digest, meta)) = resolve(store, name, reference)? else {
         return Err(manifest_unknown(reference));
     };
-    let Some((file, size)) = store.blobs.open_verified(&digest).await? else {
-        tracing::error!(%digest, repo = %name, "indexed manifest is missing on disk");
+    let Some(blob) = store.open_blob(&digest).await? else {
+        tracing::error!(%digest, repo = %name, "indexed manifest is missing from the store");
         return Err(manifest_unknown(reference));
     };
     if parts.method == http::Method::GET {
         // A GET of a manifest is a pull (a HEAD is not): the UI shows it.
-        store.cache.touch(&digest);
+        store.touch(&digest);
     }
-    serve_file(parts, file, size, &digest, &meta.media_type, false).await
+    serve_stored(parts, blob, &digest, &meta.media_type, false).await
 }
 
 fn invalid(e: ManifestError) -> Error {
@@ -113,42 +113,6 @@ where
         }
     }
 
-    // The manifest and what it references count as used, and garbage
-    // collection and eviction wait while this push checks and records them.
-    let _gc = store.gc_lock.read().await;
-    for d in parsed
-        .blobs
-        .iter()
-        .chain(&parsed.manifests)
-        .chain([&digest])
-    {
-        store.cache.touch(d);
-    }
-    let mut missing = Vec::new();
-    for d in &parsed.blobs {
-        if !store.index.blob_linked(name, d)? {
-            missing.push(d);
-        }
-    }
-    for d in &parsed.manifests {
-        if store.index.manifest(name, d)?.is_none() {
-            missing.push(d);
-        }
-    }
-    if !missing.is_empty() {
-        return Err(Error::many(
-            missing
-                .into_iter()
-                .map(|d| OciError {
-                    code: ErrorCode::ManifestBlobUnknown,
-                    message: format!("manifest references {d}, which is not in {name}"),
-                    detail: json!({ "digest": d.to_string() }),
-                })
-                .collect(),
-        ));
-    }
-
-    store.blobs.put_bytes(&digest, &bytes).await?;
     let referrer = parsed.subject.as_ref().map(|_| Descriptor {
         media_type: parsed.media_type.clone(),
         digest: digest.clone(),
@@ -159,19 +123,34 @@ where
     });
     let kind = crate::oci::content_type::classify(&parsed, &[]);
     let subject = parsed.subject.as_ref().map(|s| s.digest.clone());
-    let before = store.index.put_manifest(ManifestPut {
-        repo: name,
-        digest: &digest,
-        meta: ManifestMeta {
-            media_type: parsed.media_type,
-            size: bytes.len() as u64,
+    let pushed = store
+        .put_manifest(ManifestPush {
+            repo: name,
+            digest: &digest,
+            bytes: &bytes,
+            media_type: parsed.media_type.clone(),
             subject: subject.clone(),
-            stored: crate::store::cache::unix_now() / 1000,
-        },
-        tags: &tags,
-        referrer,
-    })?;
-    store.index.flush().await?;
+            referrer,
+            blobs: &parsed.blobs,
+            manifests: &parsed.manifests,
+            tags: &tags,
+        })
+        .await?;
+    let before = match pushed {
+        Pushed::Stored(before) => before,
+        Pushed::Missing(missing) => {
+            return Err(Error::many(
+                missing
+                    .into_iter()
+                    .map(|d| OciError {
+                        code: ErrorCode::ManifestBlobUnknown,
+                        message: format!("manifest references {d}, which is not in {name}"),
+                        detail: json!({ "digest": d.to_string() }),
+                    })
+                    .collect(),
+            ))
+        }
+    };
     // Children of an index are not looked up here: an index counts as
     // images unless it says otherwise.
     crate::metrics::METRICS.manifest_stored(false, &kind);
@@ -207,19 +186,15 @@ pub async fn delete(
 ) -> Result<Response<Body>> {
     let change = match reference {
         Reference::Tag(t) => store
-            .index
-            .delete_tag(name, t)?
+            .delete_tag(name, t)
+            .await?
             .map(|digest| Change::TagDeleted {
                 tag: t.clone(),
                 digest,
             }),
         Reference::Digest(d) => {
-            // Finding the tags that point at it reads every tag of the
-            // repository: on the blocking pool.
-            let (repo, digest) = (name.clone(), d.clone());
             store
-                .index
-                .blocking(move |i| i.delete_manifest(&repo, &digest))
+                .delete_manifest(name, d)
                 .await?
                 .map(|tags| Change::ManifestDeleted {
                     digest: d.clone(),
@@ -230,7 +205,6 @@ pub async fn delete(
     let Some(change) = change else {
         return Err(manifest_unknown(reference));
     };
-    store.index.flush().await?;
     let mut r = reply::empty(StatusCode::ACCEPTED);
     r.extensions_mut().insert(change);
     Ok(r)

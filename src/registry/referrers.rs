@@ -158,10 +158,10 @@ async fn fallback_index(
     )) else {
         return Ok(None);
     };
-    let Some(d) = store.index.tag(name, &tag)? else {
+    let Some(d) = store.index().tag(name, &tag)? else {
         return Ok(None);
     };
-    let Some(meta) = store.index.manifest(name, &d)? else {
+    let Some(meta) = store.index().manifest(name, &d)? else {
         return Ok(None);
     };
     if meta.media_type != OCI_INDEX || meta.size > MAX_MANIFEST_BYTES as u64 {
@@ -169,16 +169,10 @@ async fn fallback_index(
     }
     // Through the seal check like every served read: a file changed
     // behind Wharf's back is re-hashed, and a corrupt one lists nothing.
-    let Some((file, len)) = store.blobs.open_verified(&d).await? else {
+    let Some(blob) = store.open_blob(&d).await? else {
         return Ok(None);
     };
-    let mut bytes = Vec::with_capacity(len.min(meta.size) as usize);
-    use tokio::io::AsyncReadExt;
-    file.take(meta.size)
-        .read_to_end(&mut bytes)
-        .await
-        .map_err(|e| Error::storage("reading a fallback referrers index", e))?;
-    Ok(Some(bytes))
+    Ok(Some(blob.read_all(meta.size).await?))
 }
 
 /// GET `/v2/<name>/referrers/<digest>`.
@@ -209,7 +203,7 @@ pub async fn get(
         let (name, subject) = (name.clone(), subject.clone());
         let (last, filter) = (last.clone(), filter.clone());
         store
-            .index
+            .index()
             .blocking(move |index| {
                 let extra = fallback
                     .map(|b| fallback_descriptors(&b, last.as_deref()))

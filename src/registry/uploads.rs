@@ -7,7 +7,7 @@ use crate::body::Body;
 use crate::error::{BoxError, Error, ErrorCode, Result};
 use crate::oci::{Digest, RepoName};
 use crate::reply;
-use crate::store::uploads::{Reservation, SessionGuard};
+use crate::store::uploads::SessionGuard;
 use crate::store::Store;
 use bytes::Bytes;
 use http::{header, request::Parts, Response, StatusCode};
@@ -26,12 +26,8 @@ fn digest_param(q: &[(String, String)], key: &str) -> Result<Option<Digest>> {
         .transpose()
 }
 
-/// 201 Created for a blob now stored and linked in `name`. The caller holds
-/// the GC lock (for reading) from before the blob's file was checked or
-/// installed, so neither GC nor eviction can remove it before the link.
-async fn created(store: &Store, name: &RepoName, d: &Digest) -> Result<Response<Body>> {
-    store.index.link_blob(name, d)?;
-    store.index.flush().await?;
+/// 201 Created for a blob now stored and linked in `name`.
+fn created(name: &RepoName, d: &Digest) -> Result<Response<Body>> {
     let mut r = reply::empty(StatusCode::CREATED);
     reply::set(&mut r, header::LOCATION, &reply::blob_location(name, d));
     reply::set(&mut r, "docker-content-digest", &d.to_string());
@@ -74,37 +70,16 @@ where
         // Without `from` nothing is mounted from elsewhere: a repository
         // must not see blobs of others just by knowing their digest.
         let from = reply::query_one(&q, "from").and_then(|f| RepoName::parse(f).ok());
-        let visible = match from {
-            Some(from) => store.index.blob_linked(&from, &d)?,
-            None => store.index.blob_linked(name, &d)?,
-        };
-        if visible {
-            let _gc = store.gc_lock.read().await;
-            store.cache.touch(&d);
-            let on_disk = store
-                .blobs
-                .size(&d)
-                .await
-                .map_err(|e| Error::storage("checking a blob", e))?
-                .is_some();
-            if on_disk {
-                return created(store, name, &d).await;
-            }
+        if store.mount_blob(name, from.as_ref(), &d).await? {
+            return created(name, &d);
         }
         // Not mountable: an ordinary session, as the spec asks.
     } else if let Some(d) = digest_param(&q, "digest")? {
         // The whole blob in this one request: counted like a session.
-        let reservation = store.uploads.reserve(who.owner)?;
-        let mut temp = store.blobs.temp(d.algorithm()).await?;
-        temp.write_body(reservation.counted(body))
-            .await
-            .map_err(Reservation::refusal)?;
-        let _gc = store.gc_lock.read().await;
-        store.cache.touch(&d);
-        temp.commit(&store.blobs, Some(&d)).await?;
-        return created(store, name, &d).await;
+        store.push_blob(name, &d, who.owner, body).await?;
+        return created(name, &d);
     }
-    let id = store.uploads.start(name, who.owner).await?;
+    let id = store.uploads().start(name, who.owner).await?;
     Ok(session_reply(StatusCode::ACCEPTED, name, &id, 0))
 }
 
@@ -173,7 +148,7 @@ where
     B: HttpBody<Data = Bytes> + Unpin,
     B::Error: Into<BoxError>,
 {
-    let mut guard = store.uploads.lock(name, id, owner).await?;
+    let mut guard = store.uploads().lock(name, id, owner).await?;
     let len = append(&mut guard, parts, name, body).await?;
     Ok(session_reply(StatusCode::ACCEPTED, name, id, len))
 }
@@ -198,12 +173,10 @@ where
             "the digest query parameter is required",
         )
     })?;
-    let mut guard = store.uploads.lock(name, id, owner).await?;
+    let mut guard = store.uploads().lock(name, id, owner).await?;
     append(&mut guard, parts, name, body).await?;
-    let _gc = store.gc_lock.read().await;
-    store.cache.touch(&d);
-    guard.commit(&d).await?;
-    created(store, name, &d).await
+    store.finish_upload(guard, name, &d).await?;
+    created(name, &d)
 }
 
 /// GET `<location>`: the session's offset.
@@ -213,7 +186,7 @@ pub async fn status(
     id: &str,
     owner: &str,
 ) -> Result<Response<Body>> {
-    let guard = store.uploads.lock(name, id, owner).await?;
+    let guard = store.uploads().lock(name, id, owner).await?;
     let len = guard.len().await?;
     Ok(session_reply(StatusCode::NO_CONTENT, name, id, len))
 }
@@ -225,6 +198,11 @@ pub async fn cancel(
     id: &str,
     owner: &str,
 ) -> Result<Response<Body>> {
-    store.uploads.lock(name, id, owner).await?.cancel().await?;
+    store
+        .uploads()
+        .lock(name, id, owner)
+        .await?
+        .cancel()
+        .await?;
     Ok(reply::empty(StatusCode::NO_CONTENT))
 }

@@ -6,6 +6,7 @@
 use crate::body::{self, Body};
 use crate::error::{Error, ErrorCode, Result};
 use crate::oci::Digest;
+use crate::store::Opened;
 use http::{header, request::Parts, Method, Response, StatusCode};
 
 /// A byte range of a blob of known size.
@@ -54,22 +55,22 @@ pub fn parse_range(value: Option<&str>, size: u64) -> Range {
     }
 }
 
-/// Streams stored content `d` (size `size`, already opened) with the
-/// distribution headers. HEAD gets the same headers and no body.
-pub async fn serve_file(
+/// Streams stored content `d` (already opened) with the distribution
+/// headers. HEAD gets the same headers and no body.
+pub async fn serve_stored(
     parts: &Parts,
-    file: tokio::fs::File,
-    size: u64,
+    blob: Opened,
     d: &Digest,
     content_type: &str,
     ranges: bool,
 ) -> Result<Response<Body>> {
-    serve(parts, Content::File(file), size, d, content_type, ranges).await
+    let size = blob.len();
+    serve(parts, Content::Stored(blob), size, d, content_type, ranges).await
 }
 
 /// Where the bytes of a response come from.
 pub enum Content {
-    File(tokio::fs::File),
+    Stored(Opened),
     /// Already in memory (a verified manifest).
     Bytes(bytes::Bytes),
 }
@@ -116,9 +117,7 @@ async fn serve(
         body::empty()
     } else {
         match content {
-            Content::File(file) => body::file(file, offset, len)
-                .await
-                .map_err(|e| Error::storage("reading a blob", e))?,
+            Content::Stored(blob) => blob.body(offset, len).await?,
             Content::Bytes(b) => body::full(b.slice(offset as usize..(offset + len) as usize)),
         }
     };

@@ -286,10 +286,30 @@ pub struct TempBlob {
     finished: Option<Digest>,
 }
 
+/// A read handle on a blob while it is being written, for readers of a
+/// cache fill: it reads what is on disk so far, and keeps reading the same
+/// bytes after the blob is committed (or evicted).
+#[derive(Clone, Debug)]
+pub struct Spool(std::sync::Arc<std::fs::File>);
+
+impl Spool {
+    /// Reads between 1 and `want` bytes at `pos`; the caller knows they
+    /// are on disk.
+    pub async fn read(&self, pos: u64, want: usize) -> io::Result<Bytes> {
+        crate::body::read_chunk(&self.0, pos, want).await
+    }
+}
+
 impl TempBlob {
-    /// Where the bytes are being written (readers of a fill open this).
-    pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
+    /// A read handle on the bytes written so far (and later).
+    pub async fn spool(&self) -> Result<Spool> {
+        let path = self.path.as_deref().ok_or_else(|| {
+            Error::storage("opening a temp blob", io::Error::other("already committed"))
+        })?;
+        let f = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| Error::storage("opening a temp blob", e))?;
+        Ok(Spool(std::sync::Arc::new(f.into_std().await)))
     }
 
     /// How many bytes are in the file so far (others can read them).
@@ -523,8 +543,11 @@ mod tests {
             if i == 20 {
                 t.flush().await.unwrap();
                 assert_eq!(t.on_disk(), sent);
-                let path = t.path().unwrap().to_path_buf();
-                assert_eq!(std::fs::read(path).unwrap(), &data[..sent as usize]);
+                let spool = t.spool().await.unwrap();
+                let head = spool.read(0, 4096).await.unwrap();
+                assert_eq!(&head[..], &data[..head.len()]);
+                let tail = spool.read(sent - 10, 10).await.unwrap();
+                assert_eq!(&tail[..], &data[sent as usize - 10..sent as usize]);
             }
         }
         assert_eq!(t.commit(&store, Some(&want)).await.unwrap(), want);

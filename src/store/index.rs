@@ -148,7 +148,7 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 impl Index {
-    pub fn open(path: &Path) -> Result<Index> {
+    pub(super) fn open(path: &Path) -> Result<Index> {
         let db = sled::Config::new().path(path).open().map_err(db_err(
             "opening the index (is a wharf server running on this data directory?)",
         ))?;
@@ -197,7 +197,7 @@ impl Index {
     }
 
     /// Makes every change so far durable; a push is acknowledged after this.
-    pub async fn flush(&self) -> Result<()> {
+    pub(super) async fn flush(&self) -> Result<()> {
         use std::sync::atomic::Ordering::SeqCst;
         let g = &self.flusher;
         let ticket = g.requested.fetch_add(1, SeqCst) + 1;
@@ -229,7 +229,7 @@ impl Index {
 
     /// Links a blob into a repository. A repository holding only blobs
     /// is not listed (it has no manifest yet).
-    pub fn link_blob(&self, repo: &RepoName, d: &Digest) -> Result<()> {
+    pub(super) fn link_blob(&self, repo: &RepoName, d: &Digest) -> Result<()> {
         self.db
             .insert(key("l/", &[repo.as_str(), &d.to_string()]), &[])
             .map(|_| ())
@@ -243,7 +243,7 @@ impl Index {
     }
 
     /// Unlinks a blob from a repository; false when it was not linked.
-    pub fn unlink_blob(&self, repo: &RepoName, d: &Digest) -> Result<bool> {
+    pub(super) fn unlink_blob(&self, repo: &RepoName, d: &Digest) -> Result<bool> {
         self.db
             .remove(key("l/", &[repo.as_str(), &d.to_string()]))
             .map(|old| old.is_some())
@@ -252,7 +252,7 @@ impl Index {
 
     /// Records a manifest, its tags, its link and its referrer entry at
     /// once. Returns what each tag pointed at before (for the audit log).
-    pub fn put_manifest(&self, put: ManifestPut<'_>) -> Result<Vec<Option<Digest>>> {
+    pub(super) fn put_manifest(&self, put: ManifestPut<'_>) -> Result<Vec<Option<Digest>>> {
         let repo = put.repo.as_str();
         let digest = put.digest.to_string();
         let meta = encode(&put.meta);
@@ -320,7 +320,7 @@ impl Index {
     }
 
     /// Removes a tag; returns whether it existed and what it pointed at.
-    pub fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Option<Digest>>> {
+    pub(super) fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Option<Digest>>> {
         let old = self
             .db
             .remove(key("t/", &[repo.as_str(), tag.as_str()]))
@@ -355,7 +355,11 @@ impl Index {
     /// Removes a manifest, every tag pointing at it, its link and its
     /// referrer entry, at once. Returns the tags removed, or `None` when
     /// the manifest did not exist.
-    pub fn delete_manifest(&self, repo: &RepoName, d: &Digest) -> Result<Option<Vec<String>>> {
+    pub(super) fn delete_manifest(
+        &self,
+        repo: &RepoName,
+        d: &Digest,
+    ) -> Result<Option<Vec<String>>> {
         let Some(meta) = self.manifest(repo, d)? else {
             return Ok(None);
         };
@@ -400,7 +404,7 @@ impl Index {
             .map(|kv| decode(&kv.map_err(db_err("scanning referrers"))?.1))
     }
 
-    pub fn put_upload(&self, id: &str, meta: &UploadMeta) -> Result<()> {
+    pub(super) fn put_upload(&self, id: &str, meta: &UploadMeta) -> Result<()> {
         self.db
             .insert(key("u/", &[id]), encode(meta))
             .map(|_| ())
@@ -416,7 +420,7 @@ impl Index {
     }
 
     /// Removes a session's record; returns it if this call removed it.
-    pub fn remove_upload(&self, id: &str) -> Result<Option<UploadMeta>> {
+    pub(super) fn remove_upload(&self, id: &str) -> Result<Option<UploadMeta>> {
         self.db
             .remove(key("u/", &[id]))
             .map_err(db_err("removing an upload"))?
@@ -436,7 +440,7 @@ impl Index {
     }
 
     /// Records a cached mirrored blob.
-    pub fn put_mirror_blob(&self, upstream: &str, d: &Digest, size: u64) -> Result<()> {
+    pub(super) fn put_mirror_blob(&self, upstream: &str, d: &Digest, size: u64) -> Result<()> {
         self.db
             .insert(
                 key("B/", &[upstream, &d.to_string()]),
@@ -462,7 +466,7 @@ impl Index {
     }
 
     /// Records a cached mirrored manifest.
-    pub fn put_mirror_manifest(
+    pub(super) fn put_mirror_manifest(
         &self,
         upstream: &str,
         d: &Digest,
@@ -483,7 +487,7 @@ impl Index {
     }
 
     /// Forgets a cached mirrored manifest (its file is gone).
-    pub fn remove_mirror_manifest(&self, upstream: &str, d: &Digest) -> Result<()> {
+    pub(super) fn remove_mirror_manifest(&self, upstream: &str, d: &Digest) -> Result<()> {
         self.db
             .remove(key("M/", &[upstream, &d.to_string()]))
             .map(|_| ())
@@ -491,7 +495,7 @@ impl Index {
     }
 
     /// Forgets a cached mirrored blob (its file is gone).
-    pub fn remove_mirror_blob(&self, upstream: &str, d: &Digest) -> Result<()> {
+    pub(super) fn remove_mirror_blob(&self, upstream: &str, d: &Digest) -> Result<()> {
         self.db
             .remove(key("B/", &[upstream, &d.to_string()]))
             .map(|_| ())
@@ -500,7 +504,13 @@ impl Index {
 
     /// Remembers the digest a mirrored tag resolved to (the offline
     /// fallback). Writes only when it changed.
-    pub fn put_mirror_tag(&self, upstream: &str, repo: &str, tag: &str, d: &Digest) -> Result<()> {
+    pub(super) fn put_mirror_tag(
+        &self,
+        upstream: &str,
+        repo: &str,
+        tag: &str,
+        d: &Digest,
+    ) -> Result<()> {
         let k = key("T/", &[upstream, repo, tag]);
         let v = d.to_string();
         let old = self.db.get(&k).map_err(db_err("reading a mirrored tag"))?;
@@ -623,14 +633,14 @@ impl Index {
     }
 
     /// Records the seal (ctime and length) of a committed blob file.
-    pub fn put_seal(&self, d: &Digest, seal: &str) -> Result<()> {
+    pub(super) fn put_seal(&self, d: &Digest, seal: &str) -> Result<()> {
         self.db
             .insert(key("s/", &[&d.to_string()]), seal.as_bytes())
             .map(|_| ())
             .map_err(db_err("recording a seal"))
     }
 
-    pub fn seal(&self, d: &Digest) -> Result<Option<String>> {
+    pub(super) fn seal(&self, d: &Digest) -> Result<Option<String>> {
         Ok(self
             .db
             .get(key("s/", &[&d.to_string()]))
@@ -638,7 +648,7 @@ impl Index {
             .map(|v| String::from_utf8_lossy(&v).into_owned()))
     }
 
-    pub fn remove_seal(&self, d: &Digest) -> Result<()> {
+    pub(super) fn remove_seal(&self, d: &Digest) -> Result<()> {
         self.db
             .remove(key("s/", &[&d.to_string()]))
             .map(|_| ())
@@ -724,7 +734,7 @@ impl Index {
     }
 
     /// Records last-access times in one batch.
-    pub fn put_access_times(&self, times: &[(Digest, u64)]) -> Result<()> {
+    pub(super) fn put_access_times(&self, times: &[(Digest, u64)]) -> Result<()> {
         let mut b = sled::Batch::default();
         for (d, t) in times {
             b.insert(key("A/", &[&d.to_string()]), t.to_string().as_bytes());
@@ -735,7 +745,7 @@ impl Index {
     }
 
     /// Forgets every mirror record of `d` (it is being evicted).
-    pub fn forget_mirrored(&self, d: &Digest, entries: &[&MirrorEntry]) -> Result<()> {
+    pub(super) fn forget_mirrored(&self, d: &Digest, entries: &[&MirrorEntry]) -> Result<()> {
         let mut b = sled::Batch::default();
         let ds = d.to_string();
         for e in entries {
@@ -750,7 +760,7 @@ impl Index {
     }
 
     /// Removes every local link to `d` (garbage collection).
-    pub fn unlink_everywhere(&self, d: &Digest, repos: &[String]) -> Result<()> {
+    pub(super) fn unlink_everywhere(&self, d: &Digest, repos: &[String]) -> Result<()> {
         let mut b = sled::Batch::default();
         let ds = d.to_string();
         for r in repos {

@@ -1,9 +1,11 @@
 //! The store's rules for mirrored content, as methods callers use instead
-//! of repeating their steps: caching a manifest (file, record, accounting),
-//! recording a verified blob fill (record once, touch, accounting), and
-//! forgetting content whose file went missing or was found damaged
-//! (quarantine, record, accounting).
+//! of repeating their steps: caching a manifest (bytes, record,
+//! accounting), committing a verified blob fill (stored, recorded once,
+//! touched, accounted), remembering what a tag pointed at (the offline
+//! fallback), and forgetting content found missing or damaged (set aside,
+//! record, accounting).
 
+use super::blobs::TempBlob;
 use super::cache::{unix_now, CacheTracker};
 use super::index::ManifestMeta;
 use super::Store;
@@ -11,6 +13,31 @@ use crate::error::Result;
 use crate::oci::Digest;
 
 impl Store {
+    /// Commits a cache fill whose bytes were verified to hash to `d`
+    /// ([`TempBlob::finish`]) and records it as cached from `upstream`.
+    pub async fn commit_fill(
+        &self,
+        temp: TempBlob,
+        upstream: &str,
+        d: &Digest,
+        size: u64,
+    ) -> Result<()> {
+        temp.install(&self.blobs, d).await?;
+        self.cache.record_mirrored_blob(upstream, d, size)
+    }
+
+    /// Remembers that tag `tag` of mirrored `repo` pointed at `d`: what a
+    /// pull of the tag gets while the upstream cannot answer.
+    pub fn record_mirror_tag(
+        &self,
+        upstream: &str,
+        repo: &str,
+        tag: &str,
+        d: &Digest,
+    ) -> Result<()> {
+        self.index.put_mirror_tag(upstream, repo, tag, d)
+    }
+
     /// Caches a verified mirrored manifest: its bytes, its record and its
     /// bytes toward the cache limit. Returns the record.
     pub async fn put_mirrored_manifest(

@@ -1,33 +1,47 @@
-//! Everything on disk: content-addressed blob files (`blobs`), the sled
-//! index of what files cannot say (`index`), and upload sessions in
-//! progress (`uploads`). Nothing outside this module touches a path.
+//! Everything stored: content-addressed blobs (`blobs`), the sled index
+//! of what blobs cannot say (`index`), upload sessions in progress
+//! (`uploads`) and the cache's accounting (`cache`). The store owns its
+//! rules: callers use the methods of [`Store`] (`local` for pushes and
+//! deletes, `mirrored` for cache fills), read the index, and never name
+//! a path or a file.
 
-pub mod blobs;
+mod blobs;
 pub mod cache;
 pub mod gc;
 pub mod index;
+mod local;
 mod mirrored;
+mod opened;
 pub mod quota;
 pub mod uploads;
 pub mod verify;
 
-pub use blobs::BlobStore;
+pub use blobs::{Spool, TempBlob};
 pub use index::Index;
+pub use local::{ManifestPush, Pushed};
+pub use opened::Opened;
 pub use uploads::Uploads;
 
+use blobs::BlobStore;
+use std::sync::Arc;
+
 use crate::error::{Error, Result};
+use crate::oci::digest::Algorithm;
+use crate::oci::Digest;
 use std::path::Path;
 use std::time::Duration;
 
-/// The whole store of one data directory.
+/// The whole store of one data directory. Cloning it is cheap: every
+/// clone is the same store.
+#[derive(Clone)]
 pub struct Store {
-    pub blobs: BlobStore,
-    pub index: Index,
-    pub uploads: Uploads,
-    pub cache: std::sync::Arc<cache::CacheTracker>,
+    blobs: BlobStore,
+    index: Index,
+    uploads: Arc<Uploads>,
+    cache: Arc<cache::CacheTracker>,
     /// Held for reading while a push references blobs, for writing while
-    /// garbage collection removes one.
-    pub gc_lock: tokio::sync::RwLock<()>,
+    /// garbage collection or eviction removes one.
+    gc_lock: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl Store {
@@ -72,8 +86,13 @@ impl Store {
         let index = Index::open(&data.join("index"))?;
         let blobs = BlobStore::open(data, index.clone())
             .map_err(|e| Error::storage("opening the data directory", e))?;
-        let uploads = Uploads::new(blobs.clone(), index.clone(), upload_timeout, upload_limits)?;
-        let cache = std::sync::Arc::new(cache::CacheTracker::new(
+        let uploads = Arc::new(Uploads::new(
+            blobs.clone(),
+            index.clone(),
+            upload_timeout,
+            upload_limits,
+        )?);
+        let cache = Arc::new(cache::CacheTracker::new(
             index.clone(),
             blobs.clone(),
             cache_limit,
@@ -83,7 +102,88 @@ impl Store {
             index,
             uploads,
             cache,
-            gc_lock: tokio::sync::RwLock::new(()),
+            gc_lock: Arc::new(tokio::sync::RwLock::new(())),
         })
+    }
+
+    /// The index, to read: every change goes through the store's methods.
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    /// The upload sessions.
+    pub fn uploads(&self) -> &Uploads {
+        &self.uploads
+    }
+
+    /// Makes every change so far durable.
+    pub async fn flush(&self) -> Result<()> {
+        self.index.flush().await
+    }
+
+    /// Opens blob `d` to serve it, checking first that it is intact.
+    /// `None` when it is missing, or was found corrupt (and set aside).
+    pub async fn open_blob(&self, d: &Digest) -> Result<Option<Opened>> {
+        Ok(self
+            .blobs
+            .open_verified(d)
+            .await?
+            .map(|(file, len)| Opened::file(file, len)))
+    }
+
+    /// Reads a small blob (a manifest) whole, for listings; `None` when it
+    /// is missing or larger than `limit`. Blocking: call it on the
+    /// blocking pool.
+    pub fn read_small_blocking(&self, d: &Digest, limit: u64) -> Result<Option<Vec<u8>>> {
+        self.blobs
+            .read_small(d, limit)
+            .map_err(|e| Error::storage("reading a manifest", e))
+    }
+
+    /// A new blob, hashed as it is written; dropped uncommitted, it leaves
+    /// nothing behind.
+    pub async fn new_blob(&self, algorithm: Algorithm) -> Result<TempBlob> {
+        self.blobs.temp(algorithm).await
+    }
+
+    /// Notes that `d` was just used (a pull, or a push referencing it).
+    pub fn touch(&self, d: &Digest) {
+        self.cache.touch(d);
+    }
+
+    /// When `d` was last used, unix milliseconds.
+    pub fn last_used(&self, d: &Digest) -> Result<Option<u64>> {
+        self.cache.last_used(d)
+    }
+
+    /// Bytes of mirrored content that count toward the cache limit.
+    pub fn cache_bytes(&self) -> u64 {
+        self.cache.bytes()
+    }
+
+    /// Mirrored blobs and manifests that count toward the cache limit.
+    pub fn cache_items(&self) -> u64 {
+        self.cache.items()
+    }
+
+    /// Whether the mirrored content is over the cache limit.
+    pub fn cache_over_limit(&self) -> bool {
+        self.cache.is_over_limit()
+    }
+
+    /// Resolves when mirrored content passes the cache limit.
+    pub async fn cache_overflowed(&self) {
+        self.cache.over_limit.notified().await
+    }
+
+    /// Writes the access times gathered since the last call.
+    pub fn flush_access(&self) -> Result<usize> {
+        self.cache.flush_access()
+    }
+
+    /// Evicts least recently used mirrored content until the cache is
+    /// under its low-water mark (nothing under the limit).
+    pub async fn evict(&self) -> Result<cache::Evicted> {
+        self.cache.evict(&self.gc_lock).await
     }
 }

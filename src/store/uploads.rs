@@ -55,7 +55,7 @@ pub struct SessionGuard<'a> {
 
 impl Uploads {
     /// The sessions of an opened store, each counted against its owner.
-    pub fn new(
+    pub(super) fn new(
         blobs: BlobStore,
         index: Index,
         timeout: Duration,
@@ -329,7 +329,7 @@ impl SessionGuard<'_> {
 
     /// Verifies the whole upload against `expected` and moves it into the
     /// blob store. On a mismatch the session is discarded.
-    pub async fn commit(mut self, expected: &Digest) -> Result<u64> {
+    pub(super) async fn commit(mut self, expected: &Digest) -> Result<u64> {
         let path = self.uploads.path(&self.id);
         let len = self.len().await?;
         let got = match self.session.hasher.take() {
