@@ -121,7 +121,12 @@ fn serving(c: &mut Criterion) {
     g.finish();
 
     // The fill's tee: 8 MiB arriving in 64 KiB frames, written and hashed.
-    let store = wharf::store::Store::open_for_maintenance(dir.path()).expect("store");
+    let store = rt
+        .block_on(wharf::store::Store::open_for_maintenance(
+            dir.path(),
+            &wharf::config::Storage::Fs,
+        ))
+        .expect("store");
     let frames: Vec<Bytes> = (0..128)
         .map(|i| Bytes::from(vec![i as u8; 64 << 10]))
         .collect();

@@ -52,6 +52,7 @@ impl App {
     pub async fn open(config: Config) -> Result<App> {
         let store = Store::open(
             &config.data,
+            &config.storage,
             config.upload_timeout,
             config.max_cache_size,
             crate::store::uploads::Limits {
@@ -520,6 +521,11 @@ impl App {
                 _ = minute.tick() => {
                     if let Err(e) = store.flush_access() {
                         tracing::warn!(error = %e, "recording access times failed");
+                    }
+                    // Mirror records reach the bucket (with --storage s3)
+                    // even when no push flushes them.
+                    if let Err(e) = store.flush().await {
+                        tracing::warn!(error = %e, "flushing the index failed");
                     }
                     self.evict().await;
                 }

@@ -121,6 +121,12 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The storage behind the store (an object store) could not be reached
+/// or failed: clients get 503 and may retry.
+#[derive(Debug, thiserror::Error)]
+#[error("object storage unavailable: {0}")]
+pub struct StorageUnavailable(pub String);
+
 /// Any error a request body (hyper's or a test's) can fail with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -217,17 +223,30 @@ impl Error {
             } => (errors, status, headers),
             Error::Storage { context, source } => {
                 tracing::error!(%context, error = %source, "storage fault");
-                let full = source
-                    .downcast_ref::<std::io::Error>()
-                    .is_some_and(|e| e.kind() == std::io::ErrorKind::StorageFull);
+                let io = source.downcast_ref::<std::io::Error>();
+                let full = io.is_some_and(|e| e.kind() == std::io::ErrorKind::StorageFull);
+                let unavailable = source.is::<StorageUnavailable>()
+                    || io
+                        .and_then(|e| e.get_ref())
+                        .is_some_and(|inner| inner.is::<StorageUnavailable>());
                 let (message, status) = if full {
                     ("storage is full", StatusCode::INSUFFICIENT_STORAGE)
+                } else if unavailable {
+                    (
+                        "storage unavailable; retry later",
+                        StatusCode::SERVICE_UNAVAILABLE,
+                    )
                 } else {
                     ("internal storage error", StatusCode::INTERNAL_SERVER_ERROR)
                 };
+                let code = if unavailable {
+                    ErrorCode::Unavailable
+                } else {
+                    ErrorCode::Unknown
+                };
                 (
                     vec![OciError {
-                        code: ErrorCode::Unknown,
+                        code,
                         message: message.into(),
                         detail: Value::Null,
                     }],

@@ -126,13 +126,9 @@ pub async fn serve(config: config::Config) -> Result<(), Box<dyn std::error::Err
 
 /// `wharf gc`: collects unreferenced local blobs of a data directory no
 /// server is using. Prints what it removed (or would remove).
-pub async fn gc(
-    data: &std::path::Path,
-    grace: std::time::Duration,
-    dry_run: bool,
-) -> Result<(), Box<dyn std::error::Error>> {
-    let store = store::Store::open_for_maintenance(data)?;
-    let report = store::gc::collect(&store, grace, dry_run).await?;
+pub async fn gc(config: &config::Config, dry_run: bool) -> Result<(), Box<dyn std::error::Error>> {
+    let store = store::Store::open_for_maintenance(&config.data, &config.storage).await?;
+    let report = store::gc::collect(&store, config.gc_grace, dry_run).await?;
     let verb = if dry_run { "would remove" } else { "removed" };
     for (d, size) in &report.removed {
         println!("{verb} {d} ({size} bytes)");
@@ -149,10 +145,10 @@ pub async fn gc(
 /// `wharf verify`: scrubs a data directory no server is using. Returns
 /// whether it was clean.
 pub async fn verify(
-    data: &std::path::Path,
+    config: &config::Config,
     repair: bool,
 ) -> Result<bool, Box<dyn std::error::Error>> {
-    let store = store::Store::open_for_maintenance(data)?;
+    let store = store::Store::open_for_maintenance(&config.data, &config.storage).await?;
     let r = store::verify::verify(&store, repair).await?;
     for d in &r.corrupt {
         println!("corrupt: {d}");

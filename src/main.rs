@@ -38,6 +38,9 @@ struct DataArgs {
     /// The data directory [default: ./wharf-data].
     #[arg(long, env = "WHARF_DATA", value_name = "DIR")]
     data: Option<std::path::PathBuf>,
+    /// Where durable state lives (with s3, the bucket is what is checked).
+    #[command(flatten)]
+    storage: wharf::config::StorageArgs,
 }
 
 #[derive(clap::Args)]
@@ -69,6 +72,7 @@ fn maintenance_config(data: &DataArgs, grace: Option<String>) -> Result<Config, 
         config: data.config.clone(),
         data: data.data.clone(),
         gc_grace: grace,
+        storage: data.storage.clone(),
         ..Default::default()
     };
     Config::load(&args).map_err(|e| {
@@ -136,16 +140,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Gc(args) => {
-            match runtime.block_on(wharf::gc(&config.data, config.gc_grace, args.dry_run)) {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => {
-                    eprintln!("wharf: {e}");
-                    ExitCode::FAILURE
-                }
+        Command::Gc(args) => match runtime.block_on(wharf::gc(&config, args.dry_run)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("wharf: {e}");
+                ExitCode::FAILURE
             }
-        }
-        Command::Verify(args) => match runtime.block_on(wharf::verify(&config.data, args.repair)) {
+        },
+        Command::Verify(args) => match runtime.block_on(wharf::verify(&config, args.repair)) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(1),
             Err(e) => {

@@ -358,6 +358,20 @@ async fn a_flipped_byte_is_caught_on_the_next_read() {
     flip(&ld);
     flip(&image);
     up.reset();
+    if on_s3() {
+        // The data directory is only a cache there: a damaged copy is
+        // dropped and the bucket's intact one served, upstream untouched.
+        let get = |p: String| {
+            let api = &api;
+            async move { api.get(&p).await.bytes().await.unwrap() }
+        };
+        assert_eq!(get(format!("/v2/library/flip/blobs/{md}")).await, mirrored);
+        assert_eq!(get(format!("/v2/golden/flip/blobs/{ld}")).await, local);
+        let m = get(format!("/v2/golden/flip/manifests/{image}")).await;
+        assert_eq!(sha256(&m), image);
+        assert_eq!(up.count("GET", "/blobs/"), 0);
+        return;
+    }
     let r = api.get(&format!("/v2/library/flip/blobs/{md}")).await;
     assert_eq!(
         r.bytes().await.unwrap(),

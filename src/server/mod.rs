@@ -236,7 +236,7 @@ pub async fn run(
     {
         tracing::warn!("some cache fills were still running after {DRAIN_TIMEOUT:?}");
     }
-    if let Err(e) = app.store.flush().await {
+    if let Err(e) = app.store.close().await {
         tracing::error!(error = %e, "final index flush failed");
     }
 }

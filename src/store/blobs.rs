@@ -10,6 +10,7 @@
 //! before a byte of it is served: intact, it is resealed; corrupt, it is
 //! quarantined and reported missing, so the mirror fetches it again.
 
+use super::remote::{blob_name, digest_of, Remote};
 use super::Index;
 use crate::error::{BoxError, Error, ErrorCode, Result};
 use crate::oci::digest::{Algorithm, Digest, Hasher};
@@ -18,12 +19,24 @@ use http_body::Body as HttpBody;
 use http_body_util::BodyExt;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-/// The blob file tree under one data directory.
+/// The blob file tree under one data directory, and with `--storage s3`
+/// the bucket whose blobs it caches.
 #[derive(Clone)]
 pub struct BlobStore {
     root: PathBuf,
     index: Index,
+    remote: Option<Arc<Remote>>,
+}
+
+/// The file of blob `d` under data directory `root`.
+pub(super) fn file_of(root: &Path, d: &Digest) -> PathBuf {
+    let hex = d.hex();
+    root.join("blobs")
+        .join(d.algorithm().as_str())
+        .join(&hex[..2])
+        .join(hex)
 }
 
 /// A file's seal: what changes when anyone modifies it.
@@ -33,33 +46,48 @@ fn seal_of(m: &std::fs::Metadata) -> String {
 }
 
 impl BlobStore {
-    /// Opens (creating if needed) the blob tree under `data`.
-    pub fn open(data: &Path, index: Index) -> io::Result<BlobStore> {
+    /// Opens (creating if needed) the blob tree under `data`; with a
+    /// `remote`, the tree caches the bucket's blobs.
+    pub fn open(data: &Path, index: Index, remote: Option<Arc<Remote>>) -> io::Result<BlobStore> {
         for dir in ["blobs", "tmp", "uploads"] {
             std::fs::create_dir_all(data.join(dir))?;
         }
         Ok(BlobStore {
             root: data.to_path_buf(),
             index,
+            remote,
         })
     }
 
-    pub fn path(&self, d: &Digest) -> PathBuf {
-        let hex = d.hex();
-        self.root
-            .join("blobs")
-            .join(d.algorithm().as_str())
-            .join(&hex[..2])
-            .join(hex)
+    /// The bucket and local cache, with `--storage s3`.
+    pub fn remote(&self) -> Option<&Arc<Remote>> {
+        self.remote.as_ref()
+    }
+
+    fn path(&self, d: &Digest) -> PathBuf {
+        file_of(&self.root, d)
     }
 
     /// The directory holding every blob file.
-    pub fn path_root(&self) -> PathBuf {
+    fn path_root(&self) -> PathBuf {
         self.root.join("blobs")
     }
 
-    /// Every blob file: (digest, size, mtime in unix milliseconds).
+    /// Every committed blob: (digest, size, last modified in unix
+    /// milliseconds). With a bucket, the bucket's.
     pub async fn list(&self) -> Result<Vec<(Digest, u64, u64)>> {
+        if let Some(r) = &self.remote {
+            let listed = r.bucket.list("blobs/").await?;
+            return Ok(listed
+                .into_iter()
+                .filter_map(|o| Some((digest_of(&o.name)?, o.size, o.modified)))
+                .collect());
+        }
+        self.list_local().await
+    }
+
+    /// Every blob file in the data directory.
+    pub async fn list_local(&self) -> Result<Vec<(Digest, u64, u64)>> {
         let root = self.path_root();
         tokio::task::spawn_blocking(move || walk_blobs(&root))
             .await
@@ -67,8 +95,17 @@ impl BlobStore {
             .map_err(|e| Error::storage("walking blobs", e))
     }
 
-    /// Moves a blob file aside into `DATA/quarantine/`.
+    /// Moves a blob aside: its file into `DATA/quarantine/`, and with a
+    /// bucket its object to `quarantine/<alg>-<hex>`.
     pub async fn quarantine(&self, d: &Digest) -> Result<()> {
+        if let Some(r) = &self.remote {
+            r.local.remove(d);
+            let to = format!("quarantine/{}-{}", d.algorithm().as_str(), d.hex());
+            if r.bucket.size(&blob_name(d)).await?.is_some() {
+                r.bucket.copy(&blob_name(d), &to).await?;
+                r.bucket.delete(&blob_name(d)).await?;
+            }
+        }
         let dir = self.root.join("quarantine");
         tokio::fs::create_dir_all(&dir)
             .await
@@ -86,13 +123,101 @@ impl BlobStore {
         self.root.join("uploads")
     }
 
-    /// The size of a stored blob, or `None` when it is not on disk.
-    pub async fn size(&self, d: &Digest) -> io::Result<Option<u64>> {
+    /// The size of a stored blob, or `None` when it is not stored.
+    pub async fn size(&self, d: &Digest) -> Result<Option<u64>> {
         match tokio::fs::metadata(self.path(d)).await {
-            Ok(m) => Ok(Some(m.len())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+            Ok(m) => return Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::storage("checking a blob", e)),
         }
+        match &self.remote {
+            Some(r) => r.bucket.size(&blob_name(d)).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Removes a committed blob (its file, and with a bucket its object).
+    pub async fn remove(&self, d: &Digest) -> Result<()> {
+        self.index.remove_seal(d)?;
+        if let Some(r) = &self.remote {
+            r.local.remove(d);
+            r.bucket.delete(&blob_name(d)).await?;
+        }
+        match tokio::fs::remove_file(self.path(d)).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(Error::storage("removing a blob", e)),
+        }
+    }
+
+    /// Removes a blob's local file only (it left the local cache).
+    pub(super) fn forget_local(&self, d: &Digest) {
+        let _ = self.index.remove_seal(d);
+        let _ = std::fs::remove_file(self.path(d));
+    }
+
+    /// When the blob was last modified, unix milliseconds (0 unknown).
+    pub async fn modified(&self, d: &Digest) -> u64 {
+        super::cache::file_mtime(&self.path(d)).await
+    }
+
+    /// Hashes a committed blob from its start (for `wharf verify`).
+    pub async fn hash(&self, d: &Digest) -> Result<Digest> {
+        if let Some(r) = &self.remote {
+            let Some((_, mut stream)) = r.bucket.read(&blob_name(d), 0).await? else {
+                return Err(Error::storage(
+                    format!("hashing {d}"),
+                    io::Error::new(io::ErrorKind::NotFound, "not in the bucket"),
+                ));
+            };
+            let mut h = Hasher::new(d.algorithm());
+            while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
+                h.update(&chunk.map_err(|e| Error::storage(format!("hashing {d}"), e))?);
+            }
+            return Ok(h.finish());
+        }
+        hash_file(self.path(d), d.algorithm())
+            .await
+            .map_err(|e| Error::storage(format!("hashing {d}"), e))
+    }
+
+    /// Reads a committed blob of at most `limit` bytes whole, checked
+    /// against its digest; `None` when missing, too large or not intact.
+    pub async fn read_checked(&self, d: &Digest, limit: u64) -> Result<Option<Vec<u8>>> {
+        let bytes = match tokio::fs::File::open(self.path(d)).await {
+            Ok(f) => {
+                let len = f
+                    .metadata()
+                    .await
+                    .map_err(|e| Error::storage("reading a blob", e))?
+                    .len();
+                if len > limit {
+                    return Ok(None);
+                }
+                let mut out = Vec::with_capacity(len as usize);
+                tokio::io::AsyncReadExt::read_to_end(
+                    &mut tokio::io::AsyncReadExt::take(f, limit),
+                    &mut out,
+                )
+                .await
+                .map_err(|e| Error::storage("reading a blob", e))?;
+                out
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match &self.remote {
+                Some(r) => match r.bucket.size(&blob_name(d)).await? {
+                    Some(n) if n <= limit => {
+                        match r.bucket.get_small(&blob_name(d), limit).await? {
+                            Some(b) => b.to_vec(),
+                            None => return Ok(None),
+                        }
+                    }
+                    _ => return Ok(None),
+                },
+                None => return Ok(None),
+            },
+            Err(e) => return Err(Error::storage("reading a blob", e)),
+        };
+        Ok((Digest::of(d.algorithm(), &bytes) == *d).then_some(bytes))
     }
 
     /// Opens a stored blob for reading, with its size.
@@ -109,24 +234,34 @@ impl BlobStore {
 
     /// Reads a small stored blob (a manifest) whole, for listings; `None`
     /// when it is missing or larger than `limit`. Blocking: call it on the
-    /// blocking pool.
-    pub fn read_small(&self, d: &Digest, limit: u64) -> io::Result<Option<Vec<u8>>> {
+    /// blocking pool. (From the bucket, it is checked against its digest.)
+    pub fn read_small(&self, d: &Digest, limit: u64) -> Result<Option<Vec<u8>>> {
         use std::io::Read;
         let f = match std::fs::File::open(self.path(d)) {
             Ok(f) => f,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if self.remote.is_none() {
+                    return Ok(None);
+                }
+                let me = self.clone();
+                let d = d.clone();
+                return tokio::runtime::Handle::current()
+                    .block_on(async move { me.read_checked(&d, limit).await });
+            }
+            Err(e) => return Err(Error::storage("reading a manifest", e)),
         };
-        if f.metadata()?.len() > limit {
+        let io_err = |e| Error::storage("reading a manifest", e);
+        if f.metadata().map_err(io_err)?.len() > limit {
             return Ok(None);
         }
         let mut out = Vec::new();
-        f.take(limit + 1).read_to_end(&mut out)?;
+        f.take(limit + 1).read_to_end(&mut out).map_err(io_err)?;
         Ok((out.len() as u64 <= limit).then_some(out))
     }
 
-    /// Opens a stored blob to serve it, checking its seal first. `None`
-    /// when it is missing, or was found corrupt (and quarantined).
+    /// Opens a blob file of the data directory to serve it, checking its
+    /// seal first. `None` when it is missing, or was found corrupt (and
+    /// set aside).
     pub async fn open_verified(&self, d: &Digest) -> Result<Option<(tokio::fs::File, u64)>> {
         let Some((file, len)) = self
             .open_read(d)
@@ -135,6 +270,9 @@ impl BlobStore {
         else {
             return Ok(None);
         };
+        if let Some(r) = &self.remote {
+            r.local.used(d);
+        }
         let meta = file
             .metadata()
             .await
@@ -167,7 +305,15 @@ impl BlobStore {
         }
         tracing::error!(digest = %d, actual = %got, "blob file is corrupt: quarantined, not served");
         drop(file);
-        self.quarantine(d).await?;
+        if self.remote.is_some() {
+            // Only the local copy is bad: the bucket's is checked on read.
+            self.forget_local(d);
+            if let Some(r) = &self.remote {
+                r.local.remove(d);
+            }
+        } else {
+            self.quarantine(d).await?;
+        }
         Ok(None)
     }
 
@@ -200,9 +346,25 @@ impl BlobStore {
         t.commit(self, Some(d)).await.map(|_| ())
     }
 
-    /// Moves a finished, fsynced file at `from` into place as blob `d`.
-    /// The bytes must already have been verified to hash to `d`.
+    /// Moves a finished file at `from` into place as blob `d`: with a
+    /// bucket, uploaded first (unless it is there already). The bytes must
+    /// already have been verified to hash to `d`.
     pub async fn install(&self, from: PathBuf, d: &Digest) -> Result<()> {
+        if let Some(r) = &self.remote {
+            let len = tokio::fs::metadata(&from)
+                .await
+                .map_err(|e| Error::storage("committing a blob", e))?
+                .len();
+            if r.bucket.size(&blob_name(d)).await? != Some(len) {
+                r.bucket.upload_file(&blob_name(d), &from, len).await?;
+            }
+        }
+        self.install_local(from, d).await
+    }
+
+    /// Moves a verified file into the data directory as blob `d` (with a
+    /// bucket: a local copy of what the bucket holds).
+    pub async fn install_local(&self, from: PathBuf, d: &Digest) -> Result<()> {
         let to = self.path(d);
         let seal = tokio::task::spawn_blocking(move || -> io::Result<String> {
             std::fs::File::open(&from)?.sync_all()?;
@@ -217,7 +379,16 @@ impl BlobStore {
         .await
         .map_err(|e| Error::storage("joining the commit task", e))?
         .map_err(|e| Error::storage("committing a blob", e))?;
-        self.index.put_seal(d, &seal)
+        self.index.put_seal(d, &seal)?;
+        if let Some(r) = &self.remote {
+            let len = seal
+                .rsplit(':')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            r.local.insert(d, len);
+        }
+        Ok(())
     }
 
     /// Removes temp files a crash left behind; returns how many.
@@ -422,9 +593,19 @@ impl TempBlob {
         Ok(got)
     }
 
-    /// Fsyncs and renames a [`finish`](Self::finish)ed file into place as
-    /// blob `d`; the caller has checked that the digest is `d`.
-    pub async fn install(mut self, store: &BlobStore, d: &Digest) -> Result<()> {
+    /// Commits a [`finish`](Self::finish)ed blob as `d` (with a bucket:
+    /// uploaded, then kept locally); the caller has checked the digest.
+    pub async fn install(self, store: &BlobStore, d: &Digest) -> Result<()> {
+        self.place(store, d, true).await
+    }
+
+    /// Keeps a [`finish`](Self::finish)ed copy of what the bucket holds
+    /// as `d` in the data directory.
+    pub(super) async fn install_local(self, store: &BlobStore, d: &Digest) -> Result<()> {
+        self.place(store, d, false).await
+    }
+
+    async fn place(mut self, store: &BlobStore, d: &Digest, upload: bool) -> Result<()> {
         if self.finished.as_ref() != Some(d) {
             return Err(Error::storage(
                 "committing",
@@ -437,7 +618,12 @@ impl TempBlob {
                 io::Error::other("temp blob already taken"),
             ));
         };
-        if let Err(e) = store.install(path.clone(), d).await {
+        let placed = if upload {
+            store.install(path.clone(), d).await
+        } else {
+            store.install_local(path.clone(), d).await
+        };
+        if let Err(e) = placed {
             let _ = std::fs::remove_file(&path);
             return Err(e);
         }
@@ -500,8 +686,8 @@ mod tests {
     #[tokio::test]
     async fn commit_verifies_then_renames() {
         let dir = tempfile::tempdir().unwrap();
-        let index = Index::open(&dir.path().join("index")).unwrap();
-        let store = BlobStore::open(dir.path(), index).unwrap();
+        let index = Index::open(&dir.path().join("index"), None).unwrap();
+        let store = BlobStore::open(dir.path(), index, None).unwrap();
         let want = Digest::of(Algorithm::Sha256, b"hello");
 
         let mut t = store.temp(Algorithm::Sha256).await.unwrap();
@@ -528,8 +714,8 @@ mod tests {
     #[tokio::test]
     async fn batched_writes_keep_order_and_hash() {
         let dir = tempfile::tempdir().unwrap();
-        let index = Index::open(&dir.path().join("index")).unwrap();
-        let store = BlobStore::open(dir.path(), index).unwrap();
+        let index = Index::open(&dir.path().join("index"), None).unwrap();
+        let store = BlobStore::open(dir.path(), index, None).unwrap();
         let data: Vec<u8> = (0..(WRITE_BATCH * 3 + 12345))
             .map(|i| (i * 31 % 253) as u8)
             .collect();
@@ -557,8 +743,8 @@ mod tests {
     #[tokio::test]
     async fn clean_tmp_removes_leftovers() {
         let dir = tempfile::tempdir().unwrap();
-        let index = Index::open(&dir.path().join("index")).unwrap();
-        let store = BlobStore::open(dir.path(), index).unwrap();
+        let index = Index::open(&dir.path().join("index"), None).unwrap();
+        let store = BlobStore::open(dir.path(), index, None).unwrap();
         let t = store.temp(Algorithm::Sha256).await.unwrap();
         std::mem::forget(t);
         assert_eq!(store.clean_tmp().unwrap(), 1);

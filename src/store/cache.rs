@@ -213,7 +213,7 @@ impl CacheTracker {
             }
             let last = match access.get(d) {
                 Some(t) => *t,
-                None => file_mtime(&self.blobs.path(d)).await,
+                None => self.blobs.modified(d).await,
             };
             candidates.push((last, d.clone()));
         }
@@ -240,11 +240,7 @@ impl CacheTracker {
             let list = &by_digest[&d];
             let size = size_of(list);
             self.index.forget_mirrored(&d, list)?;
-            match tokio::fs::remove_file(self.blobs.path(&d)).await {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(crate::error::Error::storage("evicting a blob", e)),
-            }
+            self.blobs.remove(&d).await?;
             self.removed(size);
             to_free = to_free.saturating_sub(size);
             out.items += 1;

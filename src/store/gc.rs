@@ -9,7 +9,7 @@
 
 use super::cache::unix_now;
 use super::Store;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::oci::manifest;
 use crate::oci::Digest;
 use std::collections::HashSet;
@@ -32,10 +32,9 @@ pub(crate) async fn referenced(store: &Store) -> Result<HashSet<Digest>> {
     let mut unsure: HashSet<String> = HashSet::new();
     for (repo, d, meta) in store.index.local_manifests()? {
         keep.insert(d.clone());
-        let parsed = match tokio::fs::read(store.blobs.path(&d)).await {
-            Ok(bytes) if Digest::of(d.algorithm(), &bytes) == d => {
-                manifest::parse(&bytes, Some(&meta.media_type)).ok()
-            }
+        let limit = manifest::MAX_MANIFEST_BYTES as u64;
+        let parsed = match store.blobs.read_checked(&d, limit).await {
+            Ok(Some(bytes)) => manifest::parse(&bytes, Some(&meta.media_type)).ok(),
             _ => None,
         };
         match parsed {
@@ -103,11 +102,7 @@ pub async fn collect(store: &Store, grace: Duration, dry_run: bool) -> Result<Gc
         }
         let repos = links.get(&d).cloned().unwrap_or_default();
         store.index.unlink_everywhere(&d, &repos)?;
-        match tokio::fs::remove_file(store.blobs.path(&d)).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::storage("removing a collected blob", e)),
-        }
+        store.blobs.remove(&d).await?;
         report.bytes += size;
         report.removed.push((d, size));
     }

@@ -29,6 +29,7 @@
 //! left out of the catalog. Long reads (listings) go through
 //! [`Index::blocking`], on the blocking pool.
 
+use super::journal::Journal;
 use crate::error::{Error, Result};
 use crate::oci::manifest::Descriptor;
 use crate::oci::{Digest, RepoName, Tag};
@@ -92,6 +93,27 @@ pub struct Index {
     gate: Arc<RwLock<()>>,
     /// Slots for [`Index::blocking`] jobs.
     jobs: Arc<tokio::sync::Semaphore>,
+    /// With a bucket: the durable records' changes on their way there.
+    journal: Option<Arc<Journal>>,
+}
+
+/// Changes applied to sled in one batch, and journaled.
+#[derive(Default)]
+struct Changes {
+    batch: sled::Batch,
+    keys: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl Changes {
+    fn insert(&mut self, k: Vec<u8>, v: impl AsRef<[u8]>) {
+        self.batch.insert(k.clone(), v.as_ref());
+        self.keys.push((k, Some(v.as_ref().to_vec())));
+    }
+
+    fn remove(&mut self, k: impl AsRef<[u8]>) {
+        self.batch.remove(k.as_ref());
+        self.keys.push((k.as_ref().to_vec(), None));
+    }
 }
 
 /// Most [`Index::blocking`] jobs at once: the rest wait (without a
@@ -148,7 +170,9 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 impl Index {
-    pub(super) fn open(path: &Path) -> Result<Index> {
+    /// Opens the index at `path`; with a `journal`, every change of a
+    /// durable record also goes to the bucket by the next flush.
+    pub(super) fn open(path: &Path, journal: Option<Arc<Journal>>) -> Result<Index> {
         let db = sled::Config::new().path(path).open().map_err(db_err(
             "opening the index (is a wharf server running on this data directory?)",
         ))?;
@@ -157,7 +181,44 @@ impl Index {
             flusher: Default::default(),
             gate: Default::default(),
             jobs: Arc::new(tokio::sync::Semaphore::new(BLOCKING_JOBS)),
+            journal,
         })
+    }
+
+    /// Inserts one record, journaling it.
+    fn insert(&self, k: Vec<u8>, v: impl AsRef<[u8]>) -> sled::Result<Option<sled::IVec>> {
+        let old = self.db.insert(&k, v.as_ref())?;
+        if let Some(j) = &self.journal {
+            j.note(&k, Some(v.as_ref()));
+        }
+        Ok(old)
+    }
+
+    /// Removes one record, journaling it.
+    fn remove(&self, k: Vec<u8>) -> sled::Result<Option<sled::IVec>> {
+        let old = self.db.remove(&k)?;
+        if old.is_some() {
+            if let Some(j) = &self.journal {
+                j.note(&k, None);
+            }
+        }
+        Ok(old)
+    }
+
+    /// Applies a batch, journaling it.
+    fn apply(&self, c: Changes) -> sled::Result<()> {
+        self.db.apply_batch(c.batch)?;
+        if let Some(j) = &self.journal {
+            for (k, v) in &c.keys {
+                j.note(k, v.as_deref());
+            }
+        }
+        Ok(())
+    }
+
+    /// The sled database, for rebuilding from the bucket.
+    pub(super) fn db(&self) -> &sled::Db {
+        &self.db
     }
 
     /// Runs `f` (index work that may take long: listings, scans) on the
@@ -196,7 +257,8 @@ impl Index {
         .await
     }
 
-    /// Makes every change so far durable; a push is acknowledged after this.
+    /// Makes every change so far durable (with a bucket: in the bucket); a
+    /// push is acknowledged after this.
     pub(super) async fn flush(&self) -> Result<()> {
         use std::sync::atomic::Ordering::SeqCst;
         let g = &self.flusher;
@@ -212,6 +274,11 @@ impl Index {
             .await
             .map_err(|e| Error::storage("flushing the index".to_string(), e))?
             .map_err(db_err("flushing the index"))?;
+        // Then the bucket: one flush at a time, so a record's changes
+        // reach it in the order they were made.
+        if let Some(j) = &self.journal {
+            j.push().await?;
+        }
         g.completed.store(covers, SeqCst);
         Ok(())
     }
@@ -230,8 +297,7 @@ impl Index {
     /// Links a blob into a repository. A repository holding only blobs
     /// is not listed (it has no manifest yet).
     pub(super) fn link_blob(&self, repo: &RepoName, d: &Digest) -> Result<()> {
-        self.db
-            .insert(key("l/", &[repo.as_str(), &d.to_string()]), &[])
+        self.insert(key("l/", &[repo.as_str(), &d.to_string()]), [])
             .map(|_| ())
             .map_err(db_err("linking a blob"))
     }
@@ -244,8 +310,7 @@ impl Index {
 
     /// Unlinks a blob from a repository; false when it was not linked.
     pub(super) fn unlink_blob(&self, repo: &RepoName, d: &Digest) -> Result<bool> {
-        self.db
-            .remove(key("l/", &[repo.as_str(), &d.to_string()]))
+        self.remove(key("l/", &[repo.as_str(), &d.to_string()]))
             .map(|old| old.is_some())
             .map_err(db_err("unlinking a blob"))
     }
@@ -264,6 +329,15 @@ impl Index {
             _ => None,
         };
         let _shared = self.gate.read().unwrap_or_else(PoisonError::into_inner);
+        let mut written: Vec<(Vec<u8>, Vec<u8>)> = vec![
+            (key("p/", &[repo]), Vec::new()),
+            (key("l/", &[repo, &digest]), Vec::new()),
+        ];
+        written.extend(referrer.clone());
+        written.push((key("m/", &[repo, &digest]), meta.clone()));
+        for tag in put.tags {
+            written.push((key("t/", &[repo, tag.as_str()]), digest.as_bytes().to_vec()));
+        }
         let old = self
             .db
             .transaction(|tx| {
@@ -285,6 +359,11 @@ impl Index {
                     std::io::Error::other(format!("{e:?}")),
                 )
             })?;
+        if let Some(j) = &self.journal {
+            for (k, v) in &written {
+                j.note(k, Some(v));
+            }
+        }
         Ok(old
             .into_iter()
             .map(|v| v.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()))
@@ -322,7 +401,6 @@ impl Index {
     /// Removes a tag; returns whether it existed and what it pointed at.
     pub(super) fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Option<Digest>>> {
         let old = self
-            .db
             .remove(key("t/", &[repo.as_str(), tag.as_str()]))
             .map_err(db_err("deleting a tag"))?;
         if old.is_some() {
@@ -346,8 +424,7 @@ impl Index {
                 return Ok(());
             }
         }
-        self.db
-            .remove(key("p/", &[repo.as_str()]))
+        self.remove(key("p/", &[repo.as_str()]))
             .map(|_| ())
             .map_err(db_err("forgetting an empty repository"))
     }
@@ -364,7 +441,7 @@ impl Index {
             return Ok(None);
         };
         let digest = d.to_string();
-        let mut b = sled::Batch::default();
+        let mut b = Changes::default();
         let prefix = repo_prefix("t/", repo);
         let mut tags = Vec::new();
         for kv in self.db.scan_prefix(&prefix) {
@@ -379,9 +456,7 @@ impl Index {
         }
         b.remove(key("m/", &[repo.as_str(), &digest]));
         b.remove(key("l/", &[repo.as_str(), &digest]));
-        self.db
-            .apply_batch(b)
-            .map_err(db_err("deleting a manifest"))?;
+        self.apply(b).map_err(db_err("deleting a manifest"))?;
         self.forget_if_empty(repo)?;
         Ok(Some(tags))
     }
@@ -405,8 +480,7 @@ impl Index {
     }
 
     pub(super) fn put_upload(&self, id: &str, meta: &UploadMeta) -> Result<()> {
-        self.db
-            .insert(key("u/", &[id]), encode(meta))
+        self.insert(key("u/", &[id]), encode(meta))
             .map(|_| ())
             .map_err(db_err("recording an upload"))
     }
@@ -421,8 +495,7 @@ impl Index {
 
     /// Removes a session's record; returns it if this call removed it.
     pub(super) fn remove_upload(&self, id: &str) -> Result<Option<UploadMeta>> {
-        self.db
-            .remove(key("u/", &[id]))
+        self.remove(key("u/", &[id]))
             .map_err(db_err("removing an upload"))?
             .map(|v| decode(&v))
             .transpose()
@@ -441,13 +514,12 @@ impl Index {
 
     /// Records a cached mirrored blob.
     pub(super) fn put_mirror_blob(&self, upstream: &str, d: &Digest, size: u64) -> Result<()> {
-        self.db
-            .insert(
-                key("B/", &[upstream, &d.to_string()]),
-                size.to_string().as_bytes(),
-            )
-            .map(|_| ())
-            .map_err(db_err("recording a mirrored blob"))
+        self.insert(
+            key("B/", &[upstream, &d.to_string()]),
+            size.to_string().as_bytes(),
+        )
+        .map(|_| ())
+        .map_err(db_err("recording a mirrored blob"))
     }
 
     /// The recorded size of a cached mirrored blob.
@@ -472,8 +544,7 @@ impl Index {
         d: &Digest,
         meta: &ManifestMeta,
     ) -> Result<()> {
-        self.db
-            .insert(key("M/", &[upstream, &d.to_string()]), encode(meta))
+        self.insert(key("M/", &[upstream, &d.to_string()]), encode(meta))
             .map(|_| ())
             .map_err(db_err("recording a mirrored manifest"))
     }
@@ -488,16 +559,14 @@ impl Index {
 
     /// Forgets a cached mirrored manifest (its file is gone).
     pub(super) fn remove_mirror_manifest(&self, upstream: &str, d: &Digest) -> Result<()> {
-        self.db
-            .remove(key("M/", &[upstream, &d.to_string()]))
+        self.remove(key("M/", &[upstream, &d.to_string()]))
             .map(|_| ())
             .map_err(db_err("forgetting a mirrored manifest"))
     }
 
     /// Forgets a cached mirrored blob (its file is gone).
     pub(super) fn remove_mirror_blob(&self, upstream: &str, d: &Digest) -> Result<()> {
-        self.db
-            .remove(key("B/", &[upstream, &d.to_string()]))
+        self.remove(key("B/", &[upstream, &d.to_string()]))
             .map(|_| ())
             .map_err(db_err("forgetting a mirrored blob"))
     }
@@ -515,8 +584,7 @@ impl Index {
         let v = d.to_string();
         let old = self.db.get(&k).map_err(db_err("reading a mirrored tag"))?;
         if old.as_deref() != Some(v.as_bytes()) {
-            self.db
-                .insert(k, v.as_bytes())
+            self.insert(k, v.as_bytes())
                 .map_err(db_err("recording a mirrored tag"))?;
         }
         Ok(())
@@ -634,8 +702,7 @@ impl Index {
 
     /// Records the seal (ctime and length) of a committed blob file.
     pub(super) fn put_seal(&self, d: &Digest, seal: &str) -> Result<()> {
-        self.db
-            .insert(key("s/", &[&d.to_string()]), seal.as_bytes())
+        self.insert(key("s/", &[&d.to_string()]), seal.as_bytes())
             .map(|_| ())
             .map_err(db_err("recording a seal"))
     }
@@ -649,8 +716,7 @@ impl Index {
     }
 
     pub(super) fn remove_seal(&self, d: &Digest) -> Result<()> {
-        self.db
-            .remove(key("s/", &[&d.to_string()]))
+        self.remove(key("s/", &[&d.to_string()]))
             .map(|_| ())
             .map_err(db_err("removing a seal"))
     }
@@ -735,18 +801,16 @@ impl Index {
 
     /// Records last-access times in one batch.
     pub(super) fn put_access_times(&self, times: &[(Digest, u64)]) -> Result<()> {
-        let mut b = sled::Batch::default();
+        let mut b = Changes::default();
         for (d, t) in times {
             b.insert(key("A/", &[&d.to_string()]), t.to_string().as_bytes());
         }
-        self.db
-            .apply_batch(b)
-            .map_err(db_err("recording access times"))
+        self.apply(b).map_err(db_err("recording access times"))
     }
 
     /// Forgets every mirror record of `d` (it is being evicted).
     pub(super) fn forget_mirrored(&self, d: &Digest, entries: &[&MirrorEntry]) -> Result<()> {
-        let mut b = sled::Batch::default();
+        let mut b = Changes::default();
         let ds = d.to_string();
         for e in entries {
             let prefix = if e.manifest { "M/" } else { "B/" };
@@ -754,23 +818,19 @@ impl Index {
         }
         b.remove(key("A/", &[&ds]));
         b.remove(key("s/", &[&ds]));
-        self.db
-            .apply_batch(b)
-            .map_err(db_err("forgetting evicted content"))
+        self.apply(b).map_err(db_err("forgetting evicted content"))
     }
 
     /// Removes every local link to `d` (garbage collection).
     pub(super) fn unlink_everywhere(&self, d: &Digest, repos: &[String]) -> Result<()> {
-        let mut b = sled::Batch::default();
+        let mut b = Changes::default();
         let ds = d.to_string();
         for r in repos {
             b.remove(key("l/", &[r, &ds]));
         }
         b.remove(key("A/", &[&ds]));
         b.remove(key("s/", &[&ds]));
-        self.db
-            .apply_batch(b)
-            .map_err(db_err("unlinking collected blobs"))
+        self.apply(b).map_err(db_err("unlinking collected blobs"))
     }
 
     /// Keys under `prefix` (with the prefix cut off), after `last`, at most `n`.
@@ -816,7 +876,7 @@ mod tests {
 
     fn index() -> (tempfile::TempDir, Index) {
         let dir = tempfile::tempdir().unwrap();
-        let idx = Index::open(&dir.path().join("index")).unwrap();
+        let idx = Index::open(&dir.path().join("index"), None).unwrap();
         (dir, idx)
     }
 

@@ -10,7 +10,7 @@
 use super::index::{ManifestMeta, ManifestPut};
 use super::uploads::{Reservation, SessionGuard};
 use super::Store;
-use crate::error::{BoxError, Error, Result};
+use crate::error::{BoxError, Result};
 use crate::oci::manifest::Descriptor;
 use crate::oci::{Digest, RepoName, Tag};
 use bytes::Bytes;
@@ -62,12 +62,7 @@ impl Store {
         }
         let _gc = self.gc_lock.read().await;
         self.touch(d);
-        let stored = self
-            .blobs
-            .size(d)
-            .await
-            .map_err(|e| Error::storage("checking a blob", e))?
-            .is_some();
+        let stored = self.blobs.size(d).await?.is_some();
         if stored {
             self.link(repo, d).await?;
         }

@@ -6,13 +6,16 @@
 //! a path or a file.
 
 mod blobs;
+mod bucket;
 pub mod cache;
 pub mod gc;
 pub mod index;
+mod journal;
 mod local;
 mod mirrored;
 mod opened;
 pub mod quota;
+mod remote;
 pub mod uploads;
 pub mod verify;
 
@@ -25,6 +28,7 @@ pub use uploads::Uploads;
 use blobs::BlobStore;
 use std::sync::Arc;
 
+use crate::config::Storage;
 use crate::error::{Error, Result};
 use crate::oci::digest::Algorithm;
 use crate::oci::Digest;
@@ -45,15 +49,18 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens the store under `data`, removing temp files a crash left and
-    /// upload sessions that expired while the server was down.
+    /// Opens the store under `data` (with `--storage s3`, against its
+    /// bucket), removing temp files a crash left and upload sessions that
+    /// expired while the server was down.
     pub async fn open(
         data: &Path,
+        storage: &Storage,
         upload_timeout: Duration,
         cache_limit: Option<u64>,
         upload_limits: uploads::Limits,
     ) -> Result<Store> {
-        let store = Self::open_quiet(data, upload_timeout, cache_limit, upload_limits)?;
+        let store =
+            Self::open_quiet(data, storage, upload_timeout, cache_limit, upload_limits).await?;
         let cleaned = store
             .blobs
             .clean_tmp()
@@ -70,22 +77,67 @@ impl Store {
     }
 
     /// Opens a data directory no server is using, for a maintenance
-    /// command (`wharf gc`, `wharf verify`): nothing changes on opening,
-    /// and no cache or upload limits apply.
-    pub fn open_for_maintenance(data: &Path) -> Result<Store> {
-        Self::open_quiet(data, Duration::from_secs(3600), None, uploads::Limits::NONE)
+    /// command (`wharf gc`, `wharf verify`): no cache or upload limits
+    /// apply, and nothing changes on opening (with a bucket, the local
+    /// index may be filled from it: it is a cache).
+    pub async fn open_for_maintenance(data: &Path, storage: &Storage) -> Result<Store> {
+        Self::open_quiet(
+            data,
+            storage,
+            Duration::from_secs(3600),
+            None,
+            uploads::Limits::NONE,
+        )
+        .await
     }
 
-    /// Opens the store without changing anything.
-    fn open_quiet(
+    /// Opens the store without cleaning anything up.
+    async fn open_quiet(
         data: &Path,
+        storage: &Storage,
         upload_timeout: Duration,
         cache_limit: Option<u64>,
         upload_limits: uploads::Limits,
     ) -> Result<Store> {
-        let index = Index::open(&data.join("index"))?;
-        let blobs = BlobStore::open(data, index.clone())
+        let bucket = match storage {
+            Storage::Fs => None,
+            Storage::S3(cfg) => {
+                let b = Arc::new(bucket::Bucket::connect(cfg).await?);
+                tracing::info!(
+                    bucket = b.identity(),
+                    "object storage reachable and writable"
+                );
+                Some((b, cfg.local_cache_size))
+            }
+        };
+        let journal = bucket
+            .as_ref()
+            .map(|(b, _)| Arc::new(journal::Journal::new(b.clone())));
+        let index = Index::open(&data.join("index"), journal)?;
+        let remote = match bucket {
+            None => None,
+            Some((b, local_limit)) => {
+                journal::restore(&b, index.db()).await?;
+                let (root, idx) = (data.to_path_buf(), index.clone());
+                let local = remote::LocalCache::new(local_limit, move |d| {
+                    let _ = idx.remove_seal(d);
+                    let _ = std::fs::remove_file(blobs::file_of(&root, d));
+                });
+                Some(Arc::new(remote::Remote { bucket: b, local }))
+            }
+        };
+        let blobs = BlobStore::open(data, index.clone(), remote.clone())
             .map_err(|e| Error::storage("opening the data directory", e))?;
+        if let Some(r) = &remote {
+            // What the data directory holds from earlier runs counts
+            // toward --local-cache-size, oldest first out.
+            let mut files = blobs.list_local().await?;
+            files.sort_by_key(|(_, _, mtime)| *mtime);
+            for (d, len, _) in files {
+                r.local.insert(&d, len);
+            }
+            r.local.settle();
+        }
         let uploads = Arc::new(Uploads::new(
             blobs.clone(),
             index.clone(),
@@ -106,6 +158,13 @@ impl Store {
         })
     }
 
+    /// Makes every change durable and writes pending access times (at
+    /// shutdown).
+    pub async fn close(&self) -> Result<()> {
+        let _ = self.cache.flush_access();
+        self.index.flush().await
+    }
+
     /// The index, to read: every change goes through the store's methods.
     pub fn index(&self) -> &Index {
         &self.index
@@ -124,20 +183,24 @@ impl Store {
     /// Opens blob `d` to serve it, checking first that it is intact.
     /// `None` when it is missing, or was found corrupt (and set aside).
     pub async fn open_blob(&self, d: &Digest) -> Result<Option<Opened>> {
+        if let Some((file, len)) = self.blobs.open_verified(d).await? {
+            return Ok(Some(Opened::file(file, len)));
+        }
+        let Some(remote) = self.blobs.remote() else {
+            return Ok(None);
+        };
         Ok(self
             .blobs
-            .open_verified(d)
+            .size(d)
             .await?
-            .map(|(file, len)| Opened::file(file, len)))
+            .map(|len| Opened::bucket(self.blobs.clone(), remote.clone(), d.clone(), len)))
     }
 
     /// Reads a small blob (a manifest) whole, for listings; `None` when it
     /// is missing or larger than `limit`. Blocking: call it on the
     /// blocking pool.
     pub fn read_small_blocking(&self, d: &Digest, limit: u64) -> Result<Option<Vec<u8>>> {
-        self.blobs
-            .read_small(d, limit)
-            .map_err(|e| Error::storage("reading a manifest", e))
+        self.blobs.read_small(d, limit)
     }
 
     /// A new blob, hashed as it is written; dropped uncommitted, it leaves

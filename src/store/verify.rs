@@ -5,9 +5,8 @@
 //! mirror fetches it again and local pulls get a clean 404 instead of bad
 //! bytes.
 
-use super::blobs::hash_file;
 use super::Store;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::oci::{Digest, RepoName};
 use std::collections::HashSet;
 
@@ -37,9 +36,7 @@ pub async fn verify(store: &Store, repair: bool) -> Result<VerifyReport> {
     let files = store.blobs.list().await?;
     let on_disk: HashSet<Digest> = files.iter().map(|(d, _, _)| d.clone()).collect();
     for (d, size, _) in &files {
-        let got = hash_file(store.blobs.path(d), d.algorithm())
-            .await
-            .map_err(|e| Error::storage(format!("hashing {d}"), e))?;
+        let got = store.blobs.hash(d).await?;
         report.checked += 1;
         report.bytes += size;
         if got != *d {

@@ -6,6 +6,7 @@
 pub mod attack;
 pub mod browser;
 pub mod docker;
+pub mod garage;
 pub mod layout;
 pub mod pki;
 pub mod sink;
@@ -56,6 +57,25 @@ pub struct Opts {
     pub listen: Option<String>,
     /// A file-descriptor limit (soft and hard) to start under.
     pub nofile: Option<u64>,
+    /// Keep durable state in this bucket (`--storage s3`). Without it,
+    /// `WHARF_TEST_STORAGE=s3` runs every harness-started Wharf on the
+    /// shared Garage.
+    pub s3: Option<garage::S3Target>,
+}
+
+/// Whether the suite runs on S3 (`WHARF_TEST_STORAGE=s3`) rather than the
+/// filesystem backend.
+pub fn on_s3() -> bool {
+    std::env::var("WHARF_TEST_STORAGE").is_ok_and(|v| v == "s3")
+}
+
+/// Says why a test that checks files of the data directory does not apply
+/// on S3, where the data directory is only a cache.
+pub fn fs_only(what: &str) -> bool {
+    if on_s3() {
+        eprintln!("not on S3: {what} (the data directory is a cache there)");
+    }
+    !on_s3()
 }
 
 impl Wharf {
@@ -86,6 +106,23 @@ impl Wharf {
             }
             None => Command::new(&bin),
         };
+        // Only the settings a test gives apply: none of the machine's own
+        // AWS_* or proxy variables.
+        for (k, _) in std::env::vars() {
+            let lower = k.to_ascii_lowercase();
+            if k.starts_with("AWS_")
+                || lower == "http_proxy"
+                || lower == "https_proxy"
+                || lower == "all_proxy"
+            {
+                cmd.env_remove(&k);
+            }
+        }
+        let s3 = opts
+            .s3
+            .clone()
+            .or_else(|| on_s3().then(|| garage::target_for(data)));
+        let (s3_args, s3_env) = s3.map(|t| (t.args(), t.env())).unwrap_or_default();
         let mut child = cmd
             .arg("serve")
             .arg("--listen")
@@ -97,6 +134,8 @@ impl Wharf {
             .args(["--local-namespace", "golden,charts"])
             .args(["--upstream", "docker.io=http://127.0.0.1:9"])
             .args(&opts.args)
+            .args(s3_args)
+            .envs(s3_env)
             .env("WHARF_LOG", "info,wharf=debug")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

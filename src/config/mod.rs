@@ -3,6 +3,10 @@
 //! to embedded defaults so `wharf serve` runs with no file at all. Values
 //! are validated here, at start-up, with messages that name the key.
 
+mod storage;
+
+pub use storage::{S3Config, Storage, StorageArgs};
+
 use crate::auth::policy::{Policy, Principal, Rule};
 use crate::oci::RepoName;
 use crate::upstream::trust::HostPattern;
@@ -231,6 +235,9 @@ pub struct ServeArgs {
     /// [default: text].
     #[arg(long, env = "WHARF_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
+
+    #[command(flatten)]
+    pub storage: StorageArgs,
 }
 
 /// The keys the config file may hold. (No `Debug`: it holds passwords.)
@@ -277,6 +284,16 @@ struct FileConfig {
     #[serde(default, deserialize_with = "string_or_number")]
     max_upstream_tag_bytes: Option<String>,
     log_format: Option<String>,
+    storage: Option<String>,
+    s3_endpoint: Option<String>,
+    s3_bucket: Option<String>,
+    s3_region: Option<String>,
+    s3_prefix: Option<String>,
+    s3_path_style: Option<bool>,
+    #[serde(default, deserialize_with = "string_or_number")]
+    local_cache_size: Option<String>,
+    s3_access_key_id: Option<String>,
+    s3_secret_access_key_file: Option<PathBuf>,
     #[serde(default)]
     upstreams: Vec<FileUpstream>,
     #[serde(default)]
@@ -439,6 +456,8 @@ pub struct Config {
     pub max_upstream_tags: usize,
     pub max_upstream_tag_bytes: u64,
     pub log_format: LogFormat,
+    /// Where durable state lives.
+    pub storage: Storage,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -724,6 +743,21 @@ impl Config {
             DEFAULT_MAX_UPSTREAM_TAG_BYTES,
             "max_upstream_tag_bytes (--max-upstream-tag-bytes, WHARF_MAX_UPSTREAM_TAG_BYTES)",
         )?;
+        let storage = storage::resolve(
+            &args.storage,
+            storage::FileStorage {
+                storage: file.storage,
+                s3_endpoint: file.s3_endpoint,
+                s3_bucket: file.s3_bucket,
+                s3_region: file.s3_region,
+                s3_prefix: file.s3_prefix,
+                s3_path_style: file.s3_path_style,
+                local_cache_size: file.local_cache_size,
+                s3_access_key_id: file.s3_access_key_id,
+                s3_secret_access_key_file: file.s3_secret_access_key_file,
+            },
+            |k| std::env::var(k).ok(),
+        )?;
         let log_format = match args
             .log_format
             .clone()
@@ -759,6 +793,7 @@ impl Config {
             max_upstream_tags,
             max_upstream_tag_bytes,
             log_format,
+            storage,
             listen,
             data,
             upload_timeout,
@@ -1051,7 +1086,7 @@ mod tests {
     fn the_deploy_example_is_valid() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("wharf.toml");
-        std::fs::write(&f, include_str!("../deploy/wharf.toml")).unwrap();
+        std::fs::write(&f, include_str!("../../deploy/wharf.toml")).unwrap();
         let c = Config::load(&ServeArgs {
             config: Some(f),
             ..Default::default()
@@ -1078,7 +1113,7 @@ mod tests {
         use crate::auth::policy::{decide, Action, Decision, Identity, Op, Place};
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("wharf.toml");
-        std::fs::write(&f, include_str!("../deploy/tls/wharf.toml")).unwrap();
+        std::fs::write(&f, include_str!("../../deploy/tls/wharf.toml")).unwrap();
         let c = Config::load(&ServeArgs {
             config: Some(f),
             ..Default::default()

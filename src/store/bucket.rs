@@ -1,0 +1,366 @@
+//! The bucket behind `--storage s3`, through the `object_store` crate
+//! (signing, multipart uploads, retries): small objects (index records)
+//! put and got whole, blobs uploaded from a local file (multipart past
+//! [`SINGLE_PUT`]) and read as streams, deletes, listings. Every name is
+//! under the configured prefix. Timeouts and retries are short, so an
+//! unreachable store fails a request in seconds, as a 503, never a hang.
+//!
+//! Start-up checks the bucket ([`Bucket::connect`]): a write, a read and
+//! a delete of a probe object, with a message that says what is wrong
+//! (credentials, no such bucket, clock skew, unreachable).
+
+use crate::config::S3Config;
+use crate::error::{Error, Result, StorageUnavailable as Unavailable};
+use bytes::Bytes;
+use futures_util::stream::BoxStream;
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Blobs up to this size go up in one PUT; larger ones in parts.
+const SINGLE_PUT: u64 = 8 << 20;
+/// The part size of a multipart upload.
+const PART: usize = 8 << 20;
+/// Parts in flight at once during one upload.
+const PARTS_IN_FLIGHT: usize = 2;
+/// Uploads running at once; the rest wait. Each holds up to
+/// `PART * (PARTS_IN_FLIGHT + 1)` bytes in memory, so this bounds what
+/// uploads to the bucket can take: 4 × 24 MiB.
+const UPLOADS: usize = 4;
+/// Bytes read from the local file per write into an upload.
+const READ_CHUNK: usize = 1 << 20;
+
+/// One listed object.
+#[derive(Debug, Clone)]
+pub struct Listed {
+    /// Its name, without the configured prefix.
+    pub name: String,
+    pub size: u64,
+    /// Last modified, unix milliseconds.
+    pub modified: u64,
+}
+
+/// A configured bucket.
+pub struct Bucket {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    identity: String,
+    uploads: tokio::sync::Semaphore,
+}
+
+/// Turns an `object_store` error into ours: a missing object is
+/// `NotFound` (callers check [`is_not_found`]), a refused request says
+/// why, anything else is unavailability.
+fn fail(context: &str, e: object_store::Error) -> Error {
+    use object_store::Error as E;
+    match e {
+        E::NotFound { .. } => Error::storage(context.to_string(), NotFound),
+        E::PermissionDenied { source, .. } | E::Unauthenticated { source, .. } => Error::storage(
+            context.to_string(),
+            io::Error::new(io::ErrorKind::PermissionDenied, source.to_string()),
+        ),
+        other => Error::storage(context.to_string(), Unavailable(other.to_string())),
+    }
+}
+
+/// The object does not exist.
+#[derive(Debug, thiserror::Error)]
+#[error("no such object")]
+pub struct NotFound;
+
+/// Whether `e` says the object does not exist.
+fn is_not_found(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::NotFound { .. })
+}
+
+impl Bucket {
+    /// Connects to the configured bucket and checks that it can be
+    /// written, read and deleted from; the error says what is wrong.
+    pub async fn connect(cfg: &S3Config) -> Result<Bucket> {
+        use object_store::aws::AmazonS3Builder;
+        use object_store::{BackoffConfig, ClientOptions, RetryConfig};
+        // No `from_env`: only the settings Wharf was given apply (the
+        // machine's own AWS_* variables must not change where it writes).
+        let mut b = AmazonS3Builder::new()
+            .with_bucket_name(&cfg.bucket)
+            .with_region(&cfg.region)
+            .with_access_key_id(&cfg.access_key_id)
+            .with_secret_access_key(cfg.secret_access_key.expose())
+            .with_virtual_hosted_style_request(!cfg.path_style)
+            .with_retry(RetryConfig {
+                backoff: BackoffConfig {
+                    init_backoff: Duration::from_millis(50),
+                    max_backoff: Duration::from_millis(500),
+                    base: 2.0,
+                },
+                max_retries: 2,
+                retry_timeout: Duration::from_secs(5),
+            })
+            .with_client_options(
+                ClientOptions::new()
+                    .with_allow_http(true)
+                    .with_connect_timeout(Duration::from_secs(2))
+                    .with_timeout(Duration::from_secs(30)),
+            );
+        let where_ = match &cfg.endpoint {
+            Some(e) => {
+                b = b.with_endpoint(e.as_str().trim_end_matches('/'));
+                e.as_str().trim_end_matches('/').to_string()
+            }
+            None => format!("AWS {}", cfg.region),
+        };
+        let store = b.build().map_err(|e| {
+            Error::storage("configuring the S3 client", io::Error::other(e.to_string()))
+        })?;
+        let bucket = Bucket {
+            store: Arc::new(store),
+            prefix: cfg.prefix.clone(),
+            identity: format!("s3://{}/{} at {where_}", cfg.bucket, cfg.prefix),
+            uploads: tokio::sync::Semaphore::new(UPLOADS),
+        };
+        bucket.check(cfg).await?;
+        Ok(bucket)
+    }
+
+    /// Writes, reads and deletes a probe object.
+    async fn check(&self, cfg: &S3Config) -> Result<()> {
+        let name = format!("_wharf/probe-{}", uuid::Uuid::new_v4().simple());
+        let path = self.path(&name)?;
+        let body = Bytes::from_static(b"wharf start-up check\n");
+        let explain = |step: &str, e: object_store::Error| -> Error {
+            let text = e.to_string();
+            let hint = if is_not_found(&e) {
+                format!(
+                    "the bucket {:?} does not exist (create it first)",
+                    cfg.bucket
+                )
+            } else if matches!(
+                e,
+                object_store::Error::PermissionDenied { .. }
+                    | object_store::Error::Unauthenticated { .. }
+            ) {
+                "the credentials were refused: check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or s3_access_key_id / s3_secret_access_key_file) and that the key may read and write the bucket".into()
+            } else if text.contains("too old")
+                || text.contains("RequestTimeTooSkewed")
+                || text.contains("skew")
+            {
+                "the object store refused the request's time: this machine's clock is off (check NTP)".into()
+            } else if text.contains("AuthorizationHeaderMalformed") || text.contains("region") {
+                format!(
+                    "the object store refused the region {:?}: set --s3-region to the store's region",
+                    cfg.region
+                )
+            } else {
+                "the object store cannot be reached or failed: check --s3-endpoint and that it is running".into()
+            };
+            Error::storage(
+                format!("checking {} ({step})", self.identity),
+                io::Error::other(format!("{hint}; the store said: {text}")),
+            )
+        };
+        self.store
+            .put(&path, PutPayload::from_bytes(body.clone()))
+            .await
+            .map_err(|e| explain("write", e))?;
+        let got = self
+            .store
+            .get(&path)
+            .await
+            .map_err(|e| explain("read", e))?
+            .bytes()
+            .await
+            .map_err(|e| explain("read", e))?;
+        if got != body {
+            return Err(Error::storage(
+                format!("checking {}", self.identity),
+                io::Error::other("the probe object read back differs from what was written"),
+            ));
+        }
+        self.store
+            .delete(&path)
+            .await
+            .map_err(|e| explain("delete", e))?;
+        Ok(())
+    }
+
+    /// Names the bucket and prefix (for logs, and for the index to know
+    /// which bucket its records came from).
+    pub fn identity(&self) -> &str {
+        &self.identity
+    }
+
+    fn path(&self, name: &str) -> Result<ObjectPath> {
+        ObjectPath::parse(format!("{}{name}", self.prefix))
+            .map_err(|e| Error::storage("naming an object", io::Error::other(e.to_string())))
+    }
+
+    /// Puts a small object whole.
+    pub async fn put_small(&self, name: &str, bytes: Bytes) -> Result<()> {
+        let path = self.path(name)?;
+        self.store
+            .put(&path, PutPayload::from_bytes(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|e| fail("writing to the bucket", e))
+    }
+
+    /// Gets a small object whole; `None` when it does not exist, an error
+    /// when it is larger than `limit`.
+    pub async fn get_small(&self, name: &str, limit: u64) -> Result<Option<Bytes>> {
+        let path = self.path(name)?;
+        let got = match self.store.get(&path).await {
+            Ok(g) => g,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(fail("reading from the bucket", e)),
+        };
+        if got.meta.size > limit {
+            return Err(Error::storage(
+                "reading from the bucket",
+                io::Error::other(format!("{name} is larger than {limit} bytes")),
+            ));
+        }
+        got.bytes()
+            .await
+            .map(Some)
+            .map_err(|e| fail("reading from the bucket", e))
+    }
+
+    /// The size of an object; `None` when it does not exist.
+    pub async fn size(&self, name: &str) -> Result<Option<u64>> {
+        let path = self.path(name)?;
+        match self.store.head(&path).await {
+            Ok(m) => Ok(Some(m.size)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(fail("reading from the bucket", e)),
+        }
+    }
+
+    /// Deletes an object (a missing one is not an error).
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        let path = self.path(name)?;
+        match self.store.delete(&path).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(fail("deleting from the bucket", e)),
+        }
+    }
+
+    /// Copies an object within the bucket.
+    pub async fn copy(&self, from: &str, to: &str) -> Result<()> {
+        let (f, t) = (self.path(from)?, self.path(to)?);
+        self.store
+            .copy(&f, &t)
+            .await
+            .map_err(|e| fail("copying in the bucket", e))
+    }
+
+    /// Every object whose name starts with `dir` (a whole path segment,
+    /// ending with `/`).
+    pub async fn list(&self, dir: &str) -> Result<Vec<Listed>> {
+        let prefix = self.path(dir.trim_end_matches('/'))?;
+        let skip = self.prefix.len();
+        self.store
+            .list(Some(&prefix))
+            .map_err(|e| fail("listing the bucket", e))
+            .map_ok(|m| Listed {
+                name: m
+                    .location
+                    .as_ref()
+                    .get(skip..)
+                    .unwrap_or_default()
+                    .to_string(),
+                size: m.size,
+                modified: m.last_modified.timestamp_millis().max(0) as u64,
+            })
+            .try_collect()
+            .await
+    }
+
+    /// Uploads the local file at `file` (`len` bytes, already verified)
+    /// as object `name`. The object appears whole or not at all: a
+    /// multipart upload that fails is aborted.
+    pub async fn upload_file(&self, name: &str, file: &std::path::Path, len: u64) -> Result<()> {
+        use tokio::io::AsyncReadExt;
+        let path = self.path(name)?;
+        let _slot = self
+            .uploads
+            .acquire()
+            .await
+            .map_err(|e| Error::storage("waiting to upload", e))?;
+        let io_err = |e: io::Error| Error::storage("reading a blob to upload", e);
+        let mut f = tokio::fs::File::open(file).await.map_err(io_err)?;
+        if len <= SINGLE_PUT {
+            let mut buf = Vec::with_capacity(len as usize);
+            (&mut f)
+                .take(len)
+                .read_to_end(&mut buf)
+                .await
+                .map_err(io_err)?;
+            return self
+                .store
+                .put(&path, PutPayload::from(buf))
+                .await
+                .map(|_| ())
+                .map_err(|e| fail("uploading a blob", e));
+        }
+        let upload = self
+            .store
+            .put_multipart(&path)
+            .await
+            .map_err(|e| fail("starting an upload", e))?;
+        let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, PART);
+        let mut buf = vec![0u8; READ_CHUNK];
+        let written = async {
+            loop {
+                w.wait_for_capacity(PARTS_IN_FLIGHT)
+                    .await
+                    .map_err(|e| fail("uploading a blob", e))?;
+                let n = f.read(&mut buf).await.map_err(io_err)?;
+                if n == 0 {
+                    return Ok::<_, Error>(());
+                }
+                w.write(&buf[..n]);
+            }
+        }
+        .await;
+        match written {
+            Ok(()) => w
+                .finish()
+                .await
+                .map(|_| ())
+                .map_err(|e| fail("finishing an upload", e)),
+            Err(e) => {
+                let _ = w.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Opens object `name` for reading from byte `from`: its whole size
+    /// and a stream of its bytes from there. `None` when it does not exist.
+    pub async fn read(
+        &self,
+        name: &str,
+        from: u64,
+    ) -> Result<Option<(u64, BoxStream<'static, io::Result<Bytes>>)>> {
+        let path = self.path(name)?;
+        let opts = object_store::GetOptions {
+            range: (from > 0).then_some(object_store::GetRange::Offset(from)),
+            ..Default::default()
+        };
+        let got = match self.store.get_opts(&path, opts).await {
+            Ok(g) => g,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(fail("reading from the bucket", e)),
+        };
+        let size = got.meta.size;
+        let stream = got
+            .into_stream()
+            .map(|r| r.map_err(|e| io::Error::other(Unavailable(e.to_string()))))
+            .boxed();
+        Ok(Some((size, stream)))
+    }
+}

@@ -1,0 +1,209 @@
+//! With a bucket, the index's durable records live there too: one small
+//! object per record under `index/`, named by the record's key. Every
+//! change of a durable record is noted here as it is made in sled, and
+//! written to the bucket by the next [`Index::flush`](super::Index), which
+//! every push waits for before it is acknowledged. Flushes run one at a
+//! time, so a record's changes reach the bucket in the order they were
+//! made; a failed write stays pending for the next flush.
+//!
+//! Durable: repositories, links, manifests, tags, referrers and the
+//! mirror's records (`p/ l/ m/ t/ r/ B/ M/ T/`). Local to this machine:
+//! seals of local files, access times and upload sessions. A data
+//! directory without the bucket's records (new, or deleted) is filled
+//! from the bucket at start-up ([`restore`]).
+
+use super::bucket::Bucket;
+use crate::error::{Error, Result};
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+/// Where the records live in the bucket.
+const DIR: &str = "index/";
+
+/// Bucket writes in flight at once during a flush or a restore.
+const PARALLEL: usize = 16;
+
+/// The sled key that says which bucket the local records came from.
+const ORIGIN: &[u8] = b"S/origin";
+
+/// Whether a record with key `k` belongs in the bucket.
+fn durable(k: &[u8]) -> bool {
+    matches!(
+        k.get(..2),
+        Some(b"p/" | b"l/" | b"m/" | b"t/" | b"r/" | b"B/" | b"M/" | b"T/")
+    )
+}
+
+/// The object name of record key `k`: letters, digits, `.`, `_`, `-` and
+/// `/` as they are, every other byte as `!` and two hex digits.
+fn object_name(k: &[u8]) -> String {
+    let mut out = String::with_capacity(DIR.len() + k.len() + 8);
+    out.push_str(DIR);
+    for &b in k {
+        if b.is_ascii_alphanumeric() || b"._-/".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("!{b:02x}"));
+        }
+    }
+    out
+}
+
+/// The record key an object name stands for.
+fn key_of(name: &str) -> Option<Vec<u8>> {
+    let rest = name.strip_prefix(DIR)?.as_bytes();
+    let mut out = Vec::with_capacity(rest.len());
+    let mut i = 0;
+    while i < rest.len() {
+        if rest[i] == b'!' {
+            let hex = std::str::from_utf8(rest.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(rest[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
+/// A record written (or not) to the bucket: its key, its value, the outcome.
+type Written = (Vec<u8>, Option<Vec<u8>>, Result<()>);
+
+/// Changes of durable records on their way to the bucket.
+pub(crate) struct Journal {
+    bucket: Arc<Bucket>,
+    /// The latest value of each changed key (`None`: removed).
+    pending: Mutex<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+}
+
+impl Journal {
+    pub(super) fn new(bucket: Arc<Bucket>) -> Journal {
+        Journal {
+            bucket,
+            pending: Mutex::default(),
+        }
+    }
+
+    /// Notes that record `k` now holds `v` (or was removed).
+    pub(super) fn note(&self, k: &[u8], v: Option<&[u8]>) {
+        if durable(k) {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            p.insert(k.to_vec(), v.map(<[u8]>::to_vec));
+        }
+    }
+
+    /// Writes every change noted so far to the bucket. What fails stays
+    /// pending (unless changed again meanwhile) and the flush fails.
+    pub(super) async fn push(&self) -> Result<()> {
+        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let bucket = &self.bucket;
+        let results: Vec<Written> = futures_util::stream::iter(batch)
+            .map(|(k, v)| async move {
+                let name = object_name(&k);
+                let r = match &v {
+                    Some(bytes) => bucket.put_small(&name, Bytes::from(bytes.clone())).await,
+                    None => bucket.delete(&name).await,
+                };
+                (k, v, r)
+            })
+            .buffer_unordered(PARALLEL)
+            .collect()
+            .await;
+        let mut first_error = None;
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        for (k, v, r) in results {
+            if let Err(e) = r {
+                // A newer change of the same record supersedes this one.
+                p.entry(k).or_insert(v);
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            None => Ok(()),
+            Some(e) => Err(e),
+        }
+    }
+}
+
+/// Fills `db` with the bucket's records unless it already holds them: a
+/// data directory that is new, was deleted, or last served another bucket
+/// gets every durable record from the bucket (and loses any local record
+/// the bucket does not have). Returns how many records were read.
+pub(super) async fn restore(bucket: &Bucket, db: &sled::Db) -> Result<usize> {
+    let origin = bucket.identity();
+    let err = |what: &'static str| move |e: sled::Error| Error::storage(what, e);
+    if db.get(ORIGIN).map_err(err("reading the index"))?.as_deref() == Some(origin.as_bytes()) {
+        return Ok(0);
+    }
+    tracing::info!(
+        bucket = %origin,
+        "the data directory does not hold this bucket's records: reading them from the bucket"
+    );
+    // Local durable records are a cache of another bucket, or of none.
+    let mut clear = sled::Batch::default();
+    for kv in db.iter() {
+        let (k, _) = kv.map_err(err("scanning the index"))?;
+        if durable(&k) || k.starts_with(b"s/") {
+            clear.remove(k);
+        }
+    }
+    db.apply_batch(clear).map_err(err("clearing the index"))?;
+    let names = bucket.list(DIR).await?;
+    let records: Vec<(Vec<u8>, Bytes)> = futures_util::stream::iter(names)
+        .filter_map(|o| async move { key_of(&o.name).filter(|k| durable(k)).map(|k| (k, o.name)) })
+        .map(|(k, name)| async move {
+            let v = bucket.get_small(&name, MAX_RECORD).await?;
+            Ok::<_, Error>(v.map(|v| (k, v)))
+        })
+        .buffer_unordered(PARALLEL)
+        .try_filter_map(|r| async move { Ok(r) })
+        .try_collect()
+        .await?;
+    let n = records.len();
+    let mut batch = sled::Batch::default();
+    for (k, v) in records {
+        batch.insert(k, v.to_vec());
+    }
+    batch.insert(ORIGIN, origin.as_bytes());
+    db.apply_batch(batch).map_err(err("restoring the index"))?;
+    let db = db.clone();
+    tokio::task::spawn_blocking(move || db.flush())
+        .await
+        .map_err(|e| Error::storage("flushing the restored index", e))?
+        .map_err(err("flushing the restored index"))?;
+    tracing::info!(records = n, "index restored from the bucket");
+    Ok(n)
+}
+
+/// The largest record object read back (a referrer descriptor with its
+/// annotations is the largest kind).
+const MAX_RECORD: u64 = 4 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_stay_readable() {
+        let k = b"t/library/alpine\0latest".to_vec();
+        let n = object_name(&k);
+        assert_eq!(n, "index/t/library/alpine!00latest");
+        assert_eq!(key_of(&n).unwrap(), k);
+        let k = b"B/127.0.0.1:5000\0sha256:ab!cd".to_vec();
+        assert_eq!(key_of(&object_name(&k)).unwrap(), k);
+        assert_eq!(key_of("index/t/bad!zz"), None);
+        assert_eq!(key_of("blobs/x"), None);
+    }
+
+    #[test]
+    fn only_durable_records_are_journaled() {
+        assert!(durable(b"t/x\0y") && durable(b"B/u\0d") && durable(b"p/x"));
+        assert!(!durable(b"s/d") && !durable(b"A/d") && !durable(b"u/id") && !durable(b"S/origin"));
+    }
+}

@@ -1,0 +1,221 @@
+//! Blobs in the bucket (`--storage s3`): `blobs/<alg>/<hex>` objects hold
+//! every committed blob, and the data directory's blob files are a
+//! bounded cache of them ([`LocalCache`], least recently used first out).
+//! A blob is uploaded only after its digest is verified, so an object
+//! under its name is whole (a failed multipart upload is aborted and
+//! never visible). Reads of a blob the local cache lacks stream from the
+//! bucket while the bytes are hashed: the last chunk is held back until
+//! the digest matches, so a truncated or altered object is never served
+//! whole, and a verified read fills the local cache on the way.
+
+use super::blobs::TempBlob;
+use super::bucket::Bucket;
+use crate::body::Body;
+use crate::error::{Error, Result};
+use crate::oci::digest::Hasher;
+use crate::oci::Digest;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body_util::BodyExt;
+use std::io;
+use std::sync::Arc;
+
+/// The bucket's blobs and the local cache of them.
+pub struct Remote {
+    pub(super) bucket: Arc<Bucket>,
+    pub(super) local: LocalCache,
+}
+
+/// The object name of blob `d`.
+pub(super) fn blob_name(d: &Digest) -> String {
+    format!("blobs/{}/{}", d.algorithm().as_str(), d.hex())
+}
+
+/// The blob an object name stands for.
+pub(super) fn digest_of(name: &str) -> Option<Digest> {
+    let rest = name.strip_prefix("blobs/")?;
+    let (alg, hex) = rest.split_once('/')?;
+    format!("{alg}:{hex}").parse().ok()
+}
+
+/// Which blobs the data directory holds, weighed by size: past the
+/// limit, the least recently used leave it (they stay in the bucket).
+pub struct LocalCache {
+    entries: moka::sync::Cache<Digest, u32>,
+}
+
+impl LocalCache {
+    /// A cache of at most `limit` bytes; `forget` removes a blob's local
+    /// file when it is pushed out.
+    pub(super) fn new(limit: u64, forget: impl Fn(&Digest) + Send + Sync + 'static) -> LocalCache {
+        let entries = moka::sync::Cache::builder()
+            .max_capacity(limit / 1024)
+            .weigher(|_, kib: &u32| *kib)
+            .eviction_listener(move |d: Arc<Digest>, _, cause| {
+                if cause.was_evicted() {
+                    forget(&d);
+                }
+            })
+            .build();
+        LocalCache { entries }
+    }
+
+    /// Records that the data directory now holds `d` (`len` bytes).
+    pub(super) fn insert(&self, d: &Digest, len: u64) {
+        let kib = u32::try_from(len / 1024 + 1).unwrap_or(u32::MAX);
+        self.entries.insert(d.clone(), kib);
+    }
+
+    /// Notes a read of `d` from the data directory.
+    pub(super) fn used(&self, d: &Digest) {
+        let _ = self.entries.get(d);
+    }
+
+    /// Forgets `d` (its file was removed).
+    pub(super) fn remove(&self, d: &Digest) {
+        self.entries.invalidate(d);
+    }
+
+    /// Applies pending evictions now (tests and start-up).
+    pub(super) fn settle(&self) {
+        self.entries.run_pending_tasks();
+    }
+}
+
+impl Remote {
+    /// Reads blob `d` from the bucket into a new local temp blob,
+    /// verifying it. `None` when the bucket does not have it; an error
+    /// when what it has does not hash to `d`.
+    pub(super) async fn download(&self, d: &Digest, temp: &mut TempBlob) -> Result<Option<u64>> {
+        let Some((_, mut stream)) = self.bucket.read(&blob_name(d), 0).await? else {
+            return Ok(None);
+        };
+        let mut n = 0u64;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| Error::storage("reading a blob from the bucket", e))?;
+            n += chunk.len() as u64;
+            temp.write(chunk).await?;
+        }
+        let got = temp.finish().await?;
+        if got != *d {
+            return Err(corrupt(d, &got));
+        }
+        Ok(Some(n))
+    }
+}
+
+fn corrupt(want: &Digest, got: &Digest) -> Error {
+    tracing::error!(digest = %want, actual = %got, "blob in the bucket is corrupt: not served");
+    Error::storage(
+        "reading a blob from the bucket",
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the bucket's {want} hashes to {got}"),
+        ),
+    )
+}
+
+/// A body streaming blob `d` (`len` bytes) whole from the bucket, checked
+/// as it goes: the last chunk is sent only once everything hashed to `d`,
+/// else the body ends with an error. What was read is also written to
+/// `fill`, which `done` gets once verified (to keep it locally).
+pub(super) async fn verified_body<F, Fut>(
+    remote: Arc<Remote>,
+    d: Digest,
+    len: u64,
+    mut fill: Option<TempBlob>,
+    done: F,
+) -> Result<Body>
+where
+    F: FnOnce(TempBlob) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let Some((size, stream)) = remote.bucket.read(&blob_name(&d), 0).await? else {
+        return Err(Error::storage(
+            "reading a blob from the bucket",
+            io::Error::new(io::ErrorKind::NotFound, format!("{d} is not in the bucket")),
+        ));
+    };
+    if size != len {
+        tracing::error!(digest = %d, size, expected = len, "blob in the bucket has the wrong size: not served");
+        return Err(Error::storage(
+            "reading a blob from the bucket",
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the bucket's {d} is {size} bytes, not {len}"),
+            ),
+        ));
+    }
+    struct State<F> {
+        stream: futures_util::stream::BoxStream<'static, io::Result<Bytes>>,
+        hasher: Option<Hasher>,
+        held: Option<Bytes>,
+        seen: u64,
+        d: Digest,
+        len: u64,
+        fill: Option<TempBlob>,
+        done: Option<F>,
+    }
+    let state = State {
+        stream,
+        hasher: Some(Hasher::new(d.algorithm())),
+        held: None,
+        seen: 0,
+        d,
+        len,
+        fill: fill.take(),
+        done: Some(done),
+    };
+    let body = futures_util::stream::unfold(state, |mut s| async move {
+        loop {
+            match s.stream.next().await {
+                Some(Ok(chunk)) => {
+                    s.seen += chunk.len() as u64;
+                    if let Some(h) = &mut s.hasher {
+                        h.update(&chunk);
+                    }
+                    if let Some(t) = &mut s.fill {
+                        if t.write(chunk.clone()).await.is_err() {
+                            s.fill = None; // keeping it locally is optional
+                        }
+                    }
+                    if let Some(prev) = s.held.replace(chunk) {
+                        return Some((Ok(prev), s));
+                    }
+                }
+                Some(Err(e)) => {
+                    s.hasher = None;
+                    return Some((Err(e), s));
+                }
+                None => {
+                    let last = s.held.take()?;
+                    let got = s.hasher.take()?.finish();
+                    if got != s.d || s.seen != s.len {
+                        return Some((Err(io::Error::other(corrupt(&s.d, &got))), s));
+                    }
+                    if let (Some(t), Some(done)) = (s.fill.take(), s.done.take()) {
+                        tokio::spawn(done(t));
+                    }
+                    return Some((Ok(last), s));
+                }
+            }
+        }
+    });
+    let frames = body.map(|r| r.map(http_body::Frame::data));
+    Ok(http_body_util::StreamBody::new(frames).boxed_unsync())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blob_names_round_trip() {
+        use crate::oci::digest::Algorithm;
+        let d = Digest::of(Algorithm::Sha256, b"x");
+        assert_eq!(blob_name(&d), format!("blobs/sha256/{}", d.hex()));
+        assert_eq!(digest_of(&blob_name(&d)), Some(d));
+        assert_eq!(digest_of("blobs/sha256/nothex"), None);
+        assert_eq!(digest_of("index/t/x"), None);
+    }
+}
