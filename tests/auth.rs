@@ -117,7 +117,7 @@ async fn token_flow_rules_401_403_and_audit() {
     assert!(v["issued_at"].as_str().unwrap().ends_with('Z'));
     let alice = anon.bearer(v["token"].as_str().unwrap());
     let first = push_image(&alice, "golden/app", "1.0", "one").await;
-    assert!(w.logged(&[
+    assert!(w.wait_logged(&[
         "wharf::audit",
         "user=alice",
         "repo=golden/app",
@@ -202,7 +202,7 @@ async fn token_flow_rules_401_403_and_audit() {
         .await;
     let builder = anon.bearer(&t);
     let second = push_image(&builder, "golden/app", "1.0", "two").await;
-    assert!(w.logged(&[
+    assert!(w.wait_logged(&[
         "user=builder1",
         "tag moved",
         &format!("old={first}"),
@@ -230,7 +230,7 @@ async fn token_flow_rules_401_403_and_audit() {
         .await
         .unwrap();
     assert_eq!(r.status(), 202);
-    assert!(w.logged(&[
+    assert!(w.wait_logged(&[
         "wharf::audit",
         "manifest deleted",
         "user=alice",

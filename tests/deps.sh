@@ -17,3 +17,13 @@ ensure_packages() {
         sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
     fi
 }
+
+# ensure_garage: Garage, the S3-compatible object store the S3 tests and
+# benchmarks run against, built from crates.io when it is missing.
+ensure_garage() {
+    export PATH="$HOME/.cargo/bin:$PATH"
+    if ! command -v garage >/dev/null 2>&1; then
+        echo "installing Garage (cargo install garage --locked): this builds it from source once, about 10-15 minutes on 2 cores"
+        cargo install garage --locked --quiet
+    fi
+}

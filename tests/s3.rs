@@ -252,3 +252,308 @@ fn start_up_says_what_is_wrong_with_the_bucket() {
     let err = start(&t);
     assert!(err.contains("cannot be reached"), "{err}");
 }
+
+/// Mirrored content lives in the bucket too: a new machine with an empty
+/// data directory and no upstream still pulls the tag (the offline
+/// fallback) and the layer, without asking anyone.
+#[tokio::test]
+async fn mirrored_tags_and_layers_survive_an_empty_data_directory() {
+    let up = common::upstream::Upstream::start(false);
+    let layer = pattern(2 << 20, 21);
+    let (md, _, ld) = up.seed("library/offline", "v1", &layer).await;
+    let t = garage::shared().target(&unique("mirror"));
+    let tmp = tempfile::tempdir().unwrap();
+    let mut opts = up.mirror_opts(&[]);
+    opts.s3 = Some(t.clone());
+    let w = Wharf::start_on(&tmp.path().join("a"), opts);
+    let api = Api::new(&w);
+    let r = api.get("/v2/library/offline/manifests/v1").await;
+    assert_eq!(header(&r, "docker-content-digest").unwrap(), md);
+    let r = api.get(&format!("/v2/library/offline/blobs/{ld}")).await;
+    assert_eq!(sha256(&r.bytes().await.unwrap()), ld);
+    // The fill's records reach the bucket with the next flush (a stop).
+    w.stop();
+    drop(up);
+
+    let w = on(&t, &tmp.path().join("b"), &["--offline"]);
+    let api = Api::new(&w);
+    let r = api.get("/v2/library/offline/manifests/v1").await;
+    assert_eq!(r.status(), 200, "{}", w.log());
+    assert_eq!(header(&r, "docker-content-digest").unwrap(), md);
+    let r = api.get(&format!("/v2/library/offline/blobs/{ld}")).await;
+    assert_eq!(sha256(&r.bytes().await.unwrap()), ld);
+    w.stop();
+}
+
+/// The store stops while a cache fill streams: the client still gets
+/// verified bytes or an error, nothing is recorded as cached, and once
+/// the store is back the next pull fills it properly.
+#[tokio::test]
+async fn the_store_stopping_mid_fill_commits_nothing() {
+    let g = Garage::start();
+    let t = g.target("midfill");
+    let up = common::upstream::Upstream::start(false);
+    let layer = pattern(6 << 20, 22);
+    let (_, _, ld) = up.seed("library/fill", "v1", &layer).await;
+    up.set_faults(common::upstream::Faults {
+        slow_blobs: Some(Duration::from_millis(50)),
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    let mut opts = up.mirror_opts(&[]);
+    opts.s3 = Some(t.clone());
+    let w = Wharf::start_on(&tmp.path().join("a"), opts);
+    let api = Api::new(&w);
+    let pull = {
+        let url = api.url(&format!("/v2/library/fill/blobs/{ld}"));
+        let http = api.http.clone();
+        tokio::spawn(async move {
+            match http.get(url).send().await {
+                Ok(r) => r.bytes().await.map(|b| b.to_vec()).ok(),
+                Err(_) => None,
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    g.stop();
+    let got = pull.await.unwrap();
+    if let Some(b) = &got {
+        assert_eq!(sha256(b), ld, "whatever a client got whole is the blob");
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), Duration::from_millis(100), || {
+            w.logged(&["blob fill failed"])
+                || w.logged(&["cache fill", "not stored"])
+                || w.logged(&["verified but not stored"])
+        })
+        .await,
+        "the fill could not commit: {}",
+        w.log()
+    );
+    g.resume();
+    up.set_faults(Default::default());
+    up.reset();
+    let r = api.get(&format!("/v2/library/fill/blobs/{ld}")).await;
+    assert_eq!(sha256(&r.bytes().await.unwrap()), ld);
+    assert_eq!(
+        up.count("GET", "/blobs/"),
+        1,
+        "nothing was cached: fetched again"
+    );
+    // The client's body ends once the bytes are verified; the commit
+    // to the bucket follows.
+    let mut committed = false;
+    for _ in 0..100 {
+        let names = objects(&t, "blobs/").await;
+        if names
+            .iter()
+            .any(|n| n.ends_with(ld.trim_start_matches("sha256:")))
+        {
+            committed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(committed, "committed once the store is back");
+    w.stop();
+}
+
+/// The store stops while a push streams its blob: the push fails cleanly
+/// (nothing in the bucket), and the same push succeeds once it is back.
+#[tokio::test]
+async fn the_store_stopping_mid_push_commits_nothing() {
+    let g = Garage::start();
+    let t = g.target("midpush");
+    let tmp = tempfile::tempdir().unwrap();
+    let w = on(&t, &tmp.path().join("a"), &[]);
+    let api = Api::new(&w);
+    let blob = pattern(24 << 20, 23);
+    let d = sha256(&blob);
+    // The body arrives slowly; the store stops before it ends.
+    let body = {
+        let blob = blob.clone();
+        futures_util::stream::iter(blob.chunks(1 << 20).map(|c| c.to_vec()).collect::<Vec<_>>())
+            .then(|c| async move {
+                tokio::time::sleep(Duration::from_millis(40)).await;
+                Ok::<_, std::io::Error>(c)
+            })
+    };
+    use futures_util::StreamExt as _;
+    let push = api
+        .req("POST", &format!("/v2/golden/mid/blobs/uploads/?digest={d}"))
+        .body(reqwest::Body::wrap_stream(body))
+        .send();
+    let stopper = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        g.stop();
+    };
+    let (r, ()) = tokio::join!(push, stopper);
+    let status = r.unwrap().status();
+    assert_eq!(status, 503, "the push fails cleanly");
+    g.resume();
+    assert!(
+        objects(&t, "blobs/").await.is_empty(),
+        "nothing half-written in the bucket"
+    );
+    assert_eq!(
+        api.status("HEAD", &format!("/v2/golden/mid/blobs/{d}"))
+            .await,
+        404
+    );
+    let mut pushed = false;
+    for _ in 0..40 {
+        let r = api
+            .req("POST", &format!("/v2/golden/mid/blobs/uploads/?digest={d}"))
+            .body(blob.clone())
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 201 {
+            pushed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(pushed, "the push works once the store is back");
+    w.stop();
+}
+
+/// SIGKILL while 20 pushes run, then a new machine with an empty data
+/// directory: every push that was acknowledged is whole.
+#[tokio::test]
+async fn every_acknowledged_push_survives_sigkill_and_an_empty_data_directory() {
+    let t = garage::shared().target(&unique("sigkill"));
+    let tmp = tempfile::tempdir().unwrap();
+    let w = on(&t, &tmp.path().join("a"), &[]);
+    let base = w.url("");
+    let acked = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..20u8 {
+        let acked = acked.clone();
+        let api = Api::at(base.trim_start_matches("http://"));
+        tasks.push(tokio::spawn(async move {
+            let layer = pattern(1 << 20, i);
+            let config = format!("{{\"push\":{i}}}");
+            let cd = api.push_blob("golden/many", config.as_bytes()).await;
+            let ld = api.push_blob("golden/many", &layer).await;
+            let m = image_manifest(
+                Some(OCI_MANIFEST),
+                (
+                    "application/vnd.oci.image.config.v1+json",
+                    &cd,
+                    config.len(),
+                ),
+                &[(
+                    "application/vnd.oci.image.layer.v1.tar+gzip",
+                    &ld,
+                    layer.len(),
+                )],
+            );
+            let tag = format!("t{i}");
+            let r = api
+                .req("PUT", &format!("/v2/golden/many/manifests/{tag}"))
+                .header("content-type", OCI_MANIFEST)
+                .body(m.clone())
+                .send()
+                .await;
+            if r.is_ok_and(|r| r.status() == 201) {
+                acked.lock().unwrap().push((tag, sha256(&m), ld, layer));
+            }
+        }));
+    }
+    assert!(
+        wait_until(Duration::from_secs(60), Duration::from_millis(5), || {
+            acked.lock().unwrap().len() >= 5
+        })
+        .await,
+        "pushes are acknowledged"
+    );
+    w.kill();
+    for task in tasks {
+        let _ = task.await;
+    }
+    let acked = acked.lock().unwrap().clone();
+    let w = on(&t, &tmp.path().join("b"), &[]);
+    let api = Api::new(&w);
+    for (tag, md, ld, layer) in &acked {
+        let r = api.get(&format!("/v2/golden/many/manifests/{tag}")).await;
+        assert_eq!(r.status(), 200, "{tag}");
+        assert_eq!(header(&r, "docker-content-digest").unwrap(), *md);
+        let got = api.get(&format!("/v2/golden/many/blobs/{ld}")).await;
+        assert_eq!(&got.bytes().await.unwrap()[..], &layer[..], "{tag}'s layer");
+    }
+    println!(
+        "{} of 20 pushes were acknowledged before SIGKILL; all intact",
+        acked.len()
+    );
+    w.stop();
+}
+
+/// `wharf verify` and `wharf gc` work against the bucket.
+#[tokio::test]
+async fn verify_and_gc_work_against_the_bucket() {
+    let t = garage::shared().target(&unique("maint"));
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("a");
+    let w = on(&t, &data, &[]);
+    let api = Api::new(&w);
+    push_image(&api, "golden/kept", "v1", "kept").await;
+    let orphan = api.push_blob("golden/kept", b"orphaned soon").await;
+    let r = api
+        .req("DELETE", &format!("/v2/golden/kept/blobs/{orphan}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    w.stop();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"))
+            .args(args)
+            .arg("--data")
+            .arg(tmp.path().join("maint"))
+            .args(t.args())
+            .env_clear()
+            .envs(t.env())
+            .env("WHARF_LOG", "warn")
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (code, out) = cli(&["verify"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0 corrupt"), "{out}");
+    // One object altered behind Wharf's back: verify finds it.
+    let client = t.client();
+    let name = t.object(&format!(
+        "blobs/sha256/{}",
+        orphan.trim_start_matches("sha256:")
+    ));
+    client
+        .put(&name, PutPayload::from_static(b"orphaned, and changed"))
+        .await
+        .unwrap();
+    let (code, out) = cli(&["verify"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains(&format!("corrupt: {orphan}")), "{out}");
+    client
+        .put(&name, PutPayload::from_static(b"orphaned soon"))
+        .await
+        .unwrap();
+    let (code, out) = cli(&["gc", "--grace", "0s"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("removed {orphan}")), "{out}");
+    assert!(client.head(&name).await.is_err(), "gone from the bucket");
+    let w = on(&t, &tmp.path().join("b"), &[]);
+    assert_eq!(
+        Api::new(&w)
+            .status("GET", "/v2/golden/kept/manifests/v1")
+            .await,
+        200,
+        "gc kept what a manifest references"
+    );
+    w.stop();
+}

@@ -221,7 +221,7 @@ async fn client_certificates_authenticate_as_their_common_name() {
     };
     let builder = Api::tls_builder(&w, &ca, |b| b.identity(identity("builder1", &ca)));
     push_image(&builder, "golden/ci", "1", "built").await;
-    assert!(w.logged(&["wharf::audit", "user=builder1", "repo=golden/ci"]));
+    assert!(w.wait_logged(&["wharf::audit", "user=builder1", "repo=golden/ci"]));
     // The token endpoint knows the certificate's user too.
     let t = builder
         .token_for(None, &["repository:golden/ci:pull,push"])

@@ -190,6 +190,20 @@ impl Wharf {
             .any(|l| parts.iter().all(|p| l.contains(p)))
     }
 
+    /// Waits (up to 10 s) until the log holds a line containing every one
+    /// of `parts`: lines reach the harness through a pipe, a little after
+    /// the response that caused them.
+    pub fn wait_logged(&self, parts: &[&str]) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.logged(parts) {
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        true
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
