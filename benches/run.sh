@@ -3,8 +3,9 @@
 # skopeo, apache2-utils (htpasswd) and nginx when they are missing, then
 # `cargo bench --bench compare` (the mirror against distribution's proxy
 # mode and nginx) and `cargo bench --bench secure` (TLS and logins against
-# distribution with htpasswd and TLS, and nginx over TLS); both build Wharf
-# in release mode.
+# distribution with htpasswd and TLS, and nginx over TLS) and `cargo bench
+# --bench s3` (--storage s3 against distribution's S3 driver, both on
+# Garage, which is built when missing); all build Wharf in release mode.
 # WHARF_BENCH_QUICK=1, WHARF_BENCH_RUNS=N and WHARF_BENCH_SYSTEMS=... as in
 # benches/README.md.
 set -euo pipefail
@@ -19,3 +20,5 @@ if ! ensure_packages nginx-light; then
 fi
 cargo bench --bench compare "$@"
 cargo bench --bench secure "$@"
+ensure_garage
+cargo bench --bench s3 "$@"

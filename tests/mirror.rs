@@ -829,7 +829,9 @@ async fn a_cached_manifest_missing_on_disk_is_fetched_again() {
     let r = api.get(&format!("/v2/gone/manifests/{md}")).await;
     assert_eq!(r.status(), 200);
     assert_eq!(r.bytes().await.unwrap(), mbytes);
-    assert_eq!(up.count("GET", &format!("/manifests/{md}")), 2);
+    // On S3 the data directory is only a cache: the bucket still has it.
+    let fetches = if on_s3() { 1 } else { 2 };
+    assert_eq!(up.count("GET", &format!("/manifests/{md}")), fetches);
 }
 
 /// Concurrent cold requests for one repository share one token request.

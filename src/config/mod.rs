@@ -1109,6 +1109,38 @@ mod tests {
     }
 
     #[test]
+    fn the_s3_deploy_example_is_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let secret = dir.path().join("s3-secret");
+        std::fs::write(&secret, "example-secret\n").unwrap();
+        let f = dir.path().join("wharf.toml");
+        let text = include_str!("../../deploy/s3/wharf.toml")
+            .replace("/etc/wharf/s3-secret", &secret.display().to_string());
+        std::fs::write(&f, text).unwrap();
+        let c = Config::load(&ServeArgs {
+            config: Some(f),
+            ..Default::default()
+        })
+        .unwrap();
+        let Storage::S3(s3) = &c.storage else {
+            panic!("expected s3 storage");
+        };
+        assert_eq!(s3.bucket, "wharf");
+        assert_eq!(s3.region, "garage");
+        assert_eq!(s3.prefix, "wharf/");
+        assert!(s3.path_style);
+        assert_eq!(s3.local_cache_size, 50 << 30);
+        assert_eq!(
+            s3.endpoint.as_ref().map(|u| u.as_str()),
+            Some("http://garage.internal:3900/")
+        );
+        if std::env::var_os("AWS_SECRET_ACCESS_KEY").is_none() {
+            assert_eq!(s3.secret_access_key.expose(), "example-secret");
+        }
+        assert_eq!(c.max_cache_size, Some(2 << 40));
+    }
+
+    #[test]
     fn the_tls_deploy_example_is_valid() {
         use crate::auth::policy::{decide, Action, Decision, Identity, Op, Place};
         let dir = tempfile::tempdir().unwrap();
