@@ -557,3 +557,45 @@ async fn verify_and_gc_work_against_the_bucket() {
     );
     w.stop();
 }
+
+/// A data directory is refused by the backend it does not belong to: an
+/// fs store's content is only there (the S3 local cache would evict it),
+/// and an S3 cache lacks most blobs (fs would serve 404s).
+#[test]
+fn a_data_directory_of_the_other_backend_is_refused() {
+    let t = garage::shared().target(&unique("kinds"));
+    let tmp = tempfile::tempdir().unwrap();
+    let serve = |data: &std::path::Path, s3: bool| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_wharf"));
+        cmd.arg("serve")
+            .args(["--listen", "127.0.0.1:0", "--data"])
+            .arg(data)
+            .env_clear();
+        if s3 {
+            cmd.args(t.args()).envs(t.env());
+        }
+        cmd
+    };
+    // An fs store with a pushed image, then s3 on it.
+    let fs_data = tmp.path().join("fs");
+    let w = Wharf::start_on(&fs_data, Opts::default());
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(push_image(&Api::new(&w), "golden/only-here", "v1", "fs"));
+    w.stop();
+    let out = serve(&fs_data, true).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("holds a --storage fs store"),
+        "{err}"
+    );
+    // An s3 cache, then fs on it.
+    let s3_data = tmp.path().join("s3");
+    let w = on(&t, &s3_data, &[]);
+    w.stop();
+    let out = serve(&s3_data, false).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("is the local cache of"),
+        "{err}"
+    );
+}

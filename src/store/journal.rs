@@ -131,6 +131,40 @@ impl Journal {
     }
 }
 
+/// Refuses a data directory that belongs to the other backend: with
+/// `--storage fs` one that caches a bucket (most of its blobs are not in
+/// it), with `--storage s3` one that holds a filesystem store (its content
+/// is nowhere else, and the local cache would evict it).
+pub(super) fn check_kind(db: &sled::Db, s3: bool) -> Result<()> {
+    let err = |e: sled::Error| Error::storage("reading the index", e);
+    let origin = db.get(ORIGIN).map_err(err)?;
+    let message = match (s3, origin) {
+        (false, Some(o)) => format!(
+            "this data directory is the local cache of {} (--storage s3): start with --storage s3 and that bucket, or use another data directory for --storage fs",
+            String::from_utf8_lossy(&o)
+        ),
+        (true, None) => {
+            let mut holds = false;
+            for kv in db.iter() {
+                let (k, _) = kv.map_err(err)?;
+                if durable(&k) {
+                    holds = true;
+                    break;
+                }
+            }
+            if !holds {
+                return Ok(());
+            }
+            "this data directory holds a --storage fs store, whose content is only here: use another (empty) data directory for --storage s3 and copy the local repositories over (README: Storage, moving between backends)".to_string()
+        }
+        _ => return Ok(()),
+    };
+    Err(Error::storage(
+        "opening the data directory",
+        std::io::Error::other(message),
+    ))
+}
+
 /// Fills `db` with the bucket's records unless it already holds them: a
 /// data directory that is new, was deleted, or last served another bucket
 /// gets every durable record from the bucket (and loses any local record
@@ -149,7 +183,7 @@ pub(super) async fn restore(bucket: &Bucket, db: &sled::Db) -> Result<usize> {
     let mut clear = sled::Batch::default();
     for kv in db.iter() {
         let (k, _) = kv.map_err(err("scanning the index"))?;
-        if durable(&k) || k.starts_with(b"s/") {
+        if durable(&k) {
             clear.remove(k);
         }
     }

@@ -114,6 +114,7 @@ impl Store {
             .as_ref()
             .map(|(b, _)| Arc::new(journal::Journal::new(b.clone())));
         let index = Index::open(&data.join("index"), journal)?;
+        journal::check_kind(index.db(), bucket.is_some())?;
         let remote = match bucket {
             None => None,
             Some((b, local_limit)) => {

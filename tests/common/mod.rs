@@ -644,12 +644,25 @@ pub fn try_run(cmd: &mut Command) -> (bool, String) {
 
 /// Runs `wharf ARGS` (a maintenance command) and returns its exit code and
 /// standard output.
+/// On S3 (`WHARF_TEST_STORAGE=s3`) it works on the bucket of the data
+/// directory that `--data` names, as a harness-started server does.
 pub fn wharf_cli(args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
-        .args(args)
-        .env("WHARF_LOG", "warn")
-        .output()
-        .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wharf"));
+    cmd.args(args).env("WHARF_LOG", "warn");
+    for (k, _) in std::env::vars() {
+        if k.starts_with("AWS_") {
+            cmd.env_remove(&k);
+        }
+    }
+    let data = args
+        .iter()
+        .position(|a| *a == "--data")
+        .and_then(|i| args.get(i + 1));
+    if let (true, Some(data)) = (on_s3(), data) {
+        let t = garage::target_for(Path::new(data));
+        cmd.args(t.args()).envs(t.env());
+    }
+    let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     (out.status.code().unwrap_or(-1), format!("{stdout}{stderr}"))
