@@ -103,6 +103,9 @@ pub async fn serve(config: config::Config) -> Result<(), Box<dyn std::error::Err
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let addr = listener.local_addr()?;
     app.check_disk();
+    // Signal handlers first: whoever reads the listening line may send
+    // SIGTERM or SIGHUP at once, and must not find the default action.
+    let signals = Signals::install()?;
     let scheme = if app.tls.is_some() { "https" } else { "http" };
     tracing::info!(
         "wharf listening on {scheme}://{addr}, data in {}, {}",
@@ -110,15 +113,9 @@ pub async fn serve(config: config::Config) -> Result<(), Box<dyn std::error::Err
         app.routing_summary()
     );
     app.security_summary(addr);
-    let reloads = tokio::spawn(reload_on_sighup(app.clone()));
-    server::run(
-        listener,
-        app,
-        max_connections,
-        max_requests,
-        shutdown_signal(),
-    )
-    .await;
+    let Signals { hup, stop } = signals;
+    let reloads = tokio::spawn(reload_on_sighup(app.clone(), hup));
+    server::run(listener, app, max_connections, max_requests, stop).await;
     reloads.abort();
     tracing::info!("stopped");
     Ok(())
@@ -175,41 +172,38 @@ pub async fn verify(
     Ok(r.is_clean())
 }
 
-/// SIGHUP reads the TLS certificate and the htpasswd file again.
-async fn reload_on_sighup(app: Arc<app::App>) {
-    #[cfg(unix)]
-    {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            return;
-        };
-        while hup.recv().await.is_some() {
-            tracing::info!("SIGHUP: reloading the TLS certificate and the htpasswd file");
-            let app = app.clone();
-            let _ = tokio::task::spawn_blocking(move || app.reload()).await;
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = app;
+/// The signals the server acts on, their handlers installed.
+struct Signals {
+    /// SIGHUP: reload.
+    hup: Option<tokio::signal::unix::Signal>,
+    /// Resolves on SIGTERM or Ctrl-C (SIGINT).
+    stop: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate())?;
+        let mut int = signal(SignalKind::interrupt())?;
+        let hup = signal(SignalKind::hangup()).ok();
+        let stop = Box::pin(async move {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
             }
-            Err(_) => std::future::pending::<()>().await,
-        }
+        });
+        Ok(Signals { hup, stop })
+    }
+}
+
+/// SIGHUP reads the TLS certificate and the htpasswd file again.
+async fn reload_on_sighup(app: Arc<app::App>, hup: Option<tokio::signal::unix::Signal>) {
+    let Some(mut hup) = hup else {
+        return;
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    while hup.recv().await.is_some() {
+        tracing::info!("SIGHUP: reloading the TLS certificate and the htpasswd file");
+        let app = app.clone();
+        let _ = tokio::task::spawn_blocking(move || app.reload()).await;
     }
 }

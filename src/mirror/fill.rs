@@ -20,6 +20,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// How long the upstream may pause before what arrived so far is handed
+/// to the fill's readers (they otherwise get it batch by batch).
+const PUBLISH_PAUSE: Duration = Duration::from_millis(2);
+
 /// Why a fill failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FillError {
@@ -211,24 +215,30 @@ async fn run(
     let mut written: u64 = 0;
     let mut published: u64 = 0;
     loop {
-        // Publish everything whenever the upstream makes us wait.
+        // Publish everything whenever the upstream makes us wait for more
+        // than a moment. (At full speed the next frame is microseconds
+        // away: flushing a few KiB at every such pause cost two thread
+        // hand-offs per frame.)
         let frame = match body.frame().now_or_never() {
             Some(f) => f,
-            None => {
-                if published < written {
-                    temp.flush().await.map_err(storage)?;
-                    publish(tx, written, false);
-                    published = written;
+            None => match tokio::time::timeout(PUBLISH_PAUSE, body.frame()).await {
+                Ok(f) => f,
+                Err(_) => {
+                    if published < written {
+                        temp.flush().await.map_err(storage)?;
+                        publish(tx, written, false);
+                        published = written;
+                    }
+                    tokio::time::timeout(src.idle_timeout, body.frame())
+                        .await
+                        .map_err(|_| {
+                            UpstreamError::Unavailable(format!(
+                                "upstream body stalled for {:?}",
+                                src.idle_timeout
+                            ))
+                        })?
                 }
-                tokio::time::timeout(src.idle_timeout, body.frame())
-                    .await
-                    .map_err(|_| {
-                        UpstreamError::Unavailable(format!(
-                            "upstream body stalled for {:?}",
-                            src.idle_timeout
-                        ))
-                    })?
-            }
+            },
         };
         let Some(frame) = frame else { break };
         let frame = frame

@@ -79,11 +79,10 @@ impl Opened {
             } if offset == 0 && len == self.len => {
                 let fill = blobs.temp(digest.algorithm()).await.ok();
                 let d = digest.clone();
-                remote::verified_body(remote, digest, len, fill, move |mut t| async move {
-                    if t.finish().await.ok().as_ref() == Some(&d) {
-                        if let Err(e) = t.install_local(&blobs, &d).await {
-                            tracing::debug!(digest = %d, error = %e, "keeping a blob locally failed");
-                        }
+                // `done` gets the fill once it hashed to the digest.
+                remote::verified_body(remote, digest, len, fill, move |t| async move {
+                    if let Err(e) = t.install_local(&blobs, &d).await {
+                        tracing::debug!(digest = %d, error = %e, "keeping a blob locally failed");
                     }
                 })
                 .await

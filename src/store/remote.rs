@@ -156,9 +156,11 @@ where
         fill: Option<TempBlob>,
         done: Option<F>,
     }
+    // Filling the local cache hashes the bytes anyway: then that hash
+    // checks them, and there is no second one.
     let state = State {
         stream,
-        hasher: Some(Hasher::new(d.algorithm())),
+        hasher: fill.is_none().then(|| Hasher::new(d.algorithm())),
         held: None,
         seen: 0,
         d,
@@ -175,8 +177,12 @@ where
                         h.update(&chunk);
                     }
                     if let Some(t) = &mut s.fill {
-                        if t.write(chunk.clone()).await.is_err() {
-                            s.fill = None; // keeping it locally is optional
+                        if let Err(e) = t.write(chunk.clone()).await {
+                            // Its hash was the check: without it, no
+                            // complete body can be vouched for.
+                            s.fill = None;
+                            s.held = None;
+                            return Some((Err(io::Error::other(e)), s));
                         }
                     }
                     if let Some(prev) = s.held.replace(chunk) {
@@ -185,15 +191,25 @@ where
                 }
                 Some(Err(e)) => {
                     s.hasher = None;
+                    s.held = None;
+                    s.fill = None;
                     return Some((Err(e), s));
                 }
                 None => {
                     let last = s.held.take()?;
-                    let got = s.hasher.take()?.finish();
+                    let mut fill = s.fill.take();
+                    let got = match (s.hasher.take(), &mut fill) {
+                        (Some(h), _) => h.finish(),
+                        (None, Some(t)) => match t.finish().await {
+                            Ok(d) => d,
+                            Err(e) => return Some((Err(io::Error::other(e)), s)),
+                        },
+                        (None, None) => return None,
+                    };
                     if got != s.d || s.seen != s.len {
                         return Some((Err(io::Error::other(corrupt(&s.d, &got))), s));
                     }
-                    if let (Some(t), Some(done)) = (s.fill.take(), s.done.take()) {
+                    if let (Some(t), Some(done)) = (fill, s.done.take()) {
                         tokio::spawn(done(t));
                     }
                     return Some((Ok(last), s));
