@@ -131,10 +131,21 @@ async fn pull(addr: &str, repo: &str, tag: &str) -> f64 {
 #[derive(Default, Clone, serde::Serialize)]
 struct Row {
     push_s: Option<f64>,
+    push_cpu_s: Option<f64>,
     cold_pull_s: Option<f64>,
+    cold_pull_cpu_s: Option<f64>,
     cold_upstream_ratio: Option<f64>,
     warm_pull_s: Option<f64>,
+    warm_pull_cpu_s: Option<f64>,
     warm_empty_cache_pull_s: Option<f64>,
+    warm_empty_cache_pull_cpu_s: Option<f64>,
+}
+
+/// Runs `f` and gives its result and the CPU seconds `pid` spent meanwhile.
+async fn with_cpu<T>(pid: u32, f: impl std::future::Future<Output = T>) -> (T, f64) {
+    let before = support::cpu_seconds(pid);
+    let out = f.await;
+    (out, support::cpu_seconds(pid) - before)
 }
 
 fn main() {
@@ -176,36 +187,49 @@ fn main() {
                         let bucket = format!("dist{run}");
                         g.create_bucket(&bucket);
                         let d = start_distribution(&g, &bucket, None);
-                        row.push_s = Some(push(&d.addr, "golden/app", "1", &layer).await.0);
+                        let ((secs, _), cpu) =
+                            with_cpu(d.child.id(), push(&d.addr, "golden/app", "1", &layer)).await;
+                        (row.push_s, row.push_cpu_s) = (Some(secs), Some(cpu));
                         drop(d);
                         let pbucket = format!("distproxy{run}");
                         g.create_bucket(&pbucket);
                         let p = start_distribution(&g, &pbucket, Some(&up.url()));
                         up.reset();
-                        row.cold_pull_s = Some(pull(&p.addr, &upstream_repo, "1").await);
+                        let pid = p.child.id();
+                        let (secs, cpu) = with_cpu(pid, pull(&p.addr, &upstream_repo, "1")).await;
+                        (row.cold_pull_s, row.cold_pull_cpu_s) = (Some(secs), Some(cpu));
                         row.cold_upstream_ratio = Some(up.blob_bytes() as f64 / size as f64);
                         // Its proxy writes to the bucket after the client is
                         // served; a pull before that would go upstream again.
                         tokio::time::sleep(Duration::from_secs(if quick { 3 } else { 12 })).await;
-                        row.warm_pull_s = Some(pull(&p.addr, &upstream_repo, "1").await);
+                        let (secs, cpu) = with_cpu(pid, pull(&p.addr, &upstream_repo, "1")).await;
+                        (row.warm_pull_s, row.warm_pull_cpu_s) = (Some(secs), Some(cpu));
                         row.warm_empty_cache_pull_s = row.warm_pull_s;
+                        row.warm_empty_cache_pull_cpu_s = row.warm_pull_cpu_s;
                     }
                     _ => {
                         let s3 = (*name == "wharf s3").then(|| g.target(&format!("run{run}")));
                         let w = start_wharf(&up.url(), s3.as_ref(), tempfile::tempdir().unwrap());
-                        row.push_s = Some(push(&w.addr, "golden/app", "1", &layer).await.0);
+                        let pid = w.child.id();
+                        let ((secs, _), cpu) =
+                            with_cpu(pid, push(&w.addr, "golden/app", "1", &layer)).await;
+                        (row.push_s, row.push_cpu_s) = (Some(secs), Some(cpu));
                         up.reset();
-                        row.cold_pull_s = Some(pull(&w.addr, &upstream_repo, "1").await);
+                        let (secs, cpu) = with_cpu(pid, pull(&w.addr, &upstream_repo, "1")).await;
+                        (row.cold_pull_s, row.cold_pull_cpu_s) = (Some(secs), Some(cpu));
                         row.cold_upstream_ratio = Some(up.blob_bytes() as f64 / size as f64);
                         // The fill commits after the client is served.
                         tokio::time::sleep(Duration::from_secs(2)).await;
-                        row.warm_pull_s = Some(pull(&w.addr, &upstream_repo, "1").await);
+                        let (secs, cpu) = with_cpu(pid, pull(&w.addr, &upstream_repo, "1")).await;
+                        (row.warm_pull_s, row.warm_pull_cpu_s) = (Some(secs), Some(cpu));
                         drop(w);
                         if let Some(t) = &s3 {
                             let w = start_wharf(&up.url(), Some(t), tempfile::tempdir().unwrap());
                             up.reset();
-                            row.warm_empty_cache_pull_s =
-                                Some(pull(&w.addr, &upstream_repo, "1").await);
+                            let (secs, cpu) =
+                                with_cpu(w.child.id(), pull(&w.addr, &upstream_repo, "1")).await;
+                            row.warm_empty_cache_pull_s = Some(secs);
+                            row.warm_empty_cache_pull_cpu_s = Some(cpu);
                             assert_eq!(up.blob_bytes(), 0, "served from the bucket");
                         }
                     }
@@ -239,20 +263,24 @@ fn print_table(rows: &[(&str, Vec<Row>)], quick: bool, size: usize) {
     );
     println!("| metric | wharf s3 | distribution s3 | wharf fs | wharf s3 / distribution s3 | wharf s3 / wharf fs | wharf s3 spread | distribution s3 spread |");
     println!("|---|---|---|---|---|---|---|---|");
-    let metrics: [(&str, Metric, usize); 5] = [
+    let metrics: [(&str, Metric, usize); 9] = [
         ("push (s)", |r| r.push_s, 2),
+        ("  server CPU s", |r| r.push_cpu_s, 2),
         ("cold pull through the mirror (s)", |r| r.cold_pull_s, 2),
+        ("  server CPU s", |r| r.cold_pull_cpu_s, 2),
         (
             "  upstream bytes ÷ image bytes",
             |r| r.cold_upstream_ratio,
             2,
         ),
         ("warm pull, local cache (s)", |r| r.warm_pull_s, 2),
+        ("  server CPU s", |r| r.warm_pull_cpu_s, 2),
         (
             "warm pull, empty local cache (s)",
             |r| r.warm_empty_cache_pull_s,
             2,
         ),
+        ("  server CPU s", |r| r.warm_empty_cache_pull_cpu_s, 2),
     ];
     for (name, m, p) in metrics {
         let (a, b, c) = (median(&w, m), median(&d, m), median(&f, m));
