@@ -154,6 +154,13 @@ async fn an_object_altered_behind_wharfs_back_is_never_served() {
         got.bytes().await.is_err(),
         "an altered object ends its body with an error"
     );
+    // Emptied: not served as an empty blob.
+    client.put(&name, PutPayload::default()).await.unwrap();
+    assert_eq!(
+        api.status("GET", &format!("/v2/golden/x/blobs/{ld}")).await,
+        404,
+        "an emptied object is not the blob"
+    );
     // Put back, it is served again (and was never kept locally meanwhile).
     client
         .put(&name, PutPayload::from(layer.clone()))
@@ -598,4 +605,98 @@ fn a_data_directory_of_the_other_backend_is_refused() {
         !out.status.success() && err.contains("is the local cache of"),
         "{err}"
     );
+}
+
+/// A change the bucket did not get (it was down) is not forgotten: the
+/// next run sends it, so the bucket never disagrees with what was served.
+#[tokio::test]
+async fn changes_made_while_the_store_was_down_reach_it_later() {
+    let g = Garage::start();
+    let t = g.target("dirty");
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("a");
+    let w = on(&t, &data, &[]);
+    let api = Api::new(&w);
+    push_image(&api, "golden/app", "v1", "one").await;
+    push_image(&api, "golden/app", "v2", "two").await;
+    g.stop();
+    // The index takes the delete, the bucket cannot: 503.
+    let r = api
+        .req("DELETE", "/v2/golden/app/manifests/v1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    w.stop();
+    g.resume();
+    let w = on(&t, &data, &[]);
+    let api = Api::new(&w);
+    assert_eq!(api.status("GET", "/v2/golden/app/manifests/v1").await, 404);
+    // Any flush sends what is pending, the delete included.
+    push_image(&api, "golden/other", "v1", "three").await;
+    w.stop();
+    let w = on(&t, &tmp.path().join("b"), &[]);
+    let api = Api::new(&w);
+    assert_eq!(api.status("GET", "/v2/golden/app/manifests/v1").await, 404);
+    assert_eq!(api.status("GET", "/v2/golden/app/manifests/v2").await, 200);
+    assert_eq!(
+        api.status("GET", "/v2/golden/other/manifests/v1").await,
+        200
+    );
+    w.stop();
+}
+
+/// --local-cache-size bounds the blob files of the data directory; what
+/// left it still pulls, from the bucket.
+#[tokio::test]
+async fn the_local_cache_stays_within_its_size() {
+    let t = garage::shared().target(&unique("local-size"));
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("a");
+    let w = on(&t, &data, &["--local-cache-size", "2MiB"]);
+    let api = Api::new(&w);
+    let mut layers = Vec::new();
+    for i in 0..6u8 {
+        let layer = pattern(700 << 10, 40 + i);
+        let d = api.push_blob("golden/big", &layer).await;
+        layers.push((d, layer));
+    }
+    for (d, layer) in &layers {
+        let got = api.get(&format!("/v2/golden/big/blobs/{d}")).await;
+        assert_eq!(&got.bytes().await.unwrap()[..], &layer[..]);
+    }
+    fn files_bytes(dir: &std::path::Path) -> u64 {
+        let mut n = 0;
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for e in entries.flatten() {
+                let m = e.metadata().unwrap();
+                n += if m.is_dir() {
+                    files_bytes(&e.path())
+                } else {
+                    m.len()
+                };
+            }
+        }
+        n
+    }
+    let mut within = false;
+    for _ in 0..50 {
+        if files_bytes(&data.join("blobs")) <= 2 << 20 {
+            within = true;
+            break;
+        }
+        // A read or write runs the cache's pending evictions.
+        let _ = api
+            .get(&format!("/v2/golden/big/blobs/{}", layers[0].0))
+            .await
+            .bytes()
+            .await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        within,
+        "{} bytes of blob files",
+        files_bytes(&data.join("blobs"))
+    );
+    w.stop();
 }

@@ -24,6 +24,10 @@ use tokio::sync::watch;
 /// to the fill's readers (they otherwise get it batch by batch).
 const PUBLISH_PAUSE: Duration = Duration::from_millis(2);
 
+/// However the upstream paces its frames, readers get what arrived at
+/// least this often.
+const PUBLISH_EVERY: Duration = Duration::from_millis(50);
+
 /// Why a fill failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum FillError {
@@ -214,6 +218,7 @@ async fn run(
     let mut body = resp.into_body();
     let mut written: u64 = 0;
     let mut published: u64 = 0;
+    let mut last_publish = std::time::Instant::now();
     loop {
         // Publish everything whenever the upstream makes us wait for more
         // than a moment. (At full speed the next frame is microseconds
@@ -221,13 +226,14 @@ async fn run(
         // hand-offs per frame.)
         let frame = match body.frame().now_or_never() {
             Some(f) => f,
-            None => match tokio::time::timeout(PUBLISH_PAUSE, body.frame()).await {
-                Ok(f) => f,
-                Err(_) => {
+            None => match next_soon(&mut body, published < written, last_publish).await {
+                Some(f) => f,
+                None => {
                     if published < written {
                         temp.flush().await.map_err(storage)?;
                         publish(tx, written, false);
                         published = written;
+                        last_publish = std::time::Instant::now();
                     }
                     tokio::time::timeout(src.idle_timeout, body.frame())
                         .await
@@ -260,6 +266,7 @@ async fn run(
         if temp.on_disk() > published {
             published = temp.on_disk();
             publish(tx, published, false);
+            last_publish = std::time::Instant::now();
         }
     }
     if total.is_some_and(|t| t != written) {
@@ -281,6 +288,24 @@ async fn run(
         .await
         .map_err(unstored)?;
     Ok((written, spool))
+}
+
+/// The next frame if it comes within [`PUBLISH_PAUSE`]; `None` when the
+/// caller should publish what it holds first: the pause was longer, or
+/// (with `unpublished` bytes) nothing was published for [`PUBLISH_EVERY`]
+/// (a trickling upstream whose frames are never that far apart).
+async fn next_soon<B>(
+    body: &mut B,
+    unpublished: bool,
+    last_publish: std::time::Instant,
+) -> Option<Option<Result<http_body::Frame<bytes::Bytes>, B::Error>>>
+where
+    B: http_body::Body<Data = bytes::Bytes> + Unpin,
+{
+    if unpublished && last_publish.elapsed() >= PUBLISH_EVERY {
+        return None;
+    }
+    tokio::time::timeout(PUBLISH_PAUSE, body.frame()).await.ok()
 }
 
 /// Tells readers that `written` bytes are in the temp file, and whether

@@ -39,6 +39,18 @@ pub(super) fn file_of(root: &Path, d: &Digest) -> PathBuf {
         .join(hex)
 }
 
+/// Removes every blob file under data directory `root` (they cached
+/// another bucket).
+pub(super) fn clear_local(root: &Path) -> Result<()> {
+    let dir = root.join("blobs");
+    match std::fs::remove_dir_all(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::storage("clearing the local cache", e)),
+    }
+    std::fs::create_dir_all(&dir).map_err(|e| Error::storage("clearing the local cache", e))
+}
+
 /// A file's seal: what changes when anyone modifies it.
 fn seal_of(m: &std::fs::Metadata) -> String {
     use std::os::unix::fs::MetadataExt;
@@ -123,16 +135,16 @@ impl BlobStore {
         self.root.join("uploads")
     }
 
-    /// The size of a stored blob, or `None` when it is not stored.
+    /// The size of a stored blob, or `None` when it is not stored. With a
+    /// bucket, the bucket decides: a local file alone is only a cache.
     pub async fn size(&self, d: &Digest) -> Result<Option<u64>> {
-        match tokio::fs::metadata(self.path(d)).await {
-            Ok(m) => return Ok(Some(m.len())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::storage("checking a blob", e)),
+        if let Some(r) = &self.remote {
+            return r.bucket.size(&blob_name(d)).await;
         }
-        match &self.remote {
-            Some(r) => r.bucket.size(&blob_name(d)).await,
-            None => Ok(None),
+        match tokio::fs::metadata(self.path(d)).await {
+            Ok(m) => Ok(Some(m.len())),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::storage("checking a blob", e)),
         }
     }
 
@@ -347,7 +359,7 @@ impl BlobStore {
     }
 
     /// Moves a finished file at `from` into place as blob `d`: with a
-    /// bucket, uploaded first (unless it is there already). The bytes must
+    /// bucket, uploaded first. The bytes must
     /// already have been verified to hash to `d`.
     pub async fn install(&self, from: PathBuf, d: &Digest) -> Result<()> {
         if let Some(r) = &self.remote {
@@ -355,9 +367,9 @@ impl BlobStore {
                 .await
                 .map_err(|e| Error::storage("committing a blob", e))?
                 .len();
-            if r.bucket.size(&blob_name(d)).await? != Some(len) {
-                r.bucket.upload_file(&blob_name(d), &from, len).await?;
-            }
+            // Always: an object damaged behind Wharf's back (same size,
+            // other bytes) is replaced by these verified ones.
+            r.bucket.upload_file(&blob_name(d), &from, len).await?;
         }
         self.install_local(from, d).await
     }
@@ -472,6 +484,17 @@ impl Spool {
 }
 
 impl TempBlob {
+    /// The file opened anew for reading (it stays readable after the
+    /// blob is committed, or evicted).
+    pub(super) async fn reopen(&self) -> Result<tokio::fs::File> {
+        let path = self.path.as_deref().ok_or_else(|| {
+            Error::storage("opening a temp blob", io::Error::other("already committed"))
+        })?;
+        tokio::fs::File::open(path)
+            .await
+            .map_err(|e| Error::storage("opening a temp blob", e))
+    }
+
     /// A read handle on the bytes written so far (and later).
     pub async fn spool(&self) -> Result<Spool> {
         let path = self.path.as_deref().ok_or_else(|| {

@@ -30,6 +30,11 @@ const PARTS_IN_FLIGHT: usize = 2;
 /// `PART * (PARTS_IN_FLIGHT + 1)` bytes in memory, so this bounds what
 /// uploads to the bucket can take: 4 × 24 MiB.
 const UPLOADS: usize = 4;
+/// How long a streamed read may wait for the store's answer.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a streamed read may wait for its next chunk.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Bytes read from the local file per write into an upload.
 const READ_CHUNK: usize = 1 << 20;
 
@@ -45,7 +50,12 @@ pub struct Listed {
 
 /// A configured bucket.
 pub struct Bucket {
+    /// For requests with small bodies and upload parts: a 30 s limit each.
     store: Arc<dyn ObjectStore>,
+    /// For streamed reads, which may take as long as the client reading
+    /// them: no overall limit, but [`ANSWER_TIMEOUT`] for the answer and
+    /// [`IDLE_TIMEOUT`] between chunks.
+    reader: Arc<dyn ObjectStore>,
     prefix: String,
     identity: String,
     uploads: tokio::sync::Semaphore,
@@ -84,27 +94,25 @@ impl Bucket {
         use object_store::{BackoffConfig, ClientOptions, RetryConfig};
         // No `from_env`: only the settings Wharf was given apply (the
         // machine's own AWS_* variables must not change where it writes).
+        let retry = RetryConfig {
+            backoff: BackoffConfig {
+                init_backoff: Duration::from_millis(50),
+                max_backoff: Duration::from_millis(500),
+                base: 2.0,
+            },
+            max_retries: 2,
+            retry_timeout: Duration::from_secs(5),
+        };
+        let options = ClientOptions::new()
+            .with_allow_http(true)
+            .with_connect_timeout(Duration::from_secs(2));
         let mut b = AmazonS3Builder::new()
             .with_bucket_name(&cfg.bucket)
             .with_region(&cfg.region)
             .with_access_key_id(&cfg.access_key_id)
             .with_secret_access_key(cfg.secret_access_key.expose())
             .with_virtual_hosted_style_request(!cfg.path_style)
-            .with_retry(RetryConfig {
-                backoff: BackoffConfig {
-                    init_backoff: Duration::from_millis(50),
-                    max_backoff: Duration::from_millis(500),
-                    base: 2.0,
-                },
-                max_retries: 2,
-                retry_timeout: Duration::from_secs(5),
-            })
-            .with_client_options(
-                ClientOptions::new()
-                    .with_allow_http(true)
-                    .with_connect_timeout(Duration::from_secs(2))
-                    .with_timeout(Duration::from_secs(30)),
-            );
+            .with_retry(retry);
         let where_ = match &cfg.endpoint {
             Some(e) => {
                 b = b.with_endpoint(e.as_str().trim_end_matches('/'));
@@ -112,11 +120,16 @@ impl Bucket {
             }
             None => format!("AWS {}", cfg.region),
         };
-        let store = b.build().map_err(|e| {
-            Error::storage("configuring the S3 client", io::Error::other(e.to_string()))
-        })?;
+        let build = |options: ClientOptions| {
+            b.clone().with_client_options(options).build().map_err(|e| {
+                Error::storage("configuring the S3 client", io::Error::other(e.to_string()))
+            })
+        };
+        let store = build(options.clone().with_timeout(Duration::from_secs(30)))?;
+        let reader = build(options.with_timeout_disabled())?;
         let bucket = Bucket {
             store: Arc::new(store),
+            reader: Arc::new(reader),
             prefix: cfg.prefix.clone(),
             identity: format!("s3://{}/{} at {where_}", cfg.bucket, cfg.prefix),
             uploads: tokio::sync::Semaphore::new(UPLOADS),
@@ -351,16 +364,38 @@ impl Bucket {
             range: (from > 0).then_some(object_store::GetRange::Offset(from)),
             ..Default::default()
         };
-        let got = match self.store.get_opts(&path, opts).await {
-            Ok(g) => g,
-            Err(e) if is_not_found(&e) => return Ok(None),
-            Err(e) => return Err(fail("reading from the bucket", e)),
+        let answer = tokio::time::timeout(ANSWER_TIMEOUT, self.reader.get_opts(&path, opts));
+        let got = match answer.await {
+            Ok(Ok(g)) => g,
+            Ok(Err(e)) if is_not_found(&e) => return Ok(None),
+            Ok(Err(e)) => return Err(fail("reading from the bucket", e)),
+            Err(_) => {
+                return Err(Error::storage(
+                    "reading from the bucket",
+                    Unavailable(format!("no answer within {ANSWER_TIMEOUT:?}")),
+                ))
+            }
         };
         let size = got.meta.size;
-        let stream = got
-            .into_stream()
-            .map(|r| r.map_err(|e| io::Error::other(Unavailable(e.to_string()))))
-            .boxed();
+        let chunks = got.into_stream();
+        let stream = futures_util::stream::unfold(Some(chunks), |chunks| async move {
+            let mut chunks = chunks?;
+            match tokio::time::timeout(IDLE_TIMEOUT, chunks.next()).await {
+                Ok(None) => None,
+                Ok(Some(Ok(b))) => Some((Ok(b), Some(chunks))),
+                Ok(Some(Err(e))) => {
+                    let e = io::Error::other(Unavailable(e.to_string()));
+                    Some((Err(e), None))
+                }
+                Err(_) => {
+                    let e = Unavailable(format!(
+                        "the object store sent nothing for {IDLE_TIMEOUT:?}"
+                    ));
+                    Some((Err(io::Error::other(e)), None))
+                }
+            }
+        })
+        .boxed();
         Ok(Some((size, stream)))
     }
 }

@@ -240,6 +240,7 @@ impl CacheTracker {
             let list = &by_digest[&d];
             let size = size_of(list);
             self.index.forget_mirrored(&d, list)?;
+            self.index.push_journal().await?;
             self.blobs.remove(&d).await?;
             self.removed(size);
             to_free = to_free.saturating_sub(size);

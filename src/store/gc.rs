@@ -102,6 +102,7 @@ pub async fn collect(store: &Store, grace: Duration, dry_run: bool) -> Result<Gc
         }
         let repos = links.get(&d).cloned().unwrap_or_default();
         store.index.unlink_everywhere(&d, &repos)?;
+        store.index.push_journal().await?;
         store.blobs.remove(&d).await?;
         report.bytes += size;
         report.removed.push((d, size));

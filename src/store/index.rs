@@ -29,6 +29,7 @@
 //! left out of the catalog. Long reads (listings) go through
 //! [`Index::blocking`], on the blocking pool.
 
+use super::bucket::Bucket;
 use super::journal::Journal;
 use crate::error::{Error, Result};
 use crate::oci::manifest::Descriptor;
@@ -101,18 +102,18 @@ pub struct Index {
 #[derive(Default)]
 struct Changes {
     batch: sled::Batch,
-    keys: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    keys: Vec<Vec<u8>>,
 }
 
 impl Changes {
     fn insert(&mut self, k: Vec<u8>, v: impl AsRef<[u8]>) {
         self.batch.insert(k.clone(), v.as_ref());
-        self.keys.push((k, Some(v.as_ref().to_vec())));
+        self.keys.push(k);
     }
 
     fn remove(&mut self, k: impl AsRef<[u8]>) {
         self.batch.remove(k.as_ref());
-        self.keys.push((k.as_ref().to_vec(), None));
+        self.keys.push(k.as_ref().to_vec());
     }
 }
 
@@ -170,12 +171,16 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 impl Index {
-    /// Opens the index at `path`; with a `journal`, every change of a
+    /// Opens the index at `path`; with a `bucket`, every change of a
     /// durable record also goes to the bucket by the next flush.
-    pub(super) fn open(path: &Path, journal: Option<Arc<Journal>>) -> Result<Index> {
+    pub(super) fn open(path: &Path, bucket: Option<Arc<Bucket>>) -> Result<Index> {
         let db = sled::Config::new().path(path).open().map_err(db_err(
             "opening the index (is a wharf server running on this data directory?)",
         ))?;
+        let journal = match bucket {
+            Some(b) => Some(Arc::new(Journal::open(b, db.clone())?)),
+            None => None,
+        };
         Ok(Index {
             db,
             flusher: Default::default(),
@@ -185,40 +190,59 @@ impl Index {
         })
     }
 
+    /// Notes (before it happens) that record `k` changes.
+    fn note(&self, k: &[u8]) -> sled::Result<()> {
+        match &self.journal {
+            Some(j) => j.note(k),
+            None => Ok(()),
+        }
+    }
+
     /// Inserts one record, journaling it.
     fn insert(&self, k: Vec<u8>, v: impl AsRef<[u8]>) -> sled::Result<Option<sled::IVec>> {
-        let old = self.db.insert(&k, v.as_ref())?;
-        if let Some(j) = &self.journal {
-            j.note(&k, Some(v.as_ref()));
-        }
-        Ok(old)
+        self.note(&k)?;
+        self.db.insert(&k, v.as_ref())
     }
 
     /// Removes one record, journaling it.
     fn remove(&self, k: Vec<u8>) -> sled::Result<Option<sled::IVec>> {
-        let old = self.db.remove(&k)?;
-        if old.is_some() {
-            if let Some(j) = &self.journal {
-                j.note(&k, None);
-            }
-        }
-        Ok(old)
+        self.note(&k)?;
+        self.db.remove(&k)
     }
 
     /// Applies a batch, journaling it.
     fn apply(&self, c: Changes) -> sled::Result<()> {
-        self.db.apply_batch(c.batch)?;
-        if let Some(j) = &self.journal {
-            for (k, v) in &c.keys {
-                j.note(k, v.as_deref());
-            }
+        for k in &c.keys {
+            self.note(k)?;
         }
-        Ok(())
+        self.db.apply_batch(c.batch)
     }
 
-    /// The sled database, for rebuilding from the bucket.
+    /// With a bucket: sends the changes noted so far to it (not a full
+    /// flush: the local index is a cache there). Garbage collection and
+    /// eviction call it between forgetting a blob and deleting its object,
+    /// so the bucket never keeps a record of a deleted object.
+    pub(super) async fn push_journal(&self) -> Result<()> {
+        let Some(j) = &self.journal else {
+            return Ok(());
+        };
+        // One at a time with flushes, to keep each record's order.
+        let _running = self.flusher.running.lock().await;
+        j.push().await
+    }
+
+    /// The sled database, for checks at start-up.
     pub(super) fn db(&self) -> &sled::Db {
         &self.db
+    }
+
+    /// With a bucket: fills the index from it when this data directory
+    /// does not hold its records yet.
+    pub(super) async fn restore(&self) -> Result<Option<usize>> {
+        match &self.journal {
+            Some(j) => super::journal::restore(j).await,
+            None => Ok(None),
+        }
     }
 
     /// Runs `f` (index work that may take long: listings, scans) on the
@@ -338,6 +362,9 @@ impl Index {
         for tag in put.tags {
             written.push((key("t/", &[repo, tag.as_str()]), digest.as_bytes().to_vec()));
         }
+        for (k, _) in &written {
+            self.note(k).map_err(db_err("recording a manifest"))?;
+        }
         let old = self
             .db
             .transaction(|tx| {
@@ -359,11 +386,6 @@ impl Index {
                     std::io::Error::other(format!("{e:?}")),
                 )
             })?;
-        if let Some(j) = &self.journal {
-            for (k, v) in &written {
-                j.note(k, Some(v));
-            }
-        }
         Ok(old
             .into_iter()
             .map(|v| v.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()))

@@ -16,7 +16,7 @@ use super::bucket::Bucket;
 use crate::error::{Error, Result};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
-use std::collections::BTreeMap;
+use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 
 /// Where the records live in the bucket.
@@ -69,61 +69,127 @@ fn key_of(name: &str) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// A record written (or not) to the bucket: its key, its value, the outcome.
-type Written = (Vec<u8>, Option<Vec<u8>>, Result<()>);
+/// The sled key prefix of a dirty marker: `J/<record key>` says the
+/// record changed and the bucket may not have its current value yet.
+/// Written before the change itself, so a crash or an outage never loses
+/// track of a change; removed once the bucket has the value.
+const DIRTY: &[u8] = b"J/";
 
-/// Changes of durable records on their way to the bucket.
+fn marker(k: &[u8]) -> Vec<u8> {
+    let mut m = DIRTY.to_vec();
+    m.extend_from_slice(k);
+    m
+}
+
+/// Records changed since the bucket last got them. Only keys are kept:
+/// a flush writes each record's value as sled holds it then (or deletes
+/// it), so a write that finished later can never be overwritten in the
+/// bucket by an older value.
 pub(crate) struct Journal {
     bucket: Arc<Bucket>,
-    /// The latest value of each changed key (`None`: removed).
-    pending: Mutex<BTreeMap<Vec<u8>, Option<Vec<u8>>>>,
+    db: sled::Db,
+    dirty: Mutex<BTreeSet<Vec<u8>>>,
 }
 
 impl Journal {
-    pub(super) fn new(bucket: Arc<Bucket>) -> Journal {
-        Journal {
+    /// The journal of `db`, with the changes a previous run left unsent.
+    pub(super) fn open(bucket: Arc<Bucket>, db: sled::Db) -> Result<Journal> {
+        let mut dirty = BTreeSet::new();
+        for kv in db.scan_prefix(DIRTY) {
+            let (k, _) = kv.map_err(|e| Error::storage("reading the index", e))?;
+            dirty.insert(k[DIRTY.len()..].to_vec());
+        }
+        if !dirty.is_empty() {
+            tracing::info!(
+                records = dirty.len(),
+                "index changes the bucket may lack: sending them with the next flush"
+            );
+        }
+        Ok(Journal {
             bucket,
-            pending: Mutex::default(),
-        }
+            db,
+            dirty: Mutex::new(dirty),
+        })
     }
 
-    /// Notes that record `k` now holds `v` (or was removed).
-    pub(super) fn note(&self, k: &[u8], v: Option<&[u8]>) {
-        if durable(k) {
-            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            p.insert(k.to_vec(), v.map(<[u8]>::to_vec));
+    /// Notes that record `k` is about to change: call it before the change.
+    pub(super) fn note(&self, k: &[u8]) -> sled::Result<()> {
+        if !durable(k) {
+            return Ok(());
         }
+        let mut d = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+        if d.insert(k.to_vec()) {
+            self.db.insert(marker(k), &[])?;
+        }
+        Ok(())
     }
 
-    /// Writes every change noted so far to the bucket. What fails stays
-    /// pending (unless changed again meanwhile) and the flush fails.
+    /// Forgets every noted change (the records were replaced from the
+    /// bucket).
+    fn clear(&self) -> Result<()> {
+        let mut d = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+        let mut b = sled::Batch::default();
+        for k in d.iter() {
+            b.remove(marker(k));
+        }
+        d.clear();
+        self.db
+            .apply_batch(b)
+            .map_err(|e| Error::storage("clearing the index", e))
+    }
+
+    /// Writes the current value of every changed record to the bucket.
+    /// It stops at the first failure (the store is likely down: no point
+    /// waiting for every timeout); what was not written stays noted and
+    /// the flush fails.
     pub(super) async fn push(&self) -> Result<()> {
-        let batch = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|e| e.into_inner()));
+        let batch = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()));
         if batch.is_empty() {
             return Ok(());
         }
-        let bucket = &self.bucket;
-        let results: Vec<Written> = futures_util::stream::iter(batch)
-            .map(|(k, v)| async move {
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let (bucket, db, failed) = (&self.bucket, &self.db, &failed);
+        let results: Vec<(Vec<u8>, Result<()>)> = futures_util::stream::iter(batch)
+            .map(|k| async move {
+                use std::sync::atomic::Ordering::Relaxed;
+                if failed.load(Relaxed) {
+                    let skipped = Error::storage(
+                        "writing to the bucket",
+                        crate::error::StorageUnavailable("an earlier write failed".into()),
+                    );
+                    return (k, Err(skipped));
+                }
                 let name = object_name(&k);
-                let r = match &v {
-                    Some(bytes) => bucket.put_small(&name, Bytes::from(bytes.clone())).await,
-                    None => bucket.delete(&name).await,
+                let r = match db.get(&k) {
+                    Ok(Some(v)) => bucket.put_small(&name, Bytes::from(v.to_vec())).await,
+                    Ok(None) => bucket.delete(&name).await,
+                    Err(e) => Err(Error::storage("reading the index", e)),
                 };
-                (k, v, r)
+                if r.is_err() {
+                    failed.store(true, Relaxed);
+                }
+                (k, r)
             })
             .buffer_unordered(PARALLEL)
             .collect()
             .await;
         let mut first_error = None;
-        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        for (k, v, r) in results {
-            if let Err(e) = r {
-                // A newer change of the same record supersedes this one.
-                p.entry(k).or_insert(v);
-                first_error.get_or_insert(e);
+        let mut d = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+        let mut done = sled::Batch::default();
+        for (k, r) in results {
+            match r {
+                // Changed again meanwhile: its marker stays for that change.
+                Ok(()) if d.contains(&k) => {}
+                Ok(()) => done.remove(marker(&k)),
+                Err(e) => {
+                    d.insert(k);
+                    first_error.get_or_insert(e);
+                }
             }
         }
+        self.db
+            .apply_batch(done)
+            .map_err(|e| Error::storage("updating the index", e))?;
         match first_error {
             None => Ok(()),
             Some(e) => Err(e),
@@ -168,12 +234,14 @@ pub(super) fn check_kind(db: &sled::Db, s3: bool) -> Result<()> {
 /// Fills `db` with the bucket's records unless it already holds them: a
 /// data directory that is new, was deleted, or last served another bucket
 /// gets every durable record from the bucket (and loses any local record
-/// the bucket does not have). Returns how many records were read.
-pub(super) async fn restore(bucket: &Bucket, db: &sled::Db) -> Result<usize> {
+/// the bucket does not have). Returns how many records were read, or
+/// `None` when the data directory already held them.
+pub(super) async fn restore(journal: &Journal) -> Result<Option<usize>> {
+    let (bucket, db) = (&journal.bucket, &journal.db);
     let origin = bucket.identity();
     let err = |what: &'static str| move |e: sled::Error| Error::storage(what, e);
     if db.get(ORIGIN).map_err(err("reading the index"))?.as_deref() == Some(origin.as_bytes()) {
-        return Ok(0);
+        return Ok(None);
     }
     tracing::info!(
         bucket = %origin,
@@ -188,6 +256,7 @@ pub(super) async fn restore(bucket: &Bucket, db: &sled::Db) -> Result<usize> {
         }
     }
     db.apply_batch(clear).map_err(err("clearing the index"))?;
+    journal.clear()?;
     let names = bucket.list(DIR).await?;
     let records: Vec<(Vec<u8>, Bytes)> = futures_util::stream::iter(names)
         .filter_map(|o| async move { key_of(&o.name).filter(|k| durable(k)).map(|k| (k, o.name)) })
@@ -212,7 +281,7 @@ pub(super) async fn restore(bucket: &Bucket, db: &sled::Db) -> Result<usize> {
         .map_err(|e| Error::storage("flushing the restored index", e))?
         .map_err(err("flushing the restored index"))?;
     tracing::info!(records = n, "index restored from the bucket");
-    Ok(n)
+    Ok(Some(n))
 }
 
 /// The largest record object read back (a referrer descriptor with its

@@ -10,7 +10,7 @@
 use super::index::{ManifestMeta, ManifestPut};
 use super::uploads::{Reservation, SessionGuard};
 use super::Store;
-use crate::error::{BoxError, Result};
+use crate::error::{BoxError, Error, Result};
 use crate::oci::manifest::Descriptor;
 use crate::oci::{Digest, RepoName, Tag};
 use bytes::Bytes;
@@ -88,9 +88,23 @@ impl Store {
         temp.write_body(reservation.counted(body))
             .await
             .map_err(Reservation::refusal)?;
-        let _gc = self.gc_lock.read().await;
+        // Stored before the GC lock is taken (with a bucket, the upload
+        // may take long); the touch first keeps GC and eviction off it.
         self.touch(d);
         temp.commit(&self.blobs, Some(d)).await?;
+        self.link_stored(repo, d).await
+    }
+
+    /// Links a blob just stored into `repo`, under the GC lock, after
+    /// checking that nothing removed it meanwhile.
+    async fn link_stored(&self, repo: &RepoName, d: &Digest) -> Result<()> {
+        let _gc = self.gc_lock.read().await;
+        if self.blobs.size(d).await?.is_none() {
+            return Err(Error::oci(
+                crate::error::ErrorCode::Unavailable,
+                "the blob was removed while it was stored; push it again",
+            ));
+        }
         self.link(repo, d).await
     }
 
@@ -102,10 +116,9 @@ impl Store {
         repo: &RepoName,
         d: &Digest,
     ) -> Result<()> {
-        let _gc = self.gc_lock.read().await;
         self.touch(d);
         session.commit(d).await?;
-        self.link(repo, d).await
+        self.link_stored(repo, d).await
     }
 
     /// Stores a local manifest with its tags and referrer entry, if

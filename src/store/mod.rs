@@ -110,15 +110,15 @@ impl Store {
                 Some((b, cfg.local_cache_size))
             }
         };
-        let journal = bucket
-            .as_ref()
-            .map(|(b, _)| Arc::new(journal::Journal::new(b.clone())));
-        let index = Index::open(&data.join("index"), journal)?;
+        let index = Index::open(&data.join("index"), bucket.as_ref().map(|(b, _)| b.clone()))?;
         journal::check_kind(index.db(), bucket.is_some())?;
         let remote = match bucket {
             None => None,
             Some((b, local_limit)) => {
-                journal::restore(&b, index.db()).await?;
+                if index.restore().await?.is_some() {
+                    // Blob files of another bucket's cache are not this one's.
+                    blobs::clear_local(data)?;
+                }
                 let (root, idx) = (data.to_path_buf(), index.clone());
                 let local = remote::LocalCache::new(local_limit, move |d| {
                     let _ = idx.remove_seal(d);
@@ -190,11 +190,21 @@ impl Store {
         let Some(remote) = self.blobs.remote() else {
             return Ok(None);
         };
-        Ok(self
-            .blobs
-            .size(d)
-            .await?
-            .map(|len| Opened::bucket(self.blobs.clone(), remote.clone(), d.clone(), len)))
+        match self.blobs.size(d).await? {
+            None => Ok(None),
+            // Only the empty blob is empty: an object emptied behind
+            // Wharf's back would otherwise be served whole, as nothing.
+            Some(0) if *d != Digest::of(d.algorithm(), b"") => {
+                tracing::error!(digest = %d, "blob in the bucket is empty: not served");
+                Ok(None)
+            }
+            Some(len) => Ok(Some(Opened::bucket(
+                self.blobs.clone(),
+                remote.clone(),
+                d.clone(),
+                len,
+            ))),
+        }
     }
 
     /// Reads a small blob (a manifest) whole, for listings; `None` when it

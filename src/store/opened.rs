@@ -101,13 +101,10 @@ impl Opened {
                         std::io::Error::new(std::io::ErrorKind::NotFound, "left the bucket"),
                     ));
                 }
+                // Opened before it is kept: the local cache may let it go
+                // at once (a blob larger than the whole cache).
+                let file = temp.reopen().await?;
                 temp.install_local(&blobs, &digest).await?;
-                let (file, _) = blobs.open_verified(&digest).await?.ok_or_else(|| {
-                    Error::storage(
-                        "reading a blob",
-                        std::io::Error::other("local copy vanished"),
-                    )
-                })?;
                 body::file(file, offset, len).await.map_err(read_err)
             }
         }

@@ -48,7 +48,11 @@ impl LocalCache {
     /// A cache of at most `limit` bytes; `forget` removes a blob's local
     /// file when it is pushed out.
     pub(super) fn new(limit: u64, forget: impl Fn(&Digest) + Send + Sync + 'static) -> LocalCache {
+        // Least recently used out first. (moka's default, TinyLFU, admits
+        // a new entry only if it is used more often than what it would
+        // push out: a full cache would keep refusing every new blob.)
         let entries = moka::sync::Cache::builder()
+            .eviction_policy(moka::policy::EvictionPolicy::lru())
             .max_capacity(limit / 1024)
             .weigher(|_, kib: &u32| *kib)
             .eviction_listener(move |d: Arc<Digest>, _, cause| {
@@ -147,6 +151,8 @@ where
         ));
     }
     struct State<F> {
+        /// Set after an error or the end: nothing more is sent.
+        finished: bool,
         stream: futures_util::stream::BoxStream<'static, io::Result<Bytes>>,
         hasher: Option<Hasher>,
         held: Option<Bytes>,
@@ -159,6 +165,7 @@ where
     // Filling the local cache hashes the bytes anyway: then that hash
     // checks them, and there is no second one.
     let state = State {
+        finished: false,
         stream,
         hasher: fill.is_none().then(|| Hasher::new(d.algorithm())),
         held: None,
@@ -169,6 +176,9 @@ where
         done: Some(done),
     };
     let body = futures_util::stream::unfold(state, |mut s| async move {
+        if s.finished {
+            return None;
+        }
         loop {
             match s.stream.next().await {
                 Some(Ok(chunk)) => {
@@ -181,7 +191,7 @@ where
                             // Its hash was the check: without it, no
                             // complete body can be vouched for.
                             s.fill = None;
-                            s.held = None;
+                            s.finished = true;
                             return Some((Err(io::Error::other(e)), s));
                         }
                     }
@@ -190,12 +200,12 @@ where
                     }
                 }
                 Some(Err(e)) => {
-                    s.hasher = None;
-                    s.held = None;
+                    s.finished = true;
                     s.fill = None;
                     return Some((Err(e), s));
                 }
                 None => {
+                    s.finished = true;
                     let last = s.held.take()?;
                     let mut fill = s.fill.take();
                     let got = match (s.hasher.take(), &mut fill) {

@@ -347,17 +347,9 @@ impl SessionGuard<'_> {
                 format!("uploaded content hashes to {got}, not {expected}"),
             ));
         }
-        if self
-            .uploads
-            .blobs
-            .size(expected)
-            .await
-            .ok()
-            .flatten()
-            .is_none()
-        {
-            self.uploads.blobs.install(path, expected).await?;
-        }
+        // Installed even when the blob is stored already: a copy damaged
+        // behind Wharf's back is replaced by this verified one.
+        self.uploads.blobs.install(path, expected).await?;
         self.uploads.forget(&self.id).await?;
         Ok(len)
     }
