@@ -1,10 +1,12 @@
 //! With a bucket, the index's durable records live there too: one small
-//! object per record under `index/`, named by the record's key. Every
-//! change of a durable record is noted here as it is made in sled, and
-//! written to the bucket by the next [`Index::flush`](super::Index), which
-//! every push waits for before it is acknowledged. Flushes run one at a
-//! time, so a record's changes reach the bucket in the order they were
-//! made; a failed write stays pending for the next flush.
+//! object per record under `index/`, named by the record's key. Before a
+//! durable record changes in sled, its key is marked dirty (`J/<key>`, in
+//! sled too, so neither a crash nor an outage forgets it). The next
+//! [`Index::flush`](super::Index), which every push waits for before it
+//! is acknowledged, writes each dirty record's value as sled holds it
+//! then (or deletes the object) and clears the mark. Flushes run one at a
+//! time and always send the latest value, so an older one can never land
+//! last; what fails stays dirty for the next flush.
 //!
 //! Durable: repositories, links, manifests, tags, referrers and the
 //! mirror's records (`p/ l/ m/ t/ r/ B/ M/ T/`). Local to this machine:
