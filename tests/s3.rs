@@ -145,6 +145,25 @@ async fn an_object_altered_behind_wharfs_back_is_never_served() {
         Err(_) => false,
     };
     assert!(!complete, "a truncated object is not served as the blob");
+    // Found damaged, it is set aside: the blob is then simply missing.
+    let quarantined = t.object(&format!(
+        "quarantine/sha256-{}",
+        ld.trim_start_matches("sha256:")
+    ));
+    let set_aside = || async {
+        for _ in 0..100 {
+            if client.head(&name).await.is_err() && client.head(&quarantined).await.is_ok() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    };
+    assert!(set_aside().await, "the truncated object was set aside");
+    assert_eq!(
+        api.status("GET", &format!("/v2/golden/x/blobs/{ld}")).await,
+        404
+    );
     // Same size, one byte flipped: the body breaks off before its end.
     let mut flipped = layer.clone();
     flipped[12345] ^= 1;
@@ -154,6 +173,7 @@ async fn an_object_altered_behind_wharfs_back_is_never_served() {
         got.bytes().await.is_err(),
         "an altered object ends its body with an error"
     );
+    assert!(set_aside().await, "the altered object was set aside");
     // Emptied: not served as an empty blob.
     client.put(&name, PutPayload::default()).await.unwrap();
     assert_eq!(

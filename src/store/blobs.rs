@@ -111,12 +111,7 @@ impl BlobStore {
     /// bucket its object to `quarantine/<alg>-<hex>`.
     pub async fn quarantine(&self, d: &Digest) -> Result<()> {
         if let Some(r) = &self.remote {
-            r.local.remove(d);
-            let to = format!("quarantine/{}-{}", d.algorithm().as_str(), d.hex());
-            if r.bucket.size(&blob_name(d)).await?.is_some() {
-                r.bucket.copy(&blob_name(d), &to).await?;
-                r.bucket.delete(&blob_name(d)).await?;
-            }
+            r.quarantine(d).await?;
         }
         let dir = self.root.join("quarantine");
         tokio::fs::create_dir_all(&dir)

@@ -61,25 +61,21 @@ pub struct Bucket {
     uploads: tokio::sync::Semaphore,
 }
 
-/// Turns an `object_store` error into ours: a missing object is
-/// `NotFound` (callers check [`is_not_found`]), a refused request says
-/// why, anything else is unavailability.
+/// Turns an `object_store` error into ours. Callers that expect a
+/// missing object check [`is_not_found`] first; anything reaching here is
+/// the store failing the request (down, refusing the key, the bucket
+/// gone): clients get 503, and the log says what the store said.
 fn fail(context: &str, e: object_store::Error) -> Error {
     use object_store::Error as E;
-    match e {
-        E::NotFound { .. } => Error::storage(context.to_string(), NotFound),
-        E::PermissionDenied { source, .. } | E::Unauthenticated { source, .. } => Error::storage(
-            context.to_string(),
-            io::Error::new(io::ErrorKind::PermissionDenied, source.to_string()),
-        ),
-        other => Error::storage(context.to_string(), Unavailable(other.to_string())),
-    }
+    let what = match &e {
+        E::NotFound { .. } => format!("the object or the bucket is missing: {e}"),
+        E::PermissionDenied { .. } | E::Unauthenticated { .. } => {
+            format!("the store refused the credentials: {e}")
+        }
+        _ => e.to_string(),
+    };
+    Error::storage(context.to_string(), Unavailable(what))
 }
-
-/// The object does not exist.
-#[derive(Debug, thiserror::Error)]
-#[error("no such object")]
-pub struct NotFound;
 
 /// Whether `e` says the object does not exist.
 fn is_not_found(e: &object_store::Error) -> bool {

@@ -87,10 +87,38 @@ impl LocalCache {
 }
 
 impl Remote {
+    /// Moves blob `d`'s object aside to `quarantine/<alg>-<hex>`: it was
+    /// found not to hash to its name. Records pointing at it then find it
+    /// missing (the mirror fetches it again; a push replaces it).
+    pub(super) async fn quarantine(&self, d: &Digest) -> Result<()> {
+        self.local.remove(d);
+        let to = format!("quarantine/{}-{}", d.algorithm().as_str(), d.hex());
+        if self.bucket.size(&blob_name(d)).await?.is_some() {
+            self.bucket.copy(&blob_name(d), &to).await?;
+            self.bucket.delete(&blob_name(d)).await?;
+        }
+        Ok(())
+    }
+
+    /// [`quarantine`](Self::quarantine) in the background, logging a
+    /// failure (a read that found the damage does not wait for it).
+    fn quarantine_later(self: &Arc<Self>, d: &Digest) {
+        let (me, d) = (self.clone(), d.clone());
+        tokio::spawn(async move {
+            if let Err(e) = me.quarantine(&d).await {
+                tracing::warn!(digest = %d, error = %e, "setting a corrupt object aside failed");
+            }
+        });
+    }
+
     /// Reads blob `d` from the bucket into a new local temp blob,
     /// verifying it. `None` when the bucket does not have it; an error
     /// when what it has does not hash to `d`.
-    pub(super) async fn download(&self, d: &Digest, temp: &mut TempBlob) -> Result<Option<u64>> {
+    pub(super) async fn download(
+        self: &Arc<Self>,
+        d: &Digest,
+        temp: &mut TempBlob,
+    ) -> Result<Option<u64>> {
         let Some((_, mut stream)) = self.bucket.read(&blob_name(d), 0).await? else {
             return Ok(None);
         };
@@ -102,6 +130,7 @@ impl Remote {
         }
         let got = temp.finish().await?;
         if got != *d {
+            self.quarantine_later(d);
             return Err(corrupt(d, &got));
         }
         Ok(Some(n))
@@ -151,6 +180,7 @@ where
         ));
     }
     struct State<F> {
+        remote: Arc<Remote>,
         /// Set after an error or the end: nothing more is sent.
         finished: bool,
         stream: futures_util::stream::BoxStream<'static, io::Result<Bytes>>,
@@ -165,6 +195,7 @@ where
     // Filling the local cache hashes the bytes anyway: then that hash
     // checks them, and there is no second one.
     let state = State {
+        remote: remote.clone(),
         finished: false,
         stream,
         hasher: fill.is_none().then(|| Hasher::new(d.algorithm())),
@@ -217,6 +248,7 @@ where
                         (None, None) => return None,
                     };
                     if got != s.d || s.seen != s.len {
+                        s.remote.quarantine_later(&s.d);
                         return Some((Err(io::Error::other(corrupt(&s.d, &got))), s));
                     }
                     if let (Some(t), Some(done)) = (fill, s.done.take()) {
