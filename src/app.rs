@@ -510,7 +510,7 @@ impl App {
         loop {
             tokio::select! {
                 _ = shutdown.changed() => {
-                    let _ = store.flush_access();
+                    let _ = store.flush_access().await;
                     return;
                 }
                 _ = uploads.tick() => match self.store.uploads().expire_idle().await {
@@ -519,7 +519,7 @@ impl App {
                     Err(e) => tracing::warn!(error = %e, "expiring uploads failed"),
                 },
                 _ = minute.tick() => {
-                    if let Err(e) = store.flush_access() {
+                    if let Err(e) = store.flush_access().await {
                         tracing::warn!(error = %e, "recording access times failed");
                     }
                     // Mirror records reach the bucket (with --storage s3)

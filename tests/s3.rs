@@ -720,3 +720,39 @@ async fn the_local_cache_stays_within_its_size() {
     );
     w.stop();
 }
+
+/// When each blob was last used goes to the bucket in batches, so a new
+/// data directory keeps it (eviction's order, the UI's "last pulled").
+#[tokio::test]
+async fn access_times_survive_an_empty_data_directory() {
+    let t = garage::shared().target(&unique("access"));
+    let tmp = tempfile::tempdir().unwrap();
+    let w = on(&t, &tmp.path().join("a"), &[]);
+    let api = Api::new(&w);
+    push_image(&api, "golden/used", "v1", "used").await;
+    push_image(&api, "golden/unused", "v1", "unused").await;
+    // A pull a moment after the push (a use within a second is the push).
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    assert_eq!(api.status("GET", "/v2/golden/used/manifests/v1").await, 200);
+    w.stop();
+    assert!(
+        !objects(&t, "access/").await.is_empty(),
+        "a batch in the bucket"
+    );
+
+    let w = on(&t, &tmp.path().join("b"), &[]);
+    let api = Api::new(&w);
+    let pulled = |repo: &'static str| {
+        let api = &api;
+        async move {
+            let v = api.json(&format!("/api/v1/repositories/{repo}/tags")).await;
+            v["tags"][0]["last_pulled"].clone()
+        }
+    };
+    assert!(
+        pulled("golden/used").await.is_string(),
+        "the pull is remembered"
+    );
+    assert!(pulled("golden/unused").await.is_null());
+    w.stop();
+}

@@ -46,6 +46,10 @@ pub struct CacheTracker {
     items: AtomicU64,
     shared_items: AtomicU64,
     touched: Mutex<HashMap<Digest, u64>>,
+    /// With a bucket: access times written to the index and not yet to
+    /// the bucket.
+    /// (One time per blob, the latest: bounded by the blobs there are.)
+    unsent: Mutex<HashMap<Digest, u64>>,
     round: tokio::sync::Mutex<()>,
     /// Wakes the maintenance loop when the limit is passed.
     pub over_limit: tokio::sync::Notify,
@@ -62,6 +66,7 @@ impl CacheTracker {
             items: AtomicU64::new(0),
             shared_items: AtomicU64::new(0),
             touched: Mutex::new(HashMap::new()),
+            unsent: Mutex::new(HashMap::new()),
             round: tokio::sync::Mutex::new(()),
             over_limit: tokio::sync::Notify::new(),
         };
@@ -168,7 +173,26 @@ impl CacheTracker {
         if !batch.is_empty() {
             self.index.put_access_times(&batch)?;
         }
-        Ok(batch.len())
+        let n = batch.len();
+        if self.blobs.remote().is_some() {
+            self.give_back(batch);
+        }
+        Ok(n)
+    }
+
+    /// Takes the access times the bucket has not got yet.
+    pub(super) fn take_unsent(&self) -> Vec<(Digest, u64)> {
+        let mut u = self.unsent.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::take(&mut *u).into_iter().collect()
+    }
+
+    /// Adds access times the bucket has not got (keeping the latest).
+    pub(super) fn give_back(&self, batch: Vec<(Digest, u64)>) {
+        let mut u = self.unsent.lock().unwrap_or_else(|p| p.into_inner());
+        for (d, t) in batch {
+            let e = u.entry(d).or_insert(0);
+            *e = (*e).max(t);
+        }
     }
 
     /// Evicts least recently used mirrored content until the cache is

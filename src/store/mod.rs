@@ -5,6 +5,7 @@
 //! deletes, `mirrored` for cache fills), read the index, and never name
 //! a path or a file.
 
+mod access;
 mod blobs;
 mod bucket;
 pub mod cache;
@@ -46,6 +47,8 @@ pub struct Store {
     /// Held for reading while a push references blobs, for writing while
     /// garbage collection or eviction removes one.
     gc_lock: Arc<tokio::sync::RwLock<()>>,
+    /// With a bucket: access batches written since the last compaction.
+    access_batches: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl Store {
@@ -118,6 +121,8 @@ impl Store {
                 if index.restore().await?.is_some() {
                     // Blob files of another bucket's cache are not this one's.
                     blobs::clear_local(data)?;
+                    let n = access::restore(&b, &index).await?;
+                    tracing::info!(blobs = n, "access times restored from the bucket");
                 }
                 let (root, idx) = (data.to_path_buf(), index.clone());
                 let local = remote::LocalCache::new(local_limit, move |d| {
@@ -156,13 +161,16 @@ impl Store {
             uploads,
             cache,
             gc_lock: Arc::new(tokio::sync::RwLock::new(())),
+            access_batches: Arc::default(),
         })
     }
 
     /// Makes every change durable and writes pending access times (at
     /// shutdown).
     pub async fn close(&self) -> Result<()> {
-        let _ = self.cache.flush_access();
+        if let Err(e) = self.flush_access().await {
+            tracing::warn!(error = %e, "writing access times failed");
+        }
         self.index.flush().await
     }
 
@@ -250,9 +258,30 @@ impl Store {
         self.cache.over_limit.notified().await
     }
 
-    /// Writes the access times gathered since the last call.
-    pub fn flush_access(&self) -> Result<usize> {
-        self.cache.flush_access()
+    /// Writes the access times gathered since the last call (to the
+    /// index; with a bucket, also to the bucket in one batch object).
+    pub async fn flush_access(&self) -> Result<usize> {
+        let n = self.cache.flush_access()?;
+        let Some(remote) = self.blobs.remote() else {
+            return Ok(n);
+        };
+        let batch = self.cache.take_unsent();
+        if let Err(e) = access::push(&remote.bucket, &batch).await {
+            self.cache.give_back(batch);
+            return Err(e);
+        }
+        if !batch.is_empty() {
+            let written = self
+                .access_batches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+                + 1;
+            if written >= access::COMPACT_AFTER {
+                self.access_batches
+                    .store(0, std::sync::atomic::Ordering::Relaxed);
+                access::compact(&remote.bucket, &self.index).await?;
+            }
+        }
+        Ok(n)
     }
 
     /// Evicts least recently used mirrored content until the cache is
