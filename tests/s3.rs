@@ -80,10 +80,20 @@ async fn an_empty_data_directory_serves_everything_from_the_bucket() {
     assert_eq!(header(&r, "docker-content-digest").unwrap(), small);
     let r = api.get("/v2/golden/big/manifests/v2").await;
     assert_eq!(header(&r, "docker-content-digest").unwrap(), big);
-    let r = api.get(&format!("/v2/golden/big/blobs/{big_digest}")).await;
-    assert_eq!(r.status(), 200);
-    let got = r.bytes().await.unwrap();
-    assert_eq!(sha256(&got), big_digest, "the layer read from the bucket");
+    // Four clients at once: one copies it into the local cache, all get
+    // it whole and checked.
+    let path = format!("/v2/golden/big/blobs/{big_digest}");
+    let reads = (0..4).map(|_| {
+        let (api, path) = (&api, path.clone());
+        async move {
+            let r = api.get(&path).await;
+            assert_eq!(r.status(), 200);
+            r.bytes().await.unwrap()
+        }
+    });
+    for got in futures_util::future::join_all(reads).await {
+        assert_eq!(sha256(&got), big_digest, "the layer read from the bucket");
+    }
     // A range of a blob the local cache now holds, and of one it lacks.
     let r = api
         .req("GET", &format!("/v2/golden/big/blobs/{big_digest}"))

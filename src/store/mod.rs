@@ -129,7 +129,7 @@ impl Store {
                     let _ = idx.remove_seal(d);
                     let _ = std::fs::remove_file(blobs::file_of(&root, d));
                 });
-                Some(Arc::new(remote::Remote { bucket: b, local }))
+                Some(Arc::new(remote::Remote::new(b, local)))
             }
         };
         let blobs = BlobStore::open(data, index.clone(), remote.clone())

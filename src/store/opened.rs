@@ -77,10 +77,17 @@ impl Opened {
                 remote,
                 digest,
             } if offset == 0 && len == self.len => {
-                let fill = blobs.temp(digest.algorithm()).await.ok();
+                // One reader at a time copies it into the local cache; the
+                // others only stream it (checked all the same).
+                let filling = remote.start_filling(&digest, len);
+                let fill = match &filling {
+                    Some(_) => blobs.temp(digest.algorithm()).await.ok(),
+                    None => None,
+                };
                 let d = digest.clone();
                 // `done` gets the fill once it hashed to the digest.
                 remote::verified_body(remote, digest, len, fill, move |t| async move {
+                    let _filling = filling;
                     if let Err(e) = t.install_local(&blobs, &d).await {
                         tracing::debug!(digest = %d, error = %e, "keeping a blob locally failed");
                     }

@@ -24,6 +24,26 @@ use std::sync::Arc;
 pub struct Remote {
     pub(super) bucket: Arc<Bucket>,
     pub(super) local: LocalCache,
+    /// Blobs being copied from the bucket into the local cache now: one
+    /// copy each, however many clients read them meanwhile.
+    filling: std::sync::Mutex<std::collections::HashSet<Digest>>,
+}
+
+/// The right to copy one blob into the local cache; released on drop.
+pub(super) struct Filling {
+    remote: Arc<Remote>,
+    digest: Digest,
+}
+
+impl Drop for Filling {
+    fn drop(&mut self) {
+        let mut f = self
+            .remote
+            .filling
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        f.remove(&self.digest);
+    }
 }
 
 /// The object name of blob `d`.
@@ -42,6 +62,7 @@ pub(super) fn digest_of(name: &str) -> Option<Digest> {
 /// limit, the least recently used leave it (they stay in the bucket).
 pub struct LocalCache {
     entries: moka::sync::Cache<Digest, u32>,
+    limit: u64,
 }
 
 impl LocalCache {
@@ -61,7 +82,12 @@ impl LocalCache {
                 }
             })
             .build();
-        LocalCache { entries }
+        LocalCache { entries, limit }
+    }
+
+    /// Whether a blob of `len` bytes can be kept at all.
+    pub(super) fn fits(&self, len: u64) -> bool {
+        len <= self.limit
     }
 
     /// Records that the data directory now holds `d` (`len` bytes).
@@ -87,6 +113,27 @@ impl LocalCache {
 }
 
 impl Remote {
+    pub(super) fn new(bucket: Arc<Bucket>, local: LocalCache) -> Remote {
+        Remote {
+            bucket,
+            local,
+            filling: Default::default(),
+        }
+    }
+
+    /// The right to copy blob `d` (`len` bytes) into the local cache, if
+    /// nobody is copying it already and it fits there at all.
+    pub(super) fn start_filling(self: &Arc<Self>, d: &Digest, len: u64) -> Option<Filling> {
+        if !self.local.fits(len) {
+            return None;
+        }
+        let mut f = self.filling.lock().unwrap_or_else(|e| e.into_inner());
+        f.insert(d.clone()).then(|| Filling {
+            remote: self.clone(),
+            digest: d.clone(),
+        })
+    }
+
     /// Moves blob `d`'s object aside to `quarantine/<alg>-<hex>`: it was
     /// found not to hash to its name. Records pointing at it then find it
     /// missing (the mirror fetches it again; a push replaces it).
