@@ -59,9 +59,10 @@ struct GcArgs {
 struct VerifyArgs {
     #[command(flatten)]
     data: DataArgs,
-    /// Move corrupt and orphaned files to DATA/quarantine/ and drop the
-    /// records pointing at missing or corrupt content (the mirror then
-    /// fetches it again).
+    /// Move corrupt and orphaned blobs aside (to DATA/quarantine/, or with
+    /// --storage s3 to quarantine/ in the bucket) and drop the records
+    /// pointing at missing or corrupt content (the mirror then fetches it
+    /// again).
     #[arg(long)]
     repair: bool,
 }
