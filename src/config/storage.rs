@@ -43,8 +43,8 @@ pub struct StorageArgs {
     #[arg(long, env = "WHARF_S3_PREFIX", value_name = "PATH")]
     pub s3_prefix: Option<String>,
 
-    /// Path-style requests (http://endpoint/bucket/key) instead of
-    /// virtual-hosted ones (http://bucket.endpoint/key): what most
+    /// Path-style requests (`http://endpoint/bucket/key`) instead of
+    /// virtual-hosted ones (`http://bucket.endpoint/key`): what most
     /// self-hosted stores (Garage, MinIO, Ceph) need.
     #[arg(long, env = "WHARF_S3_PATH_STYLE")]
     pub s3_path_style: bool,

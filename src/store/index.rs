@@ -15,7 +15,7 @@
 //! | `T/<upstream>\0<repo>\0<tag>` | last known digest of a mirrored tag |
 //! | `s/<digest>` | the blob file's seal: ctime and length when it was committed |
 //! | `A/<digest>` | last access, unix milliseconds (written at most once a minute) |
-//! | `J/<key>` | with a bucket: record `<key>` changed, the bucket may lack it ([`super::journal`]) |
+//! | `J/<key>` | with a bucket: record `<key>` changed, the bucket may lack it (see `store::journal`) |
 //! | `S/origin` | with a bucket: which bucket the durable records came from |
 //!
 //! Mirrored content is keyed by upstream, apart from local repositories:
