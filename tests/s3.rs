@@ -45,6 +45,30 @@ async fn objects(t: &S3Target, dir: &str) -> Vec<String> {
         .collect()
 }
 
+/// Pushes `blob` to `repo` in one POST; returns the status.
+async fn post_blob(api: &Api, repo: &str, blob: &[u8]) -> u16 {
+    let d = sha256(blob);
+    api.req("POST", &format!("/v2/{repo}/blobs/uploads/?digest={d}"))
+        .body(blob.to_vec())
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+/// Whether a one-POST push of `blob` goes through within ten seconds (a
+/// store that just came back takes a moment to answer).
+async fn pushes_again(api: &Api, repo: &str, blob: &[u8]) -> bool {
+    for _ in 0..40 {
+        if post_blob(api, repo, blob).await == 201 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    false
+}
+
 #[tokio::test]
 async fn an_empty_data_directory_serves_everything_from_the_bucket() {
     let t = garage::shared().target(&unique("empty-dir"));
@@ -216,16 +240,7 @@ async fn an_unreachable_store_gives_quick_503s_and_the_local_cache_still_pulls()
     assert_eq!(header(&r, "docker-content-digest").unwrap(), pushed);
     // A push needs the bucket: a quick 503, nothing half-done.
     let started = Instant::now();
-    let r = api
-        .req(
-            "POST",
-            &format!("/v2/golden/new/blobs/uploads/?digest={}", sha256(b"new")),
-        )
-        .body(b"new".to_vec())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 503, "{}", r.text().await.unwrap());
+    assert_eq!(post_blob(&api, "golden/new", b"new").await, 503);
     assert!(
         started.elapsed() < Duration::from_secs(15),
         "took {:?}",
@@ -233,25 +248,10 @@ async fn an_unreachable_store_gives_quick_503s_and_the_local_cache_still_pulls()
     );
     g.resume();
     // Back: the same push goes through.
-    let ok = async {
-        for _ in 0..40 {
-            let r = api
-                .req(
-                    "POST",
-                    &format!("/v2/golden/new/blobs/uploads/?digest={}", sha256(b"new")),
-                )
-                .body(b"new".to_vec())
-                .send()
-                .await
-                .unwrap();
-            if r.status() == 201 {
-                return true;
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
-        false
-    };
-    assert!(ok.await, "pushes work again once the store is back");
+    assert!(
+        pushes_again(&api, "golden/new", b"new").await,
+        "pushes work again once the store is back"
+    );
     w.stop();
 }
 
@@ -437,21 +437,10 @@ async fn the_store_stopping_mid_push_commits_nothing() {
             .await,
         404
     );
-    let mut pushed = false;
-    for _ in 0..40 {
-        let r = api
-            .req("POST", &format!("/v2/golden/mid/blobs/uploads/?digest={d}"))
-            .body(blob.clone())
-            .send()
-            .await
-            .unwrap();
-        if r.status() == 201 {
-            pushed = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(pushed, "the push works once the store is back");
+    assert!(
+        pushes_again(&api, "golden/mid", &blob).await,
+        "the push works once the store is back"
+    );
     w.stop();
 }
 
@@ -471,21 +460,7 @@ async fn every_acknowledged_push_survives_sigkill_and_an_empty_data_directory() 
         tasks.push(tokio::spawn(async move {
             let layer = pattern(1 << 20, i);
             let config = format!("{{\"push\":{i}}}");
-            let cd = api.push_blob("golden/many", config.as_bytes()).await;
-            let ld = api.push_blob("golden/many", &layer).await;
-            let m = image_manifest(
-                Some(OCI_MANIFEST),
-                (
-                    "application/vnd.oci.image.config.v1+json",
-                    &cd,
-                    config.len(),
-                ),
-                &[(
-                    "application/vnd.oci.image.layer.v1.tar+gzip",
-                    &ld,
-                    layer.len(),
-                )],
-            );
+            let (m, ld) = push_blobs_of_image(&api, "golden/many", config.as_bytes(), &layer).await;
             let tag = format!("t{i}");
             let r = api
                 .req("PUT", &format!("/v2/golden/many/manifests/{tag}"))

@@ -146,7 +146,6 @@ api_bind_addr = "127.0.0.1:{admin}"
             _dir: dir,
         };
         g.resume();
-        let cli = |args: &[&str]| run(Command::new(&garage).arg("-c").arg(&g.config).args(args));
         let started = Instant::now();
         let node = loop {
             let out = Command::new(&garage)
@@ -165,10 +164,9 @@ api_bind_addr = "127.0.0.1:{admin}"
             );
             std::thread::sleep(Duration::from_millis(100));
         };
-        cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
-        cli(&["layout", "apply", "--version", "1"]);
-        cli(&["bucket", "create", "wharf"]);
-        let key = cli(&["key", "create", "wharf-key"]);
+        g.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
+        g.cli(&["layout", "apply", "--version", "1"]);
+        let key = g.cli(&["key", "create", "wharf-key"]);
         let field = |name: &str| {
             key.lines()
                 .find_map(|l| l.trim().strip_prefix(name))
@@ -176,27 +174,24 @@ api_bind_addr = "127.0.0.1:{admin}"
                 .unwrap_or_else(|| panic!("no {name} in: {key}"))
         };
         let (key_id, secret) = (field("Key ID:"), field("Secret key:"));
-        cli(&[
-            "bucket",
-            "allow",
-            "--read",
-            "--write",
-            "--owner",
-            "wharf",
-            "--key",
-            "wharf-key",
-        ]);
+        g.create_bucket("wharf");
         g.key_id = key_id;
         g.secret = secret;
         g
     }
 
-    /// Creates another bucket the key may use.
+    /// Runs the Garage CLI against this node; panics when it fails.
+    fn cli(&self, args: &[&str]) -> String {
+        run(Command::new(require("garage"))
+            .arg("-c")
+            .arg(&self.config)
+            .args(args))
+    }
+
+    /// Creates a bucket the key may read and write.
     pub fn create_bucket(&self, name: &str) {
-        let garage = require("garage");
-        let cli = |args: &[&str]| run(Command::new(&garage).arg("-c").arg(&self.config).args(args));
-        cli(&["bucket", "create", name]);
-        cli(&[
+        self.cli(&["bucket", "create", name]);
+        self.cli(&[
             "bucket",
             "allow",
             "--read",

@@ -551,6 +551,20 @@ pub async fn push_image_of(
     config: &[u8],
     layer: &[u8],
 ) -> (String, Vec<u8>, String) {
+    let (m, ld) = push_blobs_of_image(api, repo, config, layer).await;
+    let r = api.put_manifest(repo, tag, OCI_MANIFEST, &m).await;
+    assert_eq!(r.status(), 201, "pushing {repo}:{tag}");
+    (sha256(&m), m, ld)
+}
+
+/// Pushes the config and the one layer of an image to `repo`; returns the
+/// image's manifest (not pushed) and the layer's digest.
+pub async fn push_blobs_of_image(
+    api: &Api,
+    repo: &str,
+    config: &[u8],
+    layer: &[u8],
+) -> (Vec<u8>, String) {
     let cd = api.push_blob(repo, config).await;
     let ld = api.push_blob(repo, layer).await;
     let m = image_manifest(
@@ -566,9 +580,7 @@ pub async fn push_image_of(
             layer.len(),
         )],
     );
-    let r = api.put_manifest(repo, tag, OCI_MANIFEST, &m).await;
-    assert_eq!(r.status(), 201, "pushing {repo}:{tag}");
-    (sha256(&m), m, ld)
+    (m, ld)
 }
 
 /// Polls `done` every `every` until it holds or `limit` has passed, and
