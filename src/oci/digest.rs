@@ -165,6 +165,32 @@ impl Hasher {
         }
     }
 
+    /// The hasher's state, to continue it later, perhaps in another
+    /// process (an upload session kept in a bucket): see [`Hasher::resume`].
+    pub fn save(&self) -> Vec<u8> {
+        use sha2::digest::common::hazmat::SerializableState;
+        match self {
+            Hasher::Sha256(h) => h.serialize().to_vec(),
+            Hasher::Sha512(h) => h.serialize().to_vec(),
+        }
+    }
+
+    /// A hasher continued from what [`Hasher::save`] returned; `None` when
+    /// `state` is not a saved state of `algorithm`.
+    pub fn resume(algorithm: Algorithm, state: &[u8]) -> Option<Hasher> {
+        use sha2::digest::common::hazmat::SerializableState;
+        match algorithm {
+            Algorithm::Sha256 => {
+                let s = state.try_into().ok()?;
+                Sha256::deserialize(s).ok().map(Hasher::Sha256)
+            }
+            Algorithm::Sha512 => {
+                let s = state.try_into().ok()?;
+                Sha512::deserialize(s).ok().map(Hasher::Sha512)
+            }
+        }
+    }
+
     pub fn finish(self) -> Digest {
         let (algorithm, hex) = match self {
             Hasher::Sha256(h) => (Algorithm::Sha256, hex::encode(h.finalize())),
@@ -177,6 +203,26 @@ impl Hasher {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_saved_hasher_continues_where_it_stopped() {
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            let data: Vec<u8> = (0..1000u32).map(|i| (i * 7 % 251) as u8).collect();
+            // Cut inside a block and at block boundaries alike.
+            for cut in [0, 1, 63, 64, 65, 127, 128, 129, 999, 1000] {
+                let mut h = Hasher::new(alg);
+                h.update(&data[..cut]);
+                let saved = h.save();
+                let mut resumed = Hasher::resume(alg, &saved).expect("resumes");
+                resumed.update(&data[cut..]);
+                assert_eq!(resumed.finish(), Digest::of(alg, &data), "{alg:?} cut {cut}");
+            }
+        }
+        let saved = Hasher::new(Algorithm::Sha256).save();
+        assert!(Hasher::resume(Algorithm::Sha512, &saved).is_none());
+        assert!(Hasher::resume(Algorithm::Sha256, &saved[1..]).is_none());
+        assert!(Hasher::resume(Algorithm::Sha256, b"").is_none());
+    }
 
     const EMPTY: &str = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
 
