@@ -441,6 +441,181 @@ async fn the_store_stopping_mid_push_commits_nothing() {
         pushes_again(&api, "golden/mid", &blob).await,
         "the push works once the store is back"
     );
+
+    // A chunked session: the store stops between two chunks. The chunk
+    // sent meanwhile fails cleanly; the session keeps what was recorded
+    // and finishes once the store is back.
+    let (head, rest) = blob.split_at(6 << 20);
+    let r = api
+        .req("POST", "/v2/golden/mid/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    let loc = location(&r);
+    let r = api
+        .req("PATCH", &loc)
+        .body(head.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    g.stop();
+    let started = Instant::now();
+    let r = api
+        .req("PATCH", &loc)
+        .body(rest.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503, "the chunk fails cleanly");
+    assert!(started.elapsed() < Duration::from_secs(20), "and quickly");
+    g.resume();
+    let mut range = None;
+    for _ in 0..40 {
+        let r = api.get(&loc).await;
+        if r.status() == 204 {
+            range = header(&r, "range");
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(range, Some(format!("0-{}", head.len() - 1)));
+    let r = api
+        .req("PUT", &with_query(&loc, &format!("digest={d}")))
+        .body(rest.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    assert_eq!(
+        api.get(&format!("/v2/golden/mid/blobs/{d}"))
+            .await
+            .bytes()
+            .await
+            .unwrap(),
+        blob
+    );
+    w.stop();
+}
+
+/// A chunked push keeps its session in the bucket: it goes on through a
+/// Wharf on another, empty data directory (and after a SIGKILL), chunks
+/// of any size end up as parts of one upload, a wrong digest stores
+/// nothing, and a finished or failed session leaves no object behind.
+#[tokio::test]
+async fn a_chunked_push_goes_on_from_an_empty_data_directory() {
+    let t = garage::shared().target(&unique("chunked"));
+    let tmp = tempfile::tempdir().unwrap();
+    let w = on(&t, &tmp.path().join("a"), &[]);
+    let api = Api::new(&w);
+    let blob = pattern((23 << 20) + 12345, 3);
+    let d = sha256(&blob);
+    let patch = |api: &Api, loc: &str, from: usize, to: usize| {
+        api.req("PATCH", loc)
+            .header("content-range", format!("{from}-{}", to - 1))
+            .body(blob[from..to].to_vec())
+            .send()
+    };
+    let r = api
+        .req("POST", "/v2/golden/chunked/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    let loc = location(&r);
+    // 3 MiB (too little for a part: the tail), then 4 more (a part of 7).
+    for (from, to) in [(0, 3 << 20), (3 << 20, 7 << 20)] {
+        let r = patch(&api, &loc, from, to).await.unwrap();
+        assert_eq!(r.status(), 202);
+        assert_eq!(header(&r, "range"), Some(format!("0-{}", to - 1)));
+    }
+    w.stop();
+
+    // Another machine, its data directory empty.
+    let w = on(&t, &tmp.path().join("b"), &[]);
+    let api = Api::new(&w);
+    let r = api.get(&loc).await;
+    assert_eq!(r.status(), 204);
+    assert_eq!(header(&r, "range"), Some(format!("0-{}", (7 << 20) - 1)));
+    let r = patch(&api, &loc, 7 << 20, 16 << 20).await.unwrap();
+    assert_eq!(r.status(), 202);
+    let (_, _) = w.kill();
+
+    // And a third; the last chunk comes with the closing PUT.
+    let w = on(&t, &tmp.path().join("c"), &[]);
+    let api = Api::new(&w);
+    let r = api
+        .req("PUT", &with_query(&loc, &format!("digest={d}")))
+        .header("content-range", format!("{}-{}", 16 << 20, blob.len() - 1))
+        .body(blob[16 << 20..].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    let got = api
+        .get(&format!("/v2/golden/chunked/blobs/{d}"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert!(got == blob, "the blob reads back whole");
+    assert!(
+        objects(&t, "uploads/").await.is_empty(),
+        "nothing left of the session"
+    );
+    assert_eq!(api.status("GET", &loc).await, 404);
+
+    // A wrong digest: refused, nothing stored, nothing left behind.
+    let wrong = sha256(b"something else");
+    let r = api
+        .req("POST", "/v2/golden/chunked/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    let loc = location(&r);
+    let r = patch(&api, &loc, 0, 12 << 20).await.unwrap();
+    assert_eq!(r.status(), 202);
+    let r = api
+        .req("PUT", &with_query(&loc, &format!("digest={wrong}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "DIGEST_INVALID");
+    let hex = wrong.trim_start_matches("sha256:");
+    assert!(!objects(&t, "blobs/").await.iter().any(|o| o.ends_with(hex)));
+    assert!(objects(&t, "uploads/").await.is_empty());
+
+    // sha512 across parts: no saved hasher applies, the bytes are hashed
+    // once from the completed upload.
+    let d512 = {
+        use sha2::Digest as _;
+        format!(
+            "sha512:{}",
+            hex::encode(sha2::Sha512::digest(&blob[..12 << 20]))
+        )
+    };
+    let r = api
+        .req("POST", "/v2/golden/chunked/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    let loc = location(&r);
+    let r = patch(&api, &loc, 0, 12 << 20).await.unwrap();
+    assert_eq!(r.status(), 202);
+    let r = api
+        .req("PUT", &with_query(&loc, &format!("digest={d512}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    let got = api
+        .get(&format!("/v2/golden/chunked/blobs/{d512}"))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert!(got[..] == blob[..12 << 20]);
+    assert!(objects(&t, "uploads/").await.is_empty());
     w.stop();
 }
 

@@ -215,7 +215,11 @@ mod tests {
                 let saved = h.save();
                 let mut resumed = Hasher::resume(alg, &saved).expect("resumes");
                 resumed.update(&data[cut..]);
-                assert_eq!(resumed.finish(), Digest::of(alg, &data), "{alg:?} cut {cut}");
+                assert_eq!(
+                    resumed.finish(),
+                    Digest::of(alg, &data),
+                    "{alg:?} cut {cut}"
+                );
             }
         }
         let saved = Hasher::new(Algorithm::Sha256).save();

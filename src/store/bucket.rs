@@ -14,6 +14,7 @@ use crate::error::{Error, Result, StorageUnavailable as Unavailable};
 use bytes::Bytes;
 use futures_util::stream::BoxStream;
 use futures_util::{StreamExt, TryStreamExt};
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use std::io;
@@ -56,6 +57,9 @@ pub struct Bucket {
     /// them: no overall limit, but [`ANSWER_TIMEOUT`] for the answer and
     /// [`IDLE_TIMEOUT`] between chunks.
     reader: Arc<dyn ObjectStore>,
+    /// The same client as `store`, for multipart uploads kept open across
+    /// requests (upload sessions): their ids and parts are ours to keep.
+    parts: Arc<dyn MultipartStore>,
     prefix: String,
     identity: String,
     uploads: tokio::sync::Semaphore,
@@ -121,11 +125,14 @@ impl Bucket {
                 Error::storage("configuring the S3 client", io::Error::other(e.to_string()))
             })
         };
-        let store = build(options.clone().with_timeout(Duration::from_secs(30)))?;
+        let store = Arc::new(build(
+            options.clone().with_timeout(Duration::from_secs(30)),
+        )?);
         let reader = build(options.with_timeout_disabled())?;
         let bucket = Bucket {
-            store: Arc::new(store),
+            store: store.clone(),
             reader: Arc::new(reader),
+            parts: store,
             prefix: cfg.prefix.clone(),
             identity: format!("s3://{}/{} at {where_}", cfg.bucket, cfg.prefix),
             uploads: tokio::sync::Semaphore::new(UPLOADS),
@@ -345,6 +352,67 @@ impl Bucket {
                 let _ = w.abort().await;
                 Err(e)
             }
+        }
+    }
+
+    /// Starts a multipart upload to object `name` that outlives this call
+    /// (and this process): its id, to keep.
+    pub async fn start_parts(&self, name: &str) -> Result<String> {
+        let path = self.path(name)?;
+        self.parts
+            .create_multipart(&path)
+            .await
+            .map_err(|e| fail("starting an upload", e))
+    }
+
+    /// Uploads part `index` (from 0) of multipart upload `id` to `name`:
+    /// the id of the stored part, to keep for [`Bucket::finish_parts`].
+    /// Counted among the uploads running at once.
+    pub async fn put_part(
+        &self,
+        name: &str,
+        id: &str,
+        index: usize,
+        bytes: Bytes,
+    ) -> Result<String> {
+        let path = self.path(name)?;
+        let _slot = self
+            .uploads
+            .acquire()
+            .await
+            .map_err(|e| Error::storage("waiting to upload", e))?;
+        self.parts
+            .put_part(&path, &id.to_string(), index, PutPayload::from_bytes(bytes))
+            .await
+            .map(|p| p.content_id)
+            .map_err(|e| fail("uploading a part", e))
+    }
+
+    /// Completes multipart upload `id` to `name` from its parts, in order:
+    /// the object appears whole.
+    pub async fn finish_parts(&self, name: &str, id: &str, parts: &[String]) -> Result<()> {
+        let path = self.path(name)?;
+        let parts = parts
+            .iter()
+            .map(|p| PartId {
+                content_id: p.clone(),
+            })
+            .collect();
+        self.parts
+            .complete_multipart(&path, &id.to_string(), parts)
+            .await
+            .map(|_| ())
+            .map_err(|e| fail("completing an upload", e))
+    }
+
+    /// Aborts multipart upload `id` to `name`, dropping its parts (one
+    /// already gone is not an error).
+    pub async fn abort_parts(&self, name: &str, id: &str) -> Result<()> {
+        let path = self.path(name)?;
+        match self.parts.abort_multipart(&path, &id.to_string()).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(fail("aborting an upload", e)),
         }
     }
 

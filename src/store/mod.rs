@@ -8,6 +8,7 @@
 mod access;
 mod blobs;
 mod bucket;
+mod bucket_uploads;
 pub mod cache;
 pub mod gc;
 pub mod index;
@@ -144,12 +145,9 @@ impl Store {
             }
             r.local.settle();
         }
-        let uploads = Arc::new(Uploads::new(
-            blobs.clone(),
-            index.clone(),
-            upload_timeout,
-            upload_limits,
-        )?);
+        let uploads = Arc::new(
+            Uploads::new(blobs.clone(), index.clone(), upload_timeout, upload_limits).await?,
+        );
         let cache = Arc::new(cache::CacheTracker::new(
             index.clone(),
             blobs.clone(),

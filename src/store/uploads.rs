@@ -1,16 +1,22 @@
-//! Blob upload sessions: a file per session under `DATA/uploads/<id>`, its
-//! repository recorded in the index so sessions survive a restart. The
-//! session's offset is the file's length, so a client that lost a chunk to a
-//! crash asks for the status and resumes. A running sha256 covers the bytes
-//! appended while this process held the session; after a restart (or for a
-//! sha512 digest) the file is re-hashed once at the closing PUT. Idle
-//! sessions expire after the configured timeout.
+//! Blob upload sessions. On the filesystem, a file per session under
+//! `DATA/uploads/<id>`, its repository recorded in the index so sessions
+//! survive a restart; the session's offset is the file's length. With a
+//! bucket, the session lives there (`store::bucket_uploads`): a record,
+//! a multipart upload and a tail, so it survives the data directory and
+//! can go on through another Wharf on the bucket. Either way a client
+//! that lost a chunk to a crash asks for the status and resumes. A
+//! running sha256 covers the bytes appended so far (on the filesystem,
+//! while this process held the session: after a restart, or for a sha512
+//! digest, the bytes are re-hashed once at the closing PUT). Idle sessions
+//! expire after the configured timeout.
 //!
 //! Each session belongs to an owner (a user, or the address of an
 //! anonymous client), and each owner may hold a bounded number of open
 //! sessions and of bytes parked in them; past either, 429 TOOMANYREQUESTS.
 
 use super::blobs::{hash_file, BlobStore};
+use super::bucket::Bucket;
+use super::bucket_uploads::{self as parked, Record};
 use super::index::{Index, UploadMeta};
 pub use super::quota::Limits;
 use super::quota::Quota;
@@ -31,7 +37,8 @@ use tokio::io::AsyncWriteExt;
 struct Session {
     repo: RepoName,
     owner: String,
-    /// A sha256 over exactly the first `hashed` bytes of the file, if valid.
+    /// On the filesystem: a sha256 over exactly the first `hashed` bytes
+    /// of the file, if valid.
     hasher: Option<(Hasher, u64)>,
 }
 
@@ -51,21 +58,41 @@ pub struct SessionGuard<'a> {
     uploads: &'a Uploads,
     id: String,
     session: tokio::sync::OwnedMutexGuard<Session>,
+    /// With a bucket: the session's record, as read once locked.
+    record: Option<Record>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl Uploads {
     /// The sessions of an opened store, each counted against its owner.
-    pub(super) fn new(
+    pub(super) async fn new(
         blobs: BlobStore,
         index: Index,
         timeout: Duration,
         limits: Limits,
     ) -> Result<Uploads> {
         let quota = Quota::new(limits);
-        for id in index.upload_ids()? {
-            if let Some(meta) = index.upload(&id)? {
-                let len = std::fs::metadata(blobs.uploads_dir().join(&id)).map_or(0, |m| m.len());
-                quota.restore(&id, &meta.owner, len);
+        if let Some(bucket) = blobs.remote().map(|r| r.bucket.clone()) {
+            for (id, recorded) in parked::list(&bucket).await? {
+                if recorded.is_none() {
+                    continue;
+                }
+                if let Some(r) = parked::record(&bucket, &id).await? {
+                    quota.restore(&id, &r.owner, r.len());
+                }
+            }
+        } else {
+            for id in index.upload_ids()? {
+                if let Some(meta) = index.upload(&id)? {
+                    let len =
+                        std::fs::metadata(blobs.uploads_dir().join(&id)).map_or(0, |m| m.len());
+                    quota.restore(&id, &meta.owner, len);
+                }
             }
         }
         Ok(Uploads {
@@ -77,8 +104,11 @@ impl Uploads {
         })
     }
 
-    /// Counts a one-request upload (a POST with its whole body) against
-    /// `owner` while it streams, like a session: see [`Reservation`].
+    /// The bucket sessions live in, with `--storage s3`.
+    fn bucket(&self) -> Option<&Bucket> {
+        self.blobs.remote().map(|r| &*r.bucket)
+    }
+
     /// Bytes parked in unfinished uploads now.
     pub fn parked_bytes(&self) -> u64 {
         self.quota.parked()
@@ -90,12 +120,15 @@ impl Uploads {
         self.quota.sessions()
     }
 
+    /// Counts a one-request upload (a POST with its whole body) against
+    /// `owner` while it streams, like a session: see [`Reservation`].
     pub fn reserve(&self, owner: &str) -> Result<Reservation<'_>> {
         let id = format!("post-{}", uuid::Uuid::new_v4());
         self.quota.open(&id, owner)?;
         Ok(Reservation { uploads: self, id })
     }
 
+    /// The session's file (on the filesystem) or spool (with a bucket).
     fn path(&self, id: &str) -> PathBuf {
         self.blobs.uploads_dir().join(id)
     }
@@ -114,24 +147,25 @@ impl Uploads {
             Some((Hasher::new(Algorithm::Sha256), 0)),
         );
         let created = async {
+            if let Some(bucket) = self.bucket() {
+                let r = Record::new(repo.as_str(), owner, unix_now());
+                return parked::put_record(bucket, &id, &r).await;
+            }
             tokio::fs::File::create(self.path(&id))
                 .await
                 .map_err(|e| Error::storage("creating an upload file", e))?;
-            let started_unix = SystemTime::now()
-                .duration_since(SystemTime::UNIX_EPOCH)
-                .map_or(0, |d| d.as_secs());
             self.index.put_upload(
                 &id,
                 &UploadMeta {
                     repo: repo.as_str().to_string(),
-                    started_unix,
+                    started_unix: unix_now(),
                     owner: owner.to_string(),
                 },
             )
         }
         .await;
         if let Err(e) = created {
-            let _ = self.forget(&id).await;
+            let _ = self.forget(&id, None).await;
             return Err(e);
         }
         Ok(id)
@@ -163,6 +197,17 @@ impl Uploads {
         )
     }
 
+    /// The repository and owner of session `id`, and with a bucket its
+    /// record; `None` when there is no such session.
+    async fn stored(&self, id: &str) -> Result<Option<(String, String, Option<Record>)>> {
+        if let Some(bucket) = self.bucket() {
+            return Ok(parked::record(bucket, id)
+                .await?
+                .map(|r| (r.repo.clone(), r.owner.clone(), Some(r))));
+        }
+        Ok(self.index.upload(id)?.map(|m| (m.repo, m.owner, None)))
+    }
+
     /// Locks session `id` of `repo` for `owner`; unknown, expired or
     /// another repository's session is BLOB_UPLOAD_UNKNOWN, and so is a
     /// session a logged-in user started, asked for by anyone else.
@@ -174,23 +219,24 @@ impl Uploads {
         let lock = match existing {
             Some(l) => l,
             None => {
-                let meta = self.index.upload(id)?.ok_or_else(Self::unknown)?;
-                let stored = RepoName::parse(&meta.repo).map_err(|_| Self::unknown())?;
-                self.live_insert(id, stored, &meta.owner, None)
+                let (stored_repo, stored_owner, _) =
+                    self.stored(id).await?.ok_or_else(Self::unknown)?;
+                let stored = RepoName::parse(&stored_repo).map_err(|_| Self::unknown())?;
+                self.live_insert(id, stored, &stored_owner, None)
             }
         };
         let session = lock.lock_owned().await;
         if session.repo != *repo || (session.owner.starts_with("user:") && session.owner != owner) {
             return Err(Self::unknown());
         }
-        // A session removed while we waited for its lock is gone.
-        if self.index.upload(id)?.is_none() {
-            return Err(Self::unknown());
-        }
+        // A session removed while we waited for its lock is gone; with a
+        // bucket, the record read now is the session's state.
+        let (_, _, record) = self.stored(id).await?.ok_or_else(Self::unknown)?;
         Ok(SessionGuard {
             uploads: self,
             id: id.to_string(),
             session,
+            record,
         })
     }
 
@@ -198,30 +244,46 @@ impl Uploads {
     /// A session a request is using right now is left alone.
     pub async fn expire_idle(&self) -> Result<usize> {
         let mut n = 0;
-        for id in self.index.upload_ids()? {
-            let in_use = {
-                let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-                live.get(&id).cloned()
-            };
-            let _held = match in_use.map(|l| l.try_lock_owned()) {
-                Some(Err(_)) => continue,
-                Some(Ok(guard)) => Some(guard),
-                None => None,
-            };
-            let idle = match tokio::fs::metadata(self.path(&id)).await {
-                Ok(m) => m
-                    .modified()
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .is_some_and(|age| age > self.timeout),
-                Err(_) => true, // file lost: the session cannot continue
-            };
-            if idle {
-                self.forget(&id).await?;
-                n += 1;
+        if let Some(bucket) = self.bucket() {
+            let now = super::cache::unix_now();
+            let before = now.saturating_sub(self.timeout.as_millis() as u64);
+            for (id, recorded) in parked::list(bucket).await? {
+                let Some(_held) = self.try_hold(&id) else {
+                    continue;
+                };
+                match recorded {
+                    Some(at) if at < before => {
+                        let r = parked::record(bucket, &id).await?;
+                        parked::remove(bucket, &id, r.as_ref()).await?;
+                        self.forget_local(&id).await?;
+                        n += 1;
+                    }
+                    Some(_) => {}
+                    // Objects of a session whose record went first.
+                    None => n += usize::from(parked::remove_orphan(bucket, &id, before).await?),
+                }
+            }
+        } else {
+            for id in self.index.upload_ids()? {
+                let Some(_held) = self.try_hold(&id) else {
+                    continue;
+                };
+                let idle = match tokio::fs::metadata(self.path(&id)).await {
+                    Ok(m) => m
+                        .modified()
+                        .ok()
+                        .and_then(|t| t.elapsed().ok())
+                        .is_some_and(|age| age > self.timeout),
+                    Err(_) => true, // file lost: the session cannot continue
+                };
+                if idle {
+                    self.forget(&id, None).await?;
+                    n += 1;
+                }
             }
         }
-        // Files with no session record (a crash between create and record).
+        // Files with no session (a crash between create and record; with
+        // a bucket, a spool no request is using).
         let mut dir = tokio::fs::read_dir(self.blobs.uploads_dir())
             .await
             .map_err(|e| Error::storage("listing uploads", e))?;
@@ -231,7 +293,8 @@ impl Uploads {
             .map_err(|e| Error::storage("listing uploads", e))?
         {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if self.index.upload(&name)?.is_none() && !self.is_live(&name) {
+            let recorded = self.bucket().is_none() && self.index.upload(&name)?.is_some();
+            if !recorded && !self.is_live(&name) {
                 let _ = tokio::fs::remove_file(entry.path()).await;
                 n += 1;
             }
@@ -239,15 +302,40 @@ impl Uploads {
         Ok(n)
     }
 
+    /// Holds session `id` against requests while expiry looks at it:
+    /// `None` when a request is using it now.
+    fn try_hold(&self, id: &str) -> Option<Option<tokio::sync::OwnedMutexGuard<Session>>> {
+        let in_use = {
+            let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+            live.get(id).cloned()
+        };
+        match in_use.map(|l| l.try_lock_owned()) {
+            Some(Err(_)) => None,
+            Some(Ok(guard)) => Some(Some(guard)),
+            None => Some(None),
+        }
+    }
+
     fn is_live(&self, id: &str) -> bool {
         let live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         live.contains_key(id)
     }
 
-    /// Removes session `id`: its record, its live state, its file, and
-    /// what it counted against its owner.
-    async fn forget(&self, id: &str) -> Result<()> {
-        self.index.remove_upload(id)?;
+    /// Removes session `id`: its record (with a bucket, its objects, as
+    /// `record` describes them), its live state, its file, and what it
+    /// counted against its owner.
+    async fn forget(&self, id: &str, record: Option<&Record>) -> Result<()> {
+        match self.bucket() {
+            Some(bucket) => parked::remove(bucket, id, record).await?,
+            None => {
+                self.index.remove_upload(id)?;
+            }
+        }
+        self.forget_local(id).await
+    }
+
+    /// Drops what this process keeps of session `id`.
+    async fn forget_local(&self, id: &str) -> Result<()> {
         self.quota.close(id);
         {
             let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
@@ -261,6 +349,12 @@ impl Uploads {
     }
 }
 
+/// Where one request's bytes go.
+enum Sink<'a> {
+    File(tokio::fs::File),
+    Bucket(Box<parked::Appender<'a>>),
+}
+
 impl SessionGuard<'_> {
     pub fn id(&self) -> &str {
         &self.id
@@ -268,10 +362,30 @@ impl SessionGuard<'_> {
 
     /// Bytes received so far.
     pub async fn len(&self) -> Result<u64> {
+        if let Some(r) = &self.record {
+            return Ok(r.len());
+        }
         tokio::fs::metadata(self.uploads.path(&self.id))
             .await
             .map(|m| m.len())
             .map_err(|_| Uploads::unknown())
+    }
+
+    /// Opens the session for appending.
+    async fn sink(&self) -> Result<Sink<'_>> {
+        match (self.uploads.bucket(), &self.record) {
+            (Some(bucket), Some(r)) => {
+                let spool = self.uploads.path(&self.id);
+                let a = parked::Appender::open(bucket, &self.id, r.clone(), spool).await?;
+                Ok(Sink::Bucket(Box::new(a)))
+            }
+            _ => tokio::fs::OpenOptions::new()
+                .append(true)
+                .open(self.uploads.path(&self.id))
+                .await
+                .map(Sink::File)
+                .map_err(|e| Error::storage("opening an upload file", e)),
+        }
     }
 
     /// Appends a request body. Bytes that arrived before the client broke
@@ -281,55 +395,88 @@ impl SessionGuard<'_> {
         B: HttpBody<Data = Bytes> + Unpin,
         B::Error: Into<BoxError>,
     {
-        let mut len = self.len().await?;
-        let mut file = tokio::fs::OpenOptions::new()
-            .append(true)
-            .open(self.uploads.path(&self.id))
-            .await
-            .map_err(|e| Error::storage("opening an upload file", e))?;
-        if self.session.hasher.as_ref().is_some_and(|(_, h)| *h != len) {
-            self.session.hasher = None;
-        }
         let mut body = body;
+        if body.is_end_stream() {
+            // Nothing to append (the usual closing PUT).
+            return self.len().await;
+        }
         // A declared length that cannot fit is refused before any is read.
         if let Err(e) = self.uploads.quota.fits(&self.id, body.size_hint().lower()) {
             crate::body::drain(&mut body).await;
             return Err(e);
         }
+        let uploads = self.uploads;
+        let (quota, id) = (&uploads.quota, self.id.clone());
+        let mut len = self.len().await?;
+        // On the filesystem: kept only if it covers exactly the file.
+        let mut hasher = self.session.hasher.take().filter(|(_, h)| *h == len);
+        let mut sink = self.sink().await?;
         let result = async {
             while let Some(frame) = body.frame().await {
                 let frame = frame.map_err(|e| Error::ClientBody(e.into()))?;
                 let Ok(data) = frame.into_data() else {
                     continue;
                 };
-                if let Err(e) = self.uploads.quota.add(&self.id, data.len() as u64) {
+                if let Err(e) = quota.add(&id, data.len() as u64) {
                     // Read (and drop) what the client is still sending, so it
                     // gets to read the refusal rather than a broken pipe.
                     crate::body::drain(&mut body).await;
                     return Err(e);
                 }
-                if let Err(e) = file.write_all(&data).await {
-                    self.session.hasher = None;
-                    return Err(Error::storage("appending to an upload", e));
-                }
-                len += data.len() as u64;
-                if let Some((h, hashed)) = &mut self.session.hasher {
-                    h.update(&data);
-                    *hashed = len;
+                match &mut sink {
+                    Sink::File(file) => {
+                        if let Err(e) = file.write_all(&data).await {
+                            hasher = None;
+                            return Err(Error::storage("appending to an upload", e));
+                        }
+                        len += data.len() as u64;
+                        if let Some((h, hashed)) = &mut hasher {
+                            h.update(&data);
+                            *hashed = len;
+                        }
+                    }
+                    Sink::Bucket(a) => a.write(&data).await?,
                 }
             }
             Ok(())
         }
         .await;
-        file.flush()
-            .await
-            .map_err(|e| Error::storage("flushing an upload", e))?;
+        // What arrived stays, whatever ended the body.
+        let saved = match sink {
+            Sink::File(mut file) => file
+                .flush()
+                .await
+                .map(|()| len)
+                .map_err(|e| Error::storage("flushing an upload", e)),
+            Sink::Bucket(a) => a.save().await.map(|r| {
+                let n = r.len();
+                self.record = Some(r);
+                n
+            }),
+        };
+        self.session.hasher = hasher;
+        let len = saved?;
         result.map(|()| len)
     }
 
-    /// Verifies the whole upload against `expected` and moves it into the
-    /// blob store. On a mismatch the session is discarded.
+    /// Verifies the whole upload against `expected` and stores it as that
+    /// blob. On a mismatch the session is discarded.
     pub(super) async fn commit(mut self, expected: &Digest) -> Result<u64> {
+        if let (Some(bucket), Some(r)) = (self.uploads.bucket(), self.record.take()) {
+            let spool = self.uploads.path(&self.id);
+            let a = parked::Appender::open(bucket, &self.id, r.clone(), spool).await?;
+            return match a.commit(&self.uploads.blobs, expected).await? {
+                Ok(len) => {
+                    self.uploads.forget(&self.id, None).await?;
+                    Ok(len)
+                }
+                Err(got) => {
+                    let current = parked::record(bucket, &self.id).await?;
+                    self.uploads.forget(&self.id, current.as_ref()).await?;
+                    Err(mismatch(&got, expected))
+                }
+            };
+        }
         let path = self.uploads.path(&self.id);
         let len = self.len().await?;
         let got = match self.session.hasher.take() {
@@ -342,22 +489,26 @@ impl SessionGuard<'_> {
         };
         if got != *expected {
             self.cancel().await?;
-            return Err(Error::oci(
-                ErrorCode::DigestInvalid,
-                format!("uploaded content hashes to {got}, not {expected}"),
-            ));
+            return Err(mismatch(&got, expected));
         }
         // Installed even when the blob is stored already: a copy damaged
         // behind Wharf's back is replaced by this verified one.
         self.uploads.blobs.install(path, expected).await?;
-        self.uploads.forget(&self.id).await?;
+        self.uploads.forget(&self.id, None).await?;
         Ok(len)
     }
 
     /// Discards the session and its bytes.
     pub async fn cancel(self) -> Result<()> {
-        self.uploads.forget(&self.id).await
+        self.uploads.forget(&self.id, self.record.as_ref()).await
     }
+}
+
+fn mismatch(got: &Digest, expected: &Digest) -> Error {
+    Error::oci(
+        ErrorCode::DigestInvalid,
+        format!("uploaded content hashes to {got}, not {expected}"),
+    )
 }
 
 /// A one-request upload counted as a session while it streams; dropping

@@ -692,3 +692,25 @@ pub fn open_fds(pid: u32) -> usize {
         .map(|d| d.count())
         .unwrap_or(0)
 }
+
+/// Bytes of upload session `location` that are stored where a crash
+/// cannot lose them: on the filesystem, the session's file; on S3, what
+/// the session's record in the bucket counts.
+pub async fn upload_stored(w: &Wharf, location: &str) -> u64 {
+    let id = location
+        .split('?')
+        .next()
+        .and_then(|p| p.rsplit('/').next())
+        .expect("a session id in the location");
+    if !on_s3() {
+        return std::fs::metadata(w.data.join("uploads").join(id)).map_or(0, |m| m.len());
+    }
+    use object_store::ObjectStoreExt as _;
+    let t = garage::target_for(&w.data);
+    let name = t.object(&format!("uploads/{id}/session"));
+    let Ok(got) = t.client().get(&name).await else {
+        return 0;
+    };
+    let record: serde_json::Value = serde_json::from_slice(&got.bytes().await.unwrap()).unwrap();
+    record["parts_len"].as_u64().unwrap_or(0) + record["tail"].as_u64().unwrap_or(0)
+}
