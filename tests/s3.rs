@@ -510,6 +510,8 @@ async fn a_chunked_push_goes_on_from_an_empty_data_directory() {
     let api = Api::new(&w);
     let blob = pattern((23 << 20) + 12345, 3);
     let d = sha256(&blob);
+    let w2 = on(&t, &tmp.path().join("b"), &[]);
+    let api2 = Api::new(&w2);
     let patch = |api: &Api, loc: &str, from: usize, to: usize| {
         api.req("PATCH", loc)
             .header("content-range", format!("{from}-{}", to - 1))
@@ -528,17 +530,16 @@ async fn a_chunked_push_goes_on_from_an_empty_data_directory() {
         assert_eq!(r.status(), 202);
         assert_eq!(header(&r, "range"), Some(format!("0-{}", to - 1)));
     }
-    w.stop();
 
-    // Another machine, its data directory empty.
-    let w = on(&t, &tmp.path().join("b"), &[]);
-    let api = Api::new(&w);
-    let r = api.get(&loc).await;
+    // Another machine (started before the session was), its data
+    // directory empty, while the first runs.
+    let r = api2.get(&loc).await;
     assert_eq!(r.status(), 204);
     assert_eq!(header(&r, "range"), Some(format!("0-{}", (7 << 20) - 1)));
-    let r = patch(&api, &loc, 7 << 20, 16 << 20).await.unwrap();
-    assert_eq!(r.status(), 202);
-    let (_, _) = w.kill();
+    let r = patch(&api2, &loc, 7 << 20, 16 << 20).await.unwrap();
+    assert_eq!(r.status(), 202, "{:?}", r.text().await);
+    w.stop();
+    let (_, _) = w2.kill();
 
     // And a third; the last chunk comes with the closing PUT.
     let w = on(&t, &tmp.path().join("c"), &[]);
@@ -582,6 +583,44 @@ async fn a_chunked_push_goes_on_from_an_empty_data_directory() {
     assert_eq!(r.status(), 400);
     assert_eq!(error_code(r).await, "DIGEST_INVALID");
     let hex = wrong.trim_start_matches("sha256:");
+    assert!(!objects(&t, "blobs/").await.iter().any(|o| o.ends_with(hex)));
+    assert!(objects(&t, "uploads/").await.is_empty());
+
+    // A tail changed behind Wharf's back is hashed as it is: the digest
+    // the client computed no longer matches, and nothing is stored.
+    let r = api
+        .req("POST", "/v2/golden/chunked/blobs/uploads/")
+        .send()
+        .await
+        .unwrap();
+    let loc = location(&r);
+    let small = &blob[..3 << 20];
+    let r = patch(&api, &loc, 0, small.len()).await.unwrap();
+    assert_eq!(r.status(), 202);
+    let tails: Vec<_> = objects(&t, "uploads/")
+        .await
+        .into_iter()
+        .filter(|o| o.contains("/tail-"))
+        .collect();
+    assert_eq!(tails.len(), 1, "{tails:?}");
+    let mut altered = small.to_vec();
+    altered[12345] ^= 1;
+    t.client()
+        .put(&t.object(&tails[0]), PutPayload::from(altered))
+        .await
+        .unwrap();
+    let r = api
+        .req(
+            "PUT",
+            &with_query(&loc, &format!("digest={}", sha256(small))),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(error_code(r).await, "DIGEST_INVALID");
+    let hex = sha256(small);
+    let hex = hex.trim_start_matches("sha256:");
     assert!(!objects(&t, "blobs/").await.iter().any(|o| o.ends_with(hex)));
     assert!(objects(&t, "uploads/").await.is_empty());
 

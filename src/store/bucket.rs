@@ -36,6 +36,9 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a streamed read may wait for its next chunk.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The largest object S3 copies in one request.
+const COPY_LIMIT: u64 = 5 << 30;
+
 /// Bytes read from the local file per write into an upload.
 const READ_CHUNK: usize = 1 << 20;
 
@@ -273,6 +276,55 @@ impl Bucket {
             .map_err(|e| fail("copying in the bucket", e))
     }
 
+    /// Copies object `from` (`len` bytes) to `to`. S3 copies up to 5 GiB
+    /// in one request; a larger object streams through Wharf into a
+    /// multipart upload, which appears whole or not at all.
+    pub async fn copy_sized(&self, from: &str, to: &str, len: u64) -> Result<()> {
+        if len <= COPY_LIMIT {
+            return self.copy(from, to).await;
+        }
+        let Some((_, mut stream)) = self.read(from, 0).await? else {
+            return Err(Error::storage(
+                "copying in the bucket",
+                io::Error::new(io::ErrorKind::NotFound, format!("{from} is missing")),
+            ));
+        };
+        let path = self.path(to)?;
+        let _slot = self
+            .uploads
+            .acquire()
+            .await
+            .map_err(|e| Error::storage("waiting to upload", e))?;
+        let upload = self
+            .store
+            .put_multipart(&path)
+            .await
+            .map_err(|e| fail("starting an upload", e))?;
+        let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, PART);
+        let copied = async {
+            while let Some(chunk) = stream.next().await {
+                w.wait_for_capacity(PARTS_IN_FLIGHT)
+                    .await
+                    .map_err(|e| fail("copying in the bucket", e))?;
+                let chunk = chunk.map_err(|e| Error::storage("copying in the bucket", e))?;
+                w.put(chunk);
+            }
+            Ok::<_, Error>(())
+        }
+        .await;
+        match copied {
+            Ok(()) => w
+                .finish()
+                .await
+                .map(|_| ())
+                .map_err(|e| fail("finishing a copy", e)),
+            Err(e) => {
+                let _ = w.abort().await;
+                Err(e)
+            }
+        }
+    }
+
     /// Every object whose name starts with `dir` (a whole path segment,
     /// ending with `/`).
     pub async fn list(&self, dir: &str) -> Result<Vec<Listed>> {
@@ -365,9 +417,18 @@ impl Bucket {
             .map_err(|e| fail("starting an upload", e))
     }
 
+    /// A place among the uploads running at once, to hold while a part is
+    /// read into memory and put.
+    pub async fn upload_slot(&self) -> Result<tokio::sync::SemaphorePermit<'_>> {
+        self.uploads
+            .acquire()
+            .await
+            .map_err(|e| Error::storage("waiting to upload", e))
+    }
+
     /// Uploads part `index` (from 0) of multipart upload `id` to `name`:
     /// the id of the stored part, to keep for [`Bucket::finish_parts`].
-    /// Counted among the uploads running at once.
+    /// The caller holds an [`Bucket::upload_slot`].
     pub async fn put_part(
         &self,
         name: &str,
@@ -376,11 +437,6 @@ impl Bucket {
         bytes: Bytes,
     ) -> Result<String> {
         let path = self.path(name)?;
-        let _slot = self
-            .uploads
-            .acquire()
-            .await
-            .map_err(|e| Error::storage("waiting to upload", e))?;
         self.parts
             .put_part(&path, &id.to_string(), index, PutPayload::from_bytes(bytes))
             .await

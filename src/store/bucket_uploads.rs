@@ -14,13 +14,16 @@
 //! becomes a part if it is large enough, else the tail object. The record
 //! is written last, so a crash leaves the session as the record says: parts
 //! and tails it does not name are never used (a tail is only ever read up
-//! to the length the record gives, and a later tail at the same offset
-//! only extends it). The running sha256 is saved in the record, so the
-//! closing PUT needs no second read of the bytes.
+//! to the length the record gives). The running sha256 over the parts is
+//! saved in the record, so the closing PUT reads back at most a tail.
 //!
 //! A finished session's blob becomes visible only once verified: a small
 //! one is uploaded whole from the spool; a multipart one is completed as
-//! `data`, then copied to the blob's name.
+//! `data`, then copied to the blob's name (in the store, or for more than
+//! the 5 GiB S3 copies at once, streamed through Wharf). What the digest is
+//! checked against is what was stored: the saved hasher covers the parts
+//! (their ids pin their bytes at completion), and a tail is hashed again
+//! as it is read back.
 
 use super::blobs::{hash_file, BlobStore};
 use super::bucket::Bucket;
@@ -59,12 +62,16 @@ pub(super) struct Record {
     /// Bytes in the tail object after them.
     #[serde(default)]
     tail: u64,
-    /// The sha256 state over every byte received, hex; `None` when it was
-    /// lost (the closing PUT then hashes the bytes once).
+    /// The sha256 state over the bytes of the parts, hex (the tail is
+    /// hashed again as it is read back); `None` when it was lost (the
+    /// closing PUT then hashes the bytes once).
     #[serde(default)]
     sha256: Option<String>,
-    /// The parts were completed as `data`: the session is being finished
-    /// and takes no more bytes.
+    /// The closing part went up (it may be short): the session is being
+    /// finished and takes no more bytes.
+    #[serde(default)]
+    sealed: bool,
+    /// The parts were completed as `data`.
     #[serde(default)]
     staged: bool,
 }
@@ -80,6 +87,7 @@ impl Record {
             parts_len: 0,
             tail: 0,
             sha256: Some(hex::encode(Hasher::new(Algorithm::Sha256).save())),
+            sealed: false,
             staged: false,
         }
     }
@@ -177,6 +185,8 @@ pub(super) async fn remove(bucket: &Bucket, id: &str, r: Option<&Record>) -> Res
 pub(super) struct Appender<'a> {
     bucket: &'a Bucket,
     id: String,
+    /// The session as the bucket knows it: changed only once the bucket
+    /// took the change.
     record: Record,
     /// The tail object the session had when this request began.
     first_tail: Option<String>,
@@ -184,10 +194,15 @@ pub(super) struct Appender<'a> {
     spool: tokio::fs::File,
     spool_path: PathBuf,
     spool_len: u64,
-    /// Over every byte, if its state was kept.
+    /// Over every byte: the saved state (which covers exactly the parts),
+    /// then the tail as read back, then this request's bytes. `None` when
+    /// the state was lost.
     hasher: Option<Hasher>,
     /// Whether this request sent any bytes.
     wrote: bool,
+    /// A write failed: the spool no longer matches the hasher, and
+    /// nothing of this request is saved.
+    broken: bool,
 }
 
 impl<'a> Appender<'a> {
@@ -200,6 +215,11 @@ impl<'a> Appender<'a> {
         spool_path: PathBuf,
     ) -> Result<Appender<'a>> {
         let io_err = |e: io::Error| Error::storage("spooling an upload", e);
+        let mut hasher = record
+            .sha256
+            .as_deref()
+            .and_then(|h| hex::decode(h).ok())
+            .and_then(|s| Hasher::resume(Algorithm::Sha256, &s));
         let mut spool = tokio::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -208,31 +228,30 @@ impl<'a> Appender<'a> {
             .open(&spool_path)
             .await
             .map_err(io_err)?;
-        if record.tail > 0 {
-            let name = tail_name(id, record.parts_len);
-            let Some((size, mut stream)) = bucket.read(&name, 0).await? else {
+        let first_tail = (record.tail > 0).then(|| tail_name(id, record.parts_len));
+        if let Some(name) = &first_tail {
+            let Some((size, mut stream)) = bucket.read(name, 0).await? else {
                 return Err(corrupt(id, format!("{name} is missing")));
             };
             if size < record.tail {
                 return Err(corrupt(id, format!("{name} is shorter than recorded")));
             }
+            // Hashed as read: the digest covers the bytes stored, whatever
+            // happened to the object.
             let mut left = record.tail;
             while left > 0 {
                 let Some(chunk) = futures_util::StreamExt::next(&mut stream).await else {
                     return Err(corrupt(id, format!("{name} ended early")));
                 };
                 let chunk = chunk.map_err(|e| Error::storage("reading an upload's tail", e))?;
-                let take = chunk.len().min(left as usize);
-                spool.write_all(&chunk[..take]).await.map_err(io_err)?;
-                left -= take as u64;
+                let take = &chunk[..chunk.len().min(left as usize)];
+                spool.write_all(take).await.map_err(io_err)?;
+                if let Some(h) = &mut hasher {
+                    h.update(take);
+                }
+                left -= take.len() as u64;
             }
         }
-        let first_tail = (record.tail > 0).then(|| tail_name(id, record.parts_len));
-        let hasher = record
-            .sha256
-            .as_deref()
-            .and_then(|h| hex::decode(h).ok())
-            .and_then(|s| Hasher::resume(Algorithm::Sha256, &s));
         Ok(Appender {
             bucket,
             id: id.to_string(),
@@ -243,6 +262,7 @@ impl<'a> Appender<'a> {
             spool_path,
             hasher,
             wrote: false,
+            broken: false,
         })
     }
 
@@ -251,61 +271,78 @@ impl<'a> Appender<'a> {
         self.record.parts_len + self.spool_len
     }
 
-    /// Appends `data`; a full part goes to the bucket.
+    /// Appends `data`; a full part goes to the bucket. After an error,
+    /// nothing of this request is saved.
     pub async fn write(&mut self, data: &[u8]) -> Result<()> {
-        if self.record.staged {
+        if self.record.sealed || self.record.staged {
             return Err(Error::oci(
                 crate::error::ErrorCode::BlobUploadInvalid,
                 "the upload is being finished and takes no more bytes: send the closing PUT again",
             ));
         }
+        if self.broken {
+            return Err(corrupt(&self.id, "an earlier write of this request failed"));
+        }
         self.wrote = true;
-        if let Some(h) = &mut self.hasher {
-            h.update(data);
+        let written = async {
+            self.spool
+                .write_all(data)
+                .await
+                .map_err(|e| Error::storage("spooling an upload", e))?;
+            if let Some(h) = &mut self.hasher {
+                h.update(data);
+            }
+            self.spool_len += data.len() as u64;
+            if self.spool_len >= PART {
+                self.cut_part(false).await?;
+            }
+            Ok(())
         }
-        self.spool
-            .write_all(data)
-            .await
-            .map_err(|e| Error::storage("spooling an upload", e))?;
-        self.spool_len += data.len() as u64;
-        if self.spool_len >= PART {
-            self.cut_part().await?;
+        .await;
+        if written.is_err() {
+            self.broken = true;
         }
-        Ok(())
+        written
     }
 
-    /// Uploads everything spooled as the next part, empties the spool and
-    /// records the progress (so it outlives a request cut short, and the
-    /// record's time says the session is in use).
-    async fn cut_part(&mut self) -> Result<()> {
+    /// Uploads everything spooled as the next part (`last`: the closing
+    /// one, which may be short), empties the spool and records the
+    /// progress (so it outlives a request cut short, and the record's
+    /// time says the session is in use). On an error the record and the
+    /// spool stay as they were.
+    async fn cut_part(&mut self, last: bool) -> Result<()> {
         let io_err = |e: io::Error| Error::storage("spooling an upload", e);
+        // The upload slot first: it bounds the parts held in memory.
+        let _slot = self.bucket.upload_slot().await?;
         let upload = match &self.record.upload {
             Some(u) => u.clone(),
             None => {
                 // Recorded before any part goes up: a crash never leaves
                 // parts of an upload no record names.
                 let u = self.bucket.start_parts(&data_name(&self.id)).await?;
-                self.record.upload = Some(u.clone());
-                put_record(self.bucket, &self.id, &self.record).await?;
+                let mut next = self.record.clone();
+                next.upload = Some(u.clone());
+                put_record(self.bucket, &self.id, &next).await?;
+                self.record = next;
                 u
             }
         };
         let bytes = self.spooled().await?;
         let n = bytes.len() as u64;
+        let index = self.record.parts.len();
         let part = self
             .bucket
-            .put_part(
-                &data_name(&self.id),
-                &upload,
-                self.record.parts.len(),
-                bytes,
-            )
+            .put_part(&data_name(&self.id), &upload, index, bytes)
             .await?;
-        self.record.parts.push(part);
-        self.record.parts_len += n;
-        self.record.tail = 0;
-        self.record.sha256 = self.hasher.as_ref().map(|h| hex::encode(h.save()));
-        put_record(self.bucket, &self.id, &self.record).await?;
+        let mut next = self.record.clone();
+        next.parts.push(part);
+        next.parts_len += n;
+        next.tail = 0;
+        // The spool went up whole: the hasher covers exactly the parts.
+        next.sha256 = self.hasher.as_ref().map(|h| hex::encode(h.save()));
+        next.sealed = last;
+        put_record(self.bucket, &self.id, &next).await?;
+        self.record = next;
         self.spool_len = 0;
         self.spool.set_len(0).await.map_err(io_err)?;
         self.spool
@@ -336,23 +373,28 @@ impl<'a> Appender<'a> {
     }
 
     /// Ends the request: what is spooled becomes a part or the tail, and
-    /// the record says so. Returns the record as saved.
+    /// the record says so. Returns the record as saved (as it was, when
+    /// the request sent nothing or a write failed).
     pub async fn save(mut self) -> Result<Record> {
-        if !self.wrote {
-            self.discard_spool().await;
-            return Ok(self.record);
+        if self.broken || !self.wrote {
+            return Ok(self.record.clone());
         }
         if self.spool_len >= MIN_PART {
-            self.cut_part().await?;
+            self.cut_part(false).await?;
         }
         let new_tail = (self.spool_len > 0).then(|| tail_name(&self.id, self.record.parts_len));
         if let Some(name) = &new_tail {
             let bytes = self.spooled().await?;
             self.bucket.put_small(name, bytes).await?;
         }
-        self.record.tail = self.spool_len;
-        self.record.sha256 = self.hasher.as_ref().map(|h| hex::encode(h.save()));
-        put_record(self.bucket, &self.id, &self.record).await?;
+        if self.record.tail != self.spool_len {
+            // The saved hasher state stays that of the parts: the tail is
+            // hashed again when it is read back.
+            let mut next = self.record.clone();
+            next.tail = self.spool_len;
+            put_record(self.bucket, &self.id, &next).await?;
+            self.record = next;
+        }
         if let Some(old) = self
             .first_tail
             .take()
@@ -362,18 +404,7 @@ impl<'a> Appender<'a> {
             // and removing the session removes it.
             let _ = self.bucket.delete(&old).await;
         }
-        let _ = tokio::fs::remove_file(&self.spool_path).await;
-        Ok(self.record)
-    }
-
-    /// Drops the spool without saving: the session stays as its record
-    /// says.
-    pub async fn discard(self) {
-        self.discard_spool().await;
-    }
-
-    async fn discard_spool(&self) {
-        let _ = tokio::fs::remove_file(&self.spool_path).await;
+        Ok(self.record.clone())
     }
 
     /// Ends the session: checks every byte against `expected` and, if they
@@ -390,7 +421,8 @@ impl<'a> Appender<'a> {
             _ => None,
         };
         if self.record.parts.is_empty() {
-            // All of it is in the spool: one upload, no parts.
+            // All of it is in the spool (hashed as it got there): one
+            // upload, no parts.
             self.spool
                 .flush()
                 .await
@@ -402,10 +434,9 @@ impl<'a> Appender<'a> {
                     .map_err(|e| Error::storage("hashing an upload", e))?,
             };
             if got != *expected {
-                self.discard().await;
                 return Ok(Err(got));
             }
-            if let Some(upload) = self.record.upload.take() {
+            if let Some(upload) = self.record.upload.clone() {
                 let _ = self.bucket.abort_parts(&data_name(&self.id), &upload).await;
             }
             blobs.install(self.spool_path.clone(), expected).await?;
@@ -413,27 +444,34 @@ impl<'a> Appender<'a> {
         }
         if let Some(got) = &hashed {
             if got != expected {
-                self.discard().await;
                 return Ok(Err(got.clone()));
             }
         }
         let staged = data_name(&self.id);
         if !self.record.staged {
             if self.spool_len > 0 {
-                self.cut_part().await?;
+                self.cut_part(true).await?;
             }
-            let _ = tokio::fs::remove_file(&self.spool_path).await;
             let upload = self.record.upload.clone().unwrap_or_default();
-            self.bucket
+            let finished = self
+                .bucket
                 .finish_parts(&staged, &upload, &self.record.parts)
-                .await?;
+                .await;
+            if let Err(e) = finished {
+                // Completed already, by a request that ended before it
+                // could record so: then the upload is gone, the object there.
+                if self.bucket.size(&staged).await? != Some(len) {
+                    return Err(e);
+                }
+            }
             // Completed: there is no upload to abort any more, only an
             // object, and a PUT that failed after this starts from here.
-            self.record.upload = None;
-            self.record.staged = true;
-            put_record(self.bucket, &self.id, &self.record).await?;
+            let mut next = self.record.clone();
+            next.upload = None;
+            next.staged = true;
+            put_record(self.bucket, &self.id, &next).await?;
+            self.record = next;
         }
-        let _ = tokio::fs::remove_file(&self.spool_path).await;
         if self.bucket.size(&staged).await? != Some(len) {
             return Err(corrupt(&self.id, "the completed upload has another length"));
         }
@@ -443,8 +481,18 @@ impl<'a> Appender<'a> {
                 return Ok(Err(got));
             }
         }
-        self.bucket.copy(&staged, &blob_name(expected)).await?;
+        self.bucket
+            .copy_sized(&staged, &blob_name(expected), len)
+            .await?;
         Ok(Ok(len))
+    }
+}
+
+impl Drop for Appender<'_> {
+    fn drop(&mut self) {
+        // The spool only lives as long as its request (a committed one was
+        // moved into the local cache already).
+        let _ = std::fs::remove_file(&self.spool_path);
     }
 }
 

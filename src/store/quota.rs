@@ -84,6 +84,16 @@ impl Quota {
             .insert(id.to_string(), (owner.to_string(), bytes));
     }
 
+    /// Counts session `id` of `owner` as holding `bytes` now: a session
+    /// another process started, or one whose bytes were not all kept.
+    pub fn set(&self, id: &str, owner: &str, bytes: u64) {
+        let known = self.state().sessions.contains_key(id);
+        if known {
+            self.close(id);
+        }
+        self.restore(id, owner, bytes);
+    }
+
     /// Opens session `id` for `owner`, or refuses it (429).
     pub fn open(&self, id: &str, owner: &str) -> Result<()> {
         let mut s = self.state();

@@ -78,12 +78,20 @@ impl Uploads {
     ) -> Result<Uploads> {
         let quota = Quota::new(limits);
         if let Some(bucket) = blobs.remote().map(|r| r.bucket.clone()) {
-            for (id, recorded) in parked::list(&bucket).await? {
-                if recorded.is_none() {
-                    continue;
-                }
-                if let Some(r) = parked::record(&bucket, &id).await? {
-                    quota.restore(&id, &r.owner, r.len());
+            // Counted as found; one that cannot be read now is counted when
+            // a request uses it (see `lock`).
+            match parked::list(&bucket).await {
+                Err(e) => tracing::warn!(error = %e, "listing upload sessions failed"),
+                Ok(sessions) => {
+                    for (id, _) in sessions.into_iter().filter(|(_, at)| at.is_some()) {
+                        match parked::record(&bucket, &id).await {
+                            Ok(Some(r)) => quota.restore(&id, &r.owner, r.len()),
+                            Ok(None) => {}
+                            Err(e) => {
+                                tracing::warn!(session = %id, error = %e, "reading an upload session failed")
+                            }
+                        }
+                    }
                 }
             }
         } else {
@@ -230,8 +238,12 @@ impl Uploads {
             return Err(Self::unknown());
         }
         // A session removed while we waited for its lock is gone; with a
-        // bucket, the record read now is the session's state.
+        // bucket, the record read now is the session's state (and what it
+        // holds counts for its owner, whoever started it).
         let (_, _, record) = self.stored(id).await?.ok_or_else(Self::unknown)?;
+        if let Some(r) = &record {
+            self.quota.set(id, &r.owner, r.len());
+        }
         Ok(SessionGuard {
             uploads: self,
             id: id.to_string(),
@@ -251,16 +263,25 @@ impl Uploads {
                 let Some(_held) = self.try_hold(&id) else {
                     continue;
                 };
-                match recorded {
+                let removed = match recorded {
                     Some(at) if at < before => {
-                        let r = parked::record(bucket, &id).await?;
-                        parked::remove(bucket, &id, r.as_ref()).await?;
-                        self.forget_local(&id).await?;
-                        n += 1;
+                        async {
+                            let r = parked::record(bucket, &id).await?;
+                            parked::remove(bucket, &id, r.as_ref()).await?;
+                            self.forget_local(&id).await.map(|()| true)
+                        }
+                        .await
                     }
-                    Some(_) => {}
+                    Some(_) => Ok(false),
                     // Objects of a session whose record went first.
-                    None => n += usize::from(parked::remove_orphan(bucket, &id, before).await?),
+                    None => parked::remove_orphan(bucket, &id, before).await,
+                };
+                match removed {
+                    Ok(r) => n += usize::from(r),
+                    // One session the store fails on does not stop the rest.
+                    Err(e) => {
+                        tracing::warn!(session = %id, error = %e, "expiring an upload session failed")
+                    }
                 }
             }
         } else {
@@ -355,7 +376,7 @@ enum Sink<'a> {
     Bucket(Box<parked::Appender<'a>>),
 }
 
-impl SessionGuard<'_> {
+impl<'a> SessionGuard<'a> {
     pub fn id(&self) -> &str {
         &self.id
     }
@@ -372,8 +393,9 @@ impl SessionGuard<'_> {
     }
 
     /// Opens the session for appending.
-    async fn sink(&self) -> Result<Sink<'_>> {
-        match (self.uploads.bucket(), &self.record) {
+    async fn sink(&self) -> Result<Sink<'a>> {
+        let uploads: &'a Uploads = self.uploads;
+        match (uploads.bucket(), &self.record) {
             (Some(bucket), Some(r)) => {
                 let spool = self.uploads.path(&self.id);
                 let a = parked::Appender::open(bucket, &self.id, r.clone(), spool).await?;
@@ -448,11 +470,16 @@ impl SessionGuard<'_> {
                 .await
                 .map(|()| len)
                 .map_err(|e| Error::storage("flushing an upload", e)),
-            Sink::Bucket(a) => a.save().await.map(|r| {
-                let n = r.len();
-                self.record = Some(r);
-                n
-            }),
+            Sink::Bucket(a) => match a.save().await {
+                Ok(r) => {
+                    let n = r.len();
+                    // Bytes not kept (a request cut short) count no more.
+                    quota.set(&id, &r.owner, n);
+                    self.record = Some(r);
+                    Ok(n)
+                }
+                Err(e) => Err(e),
+            },
         };
         self.session.hasher = hasher;
         let len = saved?;
