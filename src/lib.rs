@@ -27,10 +27,11 @@
 //!        store::index   sled: links, manifests, tags, referrers, uploads
 //!                       (read by anyone, changed only by the store)
 //!        store::uploads upload sessions that survive a restart
-//!        store::{bucket, journal, remote, access}  --storage s3: the bucket
-//!                       (object_store), index records and access times in
-//!                       it, blobs in it with the data directory as a
-//!                       bounded local cache
+//!        store::{bucket, journal, remote, access, bucket_uploads}
+//!                       --storage s3: the bucket (object_store), index
+//!                       records, access times and upload sessions in it,
+//!                       blobs in it with the data directory as a bounded
+//!                       local cache
 //!   ▶ audit: one line per change a local handler reports (who, what)
 //!   ▶ error::Error::into_response: the one place errors become OCI JSON
 //! ```
