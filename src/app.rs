@@ -493,8 +493,9 @@ impl App {
     }
 
     /// Periodic housekeeping until `shutdown` resolves: expires idle
-    /// uploads, writes access times, evicts past the cache limit, and
-    /// collects garbage on schedule.
+    /// uploads, writes access times and collects garbage on schedule.
+    /// (Eviction has its own task, [`App::evict_when_full`], so a long
+    /// round never holds these up.)
     pub async fn maintain(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let every =
             (self.config.upload_timeout / 4).clamp(Duration::from_secs(1), Duration::from_secs(60));
@@ -527,9 +528,7 @@ impl App {
                     if let Err(e) = store.flush().await {
                         tracing::warn!(error = %e, "flushing the index failed");
                     }
-                    self.evict().await;
                 }
-                _ = store.cache_overflowed() => self.evict().await,
                 _ = gc.tick(), if !self.config.gc_interval.is_zero() => {
                     if let Err(e) = crate::store::gc::collect(&self.store, self.config.gc_grace, false).await {
                         tracing::warn!(error = %e, "garbage collection failed");
@@ -539,10 +538,28 @@ impl App {
         }
     }
 
-    async fn evict(&self) {
-        if self.store.cache_over_limit() {
-            if let Err(e) = self.store.evict().await {
-                tracing::warn!(error = %e, "eviction failed");
+    /// Evicts until `shutdown` resolves: whenever the cache passes its
+    /// limit (and once a minute, for what a failed round left), rounds
+    /// one after another until it is under the limit again.
+    pub async fn evict_when_full(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut minute = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = minute.tick() => {}
+                _ = self.store.cache_overflowed() => {}
+            }
+            while self.store.cache_over_limit() {
+                match self.store.evict().await {
+                    // Nothing could go (all of it in use right now): wait
+                    // for the next wake-up rather than spin.
+                    Ok(out) if out.items == 0 => break,
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "eviction failed");
+                        break;
+                    }
+                }
             }
         }
     }

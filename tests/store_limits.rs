@@ -411,3 +411,118 @@ async fn a_flipped_byte_is_caught_on_the_next_read() {
         "touched but intact"
     );
 }
+
+/// `wharf_store_bytes{class="mirrored"}` as the server reports it now.
+async fn mirrored_bytes(api: &Api) -> u64 {
+    let text = api.get("/metrics").await.text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("wharf_store_bytes{class=\"mirrored\"} "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
+
+/// Sustained fills of small distinct blobs, eight at a time, through a
+/// cache that holds a fraction of them: rounds follow one another, the
+/// cache stays near its limit, blobs in constant use stay, and a round
+/// trims the least recently used part only (the cache is not emptied).
+#[tokio::test]
+async fn eviction_keeps_up_with_sustained_fills_and_takes_only_the_oldest() {
+    use futures_util::StreamExt;
+    if on_s3() {
+        // Open in issue 12: on S3 each removal is two requests to the
+        // bucket and rounds lag well behind this load (1.3-1.4 × the
+        // limit), and recently used blobs were seen evicted under it (the
+        // build before also evicts them in the test above when this one
+        // runs beside it).
+        eprintln!("not on S3 yet: eviction under sustained load there is still open");
+        return;
+    }
+    const N: usize = 480;
+    const SIZE: usize = 16 << 10;
+    const LIMIT: u64 = 1 << 20;
+    let blob = |i: usize| {
+        let mut b = pattern(SIZE, 9);
+        b[..8].copy_from_slice(&(i as u64).to_le_bytes());
+        b
+    };
+    let up = Upstream::start(false);
+    let reg = Api::at(&up.registry_addr);
+    let digests: Vec<String> = futures_util::stream::iter(0..N)
+        .map(|i| {
+            let (reg, b) = (&reg, blob(i));
+            async move { reg.push_blob("library/many", &b).await }
+        })
+        .buffered(8)
+        .collect()
+        .await;
+    let w = up.mirror(&["--max-cache-size", "1MiB"]);
+    let api = Api::new(&w);
+    let pull = |i: usize| {
+        let req = api.req("GET", &format!("/v2/library/many/blobs/{}", digests[i]));
+        async move {
+            let r = req.send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.bytes().await.unwrap().len(), SIZE);
+        }
+    };
+    // Blobs 0..8 are used all the time; the rest pass through once.
+    const HOT: usize = 8;
+    for i in 0..HOT {
+        pull(i).await;
+    }
+    let done = std::sync::atomic::AtomicBool::new(false);
+    let load = async {
+        futures_util::stream::iter(HOT..N)
+            .map(|i| async move {
+                pull(i).await;
+                pull(i % HOT).await;
+            })
+            .buffer_unordered(8)
+            .collect::<Vec<()>>()
+            .await;
+        done.store(true, std::sync::atomic::Ordering::SeqCst);
+    };
+    let sample = async {
+        let mut peak = 0;
+        while !done.load(std::sync::atomic::Ordering::SeqCst) {
+            peak = peak.max(mirrored_bytes(&api).await);
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        peak
+    };
+    let ((), peak) = tokio::join!(load, sample);
+    eprintln!("peak {peak} bytes against a limit of {LIMIT}");
+    // A debug build on a busy machine lags a little behind the fills;
+    // the benchmark measures the bound itself.
+    assert!(peak <= LIMIT + LIMIT / 4, "peak {peak}");
+    let settled = {
+        let mut last = mirrored_bytes(&api).await;
+        for _ in 0..100 {
+            if last <= LIMIT {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            last = mirrored_bytes(&api).await;
+        }
+        last
+    };
+    assert!(settled <= LIMIT, "settled at {settled}");
+    assert!(
+        settled >= LIMIT / 2,
+        "a round took more than the oldest part: {settled} bytes left"
+    );
+    // The hot blobs and the newest ones are still cached.
+    up.reset();
+    let mut fetched = Vec::new();
+    for i in (0..HOT).chain(N - 8..N) {
+        let before = up.count("GET", "/blobs/");
+        pull(i).await;
+        if up.count("GET", "/blobs/") > before {
+            fetched.push(i);
+        }
+    }
+    assert!(
+        fetched.is_empty(),
+        "hot or newest content was evicted: {fetched:?}"
+    );
+}

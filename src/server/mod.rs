@@ -147,6 +147,11 @@ pub async fn run(
         let stop_rx = stop_rx.clone();
         async move { app.maintain(stop_rx).await }
     });
+    let eviction = tokio::spawn({
+        let app = app.clone();
+        let stop_rx = stop_rx.clone();
+        async move { app.evict_when_full(stop_rx).await }
+    });
     let watching = tokio::spawn(app.clone().watch_files(stop_rx.clone()));
     // Each open connection holds a permit, each request in flight a share.
     let permits = Arc::new(Semaphore::new(max));
@@ -220,6 +225,7 @@ pub async fn run(
     tracing::info!("shutting down: waiting for open requests");
     let _ = stop_tx.send(true);
     let _ = maintenance.await;
+    let _ = eviction.await;
     let _ = watching.await;
     let all = u32::try_from(max).unwrap_or(u32::MAX);
     if tokio::time::timeout(DRAIN_TIMEOUT, permits.acquire_many(all))

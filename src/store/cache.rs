@@ -12,6 +12,7 @@
 use super::{BlobStore, Index};
 use crate::error::Result;
 use crate::oci::Digest;
+use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -132,12 +133,14 @@ impl CacheTracker {
         }
     }
 
-    /// The in-memory touches not yet written.
-    pub fn recent_touches(&self) -> HashMap<Digest, u64> {
+    /// Whether `d` was used at or after `since` (unix milliseconds), by a
+    /// touch not yet written: one lookup, whatever the number of touches.
+    pub fn touched_since(&self, d: &Digest, since: u64) -> bool {
         self.touched
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .get(d)
+            .is_some_and(|t| *t >= since)
     }
 
     /// Counts newly cached mirrored content; wakes eviction past the limit.
@@ -197,9 +200,16 @@ impl CacheTracker {
 
     /// Evicts least recently used mirrored content until the cache is
     /// under the low-water mark. Does nothing under the limit. Content also
-    /// linked into a local repository is neither evicted nor counted. Each
-    /// removal happens under the GC lock and is skipped for anything used
-    /// since the round began (a push linking a cached layer touches it).
+    /// linked into a local repository is neither evicted nor counted.
+    ///
+    /// One round reads what is cached from the index once (on the
+    /// blocking pool), sorts it by last use and removes the oldest until
+    /// what it read is under the mark: O(n log n) for n cached items, one
+    /// lookup per candidate. Removals go in batches, each under the GC
+    /// lock and skipping anything used since the round began (a push
+    /// linking a cached layer touches it); between batches pushes get the
+    /// lock. Content cached while the round runs is for the next round,
+    /// which the caller starts while the cache is still over its limit.
     pub async fn evict(&self, gc_lock: &tokio::sync::RwLock<()>) -> Result<Evicted> {
         let Some(limit) = self.limit else {
             return Ok(Evicted::default());
@@ -207,69 +217,76 @@ impl CacheTracker {
         let _round = self.round.lock().await;
         let started = unix_now();
         self.flush_access()?;
-        let entries = self.index.mirror_entries()?;
-        let protected = self.index.local_links()?;
-        let access = self.index.access_times()?;
-        let mut by_digest: HashMap<Digest, Vec<&super::index::MirrorEntry>> = HashMap::new();
-        for e in &entries {
-            by_digest.entry(e.digest.clone()).or_default().push(e);
-        }
+        let snapshot = self.index.blocking(Snapshot::read).await?;
         // Content that is also local neither counts nor goes. (The running
         // total is kept by additions and removals; overwriting it from this
         // snapshot would lose additions made while the round runs.)
-        let size_of =
-            |list: &Vec<&super::index::MirrorEntry>| list.iter().map(|e| e.size).max().unwrap_or(0);
-        let (shared, shared_items) = by_digest
-            .iter()
-            .filter(|(d, _)| protected.contains_key(*d))
-            .fold((0, 0), |(b, n), (_, l)| (b + size_of(l), n + 1));
-        self.shared.store(shared, Ordering::SeqCst);
-        self.shared_items.store(shared_items, Ordering::SeqCst);
-        tracing::debug!(bytes = self.bytes(), shared, limit, "eviction round");
+        self.shared.store(snapshot.shared, Ordering::SeqCst);
+        self.shared_items
+            .store(snapshot.shared_items, Ordering::SeqCst);
+        tracing::debug!(
+            bytes = self.bytes(),
+            shared = snapshot.shared,
+            limit,
+            "eviction round"
+        );
         if self.bytes() <= limit {
             return Ok(Evicted::default());
         }
         let target = limit / 100 * LOW_WATER_PERCENT;
-        let mut candidates: Vec<(u64, Digest)> = Vec::new();
-        for d in by_digest.keys() {
-            if protected.contains_key(d) {
-                continue;
-            }
-            let last = match access.get(d) {
-                Some(t) => *t,
-                None => self.blobs.modified(d).await,
+        let mut candidates = Vec::with_capacity(snapshot.candidates.len());
+        for (d, last, size) in snapshot.candidates {
+            // Never recorded as used: its file's time says when it came.
+            let last = match last {
+                Some(t) => t,
+                None => self.blobs.modified(&d).await,
             };
-            candidates.push((last, d.clone()));
+            candidates.push((last, d, size));
         }
-        candidates.sort();
-        // What this round frees is decided from the snapshot: content
-        // cached while it runs is not among its candidates, so counting it
-        // here would evict recently used content in its place (its own
-        // arrival wakes the next round).
-        let snapshot: u64 = by_digest
-            .iter()
-            .filter(|(d, _)| !protected.contains_key(*d))
-            .map(|(_, l)| size_of(l))
-            .sum();
-        let mut to_free = snapshot.saturating_sub(target);
+        candidates.sort_unstable();
+        // What this round frees is decided from what it read: counting
+        // content cached meanwhile would evict more than the oldest part.
+        let mut to_free = snapshot.counted.saturating_sub(target);
         let mut out = Evicted::default();
-        for (_, d) in candidates {
-            if to_free == 0 {
+        let mut next = candidates.into_iter();
+        while to_free > 0 {
+            let _exclusive = gc_lock.write().await;
+            let mut batch = Vec::with_capacity(BATCH);
+            for (_, d, size) in next.by_ref() {
+                if self.touched_since(&d, started) {
+                    continue;
+                }
+                let entries = snapshot
+                    .entries
+                    .get(&d)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                let refs: Vec<&super::index::MirrorEntry> = entries.iter().collect();
+                self.index.forget_mirrored(&d, &refs)?;
+                to_free = to_free.saturating_sub(size);
+                batch.push((d, size));
+                if to_free == 0 || batch.len() == BATCH {
+                    break;
+                }
+            }
+            if batch.is_empty() {
                 break;
             }
-            let _exclusive = gc_lock.write().await;
-            if self.recent_touches().get(&d).is_some_and(|t| *t >= started) {
-                continue;
-            }
-            let list = &by_digest[&d];
-            let size = size_of(list);
-            self.index.forget_mirrored(&d, list)?;
+            // The records' removal reaches the bucket before the objects go,
+            // and the objects go several at once (each a request, with a
+            // bucket).
             self.index.push_journal().await?;
-            self.blobs.remove(&d).await?;
-            self.removed(size);
-            to_free = to_free.saturating_sub(size);
-            out.items += 1;
-            out.bytes += size;
+            let removals: Vec<Result<u64>> = futures_util::stream::iter(batch)
+                .map(|(d, size)| async move { self.blobs.remove(&d).await.map(|()| size) })
+                .buffer_unordered(REMOVALS_AT_ONCE)
+                .collect()
+                .await;
+            for r in removals {
+                let size = r?;
+                self.removed(size);
+                out.items += 1;
+                out.bytes += size;
+            }
         }
         crate::metrics::METRICS.evicted(out.items as u64, out.bytes);
         if out.items > 0 {
@@ -282,6 +299,55 @@ impl CacheTracker {
             );
         }
         Ok(out)
+    }
+}
+
+/// Removals per hold of the GC lock in an eviction round.
+const BATCH: usize = 64;
+/// Files (or objects) of a batch removed at once.
+const REMOVALS_AT_ONCE: usize = 16;
+
+/// What an eviction round reads from the index, once.
+struct Snapshot {
+    /// Each cached digest not linked locally: its last recorded use and
+    /// its size.
+    candidates: Vec<(Digest, Option<u64>, u64)>,
+    /// The records of each cached digest (one per upstream it came from).
+    entries: HashMap<Digest, Vec<super::index::MirrorEntry>>,
+    /// Bytes of the candidates together.
+    counted: u64,
+    /// Bytes and items also linked into a local repository.
+    shared: u64,
+    shared_items: u64,
+}
+
+impl Snapshot {
+    fn read(index: &Index) -> Result<Snapshot> {
+        let protected = index.local_links()?;
+        let access = index.access_times()?;
+        let mut entries: HashMap<Digest, Vec<super::index::MirrorEntry>> = HashMap::new();
+        for e in index.mirror_entries()? {
+            entries.entry(e.digest.clone()).or_default().push(e);
+        }
+        let mut s = Snapshot {
+            candidates: Vec::with_capacity(entries.len()),
+            entries: HashMap::new(),
+            counted: 0,
+            shared: 0,
+            shared_items: 0,
+        };
+        for (d, list) in &entries {
+            let size = list.iter().map(|e| e.size).max().unwrap_or(0);
+            if protected.contains_key(d) {
+                s.shared += size;
+                s.shared_items += 1;
+            } else {
+                s.counted += size;
+                s.candidates.push((d.clone(), access.get(d).copied(), size));
+            }
+        }
+        s.entries = entries;
+        Ok(s)
     }
 }
 
