@@ -544,13 +544,27 @@ impl App {
     pub async fn evict_when_full(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
         let mut minute = tokio::time::interval(Duration::from_secs(60));
         loop {
+            // (Also seen here when a round below took the change.)
+            if *shutdown.borrow() {
+                return;
+            }
             tokio::select! {
                 _ = shutdown.changed() => return,
                 _ = minute.tick() => {}
                 _ = self.store.cache_overflowed() => {}
             }
-            while self.store.cache_over_limit() {
-                match self.store.evict().await {
+            while self.store.cache_over_limit() && !*shutdown.borrow() {
+                let round = self.store.evict();
+                tokio::pin!(round);
+                let done = tokio::select! {
+                    r = &mut round => r,
+                    // Shutdown: the round ends after its current batch.
+                    _ = shutdown.changed() => {
+                        self.store.stop_evicting();
+                        round.await
+                    }
+                };
+                match done {
                     // Nothing could go (all of it in use right now): wait
                     // for the next wake-up rather than spin.
                     Ok(out) if out.items == 0 => break,

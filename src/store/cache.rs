@@ -52,6 +52,8 @@ pub struct CacheTracker {
     /// (One time per blob, the latest: bounded by the blobs there are.)
     unsent: Mutex<HashMap<Digest, u64>>,
     round: tokio::sync::Mutex<()>,
+    /// Set at shutdown: a round stops after its current batch.
+    stopping: std::sync::atomic::AtomicBool,
     /// Wakes the maintenance loop when the limit is passed.
     pub over_limit: tokio::sync::Notify,
 }
@@ -69,6 +71,7 @@ impl CacheTracker {
             touched: Mutex::new(HashMap::new()),
             unsent: Mutex::new(HashMap::new()),
             round: tokio::sync::Mutex::new(()),
+            stopping: std::sync::atomic::AtomicBool::new(false),
             over_limit: tokio::sync::Notify::new(),
         };
         t.recount()?;
@@ -133,14 +136,27 @@ impl CacheTracker {
         }
     }
 
-    /// Whether `d` was used at or after `since` (unix milliseconds), by a
-    /// touch not yet written: one lookup, whatever the number of touches.
-    pub fn touched_since(&self, d: &Digest, since: u64) -> bool {
-        self.touched
+    /// Whether `d` was used at or after `since` (unix milliseconds): a
+    /// touch in memory, else the time the index has (two lookups, whatever
+    /// the number of touches, in this order so that a flush between them
+    /// cannot hide a touch).
+    pub fn used_since(&self, d: &Digest, since: u64) -> Result<bool> {
+        let recent = self
+            .touched
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(d)
-            .is_some_and(|t| *t >= since)
+            .is_some_and(|t| *t >= since);
+        if recent {
+            return Ok(true);
+        }
+        Ok(self.index.access_time(d)?.is_some_and(|t| t >= since))
+    }
+
+    /// Makes a running eviction round stop after its current batch (at
+    /// shutdown).
+    pub fn stop_evicting(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
     }
 
     /// Counts newly cached mirrored content; wakes eviction past the limit.
@@ -167,15 +183,20 @@ impl CacheTracker {
         self.limit.is_some_and(|l| self.bytes() > l)
     }
 
-    /// Writes the access times gathered since the last call.
+    /// Writes the access times gathered since the last call. The touches
+    /// leave memory only once the index has them, so a reader that finds a
+    /// touch in neither place ([`CacheTracker::used_since`]) never misses
+    /// one (a flush may run in another task while a round runs).
     pub fn flush_access(&self) -> Result<usize> {
         let batch: Vec<(Digest, u64)> = {
             let mut t = self.touched.lock().unwrap_or_else(|p| p.into_inner());
-            t.drain().collect()
+            let batch: Vec<(Digest, u64)> = t.iter().map(|(d, at)| (d.clone(), *at)).collect();
+            if !batch.is_empty() {
+                self.index.put_access_times(&batch)?;
+            }
+            t.clear();
+            batch
         };
-        if !batch.is_empty() {
-            self.index.put_access_times(&batch)?;
-        }
         let n = batch.len();
         if self.blobs.remote().is_some() {
             self.give_back(batch);
@@ -249,11 +270,14 @@ impl CacheTracker {
         let mut to_free = snapshot.counted.saturating_sub(target);
         let mut out = Evicted::default();
         let mut next = candidates.into_iter();
-        while to_free > 0 {
+        while to_free > 0 && !self.stopping.load(Ordering::SeqCst) {
             let _exclusive = gc_lock.write().await;
             let mut batch = Vec::with_capacity(BATCH);
-            for (_, d, size) in next.by_ref() {
-                if self.touched_since(&d, started) {
+            let mut failed = None;
+            for (last, d, size) in next.by_ref() {
+                // Used since the round began (a pull, or a push linking it:
+                // linking touches), or newer than the round: it stays.
+                if last >= started || self.used_since(&d, started)? {
                     continue;
                 }
                 let entries = snapshot
@@ -262,31 +286,40 @@ impl CacheTracker {
                     .map(Vec::as_slice)
                     .unwrap_or_default();
                 let refs: Vec<&super::index::MirrorEntry> = entries.iter().collect();
-                self.index.forget_mirrored(&d, &refs)?;
+                if let Err(e) = self.index.forget_mirrored(&d, &refs) {
+                    failed = Some(e);
+                    break;
+                }
+                // The count follows the records: what is forgotten no
+                // longer counts, even if removing its file fails below.
+                self.removed(size);
+                out.items += 1;
+                out.bytes += size;
                 to_free = to_free.saturating_sub(size);
-                batch.push((d, size));
+                batch.push(d);
                 if to_free == 0 || batch.len() == BATCH {
                     break;
                 }
             }
             if batch.is_empty() {
-                break;
+                match failed {
+                    Some(e) => return Err(e),
+                    None => break,
+                }
             }
             // The records' removal reaches the bucket before the objects go,
             // and the objects go several at once (each a request, with a
             // bucket).
             self.index.push_journal().await?;
-            let removals: Vec<Result<u64>> = futures_util::stream::iter(batch)
-                .map(|(d, size)| async move { self.blobs.remove(&d).await.map(|()| size) })
+            let removals: Vec<Result<()>> = futures_util::stream::iter(batch)
+                .map(|d| async move { self.blobs.remove(&d).await })
                 .buffer_unordered(REMOVALS_AT_ONCE)
                 .collect()
                 .await;
-            for r in removals {
-                let size = r?;
-                self.removed(size);
-                out.items += 1;
-                out.bytes += size;
+            if let Some(e) = failed {
+                return Err(e);
             }
+            removals.into_iter().collect::<Result<()>>()?;
         }
         crate::metrics::METRICS.evicted(out.items as u64, out.bytes);
         if out.items > 0 {
@@ -359,4 +392,28 @@ pub async fn file_mtime(path: &std::path::Path) -> u64 {
         .and_then(|m| m.modified().ok())
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::oci::digest::Algorithm;
+
+    #[test]
+    fn a_use_counts_whether_it_is_in_memory_or_already_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let index = Index::open(&dir.path().join("index"), None).unwrap();
+        let blobs = BlobStore::open(dir.path(), index.clone(), None).unwrap();
+        let cache = CacheTracker::new(index, blobs, Some(1 << 20)).unwrap();
+        let d = Digest::of(Algorithm::Sha256, b"layer");
+        let before = unix_now();
+        assert!(!cache.used_since(&d, before).unwrap());
+        cache.touch(&d);
+        assert!(cache.used_since(&d, before).unwrap(), "in memory");
+        // A flush (another task's, during a round) moves it to the index:
+        // still seen, never lost in between.
+        assert_eq!(cache.flush_access().unwrap(), 1);
+        assert!(cache.used_since(&d, before).unwrap(), "written");
+        assert!(!cache.used_since(&d, unix_now() + 1000).unwrap());
+    }
 }

@@ -91,7 +91,7 @@ pub async fn collect(store: &Store, grace: Duration, dry_run: bool) -> Result<Gc
     for (d, size) in candidates {
         let _exclusive = store.gc_lock.write().await;
         // Used since the scan began? Then it stays.
-        if store.cache.touched_since(&d, cutoff.saturating_add(1)) {
+        if store.cache.used_since(&d, cutoff.saturating_add(1))? {
             report.kept += 1;
             continue;
         }

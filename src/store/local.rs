@@ -45,6 +45,9 @@ impl Store {
     /// Links `d` into `repo` and makes it durable. The caller holds the
     /// GC lock from before it checked or stored the blob.
     async fn link(&self, repo: &RepoName, d: &Digest) -> Result<()> {
+        // Touched as it is linked: an eviction round that read the index
+        // before this link sees the blob as used, and keeps it.
+        self.touch(d);
         self.index.link_blob(repo, d)?;
         self.index.flush().await
     }

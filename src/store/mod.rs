@@ -282,6 +282,11 @@ impl Store {
         Ok(n)
     }
 
+    /// Makes a running eviction round stop after its current batch.
+    pub fn stop_evicting(&self) {
+        self.cache.stop_evicting();
+    }
+
     /// Evicts least recently used mirrored content until the cache is
     /// under its low-water mark (nothing under the limit).
     pub async fn evict(&self) -> Result<cache::Evicted> {
