@@ -3,8 +3,10 @@
 # skopeo, apache2-utils (htpasswd) and nginx when they are missing, then
 # `cargo bench --bench compare` (the mirror against distribution's proxy
 # mode and nginx) and `cargo bench --bench secure` (TLS and logins against
-# distribution with htpasswd and TLS, and nginx over TLS) and `cargo bench
-# --bench s3` (--storage s3 against distribution's S3 driver, both on
+# distribution with htpasswd and TLS, and nginx over TLS), `cargo bench
+# --bench eviction` (the cache bound and hit latency under sustained
+# fills) and `cargo bench --bench s3` (--storage s3 against distribution's
+# S3 driver, both on
 # Garage, which is built when missing); all build Wharf in release mode.
 # WHARF_BENCH_QUICK=1, WHARF_BENCH_RUNS=N and WHARF_BENCH_SYSTEMS=... as in
 # benches/README.md.
@@ -20,5 +22,6 @@ if ! ensure_packages nginx-light; then
 fi
 cargo bench --bench compare "$@"
 cargo bench --bench secure "$@"
+cargo bench --bench eviction "$@"
 ensure_garage
 cargo bench --bench s3 "$@"

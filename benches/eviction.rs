@@ -1,0 +1,284 @@
+//! Eviction under sustained fills: sixteen clients pull distinct small
+//! blobs through a Wharf whose `--max-cache-size` holds a fraction of them,
+//! as fast as they can, while four more clients keep pulling a few hot
+//! blobs (cache hits). Reports the fill rate, how far the cache went over
+//! its limit (sampled from `/metrics` every 10 ms), what was evicted, and
+//! the latency of the cache hits during eviction beside the same hits with
+//! no fills running. The upstream is the reference registry behind the
+//! tests' counting proxy; distribution's proxy has no size bound, so it has
+//! no column here.
+//!
+//! Run: `cargo bench --bench eviction` (release build). `WHARF_BENCH_QUICK=1`
+//! shrinks it for a smoke run. `WHARF_TEST_BIN` measures another build;
+//! `WHARF_BENCH_BEFORE=PATH` measures a second build (an earlier one)
+//! beside it in the same run. Prints a table, writes
+//! `target/bench-eviction.json`.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+mod support;
+
+use common::upstream::Upstream;
+use common::Api;
+use futures_util::StreamExt;
+use serde::Serialize;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use support::{fmt, free_port, Server};
+
+const HOT: usize = 16;
+const FILLERS: usize = 16;
+const HITTERS: usize = 4;
+
+struct Sizes {
+    blobs: usize,
+    blob: usize,
+    limit: u64,
+    baseline_secs: f64,
+}
+
+#[derive(Serialize, Default, Clone)]
+struct Row {
+    fills: usize,
+    fills_per_s: f64,
+    peak_over_limit_pct: f64,
+    settled_pct_of_limit: f64,
+    evicted_items: f64,
+    hit_p50_ms_idle: f64,
+    hit_p99_ms_idle: f64,
+    hit_p50_ms_evicting: f64,
+    hit_p99_ms_evicting: f64,
+    hit_max_ms_evicting: f64,
+    hot_refetched: usize,
+}
+
+fn start_wharf(bin: &str, upstream: &str, limit: u64) -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut cmd = Command::new(bin);
+    cmd.args(["serve", "--listen", &addr, "--data"])
+        .arg(dir.path().join("data"))
+        .args(["--upstream", &format!("docker.io=http://{upstream}")])
+        .args(["--max-cache-size", &limit.to_string()])
+        .env("WHARF_LOG", "warn");
+    Server::spawn("wharf", cmd, addr, dir)
+}
+
+fn blob(i: usize, size: usize) -> Vec<u8> {
+    let mut b = support::pattern(size, 7);
+    b[..8].copy_from_slice(&(i as u64).to_le_bytes());
+    b
+}
+
+/// A number from the server's `/metrics`.
+async fn metric(api: &Api, line_prefix: &str) -> f64 {
+    let text = api.get("/metrics").await.text().await.unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(line_prefix))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
+async fn mirrored_bytes(api: &Api) -> f64 {
+    metric(api, "wharf_store_bytes{class=\"mirrored\"} ").await
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// GETs the hot blobs round robin from `HITTERS` clients until `stop`;
+/// returns every latency, in milliseconds, sorted.
+async fn hit_latencies(api: &Api, hot: &[String], stop: &AtomicBool) -> Vec<f64> {
+    let all: Vec<Vec<f64>> = futures_util::stream::iter(0..HITTERS)
+        .map(|c| async move {
+            let mut out = Vec::new();
+            let mut i = c;
+            while !stop.load(Ordering::Relaxed) {
+                let path = format!("/v2/library/fill/blobs/{}", hot[i % hot.len()]);
+                let t = Instant::now();
+                let r = api.get(&path).await;
+                assert!(r.status().is_success());
+                let _ = r.bytes().await.unwrap();
+                out.push(t.elapsed().as_secs_f64() * 1000.0);
+                i += HITTERS;
+            }
+            out
+        })
+        .buffer_unordered(HITTERS)
+        .collect()
+        .await;
+    let mut v: Vec<f64> = all.into_iter().flatten().collect();
+    v.sort_by(|a, b| a.total_cmp(b));
+    v
+}
+
+async fn measure(bin: &str, up: &Upstream, digests: &[String], s: &Sizes) -> Row {
+    let w = start_wharf(bin, &up.addr, s.limit);
+    let api = Api::at(&w.addr);
+    let (hot, cold) = digests.split_at(HOT);
+    for d in hot {
+        let r = api.get(&format!("/v2/library/fill/blobs/{d}")).await;
+        assert!(r.status().is_success());
+        let _ = r.bytes().await.unwrap();
+    }
+    // Hits alone.
+    let stop = AtomicBool::new(false);
+    let idle = async {
+        tokio::time::sleep(Duration::from_secs_f64(s.baseline_secs)).await;
+        stop.store(true, Ordering::Relaxed);
+    };
+    let (idle_lat, ()) = tokio::join!(hit_latencies(&api, hot, &stop), idle);
+
+    // Hits while fills run and eviction follows them.
+    let stop = AtomicBool::new(false);
+    let next = AtomicUsize::new(0);
+    let started = Instant::now();
+    let fills = async {
+        futures_util::stream::iter(0..FILLERS)
+            .for_each_concurrent(FILLERS, |_| async {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(d) = cold.get(i) else { break };
+                    let r = api.get(&format!("/v2/library/fill/blobs/{d}")).await;
+                    assert!(r.status().is_success());
+                    let _ = r.bytes().await.unwrap();
+                }
+            })
+            .await;
+        let secs = started.elapsed().as_secs_f64();
+        stop.store(true, Ordering::Relaxed);
+        secs
+    };
+    let sample = async {
+        let mut peak: f64 = 0.0;
+        while !stop.load(Ordering::Relaxed) {
+            peak = peak.max(mirrored_bytes(&api).await);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        peak
+    };
+    let (busy_lat, secs, peak) = tokio::join!(hit_latencies(&api, hot, &stop), fills, sample);
+    // Let the last round finish.
+    let mut settled = mirrored_bytes(&api).await;
+    for _ in 0..100 {
+        if settled <= s.limit as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        settled = mirrored_bytes(&api).await;
+    }
+    let evicted = metric(&api, "wharf_evictions_total ").await;
+    up.reset();
+    for d in hot {
+        let _ = api
+            .get(&format!("/v2/library/fill/blobs/{d}"))
+            .await
+            .bytes()
+            .await;
+    }
+    let hot_refetched = up.count("GET", "/blobs/");
+    let limit = s.limit as f64;
+    Row {
+        fills: cold.len(),
+        fills_per_s: cold.len() as f64 / secs,
+        peak_over_limit_pct: (peak / limit - 1.0) * 100.0,
+        settled_pct_of_limit: settled / limit * 100.0,
+        evicted_items: evicted,
+        hit_p50_ms_idle: percentile(&idle_lat, 0.5),
+        hit_p99_ms_idle: percentile(&idle_lat, 0.99),
+        hit_p50_ms_evicting: percentile(&busy_lat, 0.5),
+        hit_p99_ms_evicting: percentile(&busy_lat, 0.99),
+        hit_max_ms_evicting: busy_lat.last().copied().unwrap_or(0.0),
+        hot_refetched,
+    }
+}
+
+fn main() {
+    let quick = std::env::var("WHARF_BENCH_QUICK").is_ok_and(|v| v != "0");
+    let s = if quick {
+        Sizes {
+            blobs: 1_500,
+            blob: 4096,
+            limit: 1 << 20,
+            baseline_secs: 1.0,
+        }
+    } else {
+        Sizes {
+            blobs: 20_000,
+            blob: 4096,
+            limit: 8 << 20,
+            baseline_secs: 5.0,
+        }
+    };
+    let current =
+        std::env::var("WHARF_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_wharf").to_string());
+    let mut builds = vec![("wharf", current)];
+    if let Ok(before) = std::env::var("WHARF_BENCH_BEFORE") {
+        builds.push(("wharf before", before));
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rows: Vec<(&str, Vec<Row>)> = rt.block_on(async {
+        let up = Upstream::start(false);
+        let reg = Api::at(&up.registry_addr);
+        eprintln!(
+            "seeding {} blobs of {} bytes upstream ...",
+            s.blobs + HOT,
+            s.blob
+        );
+        let digests: Vec<String> = futures_util::stream::iter(0..s.blobs + HOT)
+            .map(|i| {
+                let (reg, b) = (&reg, blob(i, s.blob));
+                async move { reg.push_blob("library/fill", &b).await }
+            })
+            .buffered(16)
+            .collect()
+            .await;
+        let mut rows = Vec::new();
+        for (name, bin) in &builds {
+            eprintln!("measuring {name} ...");
+            rows.push((*name, vec![measure(bin, &up, &digests, &s).await]));
+        }
+        rows
+    });
+    println!(
+        "\n{} distinct {}-byte blobs through a {} KiB cache ({FILLERS} fill clients, {HITTERS} clients on {HOT} hot blobs){}\n",
+        s.blobs,
+        s.blob,
+        s.limit >> 10,
+        if quick { ", quick run" } else { "" }
+    );
+    let header: Vec<&str> = rows.iter().map(|(n, _)| *n).collect();
+    println!("| metric | {} |", header.join(" | "));
+    println!("|---|{}", "---|".repeat(header.len()));
+    type Metric = (&'static str, fn(&Row) -> f64, usize);
+    let metrics: [Metric; 10] = [
+        ("fills per second", |r| r.fills_per_s, 0),
+        ("peak over the limit (%)", |r| r.peak_over_limit_pct, 1),
+        (
+            "after the fills (% of the limit)",
+            |r| r.settled_pct_of_limit,
+            1,
+        ),
+        ("items evicted", |r| r.evicted_items, 0),
+        ("cache hit p50, no fills (ms)", |r| r.hit_p50_ms_idle, 2),
+        ("cache hit p99, no fills (ms)", |r| r.hit_p99_ms_idle, 2),
+        ("cache hit p50, evicting (ms)", |r| r.hit_p50_ms_evicting, 2),
+        ("cache hit p99, evicting (ms)", |r| r.hit_p99_ms_evicting, 2),
+        ("cache hit max, evicting (ms)", |r| r.hit_max_ms_evicting, 1),
+        ("hot blobs fetched again", |r| r.hot_refetched as f64, 0),
+    ];
+    for (label, m, p) in metrics {
+        let cells: Vec<String> = rows
+            .iter()
+            .map(|(_, runs)| fmt(runs.first().map(m), p))
+            .collect();
+        println!("| {label} | {} |", cells.join(" | "));
+    }
+    support::write_results("bench-eviction.json", quick, 1, &rows);
+}
