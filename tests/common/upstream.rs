@@ -60,6 +60,9 @@ pub struct Faults {
     /// `ratelimit-limit: N;w=21600`, and `ratelimit-remaining` counting
     /// down from N by one for each successful manifest GET.
     pub ratelimit: Option<u64>,
+    /// Blobs answered from memory by digest (`sha256:...`), without the
+    /// registry: as many as a benchmark wants, at once.
+    pub memory_blobs: Option<Arc<std::collections::HashMap<String, Bytes>>>,
 }
 
 /// Generated tag-list pages: `per_page` tags (or the request's `n`) of
@@ -549,6 +552,23 @@ async fn answer(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBody
         }
     }
     let is_blob = path.contains("/blobs/sha256:");
+    if let (true, Some(blobs)) = (is_blob, &faults.memory_blobs) {
+        let digest = path.rsplit('/').next().unwrap_or_default();
+        if let Some(b) = blobs.get(digest) {
+            state.blob_bytes.fetch_add(b.len() as u64, Ordering::SeqCst);
+            let body = if req.method() == "HEAD" {
+                Bytes::new()
+            } else {
+                b.clone()
+            };
+            let mut r = Response::new(Full::new(body).map_err(|e| match e {}).boxed());
+            let h = r.headers_mut();
+            h.insert("content-type", "application/octet-stream".parse().unwrap());
+            h.insert("content-length", b.len().to_string().parse().unwrap());
+            h.insert("docker-content-digest", digest.parse().unwrap());
+            return r;
+        }
+    }
     if let (true, Some(to)) = (is_blob, &faults.redirect_blobs_to) {
         let mut r = full(307, "");
         r.headers_mut()
