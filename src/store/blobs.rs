@@ -171,17 +171,10 @@ impl BlobStore {
     /// Hashes a committed blob from its start (for `wharf verify`).
     pub async fn hash(&self, d: &Digest) -> Result<Digest> {
         if let Some(r) = &self.remote {
-            let Some((_, mut stream)) = r.bucket.read(&blob_name(d), 0).await? else {
-                return Err(Error::storage(
-                    format!("hashing {d}"),
-                    io::Error::new(io::ErrorKind::NotFound, "not in the bucket"),
-                ));
-            };
-            let mut h = Hasher::new(d.algorithm());
-            while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
-                h.update(&chunk.map_err(|e| Error::storage(format!("hashing {d}"), e))?);
-            }
-            return Ok(h.finish());
+            return r
+                .bucket
+                .hash(&blob_name(d), d.algorithm(), &d.to_string())
+                .await;
         }
         hash_file(self.path(d), d.algorithm())
             .await

@@ -283,41 +283,49 @@ impl Bucket {
         if len <= COPY_LIMIT {
             return self.copy(from, to).await;
         }
-        let Some((_, mut stream)) = self.read(from, 0).await? else {
+        let Some((_, stream)) = self.read(from, 0).await? else {
             return Err(Error::storage(
                 "copying in the bucket",
                 io::Error::new(io::ErrorKind::NotFound, format!("{from} is missing")),
             ));
         };
         let path = self.path(to)?;
-        let _slot = self
-            .uploads
-            .acquire()
+        let _slot = self.upload_slot().await?;
+        let chunks = stream.map(|c| c.map_err(|e| Error::storage("copying in the bucket", e)));
+        self.put_parts(&path, chunks, ("copying in the bucket", "finishing a copy"))
             .await
-            .map_err(|e| Error::storage("waiting to upload", e))?;
+    }
+
+    /// Writes `chunks` to `path` as one multipart upload, at most
+    /// [`PARTS_IN_FLIGHT`] parts in flight: the object appears whole or
+    /// not at all (the upload is aborted on any failure). `what` names
+    /// the writing and the finishing in errors. The caller holds an
+    /// [`Bucket::upload_slot`].
+    async fn put_parts<S>(&self, path: &ObjectPath, chunks: S, what: (&str, &str)) -> Result<()>
+    where
+        S: futures_util::Stream<Item = Result<Bytes>>,
+    {
         let upload = self
             .store
-            .put_multipart(&path)
+            .put_multipart(path)
             .await
             .map_err(|e| fail("starting an upload", e))?;
         let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, PART);
-        let copied = async {
-            while let Some(chunk) = stream.next().await {
+        let mut chunks = std::pin::pin!(chunks);
+        let written = async {
+            loop {
                 w.wait_for_capacity(PARTS_IN_FLIGHT)
                     .await
-                    .map_err(|e| fail("copying in the bucket", e))?;
-                let chunk = chunk.map_err(|e| Error::storage("copying in the bucket", e))?;
-                w.put(chunk);
+                    .map_err(|e| fail(what.0, e))?;
+                match chunks.next().await {
+                    None => return Ok::<_, Error>(()),
+                    Some(chunk) => w.put(chunk?),
+                }
             }
-            Ok::<_, Error>(())
         }
         .await;
-        match copied {
-            Ok(()) => w
-                .finish()
-                .await
-                .map(|_| ())
-                .map_err(|e| fail("finishing a copy", e)),
+        match written {
+            Ok(()) => w.finish().await.map(|_| ()).map_err(|e| fail(what.1, e)),
             Err(e) => {
                 let _ = w.abort().await;
                 Err(e)
@@ -353,11 +361,7 @@ impl Bucket {
     pub async fn upload_file(&self, name: &str, file: &std::path::Path, len: u64) -> Result<()> {
         use tokio::io::AsyncReadExt;
         let path = self.path(name)?;
-        let _slot = self
-            .uploads
-            .acquire()
-            .await
-            .map_err(|e| Error::storage("waiting to upload", e))?;
+        let _slot = self.upload_slot().await?;
         let io_err = |e: io::Error| Error::storage("reading a blob to upload", e);
         let mut f = tokio::fs::File::open(file).await.map_err(io_err)?;
         if len <= SINGLE_PUT {
@@ -374,37 +378,17 @@ impl Bucket {
                 .map(|_| ())
                 .map_err(|e| fail("uploading a blob", e));
         }
-        let upload = self
-            .store
-            .put_multipart(&path)
+        let chunks = futures_util::stream::try_unfold(f, move |mut f| async move {
+            let mut buf = vec![0u8; READ_CHUNK];
+            let n = f.read(&mut buf).await.map_err(io_err)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            buf.truncate(n);
+            Ok(Some((Bytes::from(buf), f)))
+        });
+        self.put_parts(&path, chunks, ("uploading a blob", "finishing an upload"))
             .await
-            .map_err(|e| fail("starting an upload", e))?;
-        let mut w = object_store::WriteMultipart::new_with_chunk_size(upload, PART);
-        let mut buf = vec![0u8; READ_CHUNK];
-        let written = async {
-            loop {
-                w.wait_for_capacity(PARTS_IN_FLIGHT)
-                    .await
-                    .map_err(|e| fail("uploading a blob", e))?;
-                let n = f.read(&mut buf).await.map_err(io_err)?;
-                if n == 0 {
-                    return Ok::<_, Error>(());
-                }
-                w.write(&buf[..n]);
-            }
-        }
-        .await;
-        match written {
-            Ok(()) => w
-                .finish()
-                .await
-                .map(|_| ())
-                .map_err(|e| fail("finishing an upload", e)),
-            Err(e) => {
-                let _ = w.abort().await;
-                Err(e)
-            }
-        }
     }
 
     /// Starts a multipart upload to object `name` that outlives this call
@@ -470,6 +454,27 @@ impl Bucket {
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(fail("aborting an upload", e)),
         }
+    }
+
+    /// Hashes object `name` with `algorithm` as it streams; errors name
+    /// `what` (a missing object is one).
+    pub async fn hash(
+        &self,
+        name: &str,
+        algorithm: crate::oci::digest::Algorithm,
+        what: &str,
+    ) -> Result<crate::oci::Digest> {
+        let Some((_, mut stream)) = self.read(name, 0).await? else {
+            return Err(Error::storage(
+                format!("hashing {what}"),
+                io::Error::new(io::ErrorKind::NotFound, "not in the bucket"),
+            ));
+        };
+        let mut h = crate::oci::digest::Hasher::new(algorithm);
+        while let Some(chunk) = stream.next().await {
+            h.update(&chunk.map_err(|e| Error::storage(format!("hashing {what}"), e))?);
+        }
+        Ok(h.finish())
     }
 
     /// Opens object `name` for reading from byte `from`: its whole size

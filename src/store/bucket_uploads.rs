@@ -476,7 +476,10 @@ impl<'a> Appender<'a> {
             return Err(corrupt(&self.id, "the completed upload has another length"));
         }
         if hashed.is_none() {
-            let got = hash_object(self.bucket, &staged, expected.algorithm()).await?;
+            let got = self
+                .bucket
+                .hash(&staged, expected.algorithm(), &staged)
+                .await?;
             if got != *expected {
                 return Ok(Err(got));
             }
@@ -494,21 +497,6 @@ impl Drop for Appender<'_> {
         // moved into the local cache already).
         let _ = std::fs::remove_file(&self.spool_path);
     }
-}
-
-/// Hashes object `name` with `algorithm` as it streams.
-async fn hash_object(bucket: &Bucket, name: &str, algorithm: Algorithm) -> Result<Digest> {
-    let Some((_, mut stream)) = bucket.read(name, 0).await? else {
-        return Err(Error::storage(
-            format!("hashing {name}"),
-            io::Error::new(io::ErrorKind::NotFound, "not in the bucket"),
-        ));
-    };
-    let mut h = Hasher::new(algorithm);
-    while let Some(chunk) = futures_util::StreamExt::next(&mut stream).await {
-        h.update(&chunk.map_err(|e| Error::storage(format!("hashing {name}"), e))?);
-    }
-    Ok(h.finish())
 }
 
 #[cfg(test)]
