@@ -125,6 +125,7 @@ fn serving(c: &mut Criterion) {
         .block_on(wharf::store::Store::open_for_maintenance(
             dir.path(),
             &wharf::config::Storage::Fs,
+            wharf::config::DEFAULT_INDEX_CACHE,
         ))
         .expect("store");
     let frames: Vec<Bytes> = (0..128)

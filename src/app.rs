@@ -53,6 +53,7 @@ impl App {
         let store = Store::open(
             &config.data,
             &config.storage,
+            config.index_cache_size,
             config.upload_timeout,
             config.max_cache_size,
             crate::store::uploads::Limits {
@@ -621,12 +622,7 @@ impl App {
             return;
         };
         let gib = |b: u64| b as f64 / (1u64 << 30) as f64;
-        let items = self
-            .store
-            .index()
-            .mirror_entries()
-            .map(|e| e.len())
-            .unwrap_or(0);
+        let items = self.store.cache_items();
         let parked = self.store.uploads().parked_bytes();
         tracing::info!(
             "cache: {items} mirrored items, {:.2} GiB{}; {:.2} GiB in unfinished uploads; {:.1} GiB free on the disk",

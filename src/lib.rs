@@ -129,8 +129,11 @@ pub async fn serve(config: config::Config) -> Result<(), Box<dyn std::error::Err
 /// `wharf gc`: collects unreferenced local blobs of a data directory no
 /// server is using. Prints what it removed (or would remove).
 pub async fn gc(config: &config::Config, dry_run: bool) -> Result<(), Box<dyn std::error::Error>> {
-    let store = store::Store::open_for_maintenance(&config.data, &config.storage).await?;
+    let store =
+        store::Store::open_for_maintenance(&config.data, &config.storage, config.index_cache_size)
+            .await?;
     let report = store::gc::collect(&store, config.gc_grace, dry_run).await?;
+    store.close().await?;
     let verb = if dry_run { "would remove" } else { "removed" };
     for (d, size) in &report.removed {
         println!("{verb} {d} ({size} bytes)");
@@ -150,8 +153,11 @@ pub async fn verify(
     config: &config::Config,
     repair: bool,
 ) -> Result<bool, Box<dyn std::error::Error>> {
-    let store = store::Store::open_for_maintenance(&config.data, &config.storage).await?;
+    let store =
+        store::Store::open_for_maintenance(&config.data, &config.storage, config.index_cache_size)
+            .await?;
     let r = store::verify::verify(&store, repair).await?;
+    store.close().await?;
     for d in &r.corrupt {
         println!("corrupt: {d}");
     }

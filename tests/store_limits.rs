@@ -526,3 +526,64 @@ async fn eviction_keeps_up_with_sustained_fills_and_takes_only_the_oldest() {
         "hot or newest content was evicted: {fetched:?}"
     );
 }
+
+/// An evicted manifest takes the records of the tags that resolved to it
+/// along: the JSON API no longer lists them, and after a restart a pull of
+/// the tag fetches it again.
+#[tokio::test]
+async fn eviction_forgets_the_tags_of_evicted_manifests() {
+    let up = Upstream::start(false);
+    let reg = Api::at(&up.registry_addr);
+    let manifest = push_image(&reg, "library/old", "1", "old").await;
+    let layers: Vec<Vec<u8>> = (0..2).map(|i| pattern(700 << 10, i + 40)).collect();
+    let mut digests = Vec::new();
+    for l in &layers {
+        digests.push(reg.push_blob("library/big", l).await);
+    }
+    let w = up.mirror(&["--max-cache-size", "1MiB"]);
+    let api = Api::new(&w);
+    let pull_tag = || api.get("/v2/library/old/manifests/1");
+    assert_eq!(pull_tag().await.status(), 200);
+    let tags = "/api/v1/repositories/docker.io/library/old/tags";
+    let listed = |v: serde_json::Value| v["tags"].as_array().map_or(0, Vec::len);
+    assert_eq!(listed(api.json(tags).await), 1, "the pull is remembered");
+    // Two layers pass the limit; the manifest is the least recently used.
+    for d in &digests {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let r = api.get(&format!("/v2/library/big/blobs/{d}")).await;
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    assert!(
+        wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
+            !blob_file(&w.data, &manifest).exists()
+        })
+        .await,
+        "the manifest was not evicted: {}",
+        w.log()
+    );
+    let mut gone = false;
+    for _ in 0..100 {
+        let r = api.get(tags).await;
+        if r.status() == 404 || listed(r.json().await.unwrap()) == 0 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the tag of the evicted manifest is still listed");
+    // A restart (the manifest is not in memory either): the tag is fetched
+    // again, not an error.
+    let opts = up.mirror_opts(&["--max-cache-size", "1MiB"]);
+    let (data, _tmp) = w.stop();
+    let w = Wharf::start_on(&data, opts);
+    let api = Api::new(&w);
+    up.reset();
+    let r = api.get("/v2/library/old/manifests/1").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(
+        header(&r, "docker-content-digest").as_deref(),
+        Some(manifest.as_str())
+    );
+    assert_eq!(up.count("GET", "/manifests/"), 1, "fetched again");
+}

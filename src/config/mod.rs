@@ -21,6 +21,9 @@ pub const DEFAULT_LISTEN: &str = "0.0.0.0:5000";
 pub const DEFAULT_DATA: &str = "./wharf-data";
 pub const DEFAULT_UPLOAD_TIMEOUT: &str = "1h";
 pub const DEFAULT_TAG_TTL: &str = "5m";
+/// Index records kept in memory: enough for the hot part of a large store
+/// on a small machine.
+pub const DEFAULT_INDEX_CACHE: u64 = 16 << 20;
 pub const DOCKER_HUB: &str = "docker.io";
 pub const DOCKER_HUB_URL: &str = "https://registry-1.docker.io";
 /// Docker Hub's token realm (`https://auth.docker.io/token`): trusted for
@@ -110,6 +113,12 @@ pub struct ServeArgs {
     /// evicted [default: no limit].
     #[arg(long, env = "WHARF_MAX_CACHE_SIZE", value_name = "SIZE")]
     pub max_cache_size: Option<String>,
+
+    /// Memory the index may keep of its records, e.g. 64MiB. Reads past it
+    /// go to the index files (the operating system's page cache), so a
+    /// small setting costs little [default: 16MiB].
+    #[arg(long, env = "WHARF_INDEX_CACHE_SIZE", value_name = "SIZE")]
+    pub index_cache_size: Option<String>,
 
     /// How long an upstream may stall mid-transfer before the fill is
     /// abandoned and its waiting clients get an error [default: 30s].
@@ -253,6 +262,8 @@ struct FileConfig {
     offline: Option<bool>,
     #[serde(default, deserialize_with = "string_or_number")]
     max_cache_size: Option<String>,
+    #[serde(default, deserialize_with = "string_or_number")]
+    index_cache_size: Option<String>,
     upstream_idle_timeout: Option<String>,
     header_timeout: Option<String>,
     #[serde(default, deserialize_with = "string_or_number")]
@@ -426,6 +437,8 @@ pub struct Config {
     pub offline: bool,
     /// Byte limit of mirrored content; `None` is no limit.
     pub max_cache_size: Option<u64>,
+    /// Bytes of index records kept in memory.
+    pub index_cache_size: u64,
     pub upstream_idle_timeout: Duration,
     pub header_timeout: Duration,
     pub max_connections: usize,
@@ -808,6 +821,17 @@ impl Config {
                     value: v.clone(),
                     allowed: "expected a size of at least 1MiB, e.g. 800MB, 50GiB, 2TB",
                 })?),
+            },
+            index_cache_size: {
+                let v = args.index_cache_size.clone().or(file.index_cache_size);
+                match v {
+                    None => DEFAULT_INDEX_CACHE,
+                    Some(v) => parse_size(&v).ok_or(ConfigError::Invalid {
+                        key: "index_cache_size (--index-cache-size, WHARF_INDEX_CACHE_SIZE)",
+                        value: v.clone(),
+                        allowed: "expected a size of at least 1MiB, e.g. 16MiB, 256MB",
+                    })?,
+                }
             },
             upstream_idle_timeout: positive(
                 args.upstream_idle_timeout

@@ -697,7 +697,7 @@ mod tests {
     #[tokio::test]
     async fn commit_verifies_then_renames() {
         let dir = tempfile::tempdir().unwrap();
-        let index = Index::open(&dir.path().join("index"), None).unwrap();
+        let index = Index::open(&dir.path().join("index"), 1 << 20, None).unwrap();
         let store = BlobStore::open(dir.path(), index, None).unwrap();
         let want = Digest::of(Algorithm::Sha256, b"hello");
 
@@ -725,7 +725,7 @@ mod tests {
     #[tokio::test]
     async fn batched_writes_keep_order_and_hash() {
         let dir = tempfile::tempdir().unwrap();
-        let index = Index::open(&dir.path().join("index"), None).unwrap();
+        let index = Index::open(&dir.path().join("index"), 1 << 20, None).unwrap();
         let store = BlobStore::open(dir.path(), index, None).unwrap();
         let data: Vec<u8> = (0..(WRITE_BATCH * 3 + 12345))
             .map(|i| (i * 31 % 253) as u8)
@@ -754,7 +754,7 @@ mod tests {
     #[tokio::test]
     async fn clean_tmp_removes_leftovers() {
         let dir = tempfile::tempdir().unwrap();
-        let index = Index::open(&dir.path().join("index"), None).unwrap();
+        let index = Index::open(&dir.path().join("index"), 1 << 20, None).unwrap();
         let store = BlobStore::open(dir.path(), index, None).unwrap();
         let t = store.temp(Algorithm::Sha256).await.unwrap();
         std::mem::forget(t);

@@ -8,6 +8,12 @@
 //! repository is never evicted. A reader that already has a file open keeps
 //! reading it after eviction (unlinking does not disturb an open file), and
 //! one that finds it gone fetches it again.
+//!
+//! The totals are kept by additions and removals, not by scanning: a clean
+//! shutdown saves them in the index and the next start reads them back
+//! (removing them, so that a crash in between is noticed). Only a start
+//! after a crash, or after the index was restored from a bucket, counts
+//! the records again.
 
 use super::{BlobStore, Index};
 use crate::error::Result;
@@ -56,6 +62,19 @@ pub struct CacheTracker {
     stopping: std::sync::atomic::AtomicBool,
     /// Wakes the maintenance loop when the limit is passed.
     pub over_limit: tokio::sync::Notify,
+    /// Whether the totals were saved (at shutdown): a change after that
+    /// drops them again. The lock orders a save before such a drop.
+    saved: std::sync::atomic::AtomicBool,
+    saving: Mutex<()>,
+}
+
+/// The totals saved at a clean shutdown.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Totals {
+    bytes: u64,
+    shared: u64,
+    items: u64,
+    shared_items: u64,
 }
 
 impl CacheTracker {
@@ -73,9 +92,55 @@ impl CacheTracker {
             round: tokio::sync::Mutex::new(()),
             stopping: std::sync::atomic::AtomicBool::new(false),
             over_limit: tokio::sync::Notify::new(),
+            saved: Default::default(),
+            saving: Mutex::new(()),
         };
-        t.recount()?;
+        let saved = t.index.take_counts()?;
+        match saved.and_then(|v| serde_json::from_slice::<Totals>(&v).ok()) {
+            Some(c) => {
+                t.bytes.store(c.bytes, Ordering::SeqCst);
+                t.shared.store(c.shared, Ordering::SeqCst);
+                t.items.store(c.items, Ordering::SeqCst);
+                t.shared_items.store(c.shared_items, Ordering::SeqCst);
+            }
+            None => {
+                let started = std::time::Instant::now();
+                t.recount()?;
+                tracing::info!(
+                    items = t.items.load(Ordering::SeqCst),
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "counted the mirror cache (no totals saved by a clean shutdown)"
+                );
+            }
+        }
         Ok(t)
+    }
+
+    /// Saves the totals for the next start (at shutdown, once nothing
+    /// else changes the cache; a later change drops them again).
+    pub fn save_totals(&self) -> Result<()> {
+        let _g = self.saving.lock().unwrap_or_else(|p| p.into_inner());
+        // Set before reading: a change either is in what is read or sees
+        // the flag (and then drops the totals, after this save).
+        self.saved.store(true, Ordering::SeqCst);
+        let totals = Totals {
+            bytes: self.bytes.load(Ordering::SeqCst),
+            shared: self.shared.load(Ordering::SeqCst),
+            items: self.items.load(Ordering::SeqCst),
+            shared_items: self.shared_items.load(Ordering::SeqCst),
+        };
+        self.index
+            .save_counts(&serde_json::to_vec(&totals).unwrap_or_default())
+    }
+
+    /// A total changed: saved totals no longer hold.
+    fn changed(&self) {
+        if self.saved.load(Ordering::SeqCst) {
+            let _g = self.saving.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = self.index.forget_counts() {
+                tracing::warn!(error = %e, "dropping the saved cache totals failed");
+            }
+        }
     }
 
     /// Sums the mirrored content on record (each digest once).
@@ -163,6 +228,7 @@ impl CacheTracker {
     pub fn added(&self, bytes: u64) {
         self.bytes.fetch_add(bytes, Ordering::SeqCst);
         self.items.fetch_add(1, Ordering::SeqCst);
+        self.changed();
         if self.is_over_limit() {
             self.over_limit.notify_one();
         }
@@ -177,6 +243,7 @@ impl CacheTracker {
         let _ = self
             .items
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, less(1));
+        self.changed();
     }
 
     pub fn is_over_limit(&self) -> bool {
@@ -245,6 +312,7 @@ impl CacheTracker {
         self.shared.store(snapshot.shared, Ordering::SeqCst);
         self.shared_items
             .store(snapshot.shared_items, Ordering::SeqCst);
+        self.changed();
         tracing::debug!(
             bytes = self.bytes(),
             shared = snapshot.shared,
@@ -269,6 +337,8 @@ impl CacheTracker {
         // content cached meanwhile would evict more than the oldest part.
         let mut to_free = snapshot.counted.saturating_sub(target);
         let mut out = Evicted::default();
+        // Evicted manifests, whose tag records go at the end of the round.
+        let mut manifests = std::collections::HashSet::new();
         let mut next = candidates.into_iter();
         while to_free > 0 && !self.stopping.load(Ordering::SeqCst) {
             let _exclusive = gc_lock.write().await;
@@ -289,6 +359,9 @@ impl CacheTracker {
                 if let Err(e) = self.index.forget_mirrored(&d, &refs) {
                     failed = Some(e);
                     break;
+                }
+                for e in entries.iter().filter(|e| e.manifest) {
+                    manifests.insert((e.upstream.clone(), d.clone()));
                 }
                 // The count follows the records: what is forgotten no
                 // longer counts, even if removing its file fails below.
@@ -320,6 +393,14 @@ impl CacheTracker {
                 return Err(e);
             }
             removals.into_iter().collect::<Result<()>>()?;
+        }
+        if !manifests.is_empty() {
+            let tags = self
+                .index
+                .blocking(move |i| i.forget_tags_of(&manifests))
+                .await?;
+            self.index.push_journal().await?;
+            tracing::debug!(tags, "forgot mirrored tags of evicted manifests");
         }
         crate::metrics::METRICS.evicted(out.items as u64, out.bytes);
         if out.items > 0 {
@@ -402,7 +483,7 @@ mod tests {
     #[test]
     fn a_use_counts_whether_it_is_in_memory_or_already_written() {
         let dir = tempfile::tempdir().unwrap();
-        let index = Index::open(&dir.path().join("index"), None).unwrap();
+        let index = Index::open(&dir.path().join("index"), 1 << 20, None).unwrap();
         let blobs = BlobStore::open(dir.path(), index.clone(), None).unwrap();
         let cache = CacheTracker::new(index, blobs, Some(1 << 20)).unwrap();
         let d = Digest::of(Algorithm::Sha256, b"layer");
@@ -415,5 +496,51 @@ mod tests {
         assert_eq!(cache.flush_access().unwrap(), 1);
         assert!(cache.used_since(&d, before).unwrap(), "written");
         assert!(!cache.used_since(&d, unix_now() + 1000).unwrap());
+    }
+
+    #[test]
+    fn totals_saved_at_a_clean_shutdown_are_read_back_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let open = || {
+            let index = Index::open(&dir.path().join("index"), 1 << 20, None).unwrap();
+            let blobs = BlobStore::open(dir.path(), index.clone(), None).unwrap();
+            (
+                index.clone(),
+                CacheTracker::new(index, blobs, None).unwrap(),
+            )
+        };
+        let d = Digest::of(Algorithm::Sha256, b"layer");
+        {
+            let (_, cache) = open();
+            cache.record_mirrored_blob("up", &d, 1000).unwrap();
+            cache.save_totals().unwrap();
+        }
+        // Read back, not counted: a record written behind the tracker's
+        // back is not in the totals.
+        let e = Digest::of(Algorithm::Sha256, b"other");
+        Index::open(&dir.path().join("index"), 1 << 20, None)
+            .unwrap()
+            .put_mirror_blob("up", &e, 5)
+            .unwrap();
+        {
+            let (_, cache) = open();
+            assert_eq!((cache.bytes(), cache.items()), (1000, 1), "read back");
+            // Not saved again: a crash. The next start counts.
+        }
+        {
+            let (_, cache) = open();
+            assert_eq!((cache.bytes(), cache.items()), (1005, 2), "counted");
+            cache.save_totals().unwrap();
+            // A change after the save drops the totals again.
+            cache
+                .record_mirrored_blob("up", &Digest::of(Algorithm::Sha256, b"late"), 7)
+                .unwrap();
+        }
+        let (_, cache) = open();
+        assert_eq!(
+            (cache.bytes(), cache.items()),
+            (1012, 3),
+            "counted after a late change"
+        );
     }
 }

@@ -17,6 +17,7 @@
 //! | `A/<digest>` | last access, unix milliseconds (written at most once a minute) |
 //! | `J/<key>` | with a bucket: record `<key>` changed, the bucket may lack it (see `store::journal`) |
 //! | `S/origin` | with a bucket: which bucket the durable records came from |
+//! | `C/counts` | the mirror cache's totals at the last clean shutdown (see `store::cache`) |
 //!
 //! Mirrored content is keyed by upstream, apart from local repositories:
 //! a mirrored name can never shadow a local one, nor the other way round.
@@ -37,7 +38,7 @@ use crate::error::{Error, Result};
 use crate::oci::manifest::Descriptor;
 use crate::oci::{Digest, RepoName, Tag};
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::Path;
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -119,6 +120,9 @@ impl Changes {
     }
 }
 
+/// The key of the mirror cache's totals saved at a clean shutdown.
+const COUNTS: &[u8] = b"C/counts";
+
 /// Most [`Index::blocking`] jobs at once: the rest wait (without a
 /// thread), leaving the blocking pool to file reads and writes.
 const BLOCKING_JOBS: usize = 4;
@@ -173,12 +177,21 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
 }
 
 impl Index {
-    /// Opens the index at `path`; with a `bucket`, every change of a
-    /// durable record also goes to the bucket by the next flush.
-    pub(super) fn open(path: &Path, bucket: Option<Arc<Bucket>>) -> Result<Index> {
-        let db = sled::Config::new().path(path).open().map_err(db_err(
-            "opening the index (is a wharf server running on this data directory?)",
-        ))?;
+    /// Opens the index at `path`, keeping up to `cache_bytes` of it in
+    /// memory; with a `bucket`, every change of a durable record also goes
+    /// to the bucket by the next flush.
+    pub(super) fn open(
+        path: &Path,
+        cache_bytes: u64,
+        bucket: Option<Arc<Bucket>>,
+    ) -> Result<Index> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_bytes)
+            .open()
+            .map_err(db_err(
+                "opening the index (is a wharf server running on this data directory?)",
+            ))?;
         let journal = match bucket {
             Some(b) => Some(Arc::new(Journal::open(b, db.clone())?)),
             None => None,
@@ -745,6 +758,36 @@ impl Index {
             .map_err(db_err("removing a seal"))
     }
 
+    /// Takes the mirror cache's totals saved at the last clean shutdown,
+    /// removing them durably: whatever changes from now on makes them
+    /// stale, so a crash before the next save leads to a recount.
+    pub(super) fn take_counts(&self) -> Result<Option<Vec<u8>>> {
+        let v = self
+            .db
+            .remove(COUNTS)
+            .map_err(db_err("reading the saved cache totals"))?;
+        if v.is_some() {
+            self.db.flush().map_err(db_err("flushing the index"))?;
+        }
+        Ok(v.map(|v| v.to_vec()))
+    }
+
+    /// Saves the mirror cache's totals (a local record: never journaled).
+    pub(super) fn save_counts(&self, v: &[u8]) -> Result<()> {
+        self.db
+            .insert(COUNTS, v)
+            .map(|_| ())
+            .map_err(db_err("saving the cache totals"))
+    }
+
+    /// Drops saved totals that no longer hold.
+    pub(super) fn forget_counts(&self) -> Result<()> {
+        self.db
+            .remove(COUNTS)
+            .map(|_| ())
+            .map_err(db_err("dropping the saved cache totals"))
+    }
+
     /// Every cached mirrored blob and manifest: (upstream, digest, size).
     pub fn mirror_entries(&self) -> Result<Vec<MirrorEntry>> {
         let mut out = Vec::new();
@@ -845,6 +888,47 @@ impl Index {
         self.apply(b).map_err(db_err("forgetting evicted content"))
     }
 
+    /// Forgets the mirrored tags that last resolved to a manifest in
+    /// `gone` (upstream, digest) that is no longer cached: evicted content
+    /// leaves no record behind pointing at it (a pull of such a tag asks
+    /// the upstream again). One pass over the tag records; a tag that
+    /// moved meanwhile, or whose manifest came back, stays. Returns how
+    /// many were forgotten.
+    pub(super) fn forget_tags_of(&self, gone: &HashSet<(String, Digest)>) -> Result<usize> {
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        let mut n = 0;
+        for kv in self.db.scan_prefix(b"T/") {
+            let (k, v) = kv.map_err(db_err("scanning mirrored tags"))?;
+            let Some(upstream) = k[2..].split(|b| *b == 0).next() else {
+                continue;
+            };
+            let upstream = String::from_utf8_lossy(upstream).into_owned();
+            let Some(d) = std::str::from_utf8(&v)
+                .ok()
+                .and_then(|s| s.parse::<Digest>().ok())
+            else {
+                continue;
+            };
+            let entry = (upstream, d);
+            if !gone.contains(&entry) {
+                continue;
+            }
+            let (upstream, d) = entry;
+            if self.mirror_manifest(&upstream, &d)?.is_some() {
+                continue;
+            }
+            self.note(&k).map_err(db_err("forgetting a mirrored tag"))?;
+            let swapped = self
+                .db
+                .compare_and_swap(&k, Some(&v), None as Option<&[u8]>)
+                .map_err(db_err("forgetting a mirrored tag"))?;
+            n += usize::from(swapped.is_ok());
+        }
+        Ok(n)
+    }
+
     /// Removes every local link to `d` (garbage collection).
     pub(super) fn unlink_everywhere(&self, d: &Digest, repos: &[String]) -> Result<()> {
         let mut b = Changes::default();
@@ -900,7 +984,7 @@ mod tests {
 
     fn index() -> (tempfile::TempDir, Index) {
         let dir = tempfile::tempdir().unwrap();
-        let idx = Index::open(&dir.path().join("index"), None).unwrap();
+        let idx = Index::open(&dir.path().join("index"), 1 << 20, None).unwrap();
         (dir, idx)
     }
 

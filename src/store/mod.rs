@@ -59,12 +59,20 @@ impl Store {
     pub async fn open(
         data: &Path,
         storage: &Storage,
+        index_cache: u64,
         upload_timeout: Duration,
         cache_limit: Option<u64>,
         upload_limits: uploads::Limits,
     ) -> Result<Store> {
-        let store =
-            Self::open_quiet(data, storage, upload_timeout, cache_limit, upload_limits).await?;
+        let store = Self::open_quiet(
+            data,
+            storage,
+            index_cache,
+            upload_timeout,
+            cache_limit,
+            upload_limits,
+        )
+        .await?;
         let cleaned = store
             .blobs
             .clean_tmp()
@@ -84,10 +92,15 @@ impl Store {
     /// command (`wharf gc`, `wharf verify`): no cache or upload limits
     /// apply, and nothing changes on opening (with a bucket, the local
     /// index may be filled from it: it is a cache).
-    pub async fn open_for_maintenance(data: &Path, storage: &Storage) -> Result<Store> {
+    pub async fn open_for_maintenance(
+        data: &Path,
+        storage: &Storage,
+        index_cache: u64,
+    ) -> Result<Store> {
         Self::open_quiet(
             data,
             storage,
+            index_cache,
             Duration::from_secs(3600),
             None,
             uploads::Limits::NONE,
@@ -99,6 +112,7 @@ impl Store {
     async fn open_quiet(
         data: &Path,
         storage: &Storage,
+        index_cache: u64,
         upload_timeout: Duration,
         cache_limit: Option<u64>,
         upload_limits: uploads::Limits,
@@ -114,12 +128,18 @@ impl Store {
                 Some((b, cfg.local_cache_size))
             }
         };
-        let index = Index::open(&data.join("index"), bucket.as_ref().map(|(b, _)| b.clone()))?;
+        let index = Index::open(
+            &data.join("index"),
+            index_cache,
+            bucket.as_ref().map(|(b, _)| b.clone()),
+        )?;
         journal::check_kind(index.db(), bucket.is_some())?;
         let remote = match bucket {
             None => None,
             Some((b, local_limit)) => {
                 if index.restore().await?.is_some() {
+                    // Totals saved beside other records do not count these.
+                    index.forget_counts()?;
                     // Blob files of another bucket's cache are not this one's.
                     blobs::clear_local(data)?;
                     let n = access::restore(&b, &index).await?;
@@ -168,6 +188,9 @@ impl Store {
     pub async fn close(&self) -> Result<()> {
         if let Err(e) = self.flush_access().await {
             tracing::warn!(error = %e, "writing access times failed");
+        }
+        if let Err(e) = self.cache.save_totals() {
+            tracing::warn!(error = %e, "saving the cache totals failed: the next start counts them");
         }
         self.index.flush().await
     }
