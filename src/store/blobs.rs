@@ -86,16 +86,43 @@ impl BlobStore {
     }
 
     /// Every committed blob: (digest, size, last modified in unix
-    /// milliseconds). With a bucket, the bucket's.
-    pub async fn list(&self) -> Result<Vec<(Digest, u64, u64)>> {
-        if let Some(r) = &self.remote {
-            let listed = r.bucket.list("blobs/").await?;
-            return Ok(listed
-                .into_iter()
-                .filter_map(|o| Some((digest_of(&o.name)?, o.size, o.modified)))
-                .collect());
+    /// milliseconds), streamed (at most [`FILES_AHEAD`] listed ahead of
+    /// the reader). With a bucket, the bucket's (its listing is read whole
+    /// first).
+    pub fn files(&self) -> tokio::sync::mpsc::Receiver<Result<(Digest, u64, u64)>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(FILES_AHEAD);
+        match &self.remote {
+            Some(r) => {
+                let r = r.clone();
+                tokio::spawn(async move {
+                    match r.bucket.list("blobs/").await {
+                        Ok(listed) => {
+                            for o in listed {
+                                let Some(d) = digest_of(&o.name) else {
+                                    continue;
+                                };
+                                if tx.send(Ok((d, o.size, o.modified))).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                        }
+                    }
+                });
+            }
+            None => {
+                let root = self.path_root();
+                tokio::task::spawn_blocking(move || {
+                    let walked = walk_blobs_each(&root, |f| tx.blocking_send(Ok(f)).is_ok());
+                    if let Err(e) = walked {
+                        let _ = tx.blocking_send(Err(Error::storage("walking blobs", e)));
+                    }
+                });
+            }
         }
-        self.list_local().await
+        rx
     }
 
     /// Every blob file in the data directory.
@@ -405,27 +432,45 @@ impl BlobStore {
 /// Every blob file on disk with its size and modification time.
 pub(crate) fn walk_blobs(root: &Path) -> std::io::Result<Vec<(Digest, u64, u64)>> {
     let mut out = Vec::new();
+    walk_blobs_each(root, |f| {
+        out.push(f);
+        true
+    })?;
+    Ok(out)
+}
+
+/// Blob files listed ahead of a reader of [`BlobStore::files`].
+const FILES_AHEAD: usize = 1024;
+
+/// Calls `f` with each blob file under `root` (digest, size, modified in
+/// unix milliseconds) until it returns false.
+fn walk_blobs_each(
+    root: &Path,
+    mut f: impl FnMut((Digest, u64, u64)) -> bool,
+) -> std::io::Result<()> {
     for alg in std::fs::read_dir(root)? {
         let alg = alg?;
         let alg_name = alg.file_name().to_string_lossy().into_owned();
         for shard in std::fs::read_dir(alg.path())? {
-            for f in std::fs::read_dir(shard?.path())? {
-                let f = f?;
-                let name = format!("{alg_name}:{}", f.file_name().to_string_lossy());
+            for file in std::fs::read_dir(shard?.path())? {
+                let file = file?;
+                let name = format!("{alg_name}:{}", file.file_name().to_string_lossy());
                 let Ok(d) = name.parse::<Digest>() else {
                     continue;
                 };
-                let m = f.metadata()?;
+                let m = file.metadata()?;
                 let mtime = m
                     .modified()
                     .ok()
                     .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
                     .map_or(0, |d| d.as_millis() as u64);
-                out.push((d, m.len(), mtime));
+                if !f((d, m.len(), mtime)) {
+                    return Ok(());
+                }
             }
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Bytes a temp blob collects before one write (and hash) on the

@@ -8,11 +8,12 @@
 //! use. No stop-the-world pause: only the removal of each blob is locked.
 
 use super::cache::unix_now;
+use super::digest_set::DigestSet;
 use super::Store;
 use crate::error::Result;
 use crate::oci::manifest;
 use crate::oci::Digest;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 /// What a collection found (and, unless a dry run, removed).
@@ -23,71 +24,122 @@ pub struct GcReport {
     pub kept: usize,
 }
 
+/// Manifests read per page of a pass over them.
+const PAGE: usize = 1024;
+
 /// Digests every local manifest needs: itself, its config and layers, its
 /// children. A manifest that cannot be read, or no longer hashes to its
 /// digest, cannot say what it needs: everything linked into its repository
 /// is kept then (and the problem logged), so GC never guesses.
-pub(crate) async fn referenced(store: &Store) -> Result<HashSet<Digest>> {
-    let mut keep = HashSet::new();
+///
+/// Reads the manifests a page at a time and keeps the answer as a
+/// [`DigestSet`]: memory grows by 8 bytes per digest, not by the manifests.
+pub(crate) async fn referenced(store: &Store) -> Result<DigestSet> {
+    let mut keep = DigestSet::default();
     let mut unsure: HashSet<String> = HashSet::new();
-    for (repo, d, meta) in store.index.local_manifests()? {
-        keep.insert(d.clone());
-        let limit = manifest::MAX_MANIFEST_BYTES as u64;
-        let parsed = match store.blobs.read_checked(&d, limit).await {
-            Ok(Some(bytes)) => manifest::parse(&bytes, Some(&meta.media_type)).ok(),
-            _ => None,
+    let mut after = None;
+    loop {
+        let page = store.index.local_manifests_after(after.as_ref(), PAGE)?;
+        let Some((r, d, _)) = page.last() else {
+            break;
         };
-        match parsed {
-            Some(p) => {
-                keep.extend(p.blobs);
-                keep.extend(p.manifests);
-            }
-            None => {
-                tracing::warn!(repo, digest = %d, "manifest unreadable or corrupt: keeping every blob of its repository (run wharf verify)");
-                unsure.insert(repo);
+        after = Some((r.clone(), d.clone()));
+        for (repo, d, meta) in page {
+            keep.insert(&d);
+            let limit = manifest::MAX_MANIFEST_BYTES as u64;
+            let parsed = match store.blobs.read_checked(&d, limit).await {
+                Ok(Some(bytes)) => manifest::parse(&bytes, Some(&meta.media_type)).ok(),
+                _ => None,
+            };
+            match parsed {
+                Some(p) => {
+                    for b in p.blobs.iter().chain(&p.manifests) {
+                        keep.insert(b);
+                    }
+                }
+                None => {
+                    tracing::warn!(repo, digest = %d, "manifest unreadable or corrupt: keeping every blob of its repository (run wharf verify)");
+                    unsure.insert(repo);
+                }
             }
         }
     }
     if !unsure.is_empty() {
-        for (d, repos) in store.index.local_links()? {
-            if repos.iter().any(|r| unsure.contains(r)) {
-                keep.insert(d);
-            }
-        }
+        keep = store
+            .index
+            .blocking(move |i| {
+                i.for_each_local_link(|repo, d| {
+                    if unsure.contains(repo) {
+                        keep.insert(&d);
+                    }
+                })?;
+                Ok(keep)
+            })
+            .await?;
     }
+    keep.seal();
     Ok(keep)
+}
+
+/// Adds every cached mirrored digest to `set` (one pass over the index on
+/// the blocking pool) and seals it.
+pub(crate) async fn with_mirrored(store: &Store, mut set: DigestSet) -> Result<DigestSet> {
+    store
+        .index
+        .blocking(move |i| {
+            i.for_each_mirror_entry(|e| set.insert(&e.digest))?;
+            set.seal();
+            Ok(set)
+        })
+        .await
 }
 
 /// Finds (and unless `dry_run`, removes) unreferenced local blobs unused
 /// for at least `grace`.
+///
+/// Streams over the blob files against a [`DigestSet`] of what is
+/// referenced or mirrored: memory grows with the digests on record (8
+/// bytes each) and with what is found unreferenced, not with the store.
 pub async fn collect(store: &Store, grace: Duration, dry_run: bool) -> Result<GcReport> {
     store.cache.flush_access()?;
-    let keep = referenced(store).await?;
-    let mirrored: HashSet<Digest> = store
-        .index
-        .mirror_entries()?
-        .into_iter()
-        .map(|e| e.digest)
-        .collect();
-    let access = store.index.access_times()?;
-    let files = store.blobs.list().await?;
+    let keep = with_mirrored(store, referenced(store).await?).await?;
     let cutoff = unix_now().saturating_sub(grace.as_millis() as u64);
     let mut report = GcReport::default();
     let mut candidates = Vec::new();
-    for (d, size, mtime) in files {
-        let last = mtime.max(access.get(&d).copied().unwrap_or(0));
-        if keep.contains(&d) || mirrored.contains(&d) || last > cutoff {
+    let mut files = store.blobs.files();
+    while let Some(f) = files.recv().await {
+        let (d, size, mtime) = f?;
+        if keep.contains(&d) {
+            report.kept += 1;
+            continue;
+        }
+        let last = mtime.max(store.index.access_time(&d)?.unwrap_or(0));
+        if last > cutoff {
             report.kept += 1;
         } else {
             candidates.push((d, size));
         }
     }
+    drop(keep);
     if dry_run {
         report.bytes = candidates.iter().map(|(_, s)| s).sum();
         report.removed = candidates;
         return Ok(report);
     }
-    let links = store.index.local_links()?;
+    // The links of what goes (usually a few: one pass over the links).
+    let wanted: HashSet<Digest> = candidates.iter().map(|(d, _)| d.clone()).collect();
+    let links = store
+        .index
+        .blocking(move |i| {
+            let mut links: HashMap<Digest, Vec<String>> = HashMap::new();
+            i.for_each_local_link(|repo, d| {
+                if wanted.contains(&d) {
+                    links.entry(d).or_default().push(repo.to_string());
+                }
+            })?;
+            Ok(links)
+        })
+        .await?;
     for (d, size) in candidates {
         let _exclusive = store.gc_lock.write().await;
         // Used since the scan began? Then it stays.

@@ -791,10 +791,17 @@ impl Index {
     /// Every cached mirrored blob and manifest: (upstream, digest, size).
     pub fn mirror_entries(&self) -> Result<Vec<MirrorEntry>> {
         let mut out = Vec::new();
+        self.for_each_mirror_entry(|e| out.push(e))?;
+        Ok(out)
+    }
+
+    /// Calls `f` with each cached mirrored blob and manifest, in key order,
+    /// holding none of them (for passes over a whole store).
+    pub fn for_each_mirror_entry(&self, mut f: impl FnMut(MirrorEntry)) -> Result<()> {
         for (prefix, manifest) in [(&b"B/"[..], false), (&b"M/"[..], true)] {
             for kv in self.db.scan_prefix(prefix) {
                 let (k, v) = kv.map_err(db_err("scanning the cache"))?;
-                let rest = String::from_utf8_lossy(&k[2..]).into_owned();
+                let rest = String::from_utf8_lossy(&k[2..]);
                 let Some((upstream, digest)) = rest.split_once('\0') else {
                     continue;
                 };
@@ -809,7 +816,7 @@ impl Index {
                         .and_then(|s| s.parse().ok())
                         .unwrap_or(0)
                 };
-                out.push(MirrorEntry {
+                f(MirrorEntry {
                     upstream: upstream.to_string(),
                     digest,
                     size,
@@ -817,31 +824,70 @@ impl Index {
                 });
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// Digests linked into any local repository (and so never evicted),
     /// with the repositories holding each.
     pub fn local_links(&self) -> Result<HashMap<Digest, Vec<String>>> {
         let mut out: HashMap<Digest, Vec<String>> = HashMap::new();
-        for kv in self.db.scan_prefix(b"l/") {
-            let (k, _) = kv.map_err(db_err("scanning links"))?;
-            let rest = String::from_utf8_lossy(&k[2..]).into_owned();
-            if let Some((repo, d)) = rest.rsplit_once('\0') {
-                if let Ok(d) = d.parse::<Digest>() {
-                    out.entry(d).or_default().push(repo.to_string());
-                }
-            }
-        }
+        self.for_each_local_link(|repo, d| out.entry(d).or_default().push(repo.to_string()))?;
         Ok(out)
     }
 
-    /// Every local manifest: (repository, digest, record).
-    pub fn local_manifests(&self) -> Result<Vec<(String, Digest, ManifestMeta)>> {
-        let mut out = Vec::new();
+    /// Calls `f` with each (repository, digest) link of local content.
+    pub fn for_each_local_link(&self, mut f: impl FnMut(&str, Digest)) -> Result<()> {
+        for kv in self.db.scan_prefix(b"l/") {
+            let (k, _) = kv.map_err(db_err("scanning links"))?;
+            let rest = String::from_utf8_lossy(&k[2..]);
+            if let Some((repo, d)) = rest.rsplit_once('\0') {
+                if let Ok(d) = d.parse::<Digest>() {
+                    f(repo, d);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `f` with the repository and digest of each local manifest.
+    pub fn for_each_local_manifest(&self, mut f: impl FnMut(&str, Digest)) -> Result<()> {
         for kv in self.db.scan_prefix(b"m/") {
+            let (k, _) = kv.map_err(db_err("scanning manifests"))?;
+            let rest = String::from_utf8_lossy(&k[2..]);
+            if let Some((repo, d)) = rest.rsplit_once('\0') {
+                if let Ok(d) = d.parse::<Digest>() {
+                    f(repo, d);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Local manifests in key order after (repository, digest) `after`, at
+    /// most `n`: a pass over them a page at a time.
+    pub fn local_manifests_after(
+        &self,
+        after: Option<&(String, Digest)>,
+        n: usize,
+    ) -> Result<Vec<(String, Digest, ManifestMeta)>> {
+        let start = match after {
+            Some((repo, d)) => {
+                let mut k = key("m/", &[repo, &d.to_string()]);
+                k.push(0);
+                k
+            }
+            None => b"m/".to_vec(),
+        };
+        let mut out = Vec::new();
+        for kv in self.db.range(start..) {
+            if out.len() >= n {
+                break;
+            }
             let (k, v) = kv.map_err(db_err("scanning manifests"))?;
-            let rest = String::from_utf8_lossy(&k[2..]).into_owned();
+            if !k.starts_with(b"m/") {
+                break;
+            }
+            let rest = String::from_utf8_lossy(&k[2..]);
             if let Some((repo, d)) = rest.rsplit_once('\0') {
                 if let Ok(d) = d.parse::<Digest>() {
                     out.push((repo.to_string(), d, decode(&v)?));

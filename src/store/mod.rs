@@ -10,6 +10,7 @@ mod blobs;
 mod bucket;
 mod bucket_uploads;
 pub mod cache;
+mod digest_set;
 pub mod gc;
 pub mod index;
 mod journal;

@@ -5,10 +5,12 @@
 //! mirror fetches it again and local pulls get a clean 404 instead of bad
 //! bytes.
 
+use super::digest_set::DigestSet;
+use super::index::MirrorEntry;
 use super::Store;
 use crate::error::Result;
 use crate::oci::{Digest, RepoName};
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 #[derive(Debug, Default, Clone)]
 pub struct VerifyReport {
@@ -31,78 +33,115 @@ impl VerifyReport {
     }
 }
 
+/// Scrubs the store. Three passes, none holding the store in memory: the
+/// index (what it knows of, as a [`DigestSet`]), the blob files (each
+/// hashed, checked against what is known, added to a second set), and the
+/// index again (records whose file is missing). Memory grows by 16 bytes
+/// per digest and with what is found wrong.
 pub async fn verify(store: &Store, repair: bool) -> Result<VerifyReport> {
     let mut report = VerifyReport::default();
-    let files = store.blobs.list().await?;
-    let on_disk: HashSet<Digest> = files.iter().map(|(d, _, _)| d.clone()).collect();
-    for (d, size, _) in &files {
-        let got = store.blobs.hash(d).await?;
+    // Blobs a local manifest still references are known, even unlinked:
+    // GC keeps them too.
+    let known = super::gc::referenced(store).await?;
+    let known = store
+        .index
+        .blocking(move |i| {
+            let mut known = known;
+            i.for_each_mirror_entry(|e| known.insert(&e.digest))?;
+            i.for_each_local_link(|_, d| known.insert(&d))?;
+            known.seal();
+            Ok(known)
+        })
+        .await?;
+    let mut on_disk = DigestSet::default();
+    let mut files = store.blobs.files();
+    while let Some(f) = files.recv().await {
+        let (d, size, _) = f?;
+        let got = store.blobs.hash(&d).await?;
         report.checked += 1;
         report.bytes += size;
-        if got != *d {
+        if got != d {
             report.corrupt.push(d.clone());
         }
-    }
-
-    let mirrored = store.index.mirror_entries()?;
-    let links = store.index.local_links()?;
-    let manifests = store.index.local_manifests()?;
-    let mut known: HashSet<Digest> = HashSet::new();
-    for e in &mirrored {
-        known.insert(e.digest.clone());
-        if !on_disk.contains(&e.digest) {
-            let kind = if e.manifest {
-                "mirrored manifest"
-            } else {
-                "mirrored blob"
-            };
-            report
-                .missing
-                .push((format!("{kind} from {}", e.upstream), e.digest.clone()));
+        if !known.contains(&d) {
+            report.orphaned.push(d.clone());
         }
+        on_disk.insert(&d);
     }
-    for (d, repos) in &links {
-        known.insert(d.clone());
-        if !on_disk.contains(d) {
-            report
-                .missing
-                .push((format!("blob of {}", repos.join(", ")), d.clone()));
-        }
-    }
-    for (repo, d, _) in &manifests {
-        known.insert(d.clone());
-        if !on_disk.contains(d) {
-            report
-                .missing
-                .push((format!("manifest of {repo}"), d.clone()));
-        }
-    }
-    // Blobs a local manifest still references are not orphans, even
-    // unlinked: GC keeps them too.
-    known.extend(super::gc::referenced(store).await?);
-    report.orphaned = files
-        .iter()
-        .map(|(d, _, _)| d.clone())
-        .filter(|d| !known.contains(d))
-        .collect();
+    drop(known);
+    on_disk.seal();
+    report.missing = store
+        .index
+        .blocking(move |i| {
+            let mut missing = Vec::new();
+            i.for_each_mirror_entry(|e| {
+                if !on_disk.contains(&e.digest) {
+                    let kind = if e.manifest {
+                        "mirrored manifest"
+                    } else {
+                        "mirrored blob"
+                    };
+                    missing.push((format!("{kind} from {}", e.upstream), e.digest));
+                }
+            })?;
+            let mut links: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
+            i.for_each_local_link(|repo, d| {
+                if !on_disk.contains(&d) {
+                    links.entry(d).or_default().push(repo.to_string());
+                }
+            })?;
+            for (d, repos) in links {
+                missing.push((format!("blob of {}", repos.join(", ")), d));
+            }
+            i.for_each_local_manifest(|repo, d| {
+                if !on_disk.contains(&d) {
+                    missing.push((format!("manifest of {repo}"), d));
+                }
+            })?;
+            Ok(missing)
+        })
+        .await?;
 
     if repair {
-        let bad: HashSet<&Digest> = report
+        let bad: HashSet<Digest> = report
             .corrupt
             .iter()
             .chain(&report.orphaned)
             .chain(report.missing.iter().map(|(_, d)| d))
+            .cloned()
             .collect();
-        for d in bad {
+        let (bad, records) = store
+            .index
+            .blocking(move |i| {
+                let mut r = Records::default();
+                i.for_each_mirror_entry(|e| {
+                    if bad.contains(&e.digest) {
+                        r.mirrored.push(e);
+                    }
+                })?;
+                i.for_each_local_link(|repo, d| {
+                    if bad.contains(&d) {
+                        r.links.entry(d).or_default().push(repo.to_string());
+                    }
+                })?;
+                i.for_each_local_manifest(|repo, d| {
+                    if bad.contains(&d) {
+                        r.manifests.push((repo.to_string(), d));
+                    }
+                })?;
+                Ok((bad, r))
+            })
+            .await?;
+        for d in &bad {
             store.blobs.quarantine(d).await?;
-            let entries: Vec<_> = mirrored.iter().filter(|e| e.digest == *d).collect();
+            let entries: Vec<_> = records.mirrored.iter().filter(|e| e.digest == *d).collect();
             if !entries.is_empty() {
                 store.index.forget_mirrored(d, &entries)?;
             }
-            if let Some(repos) = links.get(d) {
+            if let Some(repos) = records.links.get(d) {
                 store.index.unlink_everywhere(d, repos)?;
             }
-            for (repo, md, _) in manifests.iter().filter(|(_, md, _)| md == d) {
+            for (repo, md) in records.manifests.iter().filter(|(_, md)| md == d) {
                 if let Ok(name) = RepoName::parse(repo) {
                     store.index.delete_manifest(&name, md)?;
                 }
@@ -111,4 +150,12 @@ pub async fn verify(store: &Store, repair: bool) -> Result<VerifyReport> {
         store.index.flush().await?;
     }
     Ok(report)
+}
+
+/// The records of the content a repair removes.
+#[derive(Default)]
+struct Records {
+    mirrored: Vec<MirrorEntry>,
+    links: HashMap<Digest, Vec<String>>,
+    manifests: Vec<(String, Digest)>,
 }
