@@ -4,7 +4,8 @@
 //! blobs (cache hits). Reports the fill rate, how far the cache went over
 //! its limit (sampled from `/metrics` every 10 ms), what was evicted, and
 //! the latency of the cache hits during eviction beside the same hits with
-//! no fills running. The upstream is the tests' counting proxy answering
+//! no fills running and with the same fills into a Wharf with no limit
+//! (the load without eviction: the fair baseline). The upstream is the tests' counting proxy answering
 //! the blobs from memory (in front of the reference registry, which could
 //! not serve them fast enough); distribution's proxy has no size bound, so
 //! it has no column here.
@@ -51,18 +52,22 @@ struct Row {
     hit_p50_ms_evicting: f64,
     hit_p99_ms_evicting: f64,
     hit_max_ms_evicting: f64,
+    hit_p50_ms_filling: f64,
+    hit_p99_ms_filling: f64,
     hot_refetched: usize,
 }
 
-fn start_wharf(bin: &str, upstream: &str, limit: u64) -> Server {
+fn start_wharf(bin: &str, upstream: &str, limit: Option<u64>) -> Server {
     let dir = tempfile::tempdir().unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
     let mut cmd = Command::new(bin);
     cmd.args(["serve", "--listen", &addr, "--data"])
         .arg(dir.path().join("data"))
         .args(["--upstream", &format!("docker.io=http://{upstream}")])
-        .args(["--max-cache-size", &limit.to_string()])
         .env("WHARF_LOG", "warn");
+    if let Some(limit) = limit {
+        cmd.args(["--max-cache-size", &limit.to_string()]);
+    }
     Server::spawn("wharf", cmd, addr, dir)
 }
 
@@ -119,24 +124,19 @@ async fn hit_latencies(api: &Api, hot: &[String], stop: &AtomicBool) -> Vec<f64>
     v
 }
 
-async fn measure(bin: &str, up: &Upstream, digests: &[String], s: &Sizes) -> Row {
-    let w = start_wharf(bin, &up.addr, s.limit);
-    let api = Api::at(&w.addr);
-    let (hot, cold) = digests.split_at(HOT);
+/// Pulls the hot blobs once, so they are cached.
+async fn warm(api: &Api, hot: &[String]) {
     for d in hot {
         let r = api.get(&format!("/v2/library/fill/blobs/{d}")).await;
         assert!(r.status().is_success());
         let _ = r.bytes().await.unwrap();
     }
-    // Hits alone.
-    let stop = AtomicBool::new(false);
-    let idle = async {
-        tokio::time::sleep(Duration::from_secs_f64(s.baseline_secs)).await;
-        stop.store(true, Ordering::Relaxed);
-    };
-    let (idle_lat, ()) = tokio::join!(hit_latencies(&api, hot, &stop), idle);
+}
 
-    // Hits while fills run and eviction follows them.
+/// Runs the fills of `cold` from `FILLERS` clients while the hot blobs are
+/// pulled: the hits' latencies (sorted, ms), the seconds the fills took
+/// and the peak of the cache's size (sampled every 10 ms).
+async fn hits_during_fills(api: &Api, hot: &[String], cold: &[String]) -> (Vec<f64>, f64, f64) {
     let stop = AtomicBool::new(false);
     let next = AtomicUsize::new(0);
     let started = Instant::now();
@@ -159,12 +159,38 @@ async fn measure(bin: &str, up: &Upstream, digests: &[String], s: &Sizes) -> Row
     let sample = async {
         let mut peak: f64 = 0.0;
         while !stop.load(Ordering::Relaxed) {
-            peak = peak.max(mirrored_bytes(&api).await);
+            peak = peak.max(mirrored_bytes(api).await);
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         peak
     };
-    let (busy_lat, secs, peak) = tokio::join!(hit_latencies(&api, hot, &stop), fills, sample);
+    let (lat, secs, peak) = tokio::join!(hit_latencies(api, hot, &stop), fills, sample);
+    (lat, secs, peak)
+}
+
+async fn measure(bin: &str, up: &Upstream, digests: &[String], s: &Sizes) -> Row {
+    let (hot, cold) = digests.split_at(HOT);
+    // The same fills with no limit (nothing evicted): what the hits cost
+    // under this load without eviction.
+    let filling = {
+        let w = start_wharf(bin, &up.addr, None);
+        let api = Api::at(&w.addr);
+        warm(&api, hot).await;
+        hits_during_fills(&api, hot, cold).await.0
+    };
+    let w = start_wharf(bin, &up.addr, Some(s.limit));
+    let api = Api::at(&w.addr);
+    warm(&api, hot).await;
+    // Hits alone.
+    let stop = AtomicBool::new(false);
+    let idle = async {
+        tokio::time::sleep(Duration::from_secs_f64(s.baseline_secs)).await;
+        stop.store(true, Ordering::Relaxed);
+    };
+    let (idle_lat, ()) = tokio::join!(hit_latencies(&api, hot, &stop), idle);
+
+    // Hits while fills run and eviction follows them.
+    let (busy_lat, secs, peak) = hits_during_fills(&api, hot, cold).await;
     // Let the last round finish.
     let mut settled = mirrored_bytes(&api).await;
     for _ in 0..100 {
@@ -196,6 +222,8 @@ async fn measure(bin: &str, up: &Upstream, digests: &[String], s: &Sizes) -> Row
         hit_p50_ms_evicting: percentile(&busy_lat, 0.5),
         hit_p99_ms_evicting: percentile(&busy_lat, 0.99),
         hit_max_ms_evicting: busy_lat.last().copied().unwrap_or(0.0),
+        hit_p50_ms_filling: percentile(&filling, 0.5),
+        hit_p99_ms_filling: percentile(&filling, 0.99),
         hot_refetched,
     }
 }
@@ -260,7 +288,7 @@ fn main() {
     println!("| metric | {} |", header.join(" | "));
     println!("|---|{}", "---|".repeat(header.len()));
     type Metric = (&'static str, fn(&Row) -> f64, usize);
-    let metrics: [Metric; 10] = [
+    let metrics: [Metric; 12] = [
         ("fills per second", |r| r.fills_per_s, 0),
         ("peak over the limit (%)", |r| r.peak_over_limit_pct, 1),
         (
@@ -271,6 +299,16 @@ fn main() {
         ("items evicted", |r| r.evicted_items, 0),
         ("cache hit p50, no fills (ms)", |r| r.hit_p50_ms_idle, 2),
         ("cache hit p99, no fills (ms)", |r| r.hit_p99_ms_idle, 2),
+        (
+            "cache hit p50, same fills, no limit (ms)",
+            |r| r.hit_p50_ms_filling,
+            2,
+        ),
+        (
+            "cache hit p99, same fills, no limit (ms)",
+            |r| r.hit_p99_ms_filling,
+            2,
+        ),
         ("cache hit p50, evicting (ms)", |r| r.hit_p50_ms_evicting, 2),
         ("cache hit p99, evicting (ms)", |r| r.hit_p99_ms_evicting, 2),
         ("cache hit max, evicting (ms)", |r| r.hit_max_ms_evicting, 1),

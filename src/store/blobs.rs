@@ -76,6 +76,20 @@ impl BlobStore {
         self.remote.as_ref()
     }
 
+    /// The unit the storage allocates in: the file system's block for the
+    /// data directory (a 100-byte file takes 4 KiB on most), 1 for a
+    /// bucket (objects are billed by their bytes).
+    pub fn allocation_unit(&self) -> u64 {
+        use std::os::unix::fs::MetadataExt;
+        if self.remote.is_some() {
+            return 1;
+        }
+        std::fs::metadata(self.path_root())
+            .map(|m| m.blksize())
+            .unwrap_or(4096)
+            .clamp(1, 1 << 20)
+    }
+
     fn path(&self, d: &Digest) -> PathBuf {
         file_of(&self.root, d)
     }

@@ -45,6 +45,10 @@ pub struct CacheTracker {
     index: Index,
     blobs: BlobStore,
     limit: Option<u64>,
+    /// What the storage allocates in: every size counts rounded up to it.
+    unit: u64,
+    /// Bytes the mirrored content takes on the storage (allocated, not
+    /// just its length).
     bytes: AtomicU64,
     /// Mirrored bytes also linked locally: never evicted, not counted.
     shared: AtomicU64,
@@ -79,10 +83,12 @@ struct Totals {
 
 impl CacheTracker {
     pub fn new(index: Index, blobs: BlobStore, limit: Option<u64>) -> Result<CacheTracker> {
+        let unit = blobs.allocation_unit();
         let t = CacheTracker {
             index,
             blobs,
             limit,
+            unit,
             bytes: AtomicU64::new(0),
             shared: AtomicU64::new(0),
             items: AtomicU64::new(0),
@@ -147,12 +153,12 @@ impl CacheTracker {
     fn recount(&self) -> Result<()> {
         let mut seen = HashMap::new();
         for e in self.index.mirror_entries()? {
-            seen.insert(e.digest, e.size);
+            seen.insert(e.digest, allocated(e.size, self.unit));
         }
-        let local = self.index.local_links()?;
+        let local = local_set(&self.index)?;
         let (shared, shared_items) = seen
             .iter()
-            .filter(|(d, _)| local.contains_key(*d))
+            .filter(|(d, _)| local.contains(d))
             .fold((0, 0), |(b, n), (_, s)| (b + s, n + 1));
         self.bytes.store(seen.values().sum(), Ordering::SeqCst);
         self.shared.store(shared, Ordering::SeqCst);
@@ -226,7 +232,8 @@ impl CacheTracker {
 
     /// Counts newly cached mirrored content; wakes eviction past the limit.
     pub fn added(&self, bytes: u64) {
-        self.bytes.fetch_add(bytes, Ordering::SeqCst);
+        self.bytes
+            .fetch_add(allocated(bytes, self.unit), Ordering::SeqCst);
         self.items.fetch_add(1, Ordering::SeqCst);
         self.changed();
         if self.is_over_limit() {
@@ -236,6 +243,7 @@ impl CacheTracker {
 
     /// Counts mirrored content that left the cache.
     pub fn removed(&self, bytes: u64) {
+        let bytes = allocated(bytes, self.unit);
         let less = |by: u64| move |b: u64| Some(b.saturating_sub(by));
         let _ = self
             .bytes
@@ -305,7 +313,11 @@ impl CacheTracker {
         let _round = self.round.lock().await;
         let started = unix_now();
         self.flush_access()?;
-        let snapshot = self.index.blocking(Snapshot::read).await?;
+        let unit = self.unit;
+        let snapshot = self
+            .index
+            .blocking(move |i| Snapshot::read(i, unit))
+            .await?;
         // Content that is also local neither counts nor goes. (The running
         // total is kept by additions and removals; overwriting it from this
         // snapshot would lose additions made while the round runs.)
@@ -436,9 +448,10 @@ struct Snapshot {
 }
 
 impl Snapshot {
-    fn read(index: &Index) -> Result<Snapshot> {
-        let protected = index.local_links()?;
-        let access = index.access_times()?;
+    /// Reads what is cached, each size rounded up to the storage's
+    /// allocation `unit`.
+    fn read(index: &Index, unit: u64) -> Result<Snapshot> {
+        let protected = local_set(index)?;
         let mut entries: HashMap<Digest, Vec<super::index::MirrorEntry>> = HashMap::new();
         for e in index.mirror_entries()? {
             entries.entry(e.digest.clone()).or_default().push(e);
@@ -451,18 +464,32 @@ impl Snapshot {
             shared_items: 0,
         };
         for (d, list) in &entries {
-            let size = list.iter().map(|e| e.size).max().unwrap_or(0);
-            if protected.contains_key(d) {
+            let size = allocated(list.iter().map(|e| e.size).max().unwrap_or(0), unit);
+            if protected.contains(d) {
                 s.shared += size;
                 s.shared_items += 1;
             } else {
                 s.counted += size;
-                s.candidates.push((d.clone(), access.get(d).copied(), size));
+                s.candidates.push((d.clone(), index.access_time(d)?, size));
             }
         }
         s.entries = entries;
         Ok(s)
     }
+}
+
+/// What `size` bytes take on a storage that allocates in `unit`s.
+pub fn allocated(size: u64, unit: u64) -> u64 {
+    size.div_ceil(unit.max(1)).saturating_mul(unit.max(1))
+}
+
+/// Every digest linked into a local repository, compactly (a digest it
+/// wrongly holds is only spared and left uncounted).
+fn local_set(index: &Index) -> Result<super::digest_set::DigestSet> {
+    let mut set = super::digest_set::DigestSet::default();
+    index.for_each_local_link(|_, d| set.insert(&d))?;
+    set.seal();
+    Ok(set)
 }
 
 /// A file's modification time in unix milliseconds (0 when unknown).
@@ -510,6 +537,12 @@ mod tests {
             )
         };
         let d = Digest::of(Algorithm::Sha256, b"layer");
+        // Sizes count in whole blocks of the file system.
+        let unit = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(dir.path()).unwrap().blksize()
+        };
+        let a = |n: u64| allocated(n, unit);
         {
             let (_, cache) = open();
             cache.record_mirrored_blob("up", &d, 1000).unwrap();
@@ -524,12 +557,16 @@ mod tests {
             .unwrap();
         {
             let (_, cache) = open();
-            assert_eq!((cache.bytes(), cache.items()), (1000, 1), "read back");
+            assert_eq!((cache.bytes(), cache.items()), (a(1000), 1), "read back");
             // Not saved again: a crash. The next start counts.
         }
         {
             let (_, cache) = open();
-            assert_eq!((cache.bytes(), cache.items()), (1005, 2), "counted");
+            assert_eq!(
+                (cache.bytes(), cache.items()),
+                (a(1000) + a(5), 2),
+                "counted"
+            );
             cache.save_totals().unwrap();
             // A change after the save drops the totals again.
             cache
@@ -539,7 +576,7 @@ mod tests {
         let (_, cache) = open();
         assert_eq!(
             (cache.bytes(), cache.items()),
-            (1012, 3),
+            (a(1000) + a(5) + a(7), 3),
             "counted after a late change"
         );
     }
