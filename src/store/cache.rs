@@ -70,6 +70,9 @@ pub struct CacheTracker {
     /// drops them again. The lock orders a save before such a drop.
     saved: std::sync::atomic::AtomicBool,
     saving: Mutex<()>,
+    /// Counts the changes to the totals: a round whose read of the index
+    /// saw none meanwhile sets the totals from what it read.
+    changes: AtomicU64,
 }
 
 /// The totals saved at a clean shutdown.
@@ -100,6 +103,7 @@ impl CacheTracker {
             over_limit: tokio::sync::Notify::new(),
             saved: Default::default(),
             saving: Mutex::new(()),
+            changes: AtomicU64::new(0),
         };
         let saved = t.index.take_counts()?;
         match saved.and_then(|v| serde_json::from_slice::<Totals>(&v).ok()) {
@@ -141,6 +145,7 @@ impl CacheTracker {
 
     /// A total changed: saved totals no longer hold.
     fn changed(&self) {
+        self.changes.fetch_add(1, Ordering::SeqCst);
         if self.saved.load(Ordering::SeqCst) {
             let _g = self.saving.lock().unwrap_or_else(|p| p.into_inner());
             if let Err(e) = self.index.forget_counts() {
@@ -304,8 +309,10 @@ impl CacheTracker {
     /// lookup per candidate. Removals go in batches, each under the GC
     /// lock and skipping anything used since the round began (a push
     /// linking a cached layer touches it); between batches pushes get the
-    /// lock. Content cached while the round runs is for the next round,
-    /// which the caller starts while the cache is still over its limit.
+    /// lock. Content cached while the round runs is never a candidate (it
+    /// is newer than all of them), but the bytes it adds are freed too,
+    /// from the oldest candidates on; once they run out, the caller starts
+    /// another round while the cache is still over its limit.
     pub async fn evict(&self, gc_lock: &tokio::sync::RwLock<()>) -> Result<Evicted> {
         let Some(limit) = self.limit else {
             return Ok(Evicted::default());
@@ -314,13 +321,23 @@ impl CacheTracker {
         let started = unix_now();
         self.flush_access()?;
         let unit = self.unit;
+        let changes = self.changes.load(Ordering::SeqCst);
         let snapshot = self
             .index
             .blocking(move |i| Snapshot::read(i, unit))
             .await?;
-        // Content that is also local neither counts nor goes. (The running
-        // total is kept by additions and removals; overwriting it from this
-        // snapshot would lose additions made while the round runs.)
+        // Content that is also local neither counts nor goes. The running
+        // totals are kept by additions and removals: this read sets them
+        // only when none happened while it ran (it would lose them), which
+        // corrects any drift (a blob cached from two upstreams is one file).
+        if self.changes.load(Ordering::SeqCst) == changes {
+            self.bytes
+                .store(snapshot.counted + snapshot.shared, Ordering::SeqCst);
+            self.items.store(
+                (snapshot.candidates.len() as u64) + snapshot.shared_items,
+                Ordering::SeqCst,
+            );
+        }
         self.shared.store(snapshot.shared, Ordering::SeqCst);
         self.shared_items
             .store(snapshot.shared_items, Ordering::SeqCst);
@@ -345,8 +362,11 @@ impl CacheTracker {
             candidates.push((last, d, size));
         }
         candidates.sort_unstable();
-        // What this round frees is decided from what it read: counting
-        // content cached meanwhile would evict more than the oldest part.
+        // What this round frees starts from what it read; after each batch
+        // it grows to what fills added meanwhile, so the cache does not
+        // outgrow its limit while a round runs. Still only the oldest part
+        // goes: everything cached since the round began is newer than every
+        // candidate, and is not one.
         let mut to_free = snapshot.counted.saturating_sub(target);
         let mut out = Evicted::default();
         // Evicted manifests, whose tag records go at the end of the round.
@@ -405,6 +425,7 @@ impl CacheTracker {
                 return Err(e);
             }
             removals.into_iter().collect::<Result<()>>()?;
+            to_free = to_free.max(self.bytes().saturating_sub(target));
         }
         if !manifests.is_empty() {
             let tags = self

@@ -137,6 +137,10 @@ pub async fn verify(store: &Store, repair: bool) -> Result<VerifyReport> {
             let entries: Vec<_> = records.mirrored.iter().filter(|e| e.digest == *d).collect();
             if !entries.is_empty() {
                 store.index.forget_mirrored(d, &entries)?;
+                // The totals follow (they are saved for the next start).
+                store
+                    .cache
+                    .removed(entries.iter().map(|e| e.size).max().unwrap_or(0));
             }
             if let Some(repos) = records.links.get(d) {
                 store.index.unlink_everywhere(d, repos)?;
