@@ -57,6 +57,12 @@ pub struct CacheTracker {
     items: AtomicU64,
     shared_items: AtomicU64,
     touched: Mutex<HashMap<Digest, u64>>,
+    /// Touches a flush took from `touched` and is writing to the index:
+    /// they leave memory once the index has them. Hits touch `touched`
+    /// meanwhile, without waiting for the write.
+    flushing: Mutex<HashMap<Digest, u64>>,
+    /// One flush at a time.
+    flush_one: Mutex<()>,
     /// With a bucket: access times written to the index and not yet to
     /// the bucket.
     /// (One time per blob, the latest: bounded by the blobs there are.)
@@ -97,6 +103,8 @@ impl CacheTracker {
             items: AtomicU64::new(0),
             shared_items: AtomicU64::new(0),
             touched: Mutex::new(HashMap::new()),
+            flushing: Mutex::new(HashMap::new()),
+            flush_one: Mutex::new(()),
             unsent: Mutex::new(HashMap::new()),
             round: tokio::sync::Mutex::new(()),
             stopping: std::sync::atomic::AtomicBool::new(false),
@@ -197,33 +205,40 @@ impl CacheTracker {
         t.insert(d.clone(), unix_now());
     }
 
-    /// When `d` was last used (unix milliseconds): the touch not yet
-    /// written, else the recorded one.
-    pub fn last_used(&self, d: &Digest) -> Result<Option<u64>> {
-        let recent = self
+    /// The touch of `d` not yet in the index: the one waiting in memory,
+    /// else the one being written. In this order, the order a touch moves
+    /// in (memory, being written, the index), so that a flush running
+    /// meanwhile cannot hide it from a reader that goes on to the index.
+    fn unwritten(&self, d: &Digest) -> Option<u64> {
+        let waiting = self
             .touched
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(d)
             .copied();
-        match recent {
+        waiting.or_else(|| {
+            self.flushing
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(d)
+                .copied()
+        })
+    }
+
+    /// When `d` was last used (unix milliseconds): the touch not yet
+    /// written, else the recorded one.
+    pub fn last_used(&self, d: &Digest) -> Result<Option<u64>> {
+        match self.unwritten(d) {
             Some(t) => Ok(Some(t)),
             None => self.index.access_time(d),
         }
     }
 
     /// Whether `d` was used at or after `since` (unix milliseconds): a
-    /// touch in memory, else the time the index has (two lookups, whatever
-    /// the number of touches, in this order so that a flush between them
-    /// cannot hide a touch).
+    /// touch in memory, else the time the index has (at most three
+    /// lookups, whatever the number of touches).
     pub fn used_since(&self, d: &Digest, since: u64) -> Result<bool> {
-        let recent = self
-            .touched
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(d)
-            .is_some_and(|t| *t >= since);
-        if recent {
+        if self.unwritten(d).is_some_and(|t| t >= since) {
             return Ok(true);
         }
         Ok(self.index.access_time(d)?.is_some_and(|t| t >= since))
@@ -266,17 +281,24 @@ impl CacheTracker {
     /// Writes the access times gathered since the last call. The touches
     /// leave memory only once the index has them, so a reader that finds a
     /// touch in neither place ([`CacheTracker::used_since`]) never misses
-    /// one (a flush may run in another task while a round runs).
+    /// one (a flush may run in another task while a round runs). Hits go
+    /// on touching while the batch is written: it is taken aside first.
     pub fn flush_access(&self) -> Result<usize> {
+        let _one = self.flush_one.lock().unwrap_or_else(|p| p.into_inner());
         let batch: Vec<(Digest, u64)> = {
             let mut t = self.touched.lock().unwrap_or_else(|p| p.into_inner());
-            let batch: Vec<(Digest, u64)> = t.iter().map(|(d, at)| (d.clone(), *at)).collect();
-            if !batch.is_empty() {
-                self.index.put_access_times(&batch)?;
+            let mut f = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
+            // (What a failed write left is written again, with these.)
+            for (d, at) in std::mem::take(&mut *t) {
+                let e = f.entry(d).or_insert(0);
+                *e = (*e).max(at);
             }
-            t.clear();
-            batch
+            f.iter().map(|(d, at)| (d.clone(), *at)).collect()
         };
+        if !batch.is_empty() {
+            self.index.put_access_times(&batch)?;
+        }
+        *self.flushing.lock().unwrap_or_else(|p| p.into_inner()) = HashMap::new();
         let n = batch.len();
         if self.blobs.remote().is_some() {
             self.give_back(batch);
@@ -372,26 +394,38 @@ impl CacheTracker {
         // Evicted manifests, whose tag records go at the end of the round.
         let mut manifests = std::collections::HashSet::new();
         let mut next = candidates.into_iter();
+        let mut entries_of = snapshot.entries;
         while to_free > 0 && !self.stopping.load(Ordering::SeqCst) {
             let _exclusive = gc_lock.write().await;
-            let mut batch = Vec::with_capacity(BATCH);
-            let mut failed = None;
+            let mut picked = Vec::with_capacity(BATCH);
+            let mut wanted = to_free;
             for (last, d, size) in next.by_ref() {
                 // Used since the round began (a pull, or a push linking it:
                 // linking touches), or newer than the round: it stays.
                 if last >= started || self.used_since(&d, started)? {
                     continue;
                 }
-                let entries = snapshot
-                    .entries
-                    .get(&d)
-                    .map(Vec::as_slice)
-                    .unwrap_or_default();
-                let refs: Vec<&super::index::MirrorEntry> = entries.iter().collect();
-                if let Err(e) = self.index.forget_mirrored(&d, &refs) {
-                    failed = Some(e);
+                let entries = entries_of.remove(&d).unwrap_or_default();
+                wanted = wanted.saturating_sub(size);
+                picked.push((d, size, entries));
+                if wanted == 0 || picked.len() == BATCH {
                     break;
                 }
+            }
+            if picked.is_empty() {
+                break;
+            }
+            // The batch's records go in one write, on the blocking pool.
+            let (picked, forgotten) = self
+                .index
+                .blocking(move |i| {
+                    let r = i.forget_mirrored_many(&picked);
+                    Ok((picked, r))
+                })
+                .await?;
+            forgotten?;
+            let mut batch = Vec::with_capacity(picked.len());
+            for (d, size, entries) in picked {
                 for e in entries.iter().filter(|e| e.manifest) {
                     manifests.insert((e.upstream.clone(), d.clone()));
                 }
@@ -402,15 +436,6 @@ impl CacheTracker {
                 out.bytes += size;
                 to_free = to_free.saturating_sub(size);
                 batch.push(d);
-                if to_free == 0 || batch.len() == BATCH {
-                    break;
-                }
-            }
-            if batch.is_empty() {
-                match failed {
-                    Some(e) => return Err(e),
-                    None => break,
-                }
             }
             // The records' removal reaches the bucket before the objects go,
             // and the objects go several at once (each a request, with a
@@ -421,9 +446,6 @@ impl CacheTracker {
                 .buffer_unordered(REMOVALS_AT_ONCE)
                 .collect()
                 .await;
-            if let Some(e) = failed {
-                return Err(e);
-            }
             removals.into_iter().collect::<Result<()>>()?;
             to_free = to_free.max(self.bytes().saturating_sub(target));
         }

@@ -120,6 +120,18 @@ impl Changes {
     }
 }
 
+/// Adds the removal of `d`'s mirror records (and its access time and
+/// seal) to `b`.
+fn forget_into<'a>(b: &mut Changes, d: &Digest, entries: impl Iterator<Item = &'a MirrorEntry>) {
+    let ds = d.to_string();
+    for e in entries {
+        let prefix = if e.manifest { "M/" } else { "B/" };
+        b.remove(key(prefix, &[&e.upstream, &ds]));
+    }
+    b.remove(key("A/", &[&ds]));
+    b.remove(key("s/", &[&ds]));
+}
+
 /// The key of the mirror cache's totals saved at a clean shutdown.
 const COUNTS: &[u8] = b"C/counts";
 
@@ -921,17 +933,24 @@ impl Index {
         self.apply(b).map_err(db_err("recording access times"))
     }
 
-    /// Forgets every mirror record of `d` (it is being evicted).
+    /// Forgets every mirror record of each digest (with its size and
+    /// records) in `batch`, in one write: they are being evicted.
+    pub(super) fn forget_mirrored_many(
+        &self,
+        batch: &[(Digest, u64, Vec<MirrorEntry>)],
+    ) -> Result<()> {
+        let mut b = Changes::default();
+        for (d, _, entries) in batch {
+            forget_into(&mut b, d, entries.iter());
+        }
+        self.apply(b).map_err(db_err("forgetting evicted content"))
+    }
+
+    /// Forgets every mirror record of `d` (found damaged or missing).
     pub(super) fn forget_mirrored(&self, d: &Digest, entries: &[&MirrorEntry]) -> Result<()> {
         let mut b = Changes::default();
-        let ds = d.to_string();
-        for e in entries {
-            let prefix = if e.manifest { "M/" } else { "B/" };
-            b.remove(key(prefix, &[&e.upstream, &ds]));
-        }
-        b.remove(key("A/", &[&ds]));
-        b.remove(key("s/", &[&ds]));
-        self.apply(b).map_err(db_err("forgetting evicted content"))
+        forget_into(&mut b, d, entries.iter().copied());
+        self.apply(b).map_err(db_err("forgetting mirrored content"))
     }
 
     /// Forgets the mirrored tags that last resolved to a manifest in
