@@ -39,8 +39,10 @@
 //! picks the systems; `WHARF_TEST_BIN` measures another build of Wharf, and
 //! `WHARF_BENCH_BEFORE=PATH` a second build (an earlier one) beside it in
 //! the same run, on a data directory of its own grown the same way. Data
-//! directories go under `TMPDIR`. Prints a table after each size and writes
-//! `target/bench-scale.json` (updated after each size).
+//! directories go under `TMPDIR` and are removed at the end, unless
+//! `WHARF_BENCH_KEEP=1` (for a look at them; their paths are printed).
+//! Prints a table after each size and writes `target/bench-scale.json`
+//! (updated after each size).
 //!
 //! How long it takes on a 2-core machine is in `benches/README.md` (the
 //! 100,000-image default run: Wharf and distribution; 1,000,000 images,
@@ -661,6 +663,12 @@ fn main() {
         let rows: Vec<(&str, Vec<Row>)> =
             systems.iter().map(|s| (s.name, s.rows.clone())).collect();
         support::write_results("bench-scale.json", quick, 1, &rows);
+    }
+    if std::env::var("WHARF_BENCH_KEEP").is_ok_and(|v| v != "0") {
+        for s in systems {
+            eprintln!("{}: kept {}", s.name, s.dir.keep().join("data").display());
+        }
+        return;
     }
     // Deleting is I/O-bound: at 100,000 images distribution's store is
     // some two million files and directories.
