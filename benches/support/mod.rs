@@ -45,6 +45,11 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        // A server stopped and waited for already: its id may be another
+        // process's by now.
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
         crate::common::signal(self.child.id(), "TERM");
         let _ = crate::common::wait_timeout(&mut self.child, Duration::from_secs(30));
     }
@@ -318,9 +323,10 @@ pub fn write_results<R: serde::Serialize>(
     runs: usize,
     rows: &[(&str, Vec<R>)],
 ) {
-    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target")
-        .join(file);
+    let out = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target");
+    // The build may have gone to another CARGO_TARGET_DIR.
+    std::fs::create_dir_all(&out).unwrap();
+    let out = out.join(file);
     let date = crate::common::run(Command::new("date").arg("-u").arg("+%Y-%m-%dT%H:%M:%SZ"));
     let json = serde_json::json!({
         "date": date.trim(),
