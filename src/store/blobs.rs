@@ -100,24 +100,36 @@ impl BlobStore {
     }
 
     /// Every committed blob: (digest, size, last modified in unix
-    /// milliseconds), streamed (at most [`FILES_AHEAD`] listed ahead of
-    /// the reader). With a bucket, the bucket's (its listing is read whole
-    /// first).
-    pub fn files(&self) -> tokio::sync::mpsc::Receiver<Result<(Digest, u64, u64)>> {
-        let (tx, rx) = tokio::sync::mpsc::channel(FILES_AHEAD);
+    /// milliseconds), streamed in batches of [`FILES_BATCH`] (at most two
+    /// batches listed ahead of the reader, and one hand-off between
+    /// threads per batch, not per file). With a bucket, the bucket's (its
+    /// listing is read whole first).
+    pub fn files(&self) -> tokio::sync::mpsc::Receiver<Result<Vec<(Digest, u64, u64)>>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
         match &self.remote {
             Some(r) => {
                 let r = r.clone();
                 tokio::spawn(async move {
                     match r.bucket.list("blobs/").await {
                         Ok(listed) => {
+                            let mut batch = Vec::with_capacity(FILES_BATCH);
                             for o in listed {
                                 let Some(d) = digest_of(&o.name) else {
                                     continue;
                                 };
-                                if tx.send(Ok((d, o.size, o.modified))).await.is_err() {
-                                    return;
+                                batch.push((d, o.size, o.modified));
+                                if batch.len() == FILES_BATCH {
+                                    let full = std::mem::replace(
+                                        &mut batch,
+                                        Vec::with_capacity(FILES_BATCH),
+                                    );
+                                    if tx.send(Ok(full)).await.is_err() {
+                                        return;
+                                    }
                                 }
+                            }
+                            if !batch.is_empty() {
+                                let _ = tx.send(Ok(batch)).await;
                             }
                         }
                         Err(e) => {
@@ -129,9 +141,21 @@ impl BlobStore {
             None => {
                 let root = self.path_root();
                 tokio::task::spawn_blocking(move || {
-                    let walked = walk_blobs_each(&root, |f| tx.blocking_send(Ok(f)).is_ok());
-                    if let Err(e) = walked {
-                        let _ = tx.blocking_send(Err(Error::storage("walking blobs", e)));
+                    let mut batch = Vec::with_capacity(FILES_BATCH);
+                    let walked = walk_blobs_each(&root, |f| {
+                        batch.push(f);
+                        if batch.len() < FILES_BATCH {
+                            return true;
+                        }
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(FILES_BATCH));
+                        tx.blocking_send(Ok(full)).is_ok()
+                    });
+                    let last = match walked {
+                        Ok(()) => Ok(batch),
+                        Err(e) => Err(Error::storage("walking blobs", e)),
+                    };
+                    if !matches!(&last, Ok(b) if b.is_empty()) {
+                        let _ = tx.blocking_send(last);
                     }
                 });
             }
@@ -453,8 +477,8 @@ pub(crate) fn walk_blobs(root: &Path) -> std::io::Result<Vec<(Digest, u64, u64)>
     Ok(out)
 }
 
-/// Blob files listed ahead of a reader of [`BlobStore::files`].
-const FILES_AHEAD: usize = 1024;
+/// Blob files per batch of [`BlobStore::files`].
+const FILES_BATCH: usize = 512;
 
 /// Calls `f` with each blob file under `root` (digest, size, modified in
 /// unix milliseconds) until it returns false.

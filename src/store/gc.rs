@@ -107,17 +107,18 @@ pub async fn collect(store: &Store, grace: Duration, dry_run: bool) -> Result<Gc
     let mut report = GcReport::default();
     let mut candidates = Vec::new();
     let mut files = store.blobs.files();
-    while let Some(f) = files.recv().await {
-        let (d, size, mtime) = f?;
-        if keep.contains(&d) {
-            report.kept += 1;
-            continue;
-        }
-        let last = mtime.max(store.index.access_time(&d)?.unwrap_or(0));
-        if last > cutoff {
-            report.kept += 1;
-        } else {
-            candidates.push((d, size));
+    while let Some(batch) = files.recv().await {
+        for (d, size, mtime) in batch? {
+            if keep.contains(&d) {
+                report.kept += 1;
+                continue;
+            }
+            let last = mtime.max(store.index.access_time(&d)?.unwrap_or(0));
+            if last > cutoff {
+                report.kept += 1;
+            } else {
+                candidates.push((d, size));
+            }
         }
     }
     drop(keep);

@@ -55,18 +55,19 @@ pub async fn verify(store: &Store, repair: bool) -> Result<VerifyReport> {
         .await?;
     let mut on_disk = DigestSet::default();
     let mut files = store.blobs.files();
-    while let Some(f) = files.recv().await {
-        let (d, size, _) = f?;
-        let got = store.blobs.hash(&d).await?;
-        report.checked += 1;
-        report.bytes += size;
-        if got != d {
-            report.corrupt.push(d.clone());
+    while let Some(batch) = files.recv().await {
+        for (d, size, _) in batch? {
+            let got = store.blobs.hash(&d).await?;
+            report.checked += 1;
+            report.bytes += size;
+            if got != d {
+                report.corrupt.push(d.clone());
+            }
+            if !known.contains(&d) {
+                report.orphaned.push(d.clone());
+            }
+            on_disk.insert(&d);
         }
-        if !known.contains(&d) {
-            report.orphaned.push(d.clone());
-        }
-        on_disk.insert(&d);
     }
     drop(known);
     on_disk.seal();
