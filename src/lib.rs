@@ -133,7 +133,7 @@ pub async fn gc(config: &config::Config, dry_run: bool) -> Result<(), Box<dyn st
         store::Store::open_for_maintenance(&config.data, &config.storage, config.index_cache_size)
             .await?;
     let report = store::gc::collect(&store, config.gc_grace, dry_run).await?;
-    store.close().await?;
+    store.close(true).await?;
     let verb = if dry_run { "would remove" } else { "removed" };
     for (d, size) in &report.removed {
         println!("{verb} {d} ({size} bytes)");
@@ -157,7 +157,7 @@ pub async fn verify(
         store::Store::open_for_maintenance(&config.data, &config.storage, config.index_cache_size)
             .await?;
     let r = store::verify::verify(&store, repair).await?;
-    store.close().await?;
+    store.close(true).await?;
     for d in &r.corrupt {
         println!("corrupt: {d}");
     }

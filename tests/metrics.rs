@@ -170,7 +170,10 @@ async fn cold_and_warm_pulls_are_counted() {
         1
     } else {
         use std::os::unix::fs::MetadataExt;
-        std::fs::metadata(w.data.join("blobs")).unwrap().blksize()
+        std::fs::metadata(w.data.join("blobs"))
+            .unwrap()
+            .blksize()
+            .clamp(512, 4096)
     };
     let stored: u64 = [mbytes.len() as u64, config_size, layer.len() as u64]
         .iter()

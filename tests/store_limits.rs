@@ -23,6 +23,7 @@ async fn eviction_keeps_the_cache_under_its_limit_and_spares_local_content() {
     let api = Api::new(&w);
     // Layer 0 is also pushed locally: it may never be evicted.
     assert_eq!(api.push_blob("golden/keep", &layers[0]).await, digests[0]);
+    let on_disk = |i: usize| blob_file(&w.data, &digests[i]).exists();
     let pull = |i: usize| {
         let req = api.req("GET", &format!("/v2/library/big/blobs/{}", digests[i]));
         let want = layers[i].clone();
@@ -30,6 +31,16 @@ async fn eviction_keeps_the_cache_under_its_limit_and_spares_local_content() {
             let r = req.send().await.unwrap();
             assert_eq!(r.status(), 200);
             assert_eq!(r.bytes().await.unwrap(), want);
+            // A fill is stored (and its use recorded) just after its client
+            // has the bytes: wait for it, or on a busy machine it may be
+            // recorded after the next pull and look more recently used.
+            assert!(
+                wait_until(Duration::from_secs(10), Duration::from_millis(5), || {
+                    on_disk(i)
+                })
+                .await,
+                "layer {i} was not stored"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     };
@@ -39,7 +50,6 @@ async fn eviction_keeps_the_cache_under_its_limit_and_spares_local_content() {
     for i in [0, 1, 2, 3, 1, 4] {
         pull(i).await;
     }
-    let on_disk = |i: usize| blob_file(&w.data, &digests[i]).exists();
     assert!(
         wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
             !on_disk(2)
@@ -69,7 +79,8 @@ async fn eviction_keeps_the_cache_under_its_limit_and_spares_local_content() {
     assert!(on_disk(0), "locally referenced content is never evicted");
     assert!(
         on_disk(1) && on_disk(4) && on_disk(5),
-        "recently used content stays"
+        "recently used content stays: {}",
+        w.log()
     );
     assert!(
         !on_disk(2) && !on_disk(3),

@@ -236,13 +236,15 @@ pub async fn run(
     }
     // A client can have its whole (verified) blob before the fill has
     // stored it: let running fills finish.
-    if tokio::time::timeout(DRAIN_TIMEOUT, app.mirror.settled())
+    let settled = tokio::time::timeout(DRAIN_TIMEOUT, app.mirror.settled())
         .await
-        .is_err()
-    {
+        .is_ok();
+    if !settled {
         tracing::warn!("some cache fills were still running after {DRAIN_TIMEOUT:?}");
     }
-    if let Err(e) = app.store.close().await {
+    // Totals saved while fills may still record would be stale: the next
+    // start counts instead.
+    if let Err(e) = app.store.close(settled).await {
         tracing::error!(error = %e, "final index flush failed");
     }
 }

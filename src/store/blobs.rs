@@ -78,7 +78,10 @@ impl BlobStore {
 
     /// The unit the storage allocates in: the file system's block for the
     /// data directory (a 100-byte file takes 4 KiB on most), 1 for a
-    /// bucket (objects are billed by their bytes).
+    /// bucket (objects are billed by their bytes). `st_blksize` is the
+    /// preferred I/O size, which network file systems set to their
+    /// transfer size (1 MiB and more): it counts only up to 4 KiB, the
+    /// block of every common local file system.
     pub fn allocation_unit(&self) -> u64 {
         use std::os::unix::fs::MetadataExt;
         if self.remote.is_some() {
@@ -87,7 +90,7 @@ impl BlobStore {
         std::fs::metadata(self.path_root())
             .map(|m| m.blksize())
             .unwrap_or(4096)
-            .clamp(1, 1 << 20)
+            .clamp(512, 4096)
     }
 
     fn path(&self, d: &Digest) -> PathBuf {
@@ -104,38 +107,38 @@ impl BlobStore {
     /// batches listed ahead of the reader, and one hand-off between
     /// threads per batch, not per file). With a bucket, the bucket's (its
     /// listing is read whole first).
-    pub fn files(&self) -> tokio::sync::mpsc::Receiver<Result<Vec<(Digest, u64, u64)>>> {
+    pub fn files(&self) -> Files {
         let (tx, rx) = tokio::sync::mpsc::channel(2);
         match &self.remote {
             Some(r) => {
                 let r = r.clone();
                 tokio::spawn(async move {
-                    match r.bucket.list("blobs/").await {
-                        Ok(listed) => {
-                            let mut batch = Vec::with_capacity(FILES_BATCH);
-                            for o in listed {
-                                let Some(d) = digest_of(&o.name) else {
-                                    continue;
-                                };
-                                batch.push((d, o.size, o.modified));
-                                if batch.len() == FILES_BATCH {
-                                    let full = std::mem::replace(
-                                        &mut batch,
-                                        Vec::with_capacity(FILES_BATCH),
-                                    );
-                                    if tx.send(Ok(full)).await.is_err() {
-                                        return;
-                                    }
-                                }
-                            }
-                            if !batch.is_empty() {
-                                let _ = tx.send(Ok(batch)).await;
-                            }
-                        }
+                    let listed = match r.bucket.list("blobs/").await {
+                        Ok(listed) => listed,
                         Err(e) => {
                             let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    };
+                    let mut batch = Vec::with_capacity(FILES_BATCH);
+                    for o in listed {
+                        let Some(d) = digest_of(&o.name) else {
+                            continue;
+                        };
+                        batch.push((d, o.size, o.modified));
+                        if batch.len() == FILES_BATCH {
+                            let full =
+                                std::mem::replace(&mut batch, Vec::with_capacity(FILES_BATCH));
+                            if tx.send(Ok(full)).await.is_err() {
+                                return;
+                            }
                         }
                     }
+                    if !batch.is_empty() && tx.send(Ok(batch)).await.is_err() {
+                        return;
+                    }
+                    // The end: an empty batch.
+                    let _ = tx.send(Ok(Vec::new())).await;
                 });
             }
             None => {
@@ -150,17 +153,19 @@ impl BlobStore {
                         let full = std::mem::replace(&mut batch, Vec::with_capacity(FILES_BATCH));
                         tx.blocking_send(Ok(full)).is_ok()
                     });
-                    let last = match walked {
-                        Ok(()) => Ok(batch),
-                        Err(e) => Err(Error::storage("walking blobs", e)),
-                    };
-                    if !matches!(&last, Ok(b) if b.is_empty()) {
-                        let _ = tx.blocking_send(last);
+                    if let Err(e) = walked {
+                        let _ = tx.blocking_send(Err(Error::storage("walking blobs", e)));
+                        return;
                     }
+                    if !batch.is_empty() && tx.blocking_send(Ok(batch)).is_err() {
+                        return;
+                    }
+                    // The end: an empty batch.
+                    let _ = tx.blocking_send(Ok(Vec::new()));
                 });
             }
         }
-        rx
+        Files(rx)
     }
 
     /// Every blob file in the data directory.
@@ -477,6 +482,26 @@ pub(crate) fn walk_blobs(root: &Path) -> std::io::Result<Vec<(Digest, u64, u64)>
     Ok(out)
 }
 
+/// The blob files of a store, batch by batch ([`BlobStore::files`]).
+pub struct Files(tokio::sync::mpsc::Receiver<Result<Vec<(Digest, u64, u64)>>>);
+
+impl Files {
+    /// The next batch, `None` at the end. A listing that stops without
+    /// reaching its end (its task failed) is an error, never taken for a
+    /// complete one.
+    pub async fn next(&mut self) -> Result<Option<Vec<(Digest, u64, u64)>>> {
+        match self.0.recv().await {
+            Some(Ok(batch)) if batch.is_empty() => Ok(None),
+            Some(Ok(batch)) => Ok(Some(batch)),
+            Some(Err(e)) => Err(e),
+            None => Err(Error::storage(
+                "listing blobs",
+                io::Error::other("the listing stopped before its end"),
+            )),
+        }
+    }
+}
+
 /// Blob files per batch of [`BlobStore::files`].
 const FILES_BATCH: usize = 512;
 
@@ -490,13 +515,22 @@ fn walk_blobs_each(
         let alg = alg?;
         let alg_name = alg.file_name().to_string_lossy().into_owned();
         for shard in std::fs::read_dir(alg.path())? {
-            for file in std::fs::read_dir(shard?.path())? {
+            // A running server may remove files (and their shard) as the
+            // walk goes: what is gone is simply not listed.
+            let files = match std::fs::read_dir(shard?.path()) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                r => r?,
+            };
+            for file in files {
                 let file = file?;
                 let name = format!("{alg_name}:{}", file.file_name().to_string_lossy());
                 let Ok(d) = name.parse::<Digest>() else {
                     continue;
                 };
-                let m = file.metadata()?;
+                let m = match file.metadata() {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                    r => r?,
+                };
                 let mtime = m
                     .modified()
                     .ok()

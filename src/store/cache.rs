@@ -77,13 +77,32 @@ pub struct CacheTracker {
     saved: std::sync::atomic::AtomicBool,
     saving: Mutex<()>,
     /// Counts the changes to the totals: a round whose read of the index
-    /// saw none meanwhile sets the totals from what it read.
+    /// saw none meanwhile (and none in flight) sets the totals from what
+    /// it read.
     changes: AtomicU64,
+    /// Changes under way: their index records and their count are not
+    /// both done yet ([`CacheTracker::changing`]).
+    in_flight: AtomicU64,
+}
+
+/// Held while a change to mirrored content writes its records and counts
+/// them: a round does not set the totals from an index read meanwhile.
+pub struct Changing<'a>(&'a CacheTracker);
+
+impl Drop for Changing<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.0.changes.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 /// The totals saved at a clean shutdown.
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Totals {
+    /// The allocation unit they were counted in (a data directory moved
+    /// to another file system counts again).
+    #[serde(default)]
+    unit: u64,
     bytes: u64,
     shared: u64,
     items: u64,
@@ -112,9 +131,13 @@ impl CacheTracker {
             saved: Default::default(),
             saving: Mutex::new(()),
             changes: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
         };
         let saved = t.index.take_counts()?;
-        match saved.and_then(|v| serde_json::from_slice::<Totals>(&v).ok()) {
+        let saved = saved
+            .and_then(|v| serde_json::from_slice::<Totals>(&v).ok())
+            .filter(|c| c.unit == unit);
+        match saved {
             Some(c) => {
                 t.bytes.store(c.bytes, Ordering::SeqCst);
                 t.shared.store(c.shared, Ordering::SeqCst);
@@ -142,6 +165,7 @@ impl CacheTracker {
         // the flag (and then drops the totals, after this save).
         self.saved.store(true, Ordering::SeqCst);
         let totals = Totals {
+            unit: self.unit,
             bytes: self.bytes.load(Ordering::SeqCst),
             shared: self.shared.load(Ordering::SeqCst),
             items: self.items.load(Ordering::SeqCst),
@@ -149,6 +173,14 @@ impl CacheTracker {
         };
         self.index
             .save_counts(&serde_json::to_vec(&totals).unwrap_or_default())
+    }
+
+    /// Marks a change of mirrored content (records, then counts) as under
+    /// way until the guard drops.
+    pub fn changing(&self) -> Changing<'_> {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        self.changes.fetch_add(1, Ordering::SeqCst);
+        Changing(self)
     }
 
     /// A total changed: saved totals no longer hold.
@@ -343,22 +375,34 @@ impl CacheTracker {
         let started = unix_now();
         self.flush_access()?;
         let unit = self.unit;
+        let quiet_before = self.in_flight.load(Ordering::SeqCst) == 0;
         let changes = self.changes.load(Ordering::SeqCst);
+        let (bytes, items) = (
+            self.bytes.load(Ordering::SeqCst),
+            self.items.load(Ordering::SeqCst),
+        );
         let snapshot = self
             .index
             .blocking(move |i| Snapshot::read(i, unit))
             .await?;
         // Content that is also local neither counts nor goes. The running
         // totals are kept by additions and removals: this read sets them
-        // only when none happened while it ran (it would lose them), which
-        // corrects any drift (a blob cached from two upstreams is one file).
-        if self.changes.load(Ordering::SeqCst) == changes {
-            self.bytes
-                .store(snapshot.counted + snapshot.shared, Ordering::SeqCst);
-            self.items.store(
-                (snapshot.candidates.len() as u64) + snapshot.shared_items,
-                Ordering::SeqCst,
-            );
+        // only when no change was under way or happened while it ran (it
+        // would lose or repeat one), which corrects any drift (a blob
+        // cached from two upstreams is one file). A change landing now
+        // fails the exchange.
+        if quiet_before
+            && self.in_flight.load(Ordering::SeqCst) == 0
+            && self.changes.load(Ordering::SeqCst) == changes
+        {
+            let read = snapshot.counted + snapshot.shared;
+            let _ = self
+                .bytes
+                .compare_exchange(bytes, read, Ordering::SeqCst, Ordering::SeqCst);
+            let read = snapshot.candidates.len() as u64 + snapshot.shared_items;
+            let _ = self
+                .items
+                .compare_exchange(items, read, Ordering::SeqCst, Ordering::SeqCst);
         }
         self.shared.store(snapshot.shared, Ordering::SeqCst);
         self.shared_items
@@ -385,11 +429,14 @@ impl CacheTracker {
         }
         candidates.sort_unstable();
         // What this round frees starts from what it read; after each batch
-        // it grows to what fills added meanwhile, so the cache does not
+        // it grows by what fills added meanwhile, so the cache does not
         // outgrow its limit while a round runs. Still only the oldest part
         // goes: everything cached since the round began is newer than every
         // candidate, and is not one.
         let mut to_free = snapshot.counted.saturating_sub(target);
+        // What fills add from here on: the growth of the running total
+        // (only that: a drift in it is not freed too).
+        let (planned, base) = (to_free, self.bytes());
         let mut out = Evicted::default();
         // Evicted manifests, whose tag records go at the end of the round.
         let mut manifests = std::collections::HashSet::new();
@@ -415,14 +462,16 @@ impl CacheTracker {
             if picked.is_empty() {
                 break;
             }
-            // The batch's records go in one write, on the blocking pool.
-            let (picked, forgotten) = self
-                .index
-                .blocking(move |i| {
-                    let r = i.forget_mirrored_many(&picked);
-                    Ok((picked, r))
-                })
-                .await?;
+            // The batch's records go in one write, on the blocking pool
+            // (straight there: waiting for one of the index's job slots,
+            // which long listings may hold, would hold the GC lock too).
+            let index = self.index.clone();
+            let (picked, forgotten) = tokio::task::spawn_blocking(move || {
+                let r = index.forget_mirrored_many(&picked);
+                (picked, r)
+            })
+            .await
+            .map_err(|e| crate::error::Error::storage("forgetting evicted content", e))?;
             forgotten?;
             let mut batch = Vec::with_capacity(picked.len());
             for (d, size, entries) in picked {
@@ -447,7 +496,8 @@ impl CacheTracker {
                 .collect()
                 .await;
             removals.into_iter().collect::<Result<()>>()?;
-            to_free = to_free.max(self.bytes().saturating_sub(target));
+            let added = (self.bytes() + out.bytes).saturating_sub(base);
+            to_free = (planned + added).saturating_sub(out.bytes);
         }
         if !manifests.is_empty() {
             let tags = self
@@ -583,7 +633,10 @@ mod tests {
         // Sizes count in whole blocks of the file system.
         let unit = {
             use std::os::unix::fs::MetadataExt;
-            std::fs::metadata(dir.path()).unwrap().blksize()
+            std::fs::metadata(dir.path())
+                .unwrap()
+                .blksize()
+                .clamp(512, 4096)
         };
         let a = |n: u64| allocated(n, unit);
         {

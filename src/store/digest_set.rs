@@ -3,34 +3,35 @@
 //! bisection, instead of a hash set of strings (about 100 bytes each), so a
 //! million images (three million digests) fit in about 24 MiB.
 //!
-//! A digest is kept as the first 64 bits of its hash. Two digests that
-//! share them are one member: the set may answer "yes" for a digest never
+//! A digest is kept as a 64-bit hash of it under a key drawn at random for
+//! each set, so nobody can craft two digests that collide in it (a plain
+//! prefix of the digest could be: about 2^33 tries). Two digests that do
+//! collide are one member: the set may answer "yes" for a digest never
 //! added, with a chance of about n / 2^64 (1 in 6 million million at three
 //! million members), never "no" for one that was. Callers use it where a
 //! wrong "yes" is harmless: garbage collection keeps a blob, verify leaves
-//! one file unreported.
+//! one file unreported, eviction spares one blob (and leaves it uncounted).
 
 use crate::oci::Digest;
+use std::hash::BuildHasher;
 
 #[derive(Debug, Default)]
 pub struct DigestSet {
     keys: Vec<u64>,
     /// How many keys at the front are sorted and unique.
     sealed: usize,
-}
-
-fn key(d: &Digest) -> u64 {
-    // Validated lowercase hex of at least 64 characters: the first 16
-    // always parse.
-    d.hex()
-        .get(..16)
-        .and_then(|h| u64::from_str_radix(h, 16).ok())
-        .unwrap_or(0)
+    /// The set's own random hash key.
+    hasher: std::collections::hash_map::RandomState,
 }
 
 impl DigestSet {
+    fn key(&self, d: &Digest) -> u64 {
+        self.hasher.hash_one(d)
+    }
+
     pub fn insert(&mut self, d: &Digest) {
-        self.keys.push(key(d));
+        let k = self.key(d);
+        self.keys.push(k);
     }
 
     /// Sorts what was added; [`DigestSet::contains`] sees only what was
@@ -43,7 +44,7 @@ impl DigestSet {
     }
 
     pub fn contains(&self, d: &Digest) -> bool {
-        self.keys[..self.sealed].binary_search(&key(d)).is_ok()
+        self.keys[..self.sealed].binary_search(&self.key(d)).is_ok()
     }
 
     #[cfg(test)]

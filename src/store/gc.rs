@@ -107,8 +107,8 @@ pub async fn collect(store: &Store, grace: Duration, dry_run: bool) -> Result<Gc
     let mut report = GcReport::default();
     let mut candidates = Vec::new();
     let mut files = store.blobs.files();
-    while let Some(batch) = files.recv().await {
-        for (d, size, mtime) in batch? {
+    while let Some(batch) = files.next().await? {
+        for (d, size, mtime) in batch {
             if keep.contains(&d) {
                 report.kept += 1;
                 continue;

@@ -54,14 +54,19 @@ impl Store {
             subject: None,
             stored: unix_now() / 1000,
         };
+        let _changing = self.cache.changing();
+        let known = self.index.mirror_manifest(upstream, d)?.is_some();
         self.index.put_mirror_manifest(upstream, d, &meta)?;
-        self.cache.added(meta.size);
+        if !known {
+            self.cache.added(meta.size);
+        }
         Ok(meta)
     }
 
     /// Forgets a cached mirrored manifest whose file is gone (it will be
     /// fetched again).
     pub fn forget_mirrored_manifest(&self, upstream: &str, d: &Digest, size: u64) -> Result<()> {
+        let _changing = self.cache.changing();
         self.index.remove_mirror_manifest(upstream, d)?;
         self.cache.removed(size);
         Ok(())
@@ -71,6 +76,7 @@ impl Store {
     /// (if any) is quarantined, its record and bytes dropped.
     pub async fn forget_mirrored_blob(&self, upstream: &str, d: &Digest, size: u64) -> Result<()> {
         self.blobs.quarantine(d).await?;
+        let _changing = self.cache.changing();
         self.index.remove_mirror_blob(upstream, d)?;
         self.cache.removed(size);
         Ok(())
@@ -82,6 +88,7 @@ impl CacheTracker {
     /// verified digest: recorded once, touched, and counted toward the
     /// limit only the first time.
     pub fn record_mirrored_blob(&self, upstream: &str, d: &Digest, size: u64) -> Result<()> {
+        let _changing = self.changing();
         let known = self.index().mirror_blob(upstream, d)?;
         self.index().put_mirror_blob(upstream, d, size)?;
         self.touch(d);

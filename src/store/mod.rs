@@ -185,13 +185,16 @@ impl Store {
     }
 
     /// Makes every change durable and writes pending access times (at
-    /// shutdown).
-    pub async fn close(&self) -> Result<()> {
+    /// shutdown); with `save_totals` (nothing changes the cache any more)
+    /// saves the cache totals for the next start.
+    pub async fn close(&self, save_totals: bool) -> Result<()> {
         if let Err(e) = self.flush_access().await {
             tracing::warn!(error = %e, "writing access times failed");
         }
-        if let Err(e) = self.cache.save_totals() {
-            tracing::warn!(error = %e, "saving the cache totals failed: the next start counts them");
+        if save_totals {
+            if let Err(e) = self.cache.save_totals() {
+                tracing::warn!(error = %e, "saving the cache totals failed: the next start counts them");
+            }
         }
         self.index.flush().await
     }

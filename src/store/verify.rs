@@ -55,8 +55,8 @@ pub async fn verify(store: &Store, repair: bool) -> Result<VerifyReport> {
         .await?;
     let mut on_disk = DigestSet::default();
     let mut files = store.blobs.files();
-    while let Some(batch) = files.recv().await {
-        for (d, size, _) in batch? {
+    while let Some(batch) = files.next().await? {
+        for (d, size, _) in batch {
             let got = store.blobs.hash(&d).await?;
             report.checked += 1;
             report.bytes += size;
