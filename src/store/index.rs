@@ -848,24 +848,26 @@ impl Index {
     }
 
     /// Calls `f` with each (repository, digest) link of local content.
-    pub fn for_each_local_link(&self, mut f: impl FnMut(&str, Digest)) -> Result<()> {
-        for kv in self.db.scan_prefix(b"l/") {
-            let (k, _) = kv.map_err(db_err("scanning links"))?;
-            let rest = String::from_utf8_lossy(&k[2..]);
-            if let Some((repo, d)) = rest.rsplit_once('\0') {
-                if let Ok(d) = d.parse::<Digest>() {
-                    f(repo, d);
-                }
-            }
-        }
-        Ok(())
+    pub fn for_each_local_link(&self, f: impl FnMut(&str, Digest)) -> Result<()> {
+        self.for_each_repo_digest(b"l/", "scanning links", f)
     }
 
     /// Calls `f` with the repository and digest of each local manifest.
-    pub fn for_each_local_manifest(&self, mut f: impl FnMut(&str, Digest)) -> Result<()> {
-        for kv in self.db.scan_prefix(b"m/") {
-            let (k, _) = kv.map_err(db_err("scanning manifests"))?;
-            let rest = String::from_utf8_lossy(&k[2..]);
+    pub fn for_each_local_manifest(&self, f: impl FnMut(&str, Digest)) -> Result<()> {
+        self.for_each_repo_digest(b"m/", "scanning manifests", f)
+    }
+
+    /// Calls `f` with the repository and digest of each `<prefix><repo>\0<digest>`
+    /// key (skipping keys that do not parse).
+    fn for_each_repo_digest(
+        &self,
+        prefix: &[u8],
+        context: &'static str,
+        mut f: impl FnMut(&str, Digest),
+    ) -> Result<()> {
+        for kv in self.db.scan_prefix(prefix) {
+            let (k, _) = kv.map_err(db_err(context))?;
+            let rest = String::from_utf8_lossy(&k[prefix.len()..]);
             if let Some((repo, d)) = rest.rsplit_once('\0') {
                 if let Ok(d) = d.parse::<Digest>() {
                     f(repo, d);
