@@ -194,21 +194,14 @@ impl CacheTracker {
         }
     }
 
-    /// Sums the mirrored content on record (each digest once).
+    /// Sums the mirrored content on record (each digest once), as a round
+    /// reads it.
     fn recount(&self) -> Result<()> {
-        let mut seen = HashMap::new();
-        for e in self.index.mirror_entries()? {
-            seen.insert(e.digest, allocated(e.size, self.unit));
-        }
-        let local = local_set(&self.index)?;
-        let (shared, shared_items) = seen
-            .iter()
-            .filter(|(d, _)| local.contains(d))
-            .fold((0, 0), |(b, n), (_, s)| (b + s, n + 1));
-        self.bytes.store(seen.values().sum(), Ordering::SeqCst);
-        self.shared.store(shared, Ordering::SeqCst);
-        self.items.store(seen.len() as u64, Ordering::SeqCst);
-        self.shared_items.store(shared_items, Ordering::SeqCst);
+        let s = Snapshot::read(&self.index, self.unit)?;
+        self.bytes.store(s.total_bytes(), Ordering::SeqCst);
+        self.shared.store(s.shared, Ordering::SeqCst);
+        self.items.store(s.total_items(), Ordering::SeqCst);
+        self.shared_items.store(s.shared_items, Ordering::SeqCst);
         Ok(())
     }
 
@@ -395,11 +388,11 @@ impl CacheTracker {
             && self.in_flight.load(Ordering::SeqCst) == 0
             && self.changes.load(Ordering::SeqCst) == changes
         {
-            let read = snapshot.counted + snapshot.shared;
+            let read = snapshot.total_bytes();
             let _ = self
                 .bytes
                 .compare_exchange(bytes, read, Ordering::SeqCst, Ordering::SeqCst);
-            let read = snapshot.candidates.len() as u64 + snapshot.shared_items;
+            let read = snapshot.total_items();
             let _ = self
                 .items
                 .compare_exchange(items, read, Ordering::SeqCst, Ordering::SeqCst);
@@ -541,6 +534,16 @@ struct Snapshot {
 }
 
 impl Snapshot {
+    /// Bytes of every cached digest, local or not.
+    fn total_bytes(&self) -> u64 {
+        self.counted + self.shared
+    }
+
+    /// Cached digests, local or not.
+    fn total_items(&self) -> u64 {
+        self.candidates.len() as u64 + self.shared_items
+    }
+
     /// Reads what is cached, each size rounded up to the storage's
     /// allocation `unit`.
     fn read(index: &Index, unit: u64) -> Result<Snapshot> {
