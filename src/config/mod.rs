@@ -1107,6 +1107,20 @@ mod tests {
     }
 
     #[test]
+    fn the_index_cache_size_is_a_size_with_a_small_default() {
+        let load = |v: Option<&str>| {
+            Config::load(&ServeArgs {
+                index_cache_size: v.map(str::to_string),
+                ..Default::default()
+            })
+        };
+        assert_eq!(load(None).unwrap().index_cache_size, DEFAULT_INDEX_CACHE);
+        assert_eq!(load(Some("64MiB")).unwrap().index_cache_size, 64 << 20);
+        assert!(load(Some("lots")).is_err());
+        assert!(load(Some("1KiB")).is_err(), "under 1 MiB");
+    }
+
+    #[test]
     fn the_deploy_example_is_valid() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("wharf.toml");
