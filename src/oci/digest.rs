@@ -56,6 +56,21 @@ impl Digest {
         &self.hex
     }
 
+    /// The digest whose hash is `hash` (its raw bytes), if the length is
+    /// right for `algorithm`.
+    pub fn from_hash(algorithm: Algorithm, hash: &[u8]) -> Option<Digest> {
+        (hash.len() * 2 == algorithm.hex_len()).then(|| Digest {
+            algorithm,
+            hex: hex::encode(hash),
+        })
+    }
+
+    /// The raw bytes of the hash.
+    pub fn hash(&self) -> Vec<u8> {
+        // The hex was validated (lowercase, even length) when parsed.
+        hex::decode(&self.hex).unwrap_or_default()
+    }
+
     /// The digest of `bytes` under `algorithm`.
     pub fn of(algorithm: Algorithm, bytes: &[u8]) -> Digest {
         let mut h = Hasher::new(algorithm);
@@ -255,6 +270,17 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(input.parse::<Digest>().unwrap_err(), *want, "{input}");
         }
+    }
+
+    #[test]
+    fn raw_hashes_round_trip() {
+        for alg in [Algorithm::Sha256, Algorithm::Sha512] {
+            let d = Digest::of(alg, b"x");
+            assert_eq!(Digest::from_hash(alg, &d.hash()), Some(d.clone()));
+            assert_eq!(d.hash().len() * 2, d.hex().len());
+        }
+        assert_eq!(Digest::from_hash(Algorithm::Sha256, &[0; 31]), None);
+        assert_eq!(Digest::from_hash(Algorithm::Sha512, &[0; 32]), None);
     }
 
     #[test]

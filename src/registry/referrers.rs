@@ -127,7 +127,7 @@ fn merge(
 
 /// The manifests an index lists (a fallback index's bytes), in digest
 /// order, once each, after `last`. Unparseable bytes list nothing.
-fn fallback_descriptors(bytes: &[u8], last: Option<&str>) -> Vec<Descriptor> {
+fn fallback_descriptors(bytes: &[u8], last: Option<&Digest>) -> Vec<Descriptor> {
     #[derive(serde::Deserialize)]
     struct Idx {
         #[serde(default)]
@@ -139,7 +139,7 @@ fn fallback_descriptors(bytes: &[u8], last: Option<&str>) -> Vec<Descriptor> {
     list.sort_by_cached_key(|d| d.digest.to_string());
     list.dedup_by(|x, y| x.digest == y.digest);
     if let Some(l) = last {
-        list.retain(|d| d.digest.to_string().as_str() > l);
+        list.retain(|d| &d.digest > l);
     }
     list
 }
@@ -185,16 +185,12 @@ pub async fn get(
     let q = reply::query(&parts.uri);
     let n = page::size(&q, PAGE)?;
     let last = match reply::query_one(&q, "last") {
-        Some(l) => Some(
-            l.parse::<Digest>()
-                .map_err(|e| {
-                    Error::oci(
-                        ErrorCode::DigestInvalid,
-                        format!("last must be a referrer digest: {e}"),
-                    )
-                })?
-                .to_string(),
-        ),
+        Some(l) => Some(l.parse::<Digest>().map_err(|e| {
+            Error::oci(
+                ErrorCode::DigestInvalid,
+                format!("last must be a referrer digest: {e}"),
+            )
+        })?),
         None => None,
     };
     let filter = reply::query_one(&q, "artifactType").map(str::to_string);
@@ -206,9 +202,9 @@ pub async fn get(
             .index()
             .blocking(move |index| {
                 let extra = fallback
-                    .map(|b| fallback_descriptors(&b, last.as_deref()))
+                    .map(|b| fallback_descriptors(&b, last.as_ref()))
                     .unwrap_or_default();
-                let stored = index.referrers_after(&name, &subject, last.as_deref());
+                let stored = index.referrers_after(&name, &subject, last.as_ref());
                 build_page(
                     merge(stored, extra.into_iter()),
                     filter.as_deref(),
@@ -392,7 +388,7 @@ mod tests {
         assert_eq!(merged, want);
 
         let after = want[9].clone();
-        let rest = fallback_descriptors(&bytes, Some(&after));
+        let rest = fallback_descriptors(&bytes, Some(&after.parse().unwrap()));
         assert!(rest.iter().all(|d| d.digest.to_string() > after));
         assert!(fallback_descriptors(b"not json", None).is_empty());
     }

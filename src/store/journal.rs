@@ -9,12 +9,16 @@
 //! last; what fails stays dirty for the next flush.
 //!
 //! Durable: repositories, links, manifests, tags, referrers and the
-//! mirror's records (`p/ l/ m/ t/ r/ B/ M/ T/`). Local to this machine:
+//! mirror's records (`p/ l/ m/ t/ r/ B/ M/ T/`). The bucket holds them in
+//! their text form (digests as text, manifest records as JSON: the index's
+//! layout 1), whatever layout the local index has, so a bucket never needs
+//! migrating and stays readable by hand. Local to this machine:
 //! seals of local files, access times and upload sessions. A data
 //! directory without the bucket's records (new, or deleted) is filled
 //! from the bucket at start-up ([`restore`]).
 
 use super::bucket::Bucket;
+use super::index::{from_text, text_key, to_text};
 use crate::error::{Error, Result};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
@@ -69,6 +73,17 @@ fn key_of(name: &str) -> Option<Vec<u8>> {
         }
     }
     Some(out)
+}
+
+/// A local record with no text form (it does not parse, so this index
+/// never wrote it): said loudly and dropped from the journal, rather than
+/// failing every later flush, and so every push, over one record.
+fn unsendable(k: &[u8]) -> Result<()> {
+    tracing::error!(
+        kind = %String::from_utf8_lossy(k.get(..2).unwrap_or_default()),
+        "an index record does not parse: the bucket does not get it"
+    );
+    Ok(())
 }
 
 /// The sled key prefix of a dirty marker: `J/<record key>` says the
@@ -161,10 +176,17 @@ impl Journal {
                     );
                     return (k, Err(skipped));
                 }
-                let name = object_name(&k);
                 let r = match db.get(&k) {
-                    Ok(Some(v)) => bucket.put_small(&name, Bytes::from(v.to_vec())).await,
-                    Ok(None) => bucket.delete(&name).await,
+                    Ok(Some(v)) => match to_text(&k, &v) {
+                        Some((tk, tv)) => {
+                            bucket.put_small(&object_name(&tk), Bytes::from(tv)).await
+                        }
+                        None => unsendable(&k),
+                    },
+                    Ok(None) => match text_key(&k) {
+                        Some(tk) => bucket.delete(&object_name(&tk)).await,
+                        None => unsendable(&k),
+                    },
                     Err(e) => Err(Error::storage("reading the index", e)),
                 };
                 if r.is_err() {
@@ -260,20 +282,28 @@ pub(super) async fn restore(journal: &Journal) -> Result<Option<usize>> {
     db.apply_batch(clear).map_err(err("clearing the index"))?;
     journal.clear()?;
     let names = bucket.list(DIR).await?;
-    let records: Vec<(Vec<u8>, Bytes)> = futures_util::stream::iter(names)
+    let records: Vec<(Vec<u8>, Bytes, String)> = futures_util::stream::iter(names)
         .filter_map(|o| async move { key_of(&o.name).filter(|k| durable(k)).map(|k| (k, o.name)) })
         .map(|(k, name)| async move {
             let v = bucket.get_small(&name, MAX_RECORD).await?;
-            Ok::<_, Error>(v.map(|v| (k, v)))
+            Ok::<_, Error>(v.map(|v| (k, v, name)))
         })
         .buffer_unordered(PARALLEL)
         .try_filter_map(|r| async move { Ok(r) })
         .try_collect()
         .await?;
-    let n = records.len();
+    let mut n = 0;
     let mut batch = sled::Batch::default();
-    for (k, v) in records {
-        batch.insert(k, v.to_vec());
+    for (tk, tv, name) in records {
+        match from_text(&tk, &tv) {
+            Some((k, v)) => {
+                batch.insert(k, v);
+                n += 1;
+            }
+            None => {
+                tracing::warn!(object = %name, "an index record in the bucket does not parse: left out")
+            }
+        }
     }
     batch.insert(ORIGIN, origin.as_bytes());
     db.apply_batch(batch).map_err(err("restoring the index"))?;

@@ -1,6 +1,7 @@
 //! The sled index: what blob files cannot say about themselves. One sled
 //! tree with prefixed keys, so a change that touches several records (a
-//! manifest, its tag, its referrer entry) is one atomic batch:
+//! manifest, its tag, its referrer entry) is one atomic batch. Digests in
+//! keys and values are binary (`layout` owns every encoding):
 //!
 //! | key | value |
 //! |---|---|
@@ -8,16 +9,16 @@
 //! | `l/<repo>\0<digest>` | blob (or manifest) is linked into the repository |
 //! | `m/<repo>\0<digest>` | [`ManifestMeta`] |
 //! | `t/<repo>\0<tag>` | digest the tag points to |
-//! | `r/<repo>\0<subject>\0<digest>` | referrer [`Descriptor`] |
-//! | `u/<session>` | [`UploadMeta`] |
+//! | `r/<repo>\0<subject>\0<digest>` | referrer [`Descriptor`] (JSON) |
+//! | `u/<session>` | [`UploadMeta`] (JSON) |
 //! | `B/<upstream>\0<digest>` | a mirrored blob is cached (its size) |
 //! | `M/<upstream>\0<digest>` | a mirrored manifest is cached ([`ManifestMeta`]) |
 //! | `T/<upstream>\0<repo>\0<tag>` | last known digest of a mirrored tag |
-//! | `s/<digest>` | the blob file's seal: ctime and length when it was committed |
-//! | `A/<digest>` | last access, unix milliseconds (written at most once a minute) |
+//! | `s/<digest>` | the blob file's last access, unix milliseconds (written at most once a minute), and its seal: ctime and length when it was committed |
 //! | `J/<key>` | with a bucket: record `<key>` changed, the bucket may lack it (see `store::journal`) |
 //! | `S/origin` | with a bucket: which bucket the durable records came from |
 //! | `C/counts` | the mirror cache's totals at the last clean shutdown (see `store::cache`) |
+//! | `V/layout` | the layout of the records (`migrate` turns older ones into this one) |
 //!
 //! Mirrored content is keyed by upstream, apart from local repositories:
 //! a mirrored name can never shadow a local one, nor the other way round.
@@ -32,11 +33,16 @@
 //! left out of the catalog. Long reads (listings) go through
 //! [`Index::blocking`], on the blocking pool.
 
+mod layout;
+mod migrate;
+
 use super::bucket::Bucket;
 use super::journal::Journal;
 use crate::error::{Error, Result};
 use crate::oci::manifest::Descriptor;
 use crate::oci::{Digest, RepoName, Tag};
+use layout::FileRecord;
+pub(super) use layout::{from_text, text_key, to_text};
 use serde::{Deserialize, Serialize};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
@@ -109,11 +115,6 @@ struct Changes {
 }
 
 impl Changes {
-    fn insert(&mut self, k: Vec<u8>, v: impl AsRef<[u8]>) {
-        self.batch.insert(k.clone(), v.as_ref());
-        self.keys.push(k);
-    }
-
     fn remove(&mut self, k: impl AsRef<[u8]>) {
         self.batch.remove(k.as_ref());
         self.keys.push(k.as_ref().to_vec());
@@ -123,13 +124,14 @@ impl Changes {
 /// Adds the removal of `d`'s mirror records (and its access time and
 /// seal) to `b`.
 fn forget_into<'a>(b: &mut Changes, d: &Digest, entries: impl Iterator<Item = &'a MirrorEntry>) {
-    let ds = d.to_string();
     for e in entries {
-        let prefix = if e.manifest { "M/" } else { "B/" };
-        b.remove(key(prefix, &[&e.upstream, &ds]));
+        b.remove(if e.manifest {
+            layout::mirror_manifest(&e.upstream, d)
+        } else {
+            layout::mirror_blob(&e.upstream, d)
+        });
     }
-    b.remove(key("A/", &[&ds]));
-    b.remove(key("s/", &[&ds]));
+    b.remove(layout::file(d));
 }
 
 /// The key of the mirror cache's totals saved at a clean shutdown.
@@ -157,22 +159,19 @@ struct GroupFlush {
     running: tokio::sync::Mutex<()>,
 }
 
-fn key(prefix: &str, parts: &[&str]) -> Vec<u8> {
-    let mut k = prefix.as_bytes().to_vec();
-    for (i, p) in parts.iter().enumerate() {
-        if i > 0 {
-            k.push(0);
-        }
-        k.extend_from_slice(p.as_bytes());
-    }
-    k
-}
-
 /// The key prefix under which all `prefix` records of `repo` live.
 fn repo_prefix(prefix: &str, repo: &RepoName) -> Vec<u8> {
-    let mut k = key(prefix, &[repo.as_str()]);
-    k.push(0);
-    k
+    layout::under(prefix, &[layout::Part::Text(repo.as_str())])
+}
+
+/// A manifest record's value, or why it cannot be read.
+fn decode_meta(v: &[u8]) -> Result<ManifestMeta> {
+    layout::decode_meta(v).ok_or_else(|| {
+        Error::storage(
+            "decoding a manifest record",
+            std::io::Error::other("malformed record"),
+        )
+    })
 }
 
 fn db_err(context: &str) -> impl FnOnce(sled::Error) -> Error + '_ {
@@ -197,13 +196,7 @@ impl Index {
         cache_bytes: u64,
         bucket: Option<Arc<Bucket>>,
     ) -> Result<Index> {
-        let db = sled::Config::new()
-            .path(path)
-            .cache_capacity(cache_bytes)
-            .open()
-            .map_err(db_err(
-                "opening the index (is a wharf server running on this data directory?)",
-            ))?;
+        let db = migrate::open(path, cache_bytes)?;
         let journal = match bucket {
             Some(b) => Some(Arc::new(Journal::open(b, db.clone())?)),
             None => None,
@@ -336,7 +329,7 @@ impl Index {
 
     pub fn repo_exists(&self, repo: &RepoName) -> Result<bool> {
         self.db
-            .contains_key(key("p/", &[repo.as_str()]))
+            .contains_key(layout::repo(repo.as_str()))
             .map_err(db_err("reading a repository"))
     }
 
@@ -348,20 +341,20 @@ impl Index {
     /// Links a blob into a repository. A repository holding only blobs
     /// is not listed (it has no manifest yet).
     pub(super) fn link_blob(&self, repo: &RepoName, d: &Digest) -> Result<()> {
-        self.insert(key("l/", &[repo.as_str(), &d.to_string()]), [])
+        self.insert(layout::link(repo.as_str(), d), [])
             .map(|_| ())
             .map_err(db_err("linking a blob"))
     }
 
     pub fn blob_linked(&self, repo: &RepoName, d: &Digest) -> Result<bool> {
         self.db
-            .contains_key(key("l/", &[repo.as_str(), &d.to_string()]))
+            .contains_key(layout::link(repo.as_str(), d))
             .map_err(db_err("reading a blob link"))
     }
 
     /// Unlinks a blob from a repository; false when it was not linked.
     pub(super) fn unlink_blob(&self, repo: &RepoName, d: &Digest) -> Result<bool> {
-        self.remove(key("l/", &[repo.as_str(), &d.to_string()]))
+        self.remove(layout::link(repo.as_str(), d))
             .map(|old| old.is_some())
             .map_err(db_err("unlinking a blob"))
     }
@@ -370,24 +363,24 @@ impl Index {
     /// once. Returns what each tag pointed at before (for the audit log).
     pub(super) fn put_manifest(&self, put: ManifestPut<'_>) -> Result<Vec<Option<Digest>>> {
         let repo = put.repo.as_str();
-        let digest = put.digest.to_string();
-        let meta = encode(&put.meta);
+        let digest = layout::digest_bytes(put.digest);
+        let meta = layout::encode_meta(&put.meta);
         let referrer = match (&put.meta.subject, &put.referrer) {
-            (Some(subject), Some(desc)) => Some((
-                key("r/", &[repo, &subject.to_string(), &digest]),
-                encode(desc),
-            )),
+            (Some(subject), Some(desc)) => {
+                Some((layout::referrer(repo, subject, put.digest), encode(desc)))
+            }
             _ => None,
         };
         let _shared = self.gate.read().unwrap_or_else(PoisonError::into_inner);
         let mut written: Vec<(Vec<u8>, Vec<u8>)> = vec![
-            (key("p/", &[repo]), Vec::new()),
-            (key("l/", &[repo, &digest]), Vec::new()),
+            (layout::repo(repo), Vec::new()),
+            (layout::link(repo, put.digest), Vec::new()),
         ];
-        written.extend(referrer.clone());
-        written.push((key("m/", &[repo, &digest]), meta.clone()));
+        written.extend(referrer);
+        written.push((layout::manifest(repo, put.digest), meta));
+        let records = written.len();
         for tag in put.tags {
-            written.push((key("t/", &[repo, tag.as_str()]), digest.as_bytes().to_vec()));
+            written.push((layout::tag(repo, tag.as_str()), digest.clone()));
         }
         for (k, _) in &written {
             self.note(k).map_err(db_err("recording a manifest"))?;
@@ -395,15 +388,12 @@ impl Index {
         let old = self
             .db
             .transaction(|tx| {
-                tx.insert(key("p/", &[repo]), &[])?;
-                tx.insert(key("l/", &[repo, &digest]), &[])?;
-                if let Some((k, v)) = &referrer {
-                    tx.insert(k.clone(), v.clone())?;
+                for (k, v) in &written[..records] {
+                    tx.insert(k.as_slice(), v.as_slice())?;
                 }
-                tx.insert(key("m/", &[repo, &digest]), meta.clone())?;
                 let mut old = Vec::with_capacity(put.tags.len());
-                for tag in put.tags {
-                    old.push(tx.insert(key("t/", &[repo, tag.as_str()]), digest.as_bytes())?);
+                for (k, v) in &written[records..] {
+                    old.push(tx.insert(k.as_slice(), v.as_slice())?);
                 }
                 Ok::<_, sled::transaction::ConflictableTransactionError<()>>(old)
             })
@@ -415,20 +405,20 @@ impl Index {
             })?;
         Ok(old
             .into_iter()
-            .map(|v| v.and_then(|v| std::str::from_utf8(&v).ok()?.parse().ok()))
+            .map(|v| v.and_then(|v| layout::read_digest(&v)))
             .collect())
     }
 
     pub fn manifest(&self, repo: &RepoName, d: &Digest) -> Result<Option<ManifestMeta>> {
         self.db
-            .get(key("m/", &[repo.as_str(), &d.to_string()]))
+            .get(layout::manifest(repo.as_str(), d))
             .map_err(db_err("reading a manifest"))?
-            .map(|v| decode(&v))
+            .map(|v| decode_meta(&v))
             .transpose()
     }
 
     pub fn tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Digest>> {
-        self.digest_at(key("t/", &[repo.as_str(), tag.as_str()]))
+        self.digest_at(layout::tag(repo.as_str(), tag.as_str()))
     }
 
     /// The digest stored as the value of `k`, if any.
@@ -436,10 +426,9 @@ impl Index {
         let Some(v) = self.db.get(k).map_err(db_err("reading a tag"))? else {
             return Ok(None);
         };
-        let s = std::str::from_utf8(&v).map_err(|e| Error::storage("decoding a tag", e))?;
-        s.parse()
-            .map(Some)
-            .map_err(|e| Error::storage("decoding a tag", e))
+        layout::read_digest(&v).map(Some).ok_or_else(|| {
+            Error::storage("decoding a tag", std::io::Error::other("malformed record"))
+        })
     }
 
     /// Tags of `repo` in lexical order, after `last`, at most `n`.
@@ -450,12 +439,12 @@ impl Index {
     /// Removes a tag; returns whether it existed and what it pointed at.
     pub(super) fn delete_tag(&self, repo: &RepoName, tag: &Tag) -> Result<Option<Option<Digest>>> {
         let old = self
-            .remove(key("t/", &[repo.as_str(), tag.as_str()]))
+            .remove(layout::tag(repo.as_str(), tag.as_str()))
             .map_err(db_err("deleting a tag"))?;
         if old.is_some() {
             self.forget_if_empty(repo)?;
         }
-        Ok(old.map(|v| std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok())))
+        Ok(old.map(|v| layout::read_digest(&v)))
     }
 
     /// Removes `repo` from the catalog if it holds no manifest and no tag.
@@ -473,7 +462,7 @@ impl Index {
                 return Ok(());
             }
         }
-        self.remove(key("p/", &[repo.as_str()]))
+        self.remove(layout::repo(repo.as_str()))
             .map(|_| ())
             .map_err(db_err("forgetting an empty repository"))
     }
@@ -489,22 +478,22 @@ impl Index {
         let Some(meta) = self.manifest(repo, d)? else {
             return Ok(None);
         };
-        let digest = d.to_string();
+        let digest = layout::digest_bytes(d);
         let mut b = Changes::default();
         let prefix = repo_prefix("t/", repo);
         let mut tags = Vec::new();
         for kv in self.db.scan_prefix(&prefix) {
             let (k, v) = kv.map_err(db_err("scanning tags"))?;
-            if v.as_ref() == digest.as_bytes() {
+            if v.as_ref() == digest.as_slice() {
                 tags.push(String::from_utf8_lossy(&k[prefix.len()..]).into_owned());
                 b.remove(k);
             }
         }
         if let Some(subject) = &meta.subject {
-            b.remove(key("r/", &[repo.as_str(), &subject.to_string(), &digest]));
+            b.remove(layout::referrer(repo.as_str(), subject, d));
         }
-        b.remove(key("m/", &[repo.as_str(), &digest]));
-        b.remove(key("l/", &[repo.as_str(), &digest]));
+        b.remove(layout::manifest(repo.as_str(), d));
+        b.remove(layout::link(repo.as_str(), d));
         self.apply(b).map_err(db_err("deleting a manifest"))?;
         self.forget_if_empty(repo)?;
         Ok(Some(tags))
@@ -517,11 +506,18 @@ impl Index {
         &self,
         repo: &RepoName,
         subject: &Digest,
-        after: Option<&str>,
+        after: Option<&Digest>,
     ) -> impl Iterator<Item = Result<Descriptor>> {
-        let mut prefix = key("r/", &[repo.as_str(), &subject.to_string()]);
-        prefix.push(0);
-        let start = after_key(&prefix, after);
+        use layout::Part;
+        let prefix = layout::under("r/", &[Part::Text(repo.as_str()), Part::Digest(subject)]);
+        let start = match after {
+            Some(a) => {
+                let mut k = layout::referrer(repo.as_str(), subject, a);
+                k.push(0); // the smallest key after `a`'s
+                k
+            }
+            None => prefix.clone(),
+        };
         self.db
             .range(start..)
             .take_while(move |kv| kv.as_ref().map_or(true, |(k, _)| k.starts_with(&prefix)))
@@ -529,14 +525,14 @@ impl Index {
     }
 
     pub(super) fn put_upload(&self, id: &str, meta: &UploadMeta) -> Result<()> {
-        self.insert(key("u/", &[id]), encode(meta))
+        self.insert(layout::upload(id), encode(meta))
             .map(|_| ())
             .map_err(db_err("recording an upload"))
     }
 
     pub fn upload(&self, id: &str) -> Result<Option<UploadMeta>> {
         self.db
-            .get(key("u/", &[id]))
+            .get(layout::upload(id))
             .map_err(db_err("reading an upload"))?
             .map(|v| decode(&v))
             .transpose()
@@ -544,7 +540,7 @@ impl Index {
 
     /// Removes a session's record; returns it if this call removed it.
     pub(super) fn remove_upload(&self, id: &str) -> Result<Option<UploadMeta>> {
-        self.remove(key("u/", &[id]))
+        self.remove(layout::upload(id))
             .map_err(db_err("removing an upload"))?
             .map(|v| decode(&v))
             .transpose()
@@ -564,7 +560,7 @@ impl Index {
     /// Records a cached mirrored blob.
     pub(super) fn put_mirror_blob(&self, upstream: &str, d: &Digest, size: u64) -> Result<()> {
         self.insert(
-            key("B/", &[upstream, &d.to_string()]),
+            layout::mirror_blob(upstream, d),
             size.to_string().as_bytes(),
         )
         .map(|_| ())
@@ -575,14 +571,14 @@ impl Index {
     pub fn mirror_blob_size(&self, upstream: &str, d: &Digest) -> Result<Option<u64>> {
         Ok(self
             .db
-            .get(key("B/", &[upstream, &d.to_string()]))
+            .get(layout::mirror_blob(upstream, d))
             .map_err(db_err("reading a mirrored blob"))?
             .and_then(|v| std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok())))
     }
 
     pub fn mirror_blob(&self, upstream: &str, d: &Digest) -> Result<bool> {
         self.db
-            .contains_key(key("B/", &[upstream, &d.to_string()]))
+            .contains_key(layout::mirror_blob(upstream, d))
             .map_err(db_err("reading a mirrored blob"))
     }
 
@@ -593,29 +589,32 @@ impl Index {
         d: &Digest,
         meta: &ManifestMeta,
     ) -> Result<()> {
-        self.insert(key("M/", &[upstream, &d.to_string()]), encode(meta))
-            .map(|_| ())
-            .map_err(db_err("recording a mirrored manifest"))
+        self.insert(
+            layout::mirror_manifest(upstream, d),
+            layout::encode_meta(meta),
+        )
+        .map(|_| ())
+        .map_err(db_err("recording a mirrored manifest"))
     }
 
     pub fn mirror_manifest(&self, upstream: &str, d: &Digest) -> Result<Option<ManifestMeta>> {
         self.db
-            .get(key("M/", &[upstream, &d.to_string()]))
+            .get(layout::mirror_manifest(upstream, d))
             .map_err(db_err("reading a mirrored manifest"))?
-            .map(|v| decode(&v))
+            .map(|v| decode_meta(&v))
             .transpose()
     }
 
     /// Forgets a cached mirrored manifest (its file is gone).
     pub(super) fn remove_mirror_manifest(&self, upstream: &str, d: &Digest) -> Result<()> {
-        self.remove(key("M/", &[upstream, &d.to_string()]))
+        self.remove(layout::mirror_manifest(upstream, d))
             .map(|_| ())
             .map_err(db_err("forgetting a mirrored manifest"))
     }
 
     /// Forgets a cached mirrored blob (its file is gone).
     pub(super) fn remove_mirror_blob(&self, upstream: &str, d: &Digest) -> Result<()> {
-        self.remove(key("B/", &[upstream, &d.to_string()]))
+        self.remove(layout::mirror_blob(upstream, d))
             .map(|_| ())
             .map_err(db_err("forgetting a mirrored blob"))
     }
@@ -629,18 +628,18 @@ impl Index {
         tag: &str,
         d: &Digest,
     ) -> Result<()> {
-        let k = key("T/", &[upstream, repo, tag]);
-        let v = d.to_string();
+        let k = layout::mirror_tag(upstream, repo, tag);
+        let v = layout::digest_bytes(d);
         let old = self.db.get(&k).map_err(db_err("reading a mirrored tag"))?;
-        if old.as_deref() != Some(v.as_bytes()) {
-            self.insert(k, v.as_bytes())
+        if old.as_deref() != Some(v.as_slice()) {
+            self.insert(k, v)
                 .map_err(db_err("recording a mirrored tag"))?;
         }
         Ok(())
     }
 
     pub fn mirror_tag(&self, upstream: &str, repo: &str, tag: &str) -> Result<Option<Digest>> {
-        self.digest_at(key("T/", &[upstream, repo, tag]))
+        self.digest_at(layout::mirror_tag(upstream, repo, tag))
     }
 
     /// Tags of a mirrored repository known from earlier pulls.
@@ -651,8 +650,10 @@ impl Index {
         last: Option<&str>,
         n: usize,
     ) -> Result<Vec<String>> {
-        let mut prefix = key("T/", &[upstream, repo]);
-        prefix.push(0);
+        let prefix = layout::under(
+            "T/",
+            &[layout::Part::Text(upstream), layout::Part::Text(repo)],
+        );
         self.list_after(prefix, last, n)
     }
 
@@ -665,8 +666,10 @@ impl Index {
         last: Option<&str>,
         n: usize,
     ) -> Result<Vec<(String, Digest)>> {
-        let mut prefix = key("T/", &[upstream, repo]);
-        prefix.push(0);
+        let prefix = layout::under(
+            "T/",
+            &[layout::Part::Text(upstream), layout::Part::Text(repo)],
+        );
         self.tagged(prefix, last, n)
     }
 
@@ -697,7 +700,7 @@ impl Index {
                 break;
             }
             let tag = String::from_utf8_lossy(&k[prefix.len()..]).into_owned();
-            if let Some(d) = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()) {
+            if let Some(d) = layout::read_digest(&v) {
                 out.push((tag, d));
             }
         }
@@ -740,34 +743,45 @@ impl Index {
         Ok(out)
     }
 
-    /// Last recorded access of `d`, unix milliseconds.
-    pub fn access_time(&self, d: &Digest) -> Result<Option<u64>> {
+    /// What the index keeps about blob file `d` (local: never journaled).
+    fn file(&self, d: &Digest) -> Result<Option<FileRecord>> {
         Ok(self
             .db
-            .get(key("A/", &[&d.to_string()]))
-            .map_err(db_err("reading an access time"))?
-            .and_then(|v| std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok())))
+            .get(layout::file(d))
+            .map_err(db_err("reading a blob's record"))?
+            .and_then(|v| FileRecord::decode(&v)))
+    }
+
+    /// Changes blob file `d`'s record atomically (the seal and the access
+    /// time are written by different tasks): `f` gets the current record
+    /// (a default one when there is none); an empty result removes it.
+    fn update_file(&self, d: &Digest, f: impl Fn(&mut FileRecord)) -> Result<()> {
+        self.db
+            .update_and_fetch(layout::file(d), |old| {
+                let mut r = old.and_then(FileRecord::decode).unwrap_or_default();
+                f(&mut r);
+                (!r.is_empty()).then(|| r.encode())
+            })
+            .map(|_| ())
+            .map_err(db_err("recording a blob's record"))
+    }
+
+    /// Last recorded access of `d`, unix milliseconds.
+    pub fn access_time(&self, d: &Digest) -> Result<Option<u64>> {
+        Ok(self.file(d)?.map(|r| r.access).filter(|&t| t > 0))
     }
 
     /// Records the seal (ctime and length) of a committed blob file.
     pub(super) fn put_seal(&self, d: &Digest, seal: &str) -> Result<()> {
-        self.insert(key("s/", &[&d.to_string()]), seal.as_bytes())
-            .map(|_| ())
-            .map_err(db_err("recording a seal"))
+        self.update_file(d, |r| r.seal = seal.to_string())
     }
 
     pub(super) fn seal(&self, d: &Digest) -> Result<Option<String>> {
-        Ok(self
-            .db
-            .get(key("s/", &[&d.to_string()]))
-            .map_err(db_err("reading a seal"))?
-            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+        Ok(self.file(d)?.map(|r| r.seal).filter(|s| !s.is_empty()))
     }
 
     pub(super) fn remove_seal(&self, d: &Digest) -> Result<()> {
-        self.remove(key("s/", &[&d.to_string()]))
-            .map(|_| ())
-            .map_err(db_err("removing a seal"))
+        self.update_file(d, |r| r.seal.clear())
     }
 
     /// Takes the mirror cache's totals saved at the last clean shutdown,
@@ -813,15 +827,11 @@ impl Index {
         for (prefix, manifest) in [(&b"B/"[..], false), (&b"M/"[..], true)] {
             for kv in self.db.scan_prefix(prefix) {
                 let (k, v) = kv.map_err(db_err("scanning the cache"))?;
-                let rest = String::from_utf8_lossy(&k[2..]);
-                let Some((upstream, digest)) = rest.split_once('\0') else {
-                    continue;
-                };
-                let Ok(digest) = digest.parse::<Digest>() else {
+                let Some((upstream, digest)) = layout::name_and_digest(&k) else {
                     continue;
                 };
                 let size = if manifest {
-                    decode::<ManifestMeta>(&v).map(|m| m.size).unwrap_or(0)
+                    layout::decode_meta(&v).map_or(0, |m| m.size)
                 } else {
                     std::str::from_utf8(&v)
                         .ok()
@@ -829,7 +839,7 @@ impl Index {
                         .unwrap_or(0)
                 };
                 f(MirrorEntry {
-                    upstream: upstream.to_string(),
+                    upstream,
                     digest,
                     size,
                     manifest,
@@ -867,11 +877,8 @@ impl Index {
     ) -> Result<()> {
         for kv in self.db.scan_prefix(prefix) {
             let (k, _) = kv.map_err(db_err(context))?;
-            let rest = String::from_utf8_lossy(&k[prefix.len()..]);
-            if let Some((repo, d)) = rest.rsplit_once('\0') {
-                if let Ok(d) = d.parse::<Digest>() {
-                    f(repo, d);
-                }
+            if let Some((repo, d)) = layout::name_and_digest(&k) {
+                f(&repo, d);
             }
         }
         Ok(())
@@ -886,7 +893,7 @@ impl Index {
     ) -> Result<Vec<(String, Digest, ManifestMeta)>> {
         let start = match after {
             Some((repo, d)) => {
-                let mut k = key("m/", &[repo, &d.to_string()]);
+                let mut k = layout::manifest(repo, d);
                 k.push(0);
                 k
             }
@@ -901,11 +908,8 @@ impl Index {
             if !k.starts_with(b"m/") {
                 break;
             }
-            let rest = String::from_utf8_lossy(&k[2..]);
-            if let Some((repo, d)) = rest.rsplit_once('\0') {
-                if let Ok(d) = d.parse::<Digest>() {
-                    out.push((repo.to_string(), d, decode(&v)?));
-                }
+            if let Some((repo, d)) = layout::name_and_digest(&k) {
+                out.push((repo, d, decode_meta(&v)?));
             }
         }
         Ok(out)
@@ -914,25 +918,28 @@ impl Index {
     /// Last-access times (unix milliseconds) recorded so far.
     pub fn access_times(&self) -> Result<HashMap<Digest, u64>> {
         let mut out = HashMap::new();
-        for kv in self.db.scan_prefix(b"A/") {
+        for kv in self.db.scan_prefix(b"s/") {
             let (k, v) = kv.map_err(db_err("scanning access times"))?;
-            let Ok(d) = String::from_utf8_lossy(&k[2..]).parse::<Digest>() else {
+            let Some(d) = layout::parse_key(&k).and_then(|p| p.first()?.digest().cloned()) else {
                 continue;
             };
-            if let Some(t) = std::str::from_utf8(&v).ok().and_then(|s| s.parse().ok()) {
-                out.insert(d, t);
+            match FileRecord::decode(&v) {
+                Some(r) if r.access > 0 => {
+                    out.insert(d, r.access);
+                }
+                _ => {}
             }
         }
         Ok(out)
     }
 
-    /// Records last-access times in one batch.
+    /// Records last-access times (each blob's record changes on its own:
+    /// a seal may be written meanwhile).
     pub(super) fn put_access_times(&self, times: &[(Digest, u64)]) -> Result<()> {
-        let mut b = Changes::default();
         for (d, t) in times {
-            b.insert(key("A/", &[&d.to_string()]), t.to_string().as_bytes());
+            self.update_file(d, |r| r.access = *t)?;
         }
-        self.apply(b).map_err(db_err("recording access times"))
+        Ok(())
     }
 
     /// Forgets every mirror record of each digest (with its size and
@@ -972,10 +979,7 @@ impl Index {
                 continue;
             };
             let upstream = String::from_utf8_lossy(upstream).into_owned();
-            let Some(d) = std::str::from_utf8(&v)
-                .ok()
-                .and_then(|s| s.parse::<Digest>().ok())
-            else {
+            let Some(d) = layout::read_digest(&v) else {
                 continue;
             };
             let entry = (upstream, d);
@@ -999,12 +1003,10 @@ impl Index {
     /// Removes every local link to `d` (garbage collection).
     pub(super) fn unlink_everywhere(&self, d: &Digest, repos: &[String]) -> Result<()> {
         let mut b = Changes::default();
-        let ds = d.to_string();
         for r in repos {
-            b.remove(key("l/", &[r, &ds]));
+            b.remove(layout::link(r, d));
         }
-        b.remove(key("A/", &[&ds]));
-        b.remove(key("s/", &[&ds]));
+        b.remove(layout::file(d));
         self.apply(b).map_err(db_err("unlinking collected blobs"))
     }
 
@@ -1029,8 +1031,11 @@ impl Index {
 /// The smallest key after every tag record of mirrored `upstream`/`repo`
 /// (tags are printable ASCII, so no tag key reaches byte 0xff).
 fn past_repo(upstream: &str, repo: &str) -> Vec<u8> {
-    let mut k = key("T/", &[upstream, repo]);
-    k.extend_from_slice(&[0, 0xff]);
+    let mut k = layout::under(
+        "T/",
+        &[layout::Part::Text(upstream), layout::Part::Text(repo)],
+    );
+    k.push(0xff);
     k
 }
 
@@ -1211,7 +1216,8 @@ mod tests {
             Some(&other),
         );
         let list = |after: Option<&str>| -> Vec<String> {
-            idx.referrers_after(&a, &s, after)
+            let after: Option<Digest> = after.map(|a| a.parse().unwrap());
+            idx.referrers_after(&a, &s, after.as_ref())
                 .map(|d| d.unwrap().digest.to_string())
                 .collect()
         };
@@ -1222,7 +1228,8 @@ mod tests {
         assert_eq!(all, sorted);
         assert_eq!(list(Some(&all[1])), all[2..]);
         assert!(list(Some(&all[4])).is_empty());
-        assert_eq!(list(Some("sha256:")), all, "before every digest");
+        let before_all = format!("sha256:{}", "0".repeat(64));
+        assert_eq!(list(Some(&before_all)), all, "before every digest");
     }
 
     /// The sled 0.34 `flush_async` deadlock (spacejam/sled#1308) showed up
