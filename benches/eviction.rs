@@ -1,8 +1,11 @@
-//! Eviction under sustained fills: sixteen clients pull distinct small
-//! blobs through a Wharf whose `--max-cache-size` holds a fraction of them,
-//! as fast as they can, while four more clients keep pulling a few hot
-//! blobs (cache hits). Reports the fill rate, how far the cache went over
-//! its limit (sampled from `/metrics` every 10 ms), what was evicted, and
+//! Eviction under sustained fills: clients pull distinct blobs through a
+//! Wharf whose `--max-cache-size` holds a fraction of them, as fast as
+//! they can, while four more clients keep pulling a few hot blobs (cache
+//! hits). Two cases: 20,000 small blobs (4 KiB, 16 fill clients, 8 MiB
+//! limit) and 40 large ones (64 MiB, 4 fill clients, 1 GiB limit).
+//! Reports the fill rate, how far the cache went over its limit (sampled
+//! from `/metrics` every 10 ms), the eviction rounds (count, mean, and the
+//! histogram bucket holding the longest), what was evicted, and
 //! the latency of the cache hits during eviction beside the same hits with
 //! no fills running and with the same fills into a Wharf with no limit
 //! (the load without eviction: the fair baseline). The upstream is the tests' counting proxy answering
@@ -10,8 +13,9 @@
 //! not serve them fast enough); distribution's proxy has no size bound, so
 //! it has no column here.
 //!
-//! Run: `cargo bench --bench eviction` (release build). `WHARF_BENCH_QUICK=1`
-//! shrinks it for a smoke run. `WHARF_TEST_BIN` measures another build;
+//! Run: `cargo bench --bench eviction` (release build; about 3 minutes).
+//! `WHARF_BENCH_QUICK=1` runs a small case only, smaller, for a smoke run;
+//! `WHARF_BENCH_EVICTION_CASES=small` or `=large` picks one case. `WHARF_TEST_BIN` measures another build;
 //! `WHARF_BENCH_BEFORE=PATH` measures a second build (an earlier one)
 //! beside it in the same run. Prints a table, writes
 //! `target/bench-eviction.json`.
@@ -29,14 +33,16 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use support::{fmt, free_port, Server};
 
-const HOT: usize = 16;
-const FILLERS: usize = 16;
 const HITTERS: usize = 4;
 
 struct Sizes {
+    name: &'static str,
     blobs: usize,
     blob: usize,
     limit: u64,
+    /// Blobs kept hot (pulled over and over), and clients filling.
+    hot: usize,
+    fillers: usize,
     baseline_secs: f64,
 }
 
@@ -55,6 +61,11 @@ struct Row {
     hit_p50_ms_filling: f64,
     hit_p99_ms_filling: f64,
     hot_refetched: usize,
+    peak_over_limit_blobs: f64,
+    rounds: f64,
+    round_mean_ms: f64,
+    /// The upper bound of the histogram bucket holding the longest round.
+    round_max_le_ms: f64,
 }
 
 fn start_wharf(bin: &str, upstream: &str, limit: Option<u64>) -> Server {
@@ -84,6 +95,35 @@ async fn metric(api: &Api, line_prefix: &str) -> f64 {
         .find_map(|l| l.strip_prefix(line_prefix))
         .and_then(|v| v.trim().parse::<f64>().ok())
         .unwrap_or(0.0)
+}
+
+/// The eviction rounds from `/metrics`: how many, their mean (ms), and
+/// the upper bound (ms) of the highest histogram bucket holding one.
+async fn rounds(api: &Api) -> (f64, f64, f64) {
+    let text = api.get("/metrics").await.text().await.unwrap_or_default();
+    let value = |l: &str| l.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok());
+    let (mut count, mut sum, mut max_le) = (0.0, 0.0, 0.0);
+    let mut below = 0.0;
+    for l in text.lines() {
+        if let Some(rest) = l.strip_prefix("wharf_eviction_round_seconds_bucket{le=\"") {
+            let le = rest.split('"').next().unwrap_or("");
+            let n = value(l).unwrap_or(0.0);
+            if n > below {
+                max_le = le.parse::<f64>().unwrap_or(f64::INFINITY);
+            }
+            below = n;
+        } else if l.starts_with("wharf_eviction_round_seconds_count") {
+            count = value(l).unwrap_or(0.0);
+        } else if l.starts_with("wharf_eviction_round_seconds_sum") {
+            sum = value(l).unwrap_or(0.0);
+        }
+    }
+    let mean = if count > 0.0 {
+        sum / count * 1000.0
+    } else {
+        0.0
+    };
+    (count, mean, max_le * 1000.0)
 }
 
 async fn mirrored_bytes(api: &Api) -> f64 {
@@ -136,13 +176,18 @@ async fn warm(api: &Api, hot: &[String]) {
 /// Runs the fills of `cold` from `FILLERS` clients while the hot blobs are
 /// pulled: the hits' latencies (sorted, ms), the seconds the fills took
 /// and the peak of the cache's size (sampled every 10 ms).
-async fn hits_during_fills(api: &Api, hot: &[String], cold: &[String]) -> (Vec<f64>, f64, f64) {
+async fn hits_during_fills(
+    api: &Api,
+    hot: &[String],
+    cold: &[String],
+    fillers: usize,
+) -> (Vec<f64>, f64, f64) {
     let stop = AtomicBool::new(false);
     let next = AtomicUsize::new(0);
     let started = Instant::now();
     let fills = async {
-        futures_util::stream::iter(0..FILLERS)
-            .for_each_concurrent(FILLERS, |_| async {
+        futures_util::stream::iter(0..fillers)
+            .for_each_concurrent(fillers, |_| async {
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     let Some(d) = cold.get(i) else { break };
@@ -169,14 +214,14 @@ async fn hits_during_fills(api: &Api, hot: &[String], cold: &[String]) -> (Vec<f
 }
 
 async fn measure(bin: &str, up: &Upstream, digests: &[String], s: &Sizes) -> Row {
-    let (hot, cold) = digests.split_at(HOT);
+    let (hot, cold) = digests.split_at(s.hot);
     // The same fills with no limit (nothing evicted): what the hits cost
     // under this load without eviction.
     let filling = {
         let w = start_wharf(bin, &up.addr, None);
         let api = Api::at(&w.addr);
         warm(&api, hot).await;
-        hits_during_fills(&api, hot, cold).await.0
+        hits_during_fills(&api, hot, cold, s.fillers).await.0
     };
     let w = start_wharf(bin, &up.addr, Some(s.limit));
     let api = Api::at(&w.addr);
@@ -190,7 +235,7 @@ async fn measure(bin: &str, up: &Upstream, digests: &[String], s: &Sizes) -> Row
     let (idle_lat, ()) = tokio::join!(hit_latencies(&api, hot, &stop), idle);
 
     // Hits while fills run and eviction follows them.
-    let (busy_lat, secs, peak) = hits_during_fills(&api, hot, cold).await;
+    let (busy_lat, secs, peak) = hits_during_fills(&api, hot, cold, s.fillers).await;
     // Let the last round finish.
     let mut settled = mirrored_bytes(&api).await;
     for _ in 0..100 {
@@ -201,6 +246,7 @@ async fn measure(bin: &str, up: &Upstream, digests: &[String], s: &Sizes) -> Row
         settled = mirrored_bytes(&api).await;
     }
     let evicted = metric(&api, "wharf_evictions_total ").await;
+    let (rounds, round_mean_ms, round_max_le_ms) = rounds(&api).await;
     up.reset();
     for d in hot {
         let _ = api
@@ -225,25 +271,46 @@ async fn measure(bin: &str, up: &Upstream, digests: &[String], s: &Sizes) -> Row
         hit_p50_ms_filling: percentile(&filling, 0.5),
         hit_p99_ms_filling: percentile(&filling, 0.99),
         hot_refetched,
+        peak_over_limit_blobs: (peak - limit).max(0.0) / s.blob as f64,
+        rounds,
+        round_mean_ms,
+        round_max_le_ms,
     }
 }
 
 fn main() {
     let quick = std::env::var("WHARF_BENCH_QUICK").is_ok_and(|v| v != "0");
-    let s = if quick {
-        Sizes {
+    let small = Sizes {
+        name: "small",
+        blobs: 20_000,
+        blob: 4096,
+        limit: 8 << 20,
+        hot: 16,
+        fillers: 16,
+        baseline_secs: 5.0,
+    };
+    let cases: Vec<Sizes> = if quick {
+        vec![Sizes {
             blobs: 1_500,
-            blob: 4096,
             limit: 1 << 20,
             baseline_secs: 1.0,
-        }
+            ..small
+        }]
     } else {
-        Sizes {
-            blobs: 20_000,
-            blob: 4096,
-            limit: 8 << 20,
+        let large = Sizes {
+            name: "large",
+            blobs: 40,
+            blob: 64 << 20,
+            limit: 1 << 30,
+            hot: 2,
+            fillers: 4,
             baseline_secs: 5.0,
-        }
+        };
+        let pick = std::env::var("WHARF_BENCH_EVICTION_CASES").unwrap_or_default();
+        [small, large]
+            .into_iter()
+            .filter(|c| pick.is_empty() || pick.split(',').any(|p| p == c.name))
+            .collect()
     };
     let current =
         std::env::var("WHARF_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_wharf").to_string());
@@ -252,51 +319,73 @@ fn main() {
         builds.push(("wharf before", before));
     }
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let rows: Vec<(&str, Vec<Row>)> = rt.block_on(async {
-        // The blobs come from memory (the counting proxy answers them
-        // itself): the reference registry could not serve small blobs
-        // faster than about 300 a second here, short of the load to show.
-        let up = Upstream::start(false);
-        let mut blobs = std::collections::HashMap::new();
-        let digests: Vec<String> = (0..s.blobs + HOT)
-            .map(|i| {
-                let b = blob(i, s.blob);
-                let d = common::sha256(&b);
-                blobs.insert(d.clone(), bytes::Bytes::from(b));
-                d
-            })
-            .collect();
-        up.set_faults(common::upstream::Faults {
-            memory_blobs: Some(std::sync::Arc::new(blobs)),
-            ..Default::default()
+    let mut all: Vec<(String, Vec<Row>)> = Vec::new();
+    for s in &cases {
+        let rows: Vec<(&str, Vec<Row>)> = rt.block_on(async {
+            // The blobs come from memory (the counting proxy answers them
+            // itself): the reference registry could not serve small blobs
+            // faster than about 300 a second here, short of the load to show.
+            let up = Upstream::start(false);
+            let mut blobs = std::collections::HashMap::new();
+            let digests: Vec<String> = (0..s.blobs + s.hot)
+                .map(|i| {
+                    let b = blob(i, s.blob);
+                    let d = common::sha256(&b);
+                    blobs.insert(d.clone(), bytes::Bytes::from(b));
+                    d
+                })
+                .collect();
+            up.set_faults(common::upstream::Faults {
+                memory_blobs: Some(std::sync::Arc::new(blobs)),
+                ..Default::default()
+            });
+            let mut rows = Vec::new();
+            for (name, bin) in &builds {
+                eprintln!("measuring {name}, {} blobs ...", s.name);
+                rows.push((*name, vec![measure(bin, &up, &digests, s).await]));
+            }
+            rows
         });
-        let mut rows = Vec::new();
-        for (name, bin) in &builds {
-            eprintln!("measuring {name} ...");
-            rows.push((*name, vec![measure(bin, &up, &digests, &s).await]));
+        print_table(s, quick, &rows);
+        for (name, r) in rows {
+            all.push((format!("{name} ({})", s.name), r));
         }
-        rows
-    });
+    }
+    let all: Vec<(&str, Vec<Row>)> = all.iter().map(|(n, r)| (n.as_str(), r.clone())).collect();
+    support::write_results("bench-eviction.json", quick, 1, &all);
+}
+
+fn print_table(s: &Sizes, quick: bool, rows: &[(&str, Vec<Row>)]) {
     println!(
-        "\n{} distinct {}-byte blobs through a {} KiB cache ({FILLERS} fill clients, {HITTERS} clients on {HOT} hot blobs){}\n",
+        "\n{} distinct {} blobs through a {} cache ({} fill clients, {HITTERS} clients on {} hot blobs){}\n",
         s.blobs,
-        s.blob,
-        s.limit >> 10,
+        support::size_label(s.blob as u64),
+        support::size_label(s.limit),
+        s.fillers,
+        s.hot,
         if quick { ", quick run" } else { "" }
     );
     let header: Vec<&str> = rows.iter().map(|(n, _)| *n).collect();
     println!("| metric | {} |", header.join(" | "));
     println!("|---|{}", "---|".repeat(header.len()));
     type Metric = (&'static str, fn(&Row) -> f64, usize);
-    let metrics: [Metric; 12] = [
+    let metrics: [Metric; 16] = [
         ("fills per second", |r| r.fills_per_s, 0),
         ("peak over the limit (%)", |r| r.peak_over_limit_pct, 1),
+        (
+            "peak over the limit (blobs)",
+            |r| r.peak_over_limit_blobs,
+            1,
+        ),
         (
             "after the fills (% of the limit)",
             |r| r.settled_pct_of_limit,
             1,
         ),
         ("items evicted", |r| r.evicted_items, 0),
+        ("eviction rounds", |r| r.rounds, 0),
+        ("round time, mean (ms)", |r| r.round_mean_ms, 1),
+        ("longest round, at most (ms)", |r| r.round_max_le_ms, 0),
         ("cache hit p50, no fills (ms)", |r| r.hit_p50_ms_idle, 2),
         ("cache hit p99, no fills (ms)", |r| r.hit_p99_ms_idle, 2),
         (
@@ -321,5 +410,4 @@ fn main() {
             .collect();
         println!("| {label} | {} |", cells.join(" | "));
     }
-    support::write_results("bench-eviction.json", quick, 1, &rows);
 }

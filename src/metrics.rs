@@ -437,6 +437,7 @@ pub struct Metrics {
     upload_sessions: Gauge,
     evictions: Counter,
     evicted_bytes: Counter,
+    eviction_rounds: Durations,
     gc_removed_bytes: Counter,
     /// `[source][content type]`: local/mirror × image/helm/volume/other.
     manifests_stored: [[Counter; 4]; 2],
@@ -557,6 +558,12 @@ impl Metrics {
             "Bytes of mirrored content evicted past --max-cache-size",
             evicted_bytes.clone(),
         );
+        let eviction_rounds = Durations::default();
+        r.register(
+            "wharf_eviction_round_seconds",
+            "How long each eviction round took (reading the index, choosing and removing)",
+            eviction_rounds.clone(),
+        );
         let gc_removed_bytes = Counter::default();
         r.register(
             "wharf_gc_removed_bytes",
@@ -603,6 +610,7 @@ impl Metrics {
             upload_sessions,
             evictions,
             evicted_bytes,
+            eviction_rounds,
             gc_removed_bytes,
             manifests_stored,
             health: Default::default(),
@@ -656,6 +664,11 @@ impl Metrics {
     pub fn evicted(&self, items: u64, bytes: u64) {
         self.evictions.inc_by(items);
         self.evicted_bytes.inc_by(bytes);
+    }
+
+    /// Times one eviction round.
+    pub fn eviction_round(&self, took: Duration) {
+        self.eviction_rounds.observe(took);
     }
 
     pub fn gc_removed(&self, bytes: u64) {

@@ -365,6 +365,27 @@ impl CacheTracker {
             return Ok(Evicted::default());
         };
         let _round = self.round.lock().await;
+        let timer = std::time::Instant::now();
+        let out = self.round(limit, gc_lock).await;
+        crate::metrics::METRICS.eviction_round(timer.elapsed());
+        if let Ok(out) = &out {
+            if out.items > 0 {
+                tracing::info!(
+                    evicted = out.items,
+                    freed_bytes = out.bytes,
+                    cache_bytes = self.bytes(),
+                    limit_bytes = limit,
+                    took_ms = timer.elapsed().as_millis() as u64,
+                    "evicted least recently used mirrored content"
+                );
+            }
+        }
+        out
+    }
+
+    /// One eviction round (see [`CacheTracker::evict`]), holding the
+    /// round lock.
+    async fn round(&self, limit: u64, gc_lock: &tokio::sync::RwLock<()>) -> Result<Evicted> {
         let started = unix_now();
         self.flush_access()?;
         let unit = self.unit;
@@ -501,15 +522,6 @@ impl CacheTracker {
             tracing::debug!(tags, "forgot mirrored tags of evicted manifests");
         }
         crate::metrics::METRICS.evicted(out.items as u64, out.bytes);
-        if out.items > 0 {
-            tracing::info!(
-                evicted = out.items,
-                freed_bytes = out.bytes,
-                cache_bytes = self.bytes(),
-                limit_bytes = limit,
-                "evicted least recently used mirrored content"
-            );
-        }
         Ok(out)
     }
 }
