@@ -24,7 +24,7 @@
 //!   1,000 manifest GETs of random tags (16 clients) and the full tag
 //!   lists of 20 repositories;
 //! - with the server stopped: bytes allocated on disk (`st_blocks`, as
-//!   `du`), split into the index (`DATA/index`; for distribution its
+//!   `du`), split into the index (`DATA/index*`; for distribution its
 //!   `repositories/` tree of links) and the rest (blobs); then `wharf gc
 //!   --dry-run` and `wharf verify` (distribution: `docker-registry
 //!   garbage-collect --dry-run`), wall time and peak RSS (GNU time's `%M`).
@@ -181,11 +181,20 @@ impl System {
         cmd
     }
 
-    /// The index: Wharf's `DATA/index`, distribution's tree of links.
-    fn index_dir(&self) -> PathBuf {
+    /// The index: Wharf's `DATA/index*` (the database directory, and from
+    /// index layout 2 on the file naming its layout and the lock),
+    /// distribution's tree of links.
+    fn index_paths(&self) -> Vec<PathBuf> {
         match self.kind {
-            Kind::Wharf => self.data().join("index"),
-            Kind::Distribution => self.data().join("docker/registry/v2/repositories"),
+            Kind::Wharf => std::fs::read_dir(self.data())
+                .map(|d| {
+                    d.filter_map(|e| e.ok())
+                        .filter(|e| e.file_name().to_string_lossy().starts_with("index"))
+                        .map(|e| e.path())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            Kind::Distribution => vec![self.data().join("docker/registry/v2/repositories")],
         }
     }
 }
@@ -464,7 +473,7 @@ fn step(rt: &tokio::runtime::Runtime, sys: &mut System, images: usize) {
 
     // On disk, with no server running.
     let (total, entries) = allocated(&sys.data());
-    let (index, _) = allocated(&sys.index_dir());
+    let index: u64 = sys.index_paths().iter().map(|p| allocated(p).0).sum();
     row.data_bytes = Some(total as f64);
     row.index_bytes = Some(index as f64);
     row.other_bytes = Some((total - index) as f64);

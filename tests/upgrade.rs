@@ -89,7 +89,11 @@ async fn a_data_directory_from_before_index_layout_2_serves_the_same() {
     assert_eq!(pull(&w, "golden/app:v2", &tmp.path().join("v2-back")), v2);
     w.stop();
 
-    // Every seal came across: verify finds each blob as it was stored.
+    // Every blob is as it was stored (verify hashes them all), and the
+    // old index directory is gone: a file stands in its place, which
+    // keeps older builds from starting here.
+    assert!(data.join("index").is_file() && data.join("index.v2").is_dir());
+    assert!(!data.join("index.layout1").exists());
     let (code, out) = wharf_cli(&["verify", "--data", &data.display().to_string()]);
     assert_eq!(code, 0, "{out}");
 }

@@ -1,20 +1,35 @@
-//! Opening the index at its current layout. A data directory written by a
-//! Wharf before layout 2 (text digests, JSON manifest records, seals and
-//! access times apart) is rewritten once, at start-up: the new index is
-//! built beside the old one (`index.migrating`), flushed, then swapped in
-//! by two renames, and the old one removed. An interrupted migration
-//! leaves either the old index whole (the partial new one is dropped and
-//! the migration runs again) or the new one complete (the swap is
-//! finished). An index written by a newer layout is refused, never
-//! changed. The bucket's records keep their text form whatever the local
-//! layout (see `store::journal`), so a bucket needs no migration.
+//! Opening the index at its current layout, and keeping builds that
+//! cannot read it away from it. The records live in `DATA/index.v2`;
+//! `DATA/index` is a small file naming the layout. Wharf builds before
+//! layout 2 kept their records in a sled directory at `DATA/index`: a
+//! file there stops them at start-up instead of letting them misread
+//! binary digests (their garbage collection would find no references and
+//! remove local blobs). `DATA/index.lock` is held while the index is open,
+//! so a second process never touches a migration in progress.
+//!
+//! A layout 1 directory found at `DATA/index` is rewritten once: the new
+//! index is built beside it (`index.v2.migrating`), flushed, renamed to
+//! `index.v2`; then the old directory is set aside (`index.layout1`), the
+//! file written, and the old directory removed. A stop at any point
+//! resumes from the step it reached; the old records are removed only
+//! once the new index and the file are in place. An index of a newer
+//! layout is refused, never changed. The bucket's records keep their text
+//! form whatever the local layout (see `store::journal`), so a bucket
+//! needs no migration.
 
 use super::layout::{self, FileRecord, LAYOUT, LAYOUT_KEY};
 use crate::error::{Error, Result};
+use fs2::FileExt;
 use std::path::{Path, PathBuf};
 
 /// Records written per batch while migrating.
 const BATCH: usize = 4096;
+
+/// What the file at `DATA/index` says after its first line (`layout N`).
+const NOTE: &str = "This data directory's index is in index.v2 (Wharf index layout 2).
+Wharf builds before index layout 2 read a directory at this path; this
+file keeps them from starting on a data directory they would misread.
+";
 
 fn err(what: &'static str) -> impl FnOnce(sled::Error) -> Error {
     move |e| Error::storage(what, e)
@@ -22,6 +37,10 @@ fn err(what: &'static str) -> impl FnOnce(sled::Error) -> Error {
 
 fn io_err(what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
     move |e| Error::storage(what, e)
+}
+
+fn refuse(message: String) -> Error {
+    Error::storage("opening the index", std::io::Error::other(message))
 }
 
 /// `index` → `index.<suffix>`, beside it.
@@ -42,51 +61,102 @@ fn open_db(path: &Path, cache_bytes: u64) -> Result<sled::Db> {
         ))
 }
 
-/// Opens the index at `path`, migrating it to the current layout first
-/// when it is older.
+/// The lock held while an index is open: the `DATA/index.lock` file,
+/// locked exclusively (released when the last handle closes).
+pub(super) fn lock(path: &Path) -> Result<std::fs::File> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io_err("creating the data directory"))?;
+    }
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(sibling(path, "lock"))
+        .map_err(io_err("opening the index lock"))?;
+    f.try_lock_exclusive().map_err(|_| {
+        refuse("the index is in use (is a wharf server running on this data directory?)".into())
+    })?;
+    Ok(f)
+}
+
+/// Opens the index whose marker is at `path` (`DATA/index`), migrating a
+/// layout 1 index found there first. The caller holds [`lock`].
 pub(super) fn open(path: &Path, cache_bytes: u64) -> Result<sled::Db> {
-    finish_interrupted(path)?;
-    let db = open_db(path, cache_bytes)?;
-    match db.get(LAYOUT_KEY).map_err(err("reading the index"))? {
-        Some(v) if v == LAYOUT => return Ok(db),
-        Some(v) => {
-            return Err(Error::storage(
-                "opening the index",
-                std::io::Error::other(format!(
-                    "its layout {} is newer than this wharf's ({}): run a newer wharf on this data directory",
-                    String::from_utf8_lossy(&v),
-                    String::from_utf8_lossy(LAYOUT)
-                )),
-            ))
+    let live = sibling(path, "v2");
+    let staged = sibling(path, "v2.migrating");
+    let parked = sibling(path, "layout1");
+    if path.is_file() {
+        let text = std::fs::read_to_string(path).map_err(io_err("reading DATA/index"))?;
+        let first = text.lines().next().unwrap_or_default();
+        if first != format!("layout {}", String::from_utf8_lossy(LAYOUT)) {
+            return Err(refuse(format!(
+                "{} says {first:?}: a newer wharf wrote this data directory; run a newer wharf on it",
+                path.display()
+            )));
         }
-        None => {}
+    } else if path.is_dir() {
+        if !live.exists() {
+            migrate(path, &staged, &live, cache_bytes)?;
+        }
+        std::fs::rename(path, &parked).map_err(io_err("setting the old index aside"))?;
+        sync_parent(path)?;
     }
-    if db.first().map_err(err("reading the index"))?.is_none() {
-        db.insert(LAYOUT_KEY, LAYOUT)
-            .map_err(err("writing the index"))?;
-        db.flush().map_err(err("flushing the index"))?;
-        return Ok(db);
+    if !path.exists() {
+        let tmp = sibling(path, "tmp");
+        let text = format!("layout {}\n{NOTE}", String::from_utf8_lossy(LAYOUT));
+        std::fs::write(&tmp, text).map_err(io_err("writing DATA/index"))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(io_err("writing DATA/index"))?;
+        std::fs::rename(&tmp, path).map_err(io_err("writing DATA/index"))?;
+        sync_parent(path)?;
     }
+    for leftover in [&parked, &staged] {
+        if leftover.exists() {
+            std::fs::remove_dir_all(leftover).map_err(io_err("removing the old index"))?;
+        }
+    }
+    let db = open_db(&live, cache_bytes)?;
+    match db.get(LAYOUT_KEY).map_err(err("reading the index"))? {
+        Some(v) if v == LAYOUT => {}
+        Some(v) => {
+            return Err(refuse(format!(
+                "its layout {} is newer than this wharf's ({}): run a newer wharf on this data directory",
+                String::from_utf8_lossy(&v),
+                String::from_utf8_lossy(LAYOUT)
+            )))
+        }
+        None => {
+            db.insert(LAYOUT_KEY, LAYOUT)
+                .map_err(err("writing the index"))?;
+            db.flush().map_err(err("flushing the index"))?;
+        }
+    }
+    Ok(db)
+}
+
+/// Builds `live` from the layout 1 index at `old`, through `staged`.
+fn migrate(old: &Path, staged: &Path, live: &Path, cache_bytes: u64) -> Result<()> {
     let started = std::time::Instant::now();
     tracing::info!(
-        index = %path.display(),
-        "the index has layout 1 (a wharf before 0.x wrote it): rewriting it in layout 2, once"
+        index = %old.display(),
+        "the index has layout 1 (written by a wharf before index layout 2): rewriting it in layout 2, once"
     );
-    let staged = sibling(path, "migrating");
+    if staged.exists() {
+        tracing::info!("dropping a partial index migration: it runs again");
+        std::fs::remove_dir_all(staged).map_err(io_err("removing a partial migration"))?;
+    }
     let (records, skipped) = {
-        let new = open_db(&staged, cache_bytes)?;
+        let db = open_db(old, cache_bytes)?;
+        let new = open_db(staged, cache_bytes)?;
         let counts = copy_layout1(&db, &new)?;
         new.insert(LAYOUT_KEY, LAYOUT)
             .map_err(err("writing the migrated index"))?;
         new.flush().map_err(err("flushing the migrated index"))?;
         counts
     };
-    drop(db);
-    let old = sibling(path, "layout1");
-    std::fs::rename(path, &old).map_err(io_err("setting the old index aside"))?;
-    std::fs::rename(&staged, path).map_err(io_err("putting the migrated index in place"))?;
-    sync_parent(path)?;
-    std::fs::remove_dir_all(&old).map_err(io_err("removing the old index"))?;
+    std::fs::rename(staged, live).map_err(io_err("putting the migrated index in place"))?;
+    sync_parent(live)?;
     if skipped > 0 {
         tracing::warn!(
             skipped,
@@ -98,38 +168,15 @@ pub(super) fn open(path: &Path, cache_bytes: u64) -> Result<sled::Db> {
         took_ms = started.elapsed().as_millis() as u64,
         "index migrated to layout 2"
     );
-    open_db(path, cache_bytes)
+    Ok(())
 }
 
-/// Makes the renames durable.
+/// Makes renames in the data directory durable.
 fn sync_parent(path: &Path) -> Result<()> {
     if let Some(parent) = path.parent() {
         std::fs::File::open(parent)
             .and_then(|d| d.sync_all())
             .map_err(io_err("syncing the data directory"))?;
-    }
-    Ok(())
-}
-
-/// Completes or undoes a migration a crash interrupted.
-fn finish_interrupted(path: &Path) -> Result<()> {
-    let (staged, old) = (sibling(path, "migrating"), sibling(path, "layout1"));
-    if !path.exists() && old.exists() {
-        if staged.exists() {
-            // Cut between the two renames: the staged index is complete.
-            std::fs::rename(&staged, path).map_err(io_err("finishing the index migration"))?;
-        } else {
-            std::fs::rename(&old, path).map_err(io_err("restoring the old index"))?;
-        }
-        sync_parent(path)?;
-        tracing::info!("finished an index migration a stop interrupted");
-    }
-    if staged.exists() {
-        tracing::info!("dropping a partial index migration: it runs again");
-        std::fs::remove_dir_all(&staged).map_err(io_err("removing a partial migration"))?;
-    }
-    if old.exists() {
-        std::fs::remove_dir_all(&old).map_err(io_err("removing the old index"))?;
     }
     Ok(())
 }
@@ -316,22 +363,38 @@ mod tests {
         assert_eq!(links, 3, "the record that did not parse is left out");
     }
 
+    fn open(path: &Path) -> Index {
+        Index::open(path, 1 << 20, None).unwrap()
+    }
+
     #[test]
     fn a_layout1_index_is_migrated_once_and_reads_the_same() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index");
         write_layout1(&path);
-        let idx = Index::open(&path, 1 << 20, None).unwrap();
+        let idx = open(&path);
         check_migrated(&idx);
         drop(idx);
-        assert!(!sibling(&path, "migrating").exists() && !sibling(&path, "layout1").exists());
+        assert!(path.is_file(), "a file stands where older builds look");
+        assert!(std::fs::read_to_string(&path)
+            .unwrap()
+            .starts_with("layout 2\n"));
+        for gone in ["v2.migrating", "layout1"] {
+            assert!(!sibling(&path, gone).exists(), "{gone}");
+        }
         // Opening again changes nothing.
-        let idx = Index::open(&path, 1 << 20, None).unwrap();
+        let idx = open(&path);
         check_migrated(&idx);
         // Changes after the migration are in layout 2 too.
         let app = RepoName::parse("lib/app").unwrap();
         idx.delete_tag(&app, &Tag::parse("v1").unwrap()).unwrap();
         assert_eq!(idx.tags(&app, None, 10).unwrap(), Vec::<String>::new());
+        // A second process cannot open it meanwhile.
+        let e = Index::open(&path, 1 << 20, None).err().unwrap();
+        assert!(e.to_string().contains("in use"), "{e}");
+        drop(idx);
+        // sled, as an older build opens it, cannot start on it.
+        assert!(sled::open(&path).is_err());
     }
 
     #[test]
@@ -340,35 +403,54 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index");
         write_layout1(&path);
-        let partial = sled::open(sibling(&path, "migrating")).unwrap();
+        let partial = sled::open(sibling(&path, "v2.migrating")).unwrap();
         partial.insert(b"p/half", b"").unwrap();
         partial.flush().unwrap();
         drop(partial);
-        check_migrated(&Index::open(&path, 1 << 20, None).unwrap());
+        check_migrated(&open(&path));
 
-        // Stopped between the renames: the complete new index is used.
+        // Stopped after the new index was in place, before the old one was
+        // set aside: the new one is used as it is.
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index");
         write_layout1(&path);
-        drop(Index::open(&path, 1 << 20, None).unwrap());
-        std::fs::rename(&path, sibling(&path, "migrating")).unwrap();
+        drop(open(&path));
+        std::fs::remove_file(&path).unwrap();
+        let db = sled::open(&path).unwrap();
+        db.insert(b"p/written-after", b"").unwrap();
+        db.flush().unwrap();
+        drop(db);
+        let idx = open(&path);
+        check_migrated(&idx);
+        assert!(path.is_file() && !sibling(&path, "layout1").exists());
+        drop(idx);
+
+        // Stopped after the old one was set aside, before the file.
+        std::fs::remove_file(&path).unwrap();
         write_layout1(&sibling(&path, "layout1"));
-        check_migrated(&Index::open(&path, 1 << 20, None).unwrap());
-        assert!(!sibling(&path, "layout1").exists());
+        check_migrated(&open(&path));
+        assert!(path.is_file() && !sibling(&path, "layout1").exists());
     }
 
     #[test]
     fn a_newer_layout_is_refused_untouched() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("index");
-        let db = sled::open(&path).unwrap();
+        drop(open(&path));
+        std::fs::write(&path, "layout 3\n").unwrap();
+        let e = Index::open(&path, 1 << 20, None).err().unwrap();
+        assert!(e.to_string().contains("newer"), "{e}");
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "layout 3\n");
+
+        std::fs::write(&path, format!("layout 2\n{NOTE}")).unwrap();
+        let db = sled::open(sibling(&path, "v2")).unwrap();
         db.insert(LAYOUT_KEY, b"3").unwrap();
         db.insert(b"p/x", b"").unwrap();
         db.flush().unwrap();
         drop(db);
         let e = Index::open(&path, 1 << 20, None).err().unwrap();
         assert!(e.to_string().contains("newer"), "{e}");
-        let db = sled::open(&path).unwrap();
+        let db = sled::open(sibling(&path, "v2")).unwrap();
         assert!(db.contains_key(b"p/x").unwrap());
     }
 }

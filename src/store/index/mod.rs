@@ -20,6 +20,9 @@
 //! | `C/counts` | the mirror cache's totals at the last clean shutdown (see `store::cache`) |
 //! | `V/layout` | the layout of the records (`migrate` turns older ones into this one) |
 //!
+//! The database is the directory `DATA/index.v2`; `DATA/index` is a file
+//! naming its layout (see `migrate`).
+//!
 //! Mirrored content is keyed by upstream, apart from local repositories:
 //! a mirrored name can never shadow a local one, nor the other way round.
 //! sled keeps keys sorted by bytes, so tags and repositories list in
@@ -105,6 +108,8 @@ pub struct Index {
     jobs: Arc<tokio::sync::Semaphore>,
     /// With a bucket: the durable records' changes on their way there.
     journal: Option<Arc<Journal>>,
+    /// `DATA/index.lock`, held while any handle is open.
+    _lock: Arc<std::fs::File>,
 }
 
 /// Changes applied to sled in one batch, and journaled.
@@ -196,6 +201,7 @@ impl Index {
         cache_bytes: u64,
         bucket: Option<Arc<Bucket>>,
     ) -> Result<Index> {
+        let lock = migrate::lock(path)?;
         let db = migrate::open(path, cache_bytes)?;
         let journal = match bucket {
             Some(b) => Some(Arc::new(Journal::open(b, db.clone())?)),
@@ -207,6 +213,7 @@ impl Index {
             gate: Default::default(),
             jobs: Arc::new(tokio::sync::Semaphore::new(BLOCKING_JOBS)),
             journal,
+            _lock: Arc::new(lock),
         })
     }
 
@@ -744,12 +751,19 @@ impl Index {
     }
 
     /// What the index keeps about blob file `d` (local: never journaled).
+    /// A record that does not decode has a seal no file matches, so the
+    /// file is hashed again rather than trusted.
     fn file(&self, d: &Digest) -> Result<Option<FileRecord>> {
         Ok(self
             .db
             .get(layout::file(d))
             .map_err(db_err("reading a blob's record"))?
-            .and_then(|v| FileRecord::decode(&v)))
+            .map(|v| {
+                FileRecord::decode(&v).unwrap_or_else(|| FileRecord {
+                    access: 0,
+                    seal: "unreadable".into(),
+                })
+            }))
     }
 
     /// Changes blob file `d`'s record atomically (the seal and the access
