@@ -947,13 +947,24 @@ impl Index {
         Ok(out)
     }
 
-    /// Records last-access times (each blob's record changes on its own:
-    /// a seal may be written meanwhile).
+    /// Records last-access times, in one batch: each record is read, its
+    /// time set, and all are written at once (one write per eviction round
+    /// and per minute, not one per blob). A seal written between the read
+    /// and the batch (a file sealed again after it was hashed again) is
+    /// overwritten by the one read: that file is hashed once more at its
+    /// next open, never trusted on a wrong seal; a record removed between
+    /// them (its blob evicted) comes back with its old seal, which no new
+    /// file matches.
     pub(super) fn put_access_times(&self, times: &[(Digest, u64)]) -> Result<()> {
+        let mut b = sled::Batch::default();
         for (d, t) in times {
-            self.update_file(d, |r| r.access = *t)?;
+            let mut r = self.file(d)?.unwrap_or_default();
+            r.access = *t;
+            b.insert(layout::file(d), r.encode());
         }
-        Ok(())
+        self.db
+            .apply_batch(b)
+            .map_err(db_err("recording access times"))
     }
 
     /// Forgets every mirror record of each digest (with its size and
