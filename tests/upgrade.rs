@@ -40,6 +40,14 @@ fn pull(w: &Wharf, reference: &str, into: &Path) -> String {
     sha256(raw.strip_suffix('\n').unwrap_or(&raw).as_bytes())
 }
 
+/// Copies the OCI layout at `src` (tag `tag`) into Wharf as `reference`.
+fn push(w: &Wharf, src: &Path, tag: &str, reference: &str) {
+    run(skopeo()
+        .args(["copy", "--dest-tls-verify=false"])
+        .arg(format!("oci:{}:{tag}", src.display()))
+        .arg(format!("docker://{}/{reference}", w.addr)));
+}
+
 /// What the fixture holds, as its maker wrote it down.
 fn expected() -> Value {
     serde_json::from_slice(&std::fs::read(fixtures().join("layout1-data.json")).unwrap()).unwrap()
@@ -77,10 +85,7 @@ async fn a_data_directory_from_before_index_layout_2_serves_the_same() {
     // It takes pushes as before, and a restart does not migrate again.
     let src = tmp.path().join("v2");
     let v2 = write_oci_layout(&src, "v2", 1);
-    run(skopeo()
-        .args(["copy", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:v2", src.display()))
-        .arg(format!("docker://{}/golden/app:v2", w.addr)));
+    push(&w, &src, "v2", "golden/app:v2");
     w.stop();
     let w = Wharf::start_on(&data, Opts::default());
     assert!(!w.logged(&["layout 1"]), "{}", w.log());
@@ -121,10 +126,7 @@ async fn make_layout1_fixture() {
 
     let src = tmp.path().join("src");
     let local = write_oci_layout(&src, "v1", 2);
-    run(skopeo()
-        .args(["copy", "--dest-tls-verify=false"])
-        .arg(format!("oci:{}:v1", src.display()))
-        .arg(format!("docker://{}/golden/app:v1", w.addr)));
+    push(&w, &src, "v1", "golden/app:v1");
     // A signature-like artifact whose subject is the image.
     let api = Api::new(&w);
     let empty = api.push_blob("golden/app", b"{}").await;

@@ -35,7 +35,7 @@ const PARALLEL: usize = 16;
 const ORIGIN: &[u8] = b"S/origin";
 
 /// Whether a record with key `k` belongs in the bucket.
-fn durable(k: &[u8]) -> bool {
+pub(super) fn durable(k: &[u8]) -> bool {
     matches!(
         k.get(..2),
         Some(b"p/" | b"l/" | b"m/" | b"t/" | b"r/" | b"B/" | b"M/" | b"T/")

@@ -159,6 +159,11 @@ pub(super) fn mirror_tag(upstream: &str, repo: &str, tag: &str) -> Vec<u8> {
     )
 }
 
+/// `T/<upstream>\0<repo>\0`: the prefix of a mirrored repository's tags.
+pub(super) fn mirror_tags_of(upstream: &str, repo: &str) -> Vec<u8> {
+    under("T/", &[Part::Text(upstream), Part::Text(repo)])
+}
+
 /// `s/<digest>`: a blob file's [`FileRecord`].
 pub(super) fn file(d: &Digest) -> Vec<u8> {
     key("s/", &[Part::Digest(d)])

@@ -193,9 +193,7 @@ fn copy_layout1(old: &sled::Db, new: &sled::Db) -> Result<(u64, u64)> {
         let (k, v) = kv.map_err(err("reading the index to migrate"))?;
         records += 1;
         let converted: Option<(Vec<u8>, Vec<u8>)> = match k.get(..2) {
-            Some(b"p/" | b"l/" | b"m/" | b"t/" | b"r/" | b"B/" | b"M/" | b"T/") => {
-                layout::from_text(&k, &v)
-            }
+            _ if crate::store::journal::durable(&k) => layout::from_text(&k, &v),
             // `A/<digest>` → the digest's file record, with its time.
             Some(b"A/") => layout::binary_key(&[b"s/", &k[2..]].concat()).and_then(|nk| {
                 let access = std::str::from_utf8(&v).ok()?.parse().ok()?;

@@ -657,10 +657,7 @@ impl Index {
         last: Option<&str>,
         n: usize,
     ) -> Result<Vec<String>> {
-        let prefix = layout::under(
-            "T/",
-            &[layout::Part::Text(upstream), layout::Part::Text(repo)],
-        );
+        let prefix = layout::mirror_tags_of(upstream, repo);
         self.list_after(prefix, last, n)
     }
 
@@ -673,10 +670,7 @@ impl Index {
         last: Option<&str>,
         n: usize,
     ) -> Result<Vec<(String, Digest)>> {
-        let prefix = layout::under(
-            "T/",
-            &[layout::Part::Text(upstream), layout::Part::Text(repo)],
-        );
+        let prefix = layout::mirror_tags_of(upstream, repo);
         self.tagged(prefix, last, n)
     }
 
@@ -1056,10 +1050,7 @@ impl Index {
 /// The smallest key after every tag record of mirrored `upstream`/`repo`
 /// (tags are printable ASCII, so no tag key reaches byte 0xff).
 fn past_repo(upstream: &str, repo: &str) -> Vec<u8> {
-    let mut k = layout::under(
-        "T/",
-        &[layout::Part::Text(upstream), layout::Part::Text(repo)],
-    );
+    let mut k = layout::mirror_tags_of(upstream, repo);
     k.push(0xff);
     k
 }
