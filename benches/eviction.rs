@@ -8,13 +8,18 @@
 //! histogram bucket holding the longest), what was evicted, and
 //! the latency of the cache hits during eviction beside the same hits with
 //! no fills running and with the same fills into a Wharf with no limit
-//! (the load without eviction: the fair baseline). The upstream is the tests' counting proxy answering
-//! the blobs from memory (in front of the reference registry, which could
-//! not serve them fast enough); distribution's proxy has no size bound, so
-//! it has no column here.
+//! (the load without eviction: the fair baseline), and their ratio. The
+//! small case runs three times per build, builds interleaved, and the
+//! table gives each figure's median (`WHARF_BENCH_EVICTION_RUNS=N`
+//! overrides: a p99 on two shared cores varies by 2× between runs). The
+//! upstream is the tests' counting proxy answering the blobs from memory
+//! (in front of the reference registry, which could not serve them fast
+//! enough); distribution's proxy has no size bound, so it has no column
+//! here.
 //!
-//! Run: `cargo bench --bench eviction` (release build; about 3 minutes).
-//! `WHARF_BENCH_QUICK=1` runs a small case only, smaller, for a smoke run;
+//! Run: `cargo bench --bench eviction` (release build; about 6 minutes,
+//! 10 with `WHARF_BENCH_BEFORE`).
+//! `WHARF_BENCH_QUICK=1` runs a small case only, smaller, once, for a smoke run;
 //! `WHARF_BENCH_EVICTION_CASES=small` or `=large` picks one case. `WHARF_TEST_BIN` measures another build;
 //! `WHARF_BENCH_BEFORE=PATH` measures a second build (an earlier one)
 //! beside it in the same run. Prints a table, writes
@@ -44,6 +49,10 @@ struct Sizes {
     hot: usize,
     fillers: usize,
     baseline_secs: f64,
+    /// Runs of each build, interleaved; the table gives each figure's
+    /// median over them (p99s on a shared 2-core machine vary by 2× from
+    /// one run to the next).
+    runs: usize,
 }
 
 #[derive(Serialize, Default, Clone)]
@@ -288,12 +297,14 @@ fn main() {
         hot: 16,
         fillers: 16,
         baseline_secs: 5.0,
+        runs: 3,
     };
     let cases: Vec<Sizes> = if quick {
         vec![Sizes {
             blobs: 1_500,
             limit: 1 << 20,
             baseline_secs: 1.0,
+            runs: 1,
             ..small
         }]
     } else {
@@ -305,6 +316,7 @@ fn main() {
             hot: 2,
             fillers: 4,
             baseline_secs: 5.0,
+            runs: 1,
         };
         let pick = std::env::var("WHARF_BENCH_EVICTION_CASES").unwrap_or_default();
         [small, large]
@@ -339,10 +351,13 @@ fn main() {
                 memory_blobs: Some(std::sync::Arc::new(blobs)),
                 ..Default::default()
             });
-            let mut rows = Vec::new();
-            for (name, bin) in &builds {
-                eprintln!("measuring {name}, {} blobs ...", s.name);
-                rows.push((*name, vec![measure(bin, &up, &digests, s).await]));
+            let mut rows: Vec<(&str, Vec<Row>)> =
+                builds.iter().map(|(n, _)| (*n, Vec::new())).collect();
+            for run in 1..=runs_of(s) {
+                for ((name, bin), (_, runs)) in builds.iter().zip(rows.iter_mut()) {
+                    eprintln!("measuring {name}, {} blobs, run {run} ...", s.name);
+                    runs.push(measure(bin, &up, &digests, s).await);
+                }
             }
             rows
         });
@@ -352,24 +367,41 @@ fn main() {
         }
     }
     let all: Vec<(&str, Vec<Row>)> = all.iter().map(|(n, r)| (n.as_str(), r.clone())).collect();
-    support::write_results("bench-eviction.json", quick, 1, &all);
+    let runs = cases.iter().map(runs_of).max().unwrap_or(1);
+    support::write_results("bench-eviction.json", quick, runs, &all);
+}
+
+/// Runs of each build for case `s` (`WHARF_BENCH_EVICTION_RUNS` overrides).
+fn runs_of(s: &Sizes) -> usize {
+    std::env::var("WHARF_BENCH_EVICTION_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(s.runs)
+        .max(1)
+}
+
+/// The middle value (the lower of the two middle ones for an even count).
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len().saturating_sub(1) / 2).copied()
 }
 
 fn print_table(s: &Sizes, quick: bool, rows: &[(&str, Vec<Row>)]) {
     println!(
-        "\n{} distinct {} blobs through a {} cache ({} fill clients, {HITTERS} clients on {} hot blobs){}\n",
+        "\n{} distinct {} blobs through a {} cache ({} fill clients, {HITTERS} clients on {} hot blobs; median of {} runs){}\n",
         s.blobs,
         support::size_label(s.blob as u64),
         support::size_label(s.limit),
         s.fillers,
         s.hot,
+        runs_of(s),
         if quick { ", quick run" } else { "" }
     );
     let header: Vec<&str> = rows.iter().map(|(n, _)| *n).collect();
     println!("| metric | {} |", header.join(" | "));
     println!("|---|{}", "---|".repeat(header.len()));
     type Metric = (&'static str, fn(&Row) -> f64, usize);
-    let metrics: [Metric; 16] = [
+    let metrics: [Metric; 17] = [
         ("fills per second", |r| r.fills_per_s, 0),
         ("peak over the limit (%)", |r| r.peak_over_limit_pct, 1),
         (
@@ -401,12 +433,17 @@ fn print_table(s: &Sizes, quick: bool, rows: &[(&str, Vec<Row>)]) {
         ("cache hit p50, evicting (ms)", |r| r.hit_p50_ms_evicting, 2),
         ("cache hit p99, evicting (ms)", |r| r.hit_p99_ms_evicting, 2),
         ("cache hit max, evicting (ms)", |r| r.hit_max_ms_evicting, 1),
+        (
+            "cache hit p99, evicting / no limit",
+            |r| r.hit_p99_ms_evicting / r.hit_p99_ms_filling,
+            2,
+        ),
         ("hot blobs fetched again", |r| r.hot_refetched as f64, 0),
     ];
     for (label, m, p) in metrics {
         let cells: Vec<String> = rows
             .iter()
-            .map(|(_, runs)| fmt(runs.first().map(m), p))
+            .map(|(_, runs)| fmt(median(runs.iter().map(m).collect()), p))
             .collect();
         println!("| {label} | {} |", cells.join(" | "));
     }

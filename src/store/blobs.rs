@@ -30,6 +30,9 @@ pub struct BlobStore {
     remote: Option<Arc<Remote>>,
 }
 
+/// Blocking threads that unlink the files of one batch of evicted blobs.
+const UNLINK_THREADS: usize = 2;
+
 /// The file of blob `d` under data directory `root`.
 pub(super) fn file_of(root: &Path, d: &Digest) -> PathBuf {
     let hex = d.hex();
@@ -225,6 +228,50 @@ impl BlobStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(Error::storage("removing a blob", e)),
         }
+    }
+
+    /// Removes blobs whose records (their file records included) a batch
+    /// has already forgotten, as an eviction round does: with a bucket its
+    /// objects go `at_once` at a time (each a request); then the local files
+    /// go one after another on one blocking thread. Unlinking small files
+    /// is cheap, and doing many at once only takes the CPU from the
+    /// requests being served.
+    pub async fn remove_forgotten(&self, ds: Vec<Digest>, at_once: usize) -> Result<()> {
+        use futures_util::StreamExt;
+        if let Some(r) = &self.remote {
+            let deletes: Vec<Result<()>> = futures_util::stream::iter(ds.clone())
+                .map(|d| {
+                    let r = Arc::clone(r);
+                    async move {
+                        r.local.remove(&d);
+                        r.bucket.delete(&blob_name(&d)).await
+                    }
+                })
+                .buffer_unordered(at_once.max(1))
+                .collect()
+                .await;
+            deletes.into_iter().collect::<Result<()>>()?;
+        }
+        let paths: Vec<PathBuf> = ds.iter().map(|d| self.path(d)).collect();
+        let threads = UNLINK_THREADS.min(paths.len()).max(1);
+        let per = paths.len().div_ceil(threads).max(1);
+        let unlinks = paths.chunks(per).map(|chunk| {
+            let chunk = chunk.to_vec();
+            tokio::task::spawn_blocking(move || {
+                for p in chunk {
+                    match std::fs::remove_file(&p) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                        Err(e) => return Err(Error::storage("removing a blob", e)),
+                    }
+                }
+                Ok(())
+            })
+        });
+        for r in futures_util::future::join_all(unlinks).await {
+            r.map_err(|e| Error::storage("removing blobs", e))??;
+        }
+        Ok(())
     }
 
     /// Removes a blob's local file only (it left the local cache).

@@ -18,7 +18,6 @@
 use super::{BlobStore, Index};
 use crate::error::Result;
 use crate::oci::Digest;
-use futures_util::StreamExt;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -500,16 +499,10 @@ impl CacheTracker {
                 to_free = to_free.saturating_sub(size);
                 batch.push(d);
             }
-            // The records' removal reaches the bucket before the objects go,
-            // and the objects go several at once (each a request, with a
-            // bucket).
+            // The records' removal (file records included) reaches the
+            // bucket before the objects go.
             self.index.push_journal().await?;
-            let removals: Vec<Result<()>> = futures_util::stream::iter(batch)
-                .map(|d| async move { self.blobs.remove(&d).await })
-                .buffer_unordered(REMOVALS_AT_ONCE)
-                .collect()
-                .await;
-            removals.into_iter().collect::<Result<()>>()?;
+            self.blobs.remove_forgotten(batch, REMOVALS_AT_ONCE).await?;
             let added = (self.bytes() + out.bytes).saturating_sub(base);
             to_free = (planned + added).saturating_sub(out.bytes);
         }
@@ -528,7 +521,7 @@ impl CacheTracker {
 
 /// Removals per hold of the GC lock in an eviction round.
 const BATCH: usize = 64;
-/// Files (or objects) of a batch removed at once.
+/// Objects of a batch deleted from a bucket at once.
 const REMOVALS_AT_ONCE: usize = 16;
 
 /// What an eviction round reads from the index, once.
