@@ -431,6 +431,8 @@ pub struct Metrics {
     served: [HotCounter; 2],
     ratelimit_remaining: Family<UpstreamLabels, Gauge>,
     ratelimit_limit: Family<UpstreamLabels, Gauge>,
+    budget_state: Family<UpstreamLabels, Gauge>,
+    budget_saved: Family<UpstreamLabels, Counter>,
     fills_in_flight: Gauge,
     mirrored_bytes: Gauge,
     mirrored_items: Gauge,
@@ -525,6 +527,18 @@ impl Metrics {
             "The last ratelimit-limit an upstream sent (absent until it sends one)",
             ratelimit_limit.clone(),
         );
+        let budget_state = Family::<UpstreamLabels, Gauge>::default();
+        r.register(
+            "wharf_upstream_pull_budget_state",
+            "What an upstream's rate-limit headers allow: 0 spend freely, 1 in the reserve (tags served at their last known digest), 2 spent (manifest GETs answered 429 without asking)",
+            budget_state.clone(),
+        );
+        let budget_saved = Family::<UpstreamLabels, Counter>::default();
+        r.register(
+            "wharf_upstream_pull_budget_saved",
+            "Upstream manifest requests not sent to save the pull budget: tags served at their last known digest, and GETs refused while it is spent",
+            budget_saved.clone(),
+        );
         let fills_in_flight = Gauge::default();
         r.register(
             "wharf_fills_in_flight",
@@ -604,6 +618,8 @@ impl Metrics {
             served,
             ratelimit_remaining,
             ratelimit_limit,
+            budget_state,
+            budget_saved,
             fills_in_flight,
             mirrored_bytes,
             mirrored_items,
@@ -825,6 +841,26 @@ impl UpstreamMetrics {
     /// Counts manifest or blob body bytes received.
     pub fn received(&self, bytes: u64) {
         self.bytes.inc_by(bytes);
+    }
+
+    /// Sets the pull budget's state: 0 spend freely, 1 reserve, 2 spent.
+    pub fn budget_state(&self, state: u8) {
+        METRICS
+            .budget_state
+            .get_or_create(&UpstreamLabels {
+                upstream: self.name.clone(),
+            })
+            .set(i64::from(state));
+    }
+
+    /// Counts one upstream manifest request not sent to save the budget.
+    pub fn budget_saved(&self) {
+        METRICS
+            .budget_saved
+            .get_or_create(&UpstreamLabels {
+                upstream: self.name.clone(),
+            })
+            .inc();
     }
 
     /// Records the rate-limit headers of an answer, when it has them.

@@ -102,6 +102,14 @@ pub struct ServeArgs {
     #[arg(long, env = "WHARF_TAG_TTL", value_name = "DURATION")]
     pub tag_ttl: Option<String>,
 
+    /// The pull budget kept back at an upstream that sends rate-limit
+    /// headers (Docker Hub): with this many pulls or fewer left (a share of
+    /// its limit, e.g. 10%, or a count, e.g. 20), tags are served at their
+    /// last known digest instead of being checked again, and only content
+    /// nobody has cached is fetched [default: 10%].
+    #[arg(long, env = "WHARF_RATELIMIT_RESERVE", value_name = "SHARE_OR_COUNT")]
+    pub ratelimit_reserve: Option<String>,
+
     /// Never contact any upstream: serve what is cached (tags at their
     /// last known digest), and answer 503 for anything else.
     #[arg(long, env = "WHARF_OFFLINE")]
@@ -259,6 +267,8 @@ struct FileConfig {
     default_upstream: Option<String>,
     local_namespaces: Option<Vec<String>>,
     tag_ttl: Option<String>,
+    #[serde(default, deserialize_with = "string_or_number")]
+    ratelimit_reserve: Option<String>,
     offline: Option<bool>,
     #[serde(default, deserialize_with = "string_or_number")]
     max_cache_size: Option<String>,
@@ -351,6 +361,8 @@ struct FileUpstream {
     password: Option<String>,
     password_file: Option<PathBuf>,
     tag_ttl: Option<String>,
+    #[serde(default, deserialize_with = "string_or_number")]
+    ratelimit_reserve: Option<String>,
     ca_file: Option<PathBuf>,
     token_realms: Option<Vec<String>>,
     redirect_hosts: Option<Vec<String>>,
@@ -376,6 +388,45 @@ impl std::fmt::Debug for Secret {
     }
 }
 
+/// How much of an upstream's pull budget (the rate limit its headers
+/// announce) is kept back: a share of the limit, or a number of pulls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RatelimitReserve {
+    Percent(u8),
+    Pulls(u64),
+}
+
+impl Default for RatelimitReserve {
+    fn default() -> Self {
+        RatelimitReserve::Percent(10)
+    }
+}
+
+impl RatelimitReserve {
+    /// `10%` or `20`.
+    pub fn parse(s: &str) -> Option<RatelimitReserve> {
+        let s = s.trim();
+        match s.strip_suffix('%') {
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= 100)
+                .map(RatelimitReserve::Percent),
+            None => s.parse().ok().map(RatelimitReserve::Pulls),
+        }
+    }
+
+    /// The pulls kept back of a `limit` (a share of an unknown limit is
+    /// unknown), rounded up.
+    pub fn of(self, limit: Option<u64>) -> Option<u64> {
+        match self {
+            RatelimitReserve::Percent(p) => limit.map(|l| (l * u64::from(p)).div_ceil(100)),
+            RatelimitReserve::Pulls(n) => Some(n),
+        }
+    }
+}
+
 /// A configured upstream registry.
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
@@ -388,6 +439,8 @@ pub struct UpstreamConfig {
     pub username: Option<String>,
     pub password: Option<Secret>,
     pub tag_ttl: Duration,
+    /// The pull budget kept back (see [`RatelimitReserve`]).
+    pub ratelimit_reserve: RatelimitReserve,
     /// Extra CA certificates (PEM) trusted for this upstream, on top of the
     /// web PKI roots: a private registry with its own CA.
     pub ca_file: Option<PathBuf>,
@@ -538,6 +591,13 @@ impl Config {
             .or(file.tag_ttl)
             .unwrap_or_else(|| DEFAULT_TAG_TTL.into());
         let tag_ttl = parse_ttl(&ttl, "tag_ttl (--tag-ttl, WHARF_TAG_TTL)")?;
+        let reserve = match args.ratelimit_reserve.clone().or(file.ratelimit_reserve) {
+            Some(v) => parse_reserve(
+                &v,
+                "ratelimit_reserve (--ratelimit-reserve, WHARF_RATELIMIT_RESERVE)",
+            )?,
+            None => RatelimitReserve::default(),
+        };
 
         let local_namespaces = if !args.local_namespace.is_empty() {
             args.local_namespace.clone()
@@ -567,6 +627,7 @@ impl Config {
             username: None,
             password: None,
             tag_ttl,
+            ratelimit_reserve: reserve,
             ca_file: None,
             // DOCKER_HUB_TOKEN_REALM, added below for Docker Hub's URL.
             token_realms: Vec::new(),
@@ -598,6 +659,10 @@ impl Config {
             up.username = u.username;
             up.password = password;
             up.tag_ttl = ttl;
+            up.ratelimit_reserve = match &u.ratelimit_reserve {
+                Some(v) => parse_reserve(v, "upstreams.ratelimit_reserve")?,
+                None => reserve,
+            };
             up.ca_file = u.ca_file;
             up.token_realms = host_patterns(u.token_realms, "upstreams.token_realms")?;
             up.redirect_hosts = host_patterns(u.redirect_hosts, "upstreams.redirect_hosts")?;
@@ -616,6 +681,7 @@ impl Config {
             })?;
             let mut up = upstream(name, url, "upstream (--upstream, WHARF_UPSTREAM)")?;
             up.tag_ttl = tag_ttl;
+            up.ratelimit_reserve = reserve;
             match upstreams.iter_mut().find(|x| x.name == up.name) {
                 Some(existing) => existing.url = up.url,
                 None => upstreams.push(up),
@@ -936,6 +1002,7 @@ fn upstream(name: &str, url: &str, key: &'static str) -> Result<UpstreamConfig, 
         username: None,
         password: None,
         tag_ttl: Duration::from_secs(300),
+        ratelimit_reserve: RatelimitReserve::default(),
         ca_file: None,
         token_realms: Vec::new(),
         redirect_hosts: Vec::new(),
@@ -1057,6 +1124,14 @@ fn parse_ttl(s: &str, key: &'static str) -> Result<Duration, ConfigError> {
     })
 }
 
+fn parse_reserve(s: &str, key: &'static str) -> Result<RatelimitReserve, ConfigError> {
+    RatelimitReserve::parse(s).ok_or_else(|| ConfigError::Invalid {
+        key,
+        value: s.to_string(),
+        allowed: "expected a share of the limit from 0% to 100%, e.g. 10%, or a number of pulls, e.g. 20",
+    })
+}
+
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_path_buf(),
@@ -1121,6 +1196,67 @@ mod tests {
     }
 
     #[test]
+    fn the_ratelimit_reserve_is_a_share_or_a_count_per_upstream() {
+        assert_eq!(
+            RatelimitReserve::parse("10%"),
+            Some(RatelimitReserve::Percent(10))
+        );
+        assert_eq!(
+            RatelimitReserve::parse(" 0 % "),
+            Some(RatelimitReserve::Percent(0))
+        );
+        assert_eq!(
+            RatelimitReserve::parse("20"),
+            Some(RatelimitReserve::Pulls(20))
+        );
+        for bad in ["101%", "-1", "ten", "%", "1.5%"] {
+            assert_eq!(RatelimitReserve::parse(bad), None, "{bad}");
+        }
+        assert_eq!(RatelimitReserve::Percent(10).of(Some(100)), Some(10));
+        assert_eq!(
+            RatelimitReserve::Percent(10).of(Some(5)),
+            Some(1),
+            "rounded up"
+        );
+        assert_eq!(RatelimitReserve::Percent(10).of(None), None);
+        assert_eq!(RatelimitReserve::Pulls(3).of(None), Some(3));
+
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("wharf.toml");
+        std::fs::write(
+            &f,
+            "ratelimit_reserve = 25\n\
+             [[upstreams]]\nname = \"ghcr.io\"\nurl = \"https://ghcr.io\"\nratelimit_reserve = \"50%\"\n\
+             [[upstreams]]\nname = \"quay.io\"\nurl = \"https://quay.io\"\n",
+        )
+        .unwrap();
+        let load = |flag: Option<&str>| {
+            Config::load(&ServeArgs {
+                config: Some(f.clone()),
+                ratelimit_reserve: flag.map(str::to_string),
+                ..Default::default()
+            })
+        };
+        let c = load(None).unwrap();
+        let reserve = |c: &Config, u: &str| c.upstream(u).unwrap().ratelimit_reserve;
+        assert_eq!(reserve(&c, "docker.io"), RatelimitReserve::Pulls(25));
+        assert_eq!(reserve(&c, "ghcr.io"), RatelimitReserve::Percent(50));
+        assert_eq!(reserve(&c, "quay.io"), RatelimitReserve::Pulls(25));
+        let c = load(Some("5%")).unwrap();
+        assert_eq!(
+            reserve(&c, "docker.io"),
+            RatelimitReserve::Percent(5),
+            "the flag wins"
+        );
+        assert_eq!(reserve(&c, "ghcr.io"), RatelimitReserve::Percent(50));
+        assert!(load(Some("lots")).is_err());
+        assert_eq!(
+            reserve(&Config::load(&ServeArgs::default()).unwrap(), "docker.io"),
+            RatelimitReserve::Percent(10)
+        );
+    }
+
+    #[test]
     fn the_deploy_example_is_valid() {
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("wharf.toml");
@@ -1139,6 +1275,10 @@ mod tests {
         assert_eq!(
             c.upstream("registry.k8s.io").unwrap().tag_ttl,
             Duration::from_secs(3600)
+        );
+        assert_eq!(
+            c.upstream("ghcr.io").unwrap().ratelimit_reserve,
+            RatelimitReserve::Percent(10)
         );
         assert_eq!(
             c.upstream("docker.io").unwrap().url.host_str(),

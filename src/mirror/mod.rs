@@ -255,36 +255,54 @@ impl Mirror {
                 *lookup = cached_lookup(head.as_ref());
                 (digest, m)
             }
-            None => match self.fetch_manifest(store, &up, repo, &digest).await {
-                Ok(m) => (digest, m),
-                Err(e) => match reference {
-                    // The tag's new digest cannot be fetched: serve the last
-                    // digest that is cached, as for any other outage.
-                    Reference::Tag(t) if e.allows_stale() => {
-                        let fallback = store
-                            .index()
-                            .mirror_tag(upstream, repo, t.as_str())?
-                            .filter(|old| *old != digest)
-                            .map(|old| {
-                                store
-                                    .index()
-                                    .mirror_manifest(upstream, &old)
-                                    .map(|m| m.map(|m| (old, m)))
-                            })
-                            .transpose()?
-                            .flatten();
-                        match fallback {
+            None => {
+                // The last cached digest of a tag that moved, if any.
+                let fallback = || -> Result<Option<(Digest, ManifestMeta)>> {
+                    let Reference::Tag(t) = reference else {
+                        return Ok(None);
+                    };
+                    let Some(old) = store
+                        .index()
+                        .mirror_tag(upstream, repo, t.as_str())?
+                        .filter(|old| *old != digest)
+                    else {
+                        return Ok(None);
+                    };
+                    Ok(store
+                        .index()
+                        .mirror_manifest(upstream, &old)?
+                        .map(|m| (old, m)))
+                };
+                // Short of pulls: the tag moved, but fetching its new
+                // manifest would spend one; it stays where it was.
+                let saving = if up.budget().spend().holds_tags() {
+                    fallback()?
+                } else {
+                    None
+                };
+                match saving {
+                    Some((old, m)) => {
+                        up.budget().saved();
+                        tracing::debug!(upstream, repo, digest = %old, moved_to = %digest, "pull budget low: a moved tag is served at its last cached digest");
+                        *lookup = Lookup::Stale;
+                        (old, m)
+                    }
+                    None => match self.fetch_manifest(store, &up, repo, &digest).await {
+                        Ok(m) => (digest, m),
+                        // The tag's new digest cannot be fetched: serve the
+                        // last digest that is cached, as for any other outage.
+                        Err(e) if e.allows_stale() => match fallback()? {
                             Some((old, m)) => {
-                                tracing::warn!(upstream, repo, tag = %t, error = %e, digest = %old, "new digest unavailable: serving the last cached one");
+                                tracing::warn!(upstream, repo, error = %e, digest = %old, "new digest unavailable: serving the last cached one");
                                 *lookup = Lookup::Stale;
                                 (old, m)
                             }
                             None => return Err(self.fetch_error(&e)),
-                        }
-                    }
-                    _ => return Err(self.fetch_error(&e)),
-                },
-            },
+                        },
+                        Err(e) => return Err(self.fetch_error(&e)),
+                    },
+                }
+            }
         };
         let opened = store.open_blob(&digest).await?;
         let (blob, meta) = match opened {
@@ -407,6 +425,21 @@ impl Mirror {
             ));
         }
         let key = (name.clone(), repo.to_string(), tag.to_string());
+        if up.budget().spend().holds_tags() {
+            // Short of pulls: a tag still within its TTL, else its last
+            // known digest when that manifest is cached, is not asked about
+            // (a moved tag would cost a pull).
+            if let Some(r) = self.tags.get(&key).await {
+                return Ok(r);
+            }
+            if let Some(r) = last_known()? {
+                if store.index().mirror_manifest(&name, &r.digest)?.is_some() {
+                    up.budget().saved();
+                    tracing::debug!(upstream = %name, repo, tag, digest = %r.digest, "pull budget low: tag served at its last known digest");
+                    return Ok(r);
+                }
+            }
+        }
         let loaded = self
             .tags
             .try_get_with(key, self.head_tag(store, up, repo, tag))

@@ -4,9 +4,11 @@
 //! allow (`trust`) without carrying `Authorization` to another origin,
 //! upstream answers sorted into the few outcomes the mirror acts on, and
 //! each exchange counted (with the rate limits the upstream reports) in
-//! [`crate::metrics`].
+//! [`crate::metrics`] and read into its pull [`budget`], which holds back
+//! manifest GETs while the upstream's rate limit is spent.
 
 pub mod auth;
+pub mod budget;
 pub mod trust;
 
 use crate::config::UpstreamConfig;
@@ -69,6 +71,7 @@ pub struct Upstream {
     /// 404s, summarised at info.
     misses: crate::summary::Summary,
     metrics: crate::metrics::UpstreamMetrics,
+    budget: budget::Budget,
 }
 
 impl Upstream {
@@ -93,8 +96,10 @@ impl Upstream {
             config.username.clone(),
             config.password.clone(),
         );
+        let metrics = crate::metrics::METRICS.upstream(&config.name);
         Ok(Upstream {
-            metrics: crate::metrics::METRICS.upstream(&config.name),
+            budget: budget::Budget::new(&config.name, config.ratelimit_reserve, metrics.clone()),
+            metrics,
             config,
             client,
             public,
@@ -113,6 +118,11 @@ impl Upstream {
         &self.metrics
     }
 
+    /// What its rate limit allows now.
+    pub fn budget(&self) -> &budget::Budget {
+        &self.budget
+    }
+
     /// Sends `method` to `/v2/<repo>/<suffix>` with the pull token for
     /// `repo`, following redirects. Returns a 2xx response or an error.
     pub async fn send(
@@ -122,6 +132,16 @@ impl Upstream {
         suffix: &str,
         accept: &[&str],
     ) -> Result<Response<Incoming>, UpstreamError> {
+        // A manifest GET is what a rate limit counts: none while it is
+        // spent (the caller serves what is cached, or passes the 429 on).
+        if method == Method::GET && suffix.starts_with("manifests/") {
+            if let budget::Spend::Spent { retry_after } = self.budget.spend() {
+                self.budget.saved();
+                return Err(UpstreamError::RateLimited {
+                    retry_after: Some(retry_after.as_secs_f64().ceil().max(1.0).to_string()),
+                });
+            }
+        }
         let answer = self.authorized(&method, repo, suffix, accept).await;
         if matches!(answer, Err(UpstreamError::NotFound)) {
             // Scanners make hundreds of these a second: one debug line
@@ -245,6 +265,7 @@ impl Upstream {
                         .request(method, crate::metrics::Answer::Status(r.status().as_u16()));
                     if url.origin() == origin {
                         self.metrics.rate_limits(r.headers());
+                        self.budget.observe(r.status(), r.headers());
                     }
                     r
                 }

@@ -58,8 +58,12 @@ pub struct Faults {
     pub tag_delay: Option<Duration>,
     /// Send Docker Hub's rate-limit headers with every answer:
     /// `ratelimit-limit: N;w=21600`, and `ratelimit-remaining` counting
-    /// down from N by one for each successful manifest GET.
+    /// down from N by one for each successful manifest GET; with none
+    /// left, manifest GETs are answered 429 (HEADs are free), as Docker
+    /// Hub does.
     pub ratelimit: Option<u64>,
+    /// `docker-ratelimit-source` sent with the rate-limit headers.
+    pub ratelimit_source: Option<String>,
     /// Blobs answered from memory by digest (`sha256:...`), without the
     /// registry: as many as a benchmark wants, at once.
     pub memory_blobs: Option<Arc<std::collections::HashMap<String, Bytes>>>,
@@ -104,6 +108,8 @@ struct State {
     blob_done_at: Mutex<Option<Instant>>,
     /// Successful manifest GETs (what the rate limit counts), never reset.
     manifest_gets: AtomicU64,
+    /// Manifest GETs answered 429 because none were left.
+    refused_pulls: AtomicU64,
     http: reqwest::Client,
     port: u16,
 }
@@ -209,6 +215,7 @@ impl Upstream {
             token_authorizations: Mutex::new(Vec::new()),
             blob_done_at: Mutex::new(None),
             manifest_gets: AtomicU64::new(0),
+            refused_pulls: AtomicU64::new(0),
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
@@ -355,6 +362,11 @@ impl Upstream {
     pub fn manifest_gets(&self) -> u64 {
         self.state.manifest_gets.load(Ordering::SeqCst)
     }
+
+    /// Manifest GETs answered 429 by the rate limit ([`Faults::ratelimit`]).
+    pub fn refused_pulls(&self) -> u64 {
+        self.state.refused_pulls.load(Ordering::SeqCst)
+    }
 }
 
 impl Drop for Upstream {
@@ -426,8 +438,26 @@ async fn serve(
 /// Answers one request, with the rate-limit headers when asked for.
 async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBody> {
     let manifest_get = req.method() == "GET" && req.uri().path().contains("/manifests/");
-    let limit = state.faults.lock().unwrap().ratelimit;
-    let mut resp = answer(state.clone(), req).await;
+    let (limit, source) = {
+        let f = state.faults.lock().unwrap();
+        (f.ratelimit, f.ratelimit_source.clone())
+    };
+    let spent = limit.is_some_and(|l| state.manifest_gets.load(Ordering::SeqCst) >= l);
+    let mut resp = if manifest_get && spent {
+        state.seen.lock().unwrap().push(Seen {
+            method: "GET".into(),
+            path: req.uri().path().to_string(),
+            query: req.uri().query().unwrap_or("").to_string(),
+            authorization: None,
+        });
+        state.refused_pulls.fetch_add(1, Ordering::SeqCst);
+        full(
+            429,
+            "{\"errors\":[{\"code\":\"TOOMANYREQUESTS\",\"message\":\"You have reached your pull rate limit.\"}]}",
+        )
+    } else {
+        answer(state.clone(), req).await
+    };
     if let Some(limit) = limit {
         let used = if manifest_get && resp.status().is_success() {
             state.manifest_gets.fetch_add(1, Ordering::SeqCst) + 1
@@ -445,6 +475,9 @@ async fn handle(state: Arc<State>, req: Request<Incoming>) -> Response<ProxyBody
                 .parse()
                 .unwrap(),
         );
+        if let Some(s) = source {
+            h.insert("docker-ratelimit-source", s.parse().unwrap());
+        }
     }
     resp
 }
