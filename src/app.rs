@@ -224,6 +224,7 @@ impl App {
                 Page::Readyz => Ok(self.readiness().await),
                 Page::Metrics => Ok(self.metrics()),
                 Page::Ui | Page::Login | Page::Api => self.browse(page, &parts, peer).await,
+                Page::Admin => self.admin(&parts, peer).await,
             };
         }
         let route = ApiRoute::parse(parts.uri.path()).map_err(|e| route_error(e, &parts.method))?;
@@ -342,6 +343,27 @@ impl App {
         // them when access control is off); private upstreams too.
         let detail = !anonymous || self.auth.is_open();
         Ok(ui::answer(&viewer, &cx, parts, p, || self.cache_facts(detail)).await)
+    }
+
+    /// Garbage collection or verify on the running store, for admins.
+    async fn admin(&self, parts: &Parts, peer: &Peer) -> Result<Response<Body>> {
+        use crate::auth::policy::Op;
+        let path = parts.uri.path();
+        let op = crate::admin::AdminPath::parse(path).ok_or_else(|| {
+            Error::oci(
+                ErrorCode::NameUnknown,
+                format!("{path}: no such maintenance operation (/admin/gc, /admin/verify)"),
+            )
+        })?;
+        let caller = self.auth.authenticate(parts, peer).await?;
+        self.auth
+            .authorize(&caller, &Op::Admin, &Backend::Local, parts, peer)?;
+        let outcome = crate::admin::run(&self.store, op, parts, self.config.gc_grace).await?;
+        audit::maintenance(&caller, &outcome.summary());
+        Ok(crate::reply::json(
+            &outcome.json(),
+            crate::admin::CONTENT_TYPE,
+        ))
     }
 
     /// The cache page's figures; without `detail`, no upstream address,
@@ -531,7 +553,7 @@ impl App {
                     }
                 }
                 _ = gc.tick(), if !self.config.gc_interval.is_zero() => {
-                    if let Err(e) = crate::store::gc::collect(&self.store, self.config.gc_grace, false).await {
+                    if let Err(e) = self.store.collect_garbage(self.config.gc_grace, false, true).await {
                         tracing::warn!(error = %e, "garbage collection failed");
                     }
                 }

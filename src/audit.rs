@@ -1,6 +1,7 @@
 //! The audit log: one line, on its own tracing target (`wharf::audit`),
 //! for every change to a local repository: a manifest push (each tag with
-//! its old and new target), a tag or manifest delete, a blob delete. Each
+//! its old and new target), a tag or manifest delete, a blob delete, and
+//! every maintenance run through `/admin/` (garbage collection, verify). Each
 //! names who did it and from which address. Nothing secret is in it.
 //! Operators route it with `WHARF_LOG`, e.g. `info,wharf::audit=info`.
 
@@ -10,6 +11,13 @@ use crate::registry::Change;
 
 /// The tracing target audit lines are written under.
 pub const TARGET: &str = "wharf::audit";
+
+/// Writes the audit line of a maintenance run (`summary`) by `caller`.
+pub fn maintenance(caller: &Caller, summary: &str) {
+    let user = caller.identity.name();
+    let addr = caller.addr.ip();
+    tracing::info!(target: TARGET, %user, %addr, "maintenance: {summary}");
+}
 
 /// Writes the audit line(s) of `change` to repository `repo` by `caller`.
 pub fn record(caller: &Caller, repo: &RepoName, change: &Change) {

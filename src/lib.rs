@@ -69,11 +69,13 @@
 //! - [`fuzzing`]: the fuzz targets' entry points (also property tests).
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod body;
+pub mod client;
 pub mod config;
 pub mod error;
 pub mod fuzzing;
@@ -126,38 +128,99 @@ pub async fn serve(config: config::Config) -> Result<(), Box<dyn std::error::Err
     Ok(())
 }
 
-/// `wharf gc`: collects unreferenced local blobs of a data directory no
-/// server is using. Prints what it removed (or would remove).
-pub async fn gc(config: &config::Config, dry_run: bool) -> Result<(), Box<dyn std::error::Error>> {
-    let store =
-        store::Store::open_for_maintenance(&config.data, &config.storage, config.index_cache_size)
+/// How a maintenance command reaches the store: the data directory (no
+/// server may be using it), or a running server's `/admin/` endpoints.
+pub enum Target<'a> {
+    Data(&'a config::Config),
+    Server(&'a client::ServerClient),
+}
+
+/// `wharf gc`: collects unreferenced local blobs. Prints what it removed
+/// (or would remove), and what it kept only because of the grace period.
+/// `grace`: the period asked for (a server's own `gc_grace` otherwise; on a
+/// data directory, the config's).
+pub async fn gc(
+    target: Target<'_>,
+    dry_run: bool,
+    grace: Option<std::time::Duration>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let report = match target {
+        Target::Data(config) => {
+            let store = store::Store::open_for_maintenance(
+                &config.data,
+                &config.storage,
+                config.index_cache_size,
+            )
             .await?;
-    let report = store::gc::collect(&store, config.gc_grace, dry_run).await?;
-    store.close(true).await?;
-    let verb = if dry_run { "would remove" } else { "removed" };
-    for (d, size) in &report.removed {
-        println!("{verb} {d} ({size} bytes)");
+            let grace = grace.unwrap_or(config.gc_grace);
+            let report = store.collect_garbage(grace, dry_run, true).await;
+            store.close(true).await?;
+            report?.ok_or("garbage collection did not run")?
+        }
+        Target::Server(server) => {
+            let mut path = format!("/admin/gc?dry_run={dry_run}");
+            if let Some(g) = grace {
+                path.push_str(&format!("&grace={}s", g.as_secs()));
+            }
+            serde_json::from_value(server.post_json(&path).await?)?
+        }
+    };
+    let online = matches!(target, Target::Server(_));
+    for line in gc_lines(&report, dry_run, online) {
+        println!("{line}");
     }
-    println!(
+    Ok(())
+}
+
+/// What `wharf gc` prints of a report (`online`: from a running server).
+pub fn gc_lines(report: &store::gc::GcReport, dry_run: bool, online: bool) -> Vec<String> {
+    let verb = if dry_run { "would remove" } else { "removed" };
+    let mut lines: Vec<String> = report
+        .removed
+        .iter()
+        .map(|(d, size)| format!("{verb} {d} ({size} bytes)"))
+        .collect();
+    lines.push(format!(
         "{verb} {} unreferenced blobs, {} bytes; kept {}",
         report.removed.len(),
         report.bytes,
         report.kept
-    );
-    Ok(())
+    ));
+    if report.recent > 0 {
+        let grace = humantime::format_duration(std::time::Duration::from_secs(report.grace_secs));
+        let how = if online {
+            "they go once unused that long (the server's gc_grace); on a stopped server, wharf gc --data DIR removes them at once"
+        } else {
+            "--grace 0s removes them too"
+        };
+        lines.push(format!(
+            "kept {} unreferenced blobs ({} bytes) only because they were used within the grace period ({grace}), which protects pushes in progress; {how}",
+            report.recent, report.recent_bytes
+        ));
+    }
+    lines
 }
 
-/// `wharf verify`: scrubs a data directory no server is using. Returns
-/// whether it was clean.
-pub async fn verify(
-    config: &config::Config,
-    repair: bool,
-) -> Result<bool, Box<dyn std::error::Error>> {
-    let store =
-        store::Store::open_for_maintenance(&config.data, &config.storage, config.index_cache_size)
+/// `wharf verify`: scrubs the store. Returns whether it was clean.
+pub async fn verify(target: Target<'_>, repair: bool) -> Result<bool, Box<dyn std::error::Error>> {
+    let r: store::verify::VerifyReport = match target {
+        Target::Data(config) => {
+            let store = store::Store::open_for_maintenance(
+                &config.data,
+                &config.storage,
+                config.index_cache_size,
+            )
             .await?;
-    let r = store::verify::verify(&store, repair).await?;
-    store.close(true).await?;
+            let r = store.verify(repair, false, true).await;
+            store.close(true).await?;
+            r?.ok_or("verify did not run")?
+        }
+        Target::Server(server) => serde_json::from_value(
+            server
+                .post_json(&format!("/admin/verify?repair={repair}"))
+                .await?,
+        )?,
+    };
     for d in &r.corrupt {
         println!("corrupt: {d}");
     }

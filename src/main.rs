@@ -1,5 +1,6 @@
 //! The `wharf` command line: parse flags, load the config, start logging
-//! (text or JSON lines, as the config says), and run the server.
+//! (text or JSON lines, as the config says), and run the server or a
+//! maintenance command (on a data directory, or on a running server).
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -22,10 +23,12 @@ enum Command {
     /// Run the registry server (listens on 0.0.0.0:5000, data in ./wharf-data by default).
     Serve(Box<ServeArgs>),
     /// Remove local blobs no manifest references (the server also does this
-    /// on a schedule). Works on a data directory no server is using.
+    /// on a schedule). Works on a data directory no server is using, or with
+    /// --server on a running server.
     Gc(GcArgs),
     /// Re-hash every blob and check the index and files against each other.
-    /// Exits 1 when anything is wrong. Works on a data directory no server is using.
+    /// Exits 1 when anything is wrong. Works on a data directory no server is
+    /// using, or with --server on a running server.
     Verify(VerifyArgs),
 }
 
@@ -43,14 +46,67 @@ struct DataArgs {
     storage: wharf::config::StorageArgs,
 }
 
+/// A running server to work on instead of a data directory.
+#[derive(clap::Args)]
+struct ServerArgs {
+    /// Work on the Wharf serving at this URL, through its /admin/ endpoints
+    /// (with access control on, the user must be in its `admins`), without
+    /// a pause in serving.
+    #[arg(long, env = "WHARF_SERVER", value_name = "URL")]
+    server: Option<String>,
+    /// The user to log in to the server as; the password comes from
+    /// WHARF_PASSWORD or --password-file.
+    #[arg(long, env = "WHARF_USER", value_name = "NAME")]
+    user: Option<String>,
+    /// A file holding the user's password.
+    #[arg(long, value_name = "FILE", requires = "user")]
+    password_file: Option<std::path::PathBuf>,
+    /// A CA certificate (PEM) trusted for the server's HTTPS, on top of the
+    /// public roots.
+    #[arg(long, value_name = "FILE", requires = "server")]
+    ca_file: Option<std::path::PathBuf>,
+}
+
+impl ServerArgs {
+    /// The client of `--server`, if given.
+    fn client(&self) -> Result<Option<wharf::client::ServerClient>, String> {
+        let Some(url) = &self.server else {
+            return Ok(None);
+        };
+        let password = match (&self.password_file, std::env::var("WHARF_PASSWORD")) {
+            (Some(f), _) => Some(
+                std::fs::read_to_string(f)
+                    .map_err(|e| format!("--password-file {}: {e}", f.display()))?
+                    .trim_end_matches(['\r', '\n'])
+                    .to_string(),
+            ),
+            (None, Ok(p)) => Some(p),
+            (None, Err(_)) => None,
+        };
+        wharf::client::ServerClient::new(
+            url,
+            self.user.as_deref(),
+            password.as_deref(),
+            self.ca_file.as_deref(),
+        )
+        .map(Some)
+    }
+}
+
 #[derive(clap::Args)]
 struct GcArgs {
     #[command(flatten)]
     data: DataArgs,
-    /// List what would be removed, and the bytes freed, without removing it.
+    #[command(flatten)]
+    server: ServerArgs,
+    /// List what would be removed, and the bytes freed, and what is kept
+    /// only because of the grace period, without removing anything.
     #[arg(long)]
     dry_run: bool,
-    /// Only blobs unused for this long are removed [default: the gc_grace setting, 1h].
+    /// Only blobs unused for this long are removed. Default: on a data
+    /// directory of --storage fs, none (no server is using it, so no push
+    /// can be in progress); with --storage s3 (other servers may use the
+    /// bucket) and on a running server, the gc_grace setting (1h).
     #[arg(long, value_name = "DURATION")]
     grace: Option<String>,
 }
@@ -59,20 +115,21 @@ struct GcArgs {
 struct VerifyArgs {
     #[command(flatten)]
     data: DataArgs,
+    #[command(flatten)]
+    server: ServerArgs,
     /// Move corrupt and orphaned blobs aside (to DATA/quarantine/, or with
     /// --storage s3 to quarantine/ in the bucket) and drop the records
     /// pointing at missing or corrupt content (the mirror then fetches it
-    /// again).
-    #[arg(long)]
+    /// again). Only on a data directory (a stopped server).
+    #[arg(long, conflicts_with = "server")]
     repair: bool,
 }
 
 /// Loads the config a maintenance command needs, or exits with the error.
-fn maintenance_config(data: &DataArgs, grace: Option<String>) -> Result<Config, ExitCode> {
+fn maintenance_config(data: &DataArgs) -> Result<Config, ExitCode> {
     let args = ServeArgs {
         config: data.config.clone(),
         data: data.data.clone(),
-        gc_grace: grace,
         storage: data.storage.clone(),
         ..Default::default()
     };
@@ -112,14 +169,31 @@ fn main() -> ExitCode {
             eprintln!("wharf: {e}");
             ExitCode::from(2)
         }),
-        Command::Gc(args) => maintenance_config(&args.data, args.grace.clone()),
-        Command::Verify(args) => maintenance_config(&args.data, None),
+        Command::Gc(args) => maintenance_config(&args.data),
+        Command::Verify(args) => maintenance_config(&args.data),
     };
     let config = match config {
         Ok(c) => c,
         Err(code) => return code,
     };
     init_logging(config.log_format);
+    let server = match &cli.command {
+        Command::Gc(GcArgs { server, .. }) | Command::Verify(VerifyArgs { server, .. }) => {
+            server.client()
+        }
+        Command::Serve(_) => Ok(None),
+    };
+    let server = match server {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("wharf: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let target = match &server {
+        Some(s) => wharf::Target::Server(s),
+        None => wharf::Target::Data(&config),
+    };
     // A bounded blocking pool: file reads and writes run there, and every
     // extra thread is another malloc arena holding memory.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -141,14 +215,30 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Gc(args) => match runtime.block_on(wharf::gc(&config, args.dry_run)) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("wharf: {e}");
-                ExitCode::FAILURE
+        Command::Gc(args) => {
+            let grace = match args.grace.as_deref().map(humantime::parse_duration) {
+                Some(Ok(g)) => Some(g),
+                Some(Err(_)) => {
+                    eprintln!("wharf: --grace: expected a duration, e.g. 0s, 30m, 1h");
+                    return ExitCode::from(2);
+                }
+                // Nothing can be in flight on a data directory no server uses.
+                None if server.is_none()
+                    && matches!(config.storage, wharf::config::Storage::Fs) =>
+                {
+                    Some(std::time::Duration::ZERO)
+                }
+                None => None,
+            };
+            match runtime.block_on(wharf::gc(target, args.dry_run, grace)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("wharf: {e}");
+                    ExitCode::FAILURE
+                }
             }
-        },
-        Command::Verify(args) => match runtime.block_on(wharf::verify(&config, args.repair)) {
+        }
+        Command::Verify(args) => match runtime.block_on(wharf::verify(target, args.repair)) {
             Ok(true) => ExitCode::SUCCESS,
             Ok(false) => ExitCode::from(1),
             Err(e) => {

@@ -3,7 +3,8 @@
 //! asks (`/healthz`: the process answers; `/readyz`: the store is open and
 //! its index readable, and the server is not draining), the metrics
 //! (`/metrics`, anonymous like the probes), the web UI (`/`, `/r/...`,
-//! `/cache`, `/login`) and the JSON API (`/api/...`).
+//! `/cache`, `/login`), the JSON API (`/api/...`) and maintenance
+//! (`/admin/...`).
 
 use http::Method;
 
@@ -24,6 +25,8 @@ pub enum Page {
     Api,
     /// `/metrics`: Prometheus metrics.
     Metrics,
+    /// `/admin/...`: garbage collection and verify on the running server.
+    Admin,
 }
 
 impl Page {
@@ -39,6 +42,7 @@ impl Page {
             "/" | "/cache" => Some(Page::Ui),
             p if p.starts_with("/r/") => Some(Page::Ui),
             p if p.starts_with("/api/") => Some(Page::Api),
+            p if p.starts_with("/admin/") => Some(Page::Admin),
             _ => None,
         }
     }
@@ -47,6 +51,7 @@ impl Page {
     pub fn allows(self, method: &Method) -> bool {
         match self {
             Page::Token => true, // the endpoint answers the rest itself
+            Page::Admin => method == Method::POST,
             Page::Healthz | Page::Readyz | Page::Metrics | Page::Ui | Page::Login | Page::Api => {
                 method == Method::GET || method == Method::HEAD
             }
@@ -75,6 +80,7 @@ mod tests {
             ("/cache", Some(Page::Ui)),
             ("/login", Some(Page::Login)),
             ("/api/v1/repositories", Some(Page::Api)),
+            ("/admin/gc", Some(Page::Admin)),
             ("/v2/_catalog", None),
         ] {
             assert_eq!(Page::route(path), want, "{path}");

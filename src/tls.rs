@@ -4,7 +4,8 @@
 //! SIGHUP; a new connection takes the config current at its accept, so
 //! open connections keep theirs, and a set of files that does not load is
 //! logged while the old config stays in use. Also: the user a verified
-//! client certificate stands for (its subject common name).
+//! client certificate stands for (its subject common name), and the TLS
+//! config Wharf uses as a client.
 
 use crate::config::TlsFiles;
 use crate::watch::Watched;
@@ -135,4 +136,25 @@ pub fn client_user(chain: &[CertificateDer<'_>]) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(leaf.as_ref()).ok()?;
     let cn = cert.subject().iter_common_name().next()?.as_str().ok()?;
     crate::auth::policy::valid_user_name(cn).then(|| cn.to_string())
+}
+
+/// TLS for Wharf as a client (of upstreams, and of a running Wharf from
+/// the command line): the web PKI roots, plus the certificates of
+/// `ca_file` (a private registry's own CA, or Wharf's).
+pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(path) = ca_file {
+        for cert in read_certs(path).map_err(|e| format!("ca_file {e}"))? {
+            roots
+                .add(cert)
+                .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
+        }
+    }
+    rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| format!("TLS setup: {e}"))
+    .map(|b| b.with_root_certificates(roots).with_no_client_auth())
 }

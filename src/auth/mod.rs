@@ -188,7 +188,8 @@ pub fn operation<'a>(route: &'a ApiRoute, method: &Method, at: &'a Location) -> 
 /// follows. The token endpoint still grants only what the rules allow.
 fn scope_of(op: &Op<'_>) -> Option<String> {
     match op {
-        Op::Ping => None,
+        // Maintenance is asked with a password (Basic), never a token.
+        Op::Ping | Op::Admin => None,
         Op::Catalog => Some("registry:catalog:*".into()),
         Op::Repo {
             name,
@@ -385,6 +386,8 @@ impl Auth {
                 .iter()
                 .any(|g| g.kind == "registry" && g.name == "catalog"),
             (Some(g), Op::Repo { name, action, .. }) => g.iter().any(|g| g.covers(name, *action)),
+            // No token grants maintenance: admins send their password.
+            (Some(_), Op::Admin) => false,
         };
         (d, in_token)
     }
@@ -427,6 +430,7 @@ impl Auth {
                     Op::Ping => "use this registry".to_string(),
                     Op::Catalog => "list repositories".to_string(),
                     Op::Repo { name, action, .. } => format!("{} {name}", action.as_str()),
+                    Op::Admin => "run maintenance (not in admins)".to_string(),
                 };
                 Err(Error::oci(
                     ErrorCode::Denied,

@@ -114,6 +114,8 @@ pub enum PolicyError {
     Principal(String),
     #[error("access rule repositories = {pattern:?} names group:{group}, which [groups] does not define")]
     UnknownGroup { pattern: String, group: String },
+    #[error("admins = {0:?}: an admin must log in (a user name, group:NAME or authenticated)")]
+    AnonymousAdmin(String),
 }
 
 /// One `[[access]]` rule.
@@ -193,6 +195,9 @@ pub enum Op<'a> {
         place: Place,
         action: Action,
     },
+    /// `/admin/...`: maintenance of the whole store (garbage collection,
+    /// verify), for the principals in `admins`.
+    Admin,
 }
 
 /// The access policy, built once from the config.
@@ -203,6 +208,8 @@ pub struct Policy {
     anonymous_pull: bool,
     rules: Vec<Rule>,
     groups: BTreeMap<String, BTreeSet<String>>,
+    /// Who may run maintenance (`admins`): nobody unless named.
+    admins: Vec<Principal>,
 }
 
 /// The answer for one operation.
@@ -224,7 +231,29 @@ impl Policy {
             anonymous_pull: true,
             rules: Vec::new(),
             groups: BTreeMap::new(),
+            admins: Vec::new(),
         }
+    }
+
+    /// The same policy, with `admins` allowed maintenance ([`Op::Admin`]).
+    /// Anonymous callers never are; groups must be defined.
+    pub fn with_admins(mut self, admins: Vec<Principal>) -> Result<Policy, PolicyError> {
+        for p in &admins {
+            match p {
+                Principal::Anonymous => {
+                    return Err(PolicyError::AnonymousAdmin("anonymous".into()))
+                }
+                Principal::Group(g) if !self.groups.contains_key(g) => {
+                    return Err(PolicyError::UnknownGroup {
+                        pattern: "admins".into(),
+                        group: g.clone(),
+                    })
+                }
+                _ => {}
+            }
+        }
+        self.admins = admins;
+        Ok(self)
     }
 
     /// A policy of `rules` (the defaults when empty) over `groups`.
@@ -260,6 +289,7 @@ impl Policy {
                 .into_iter()
                 .map(|(g, members)| (g, members.into_iter().collect()))
                 .collect(),
+            admins: Vec::new(),
         })
     }
 
@@ -316,6 +346,10 @@ pub fn decide(policy: &Policy, who: &Identity, op: &Op<'_>) -> Decision {
         return Decision::Deny;
     }
     let allowed = match op {
+        Op::Admin => policy
+            .admins
+            .iter()
+            .any(|p| policy.covers(p, who, Place::Local)),
         // Asking who you are needs a name: an anonymous ping is how clients
         // learn where to log in (401 with the token realm).
         Op::Ping => *who != Identity::Anonymous,
@@ -409,6 +443,30 @@ mod tests {
             place,
             action,
         }
+    }
+
+    #[test]
+    fn maintenance_is_for_admins_only() {
+        let admins = written().with_admins(p(&["alice", "group:ci"])).unwrap();
+        for (who, want) in [
+            (user("alice"), Allow),
+            (user("builder2"), Allow),
+            (user("bob"), Deny),
+            (Identity::Anonymous, Deny),
+        ] {
+            assert_eq!(decide(&admins, &who, &Op::Admin), want, "{who:?}");
+        }
+        // Nobody unless named; everyone when access control is off.
+        assert_eq!(decide(&written(), &user("alice"), &Op::Admin), Deny);
+        assert_eq!(
+            decide(&Policy::open(), &Identity::Anonymous, &Op::Admin),
+            Allow
+        );
+        let all = written().with_admins(p(&["authenticated"])).unwrap();
+        assert_eq!(decide(&all, &user("bob"), &Op::Admin), Allow);
+        assert_eq!(decide(&all, &Identity::Anonymous, &Op::Admin), Deny);
+        assert!(written().with_admins(p(&["anonymous"])).is_err());
+        assert!(written().with_admins(p(&["group:nope"])).is_err());
     }
 
     #[test]

@@ -321,6 +321,9 @@ struct FileConfig {
     groups: BTreeMap<String, Vec<String>>,
     #[serde(default)]
     access: Vec<FileAccess>,
+    /// Who may run maintenance on the running server (`/admin/...`).
+    #[serde(default)]
+    admins: Vec<String>,
 }
 
 /// One `[[access]]` rule.
@@ -779,9 +782,22 @@ impl Config {
                     "anonymous_pull = false (--anonymous-pull) needs --htpasswd or --tls-client-ca: someone must be able to log in".into(),
                 ));
             }
+            if !file.admins.is_empty() {
+                return Err(ConfigError::Conflict(
+                    "admins needs --htpasswd or --tls-client-ca: admins must be able to log in (with access control off, anyone may run maintenance)".into(),
+                ));
+            }
             Policy::open()
         } else {
+            let admins = file
+                .admins
+                .iter()
+                .map(|p| {
+                    Principal::parse(p).map_err(|e| ConfigError::Conflict(format!("admins: {e}")))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
             Policy::new(rules, file.groups, anonymous_pull, &local_namespaces)
+                .and_then(|p| p.with_admins(admins))
                 .map_err(|e| ConfigError::Conflict(e.to_string()))?
         };
         let max_upload_sessions = whole_number(

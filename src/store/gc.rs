@@ -17,11 +17,18 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 /// What a collection found (and, unless a dry run, removed).
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct GcReport {
     pub removed: Vec<(Digest, u64)>,
     pub bytes: u64,
+    /// Blobs kept: referenced, mirrored, or used within the grace period.
     pub kept: usize,
+    /// Of those kept, the unreferenced ones kept only because they were
+    /// used (or written) within the grace period, and their bytes.
+    pub recent: usize,
+    pub recent_bytes: u64,
+    /// The grace period applied, seconds.
+    pub grace_secs: u64,
 }
 
 /// Manifests read per page of a pass over them.
@@ -104,7 +111,10 @@ pub async fn collect(store: &Store, grace: Duration, dry_run: bool) -> Result<Gc
     store.cache.flush_access()?;
     let keep = with_mirrored(store, referenced(store).await?).await?;
     let cutoff = unix_now().saturating_sub(grace.as_millis() as u64);
-    let mut report = GcReport::default();
+    let mut report = GcReport {
+        grace_secs: grace.as_secs(),
+        ..GcReport::default()
+    };
     let mut candidates = Vec::new();
     let mut files = store.blobs.files();
     while let Some(batch) = files.next().await? {
@@ -116,6 +126,8 @@ pub async fn collect(store: &Store, grace: Duration, dry_run: bool) -> Result<Gc
             let last = mtime.max(store.index.access_time(&d)?.unwrap_or(0));
             if last > cutoff {
                 report.kept += 1;
+                report.recent += 1;
+                report.recent_bytes += size;
             } else {
                 candidates.push((d, size));
             }
@@ -146,6 +158,8 @@ pub async fn collect(store: &Store, grace: Duration, dry_run: bool) -> Result<Gc
         // Used since the scan began? Then it stays.
         if store.cache.used_since(&d, cutoff.saturating_add(1))? {
             report.kept += 1;
+            report.recent += 1;
+            report.recent_bytes += size;
             continue;
         }
         let repos = links.get(&d).cloned().unwrap_or_default();

@@ -49,6 +49,8 @@ pub struct Store {
     /// Held for reading while a push references blobs, for writing while
     /// garbage collection or eviction removes one.
     gc_lock: Arc<tokio::sync::RwLock<()>>,
+    /// One garbage collection or verify at a time.
+    maintenance: Arc<tokio::sync::Mutex<()>>,
     /// With a bucket: access batches written since the last compaction.
     access_batches: Arc<std::sync::atomic::AtomicUsize>,
 }
@@ -180,8 +182,48 @@ impl Store {
             uploads,
             cache,
             gc_lock: Arc::new(tokio::sync::RwLock::new(())),
+            maintenance: Arc::default(),
             access_batches: Arc::default(),
         })
+    }
+
+    /// Collects garbage (see [`gc::collect`]), after any collection or
+    /// verify already running; with `wait == false`, `None` instead of
+    /// waiting for one.
+    pub async fn collect_garbage(
+        &self,
+        grace: std::time::Duration,
+        dry_run: bool,
+        wait: bool,
+    ) -> Result<Option<gc::GcReport>> {
+        let _one = match self.maintenance_turn(wait).await {
+            Some(g) => g,
+            None => return Ok(None),
+        };
+        gc::collect(self, grace, dry_run).await.map(Some)
+    }
+
+    /// Verifies the store (see [`verify::verify`]; `live` while it serves),
+    /// as [`Store::collect_garbage`] takes its turn.
+    pub async fn verify(
+        &self,
+        repair: bool,
+        live: bool,
+        wait: bool,
+    ) -> Result<Option<verify::VerifyReport>> {
+        let _one = match self.maintenance_turn(wait).await {
+            Some(g) => g,
+            None => return Ok(None),
+        };
+        verify::verify(self, repair, live).await.map(Some)
+    }
+
+    async fn maintenance_turn(&self, wait: bool) -> Option<tokio::sync::OwnedMutexGuard<()>> {
+        if wait {
+            Some(self.maintenance.clone().lock_owned().await)
+        } else {
+            self.maintenance.clone().try_lock_owned().ok()
+        }
     }
 
     /// Makes every change durable and writes pending access times (at

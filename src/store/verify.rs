@@ -12,7 +12,7 @@ use crate::error::Result;
 use crate::oci::{Digest, RepoName};
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize, serde::Deserialize)]
 pub struct VerifyReport {
     pub checked: usize,
     pub bytes: u64,
@@ -33,17 +33,11 @@ impl VerifyReport {
     }
 }
 
-/// Scrubs the store. Three passes, none holding the store in memory: the
-/// index (what it knows of, as a [`DigestSet`]), the blob files (each
-/// hashed, checked against what is known, added to a second set), and the
-/// index again (records whose file is missing). Memory grows by 16 bytes
-/// per digest and with what is found wrong.
-pub async fn verify(store: &Store, repair: bool) -> Result<VerifyReport> {
-    let mut report = VerifyReport::default();
-    // Blobs a local manifest still references are known, even unlinked:
-    // GC keeps them too.
+/// What the index knows of: blobs a local manifest still references (even
+/// unlinked: GC keeps them too), cached ones and linked ones.
+async fn known_digests(store: &Store) -> Result<DigestSet> {
     let known = super::gc::referenced(store).await?;
-    let known = store
+    store
         .index
         .blocking(move |i| {
             let mut known = known;
@@ -52,7 +46,70 @@ pub async fn verify(store: &Store, repair: bool) -> Result<VerifyReport> {
             known.seal();
             Ok(known)
         })
-        .await?;
+        .await
+}
+
+/// The index's records whose digest `absent` says has no file: (what,
+/// digest).
+async fn missing_records(
+    store: &Store,
+    absent: impl Fn(&Digest) -> bool + Send + 'static,
+) -> Result<Vec<(String, Digest)>> {
+    store
+        .index
+        .blocking(move |i| {
+            let mut missing = Vec::new();
+            i.for_each_mirror_entry(|e| {
+                if absent(&e.digest) {
+                    let kind = if e.manifest {
+                        "mirrored manifest"
+                    } else {
+                        "mirrored blob"
+                    };
+                    missing.push((format!("{kind} from {}", e.upstream), e.digest));
+                }
+            })?;
+            let mut links: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
+            i.for_each_local_link(|repo, d| {
+                if absent(&d) {
+                    links.entry(d).or_default().push(repo.to_string());
+                }
+            })?;
+            for (d, repos) in links {
+                missing.push((format!("blob of {}", repos.join(", ")), d));
+            }
+            i.for_each_local_manifest(|repo, d| {
+                if absent(&d) {
+                    missing.push((format!("manifest of {repo}"), d));
+                }
+            })?;
+            Ok(missing)
+        })
+        .await
+}
+
+/// Scrubs the store. Three passes, none holding the store in memory: the
+/// index (what it knows of, as a [`DigestSet`]), the blob files (each
+/// hashed, checked against what is known, added to a second set), and the
+/// index again (records whose file is missing). Memory grows by 16 bytes
+/// per digest and with what is found wrong.
+///
+/// `live`: a server is serving from the store meanwhile (pushes, fills,
+/// eviction), so what the passes find out of step is checked again before
+/// it is reported: an orphan against the index as it is after the files'
+/// pass (a push writes its file before its record), a missing file under
+/// the GC lock (eviction forgets a record and removes its file under it)
+/// by looking for the file and the record once more. Repair needs a
+/// stopped server.
+pub async fn verify(store: &Store, repair: bool, live: bool) -> Result<VerifyReport> {
+    if repair && live {
+        return Err(crate::error::Error::oci(
+            crate::error::ErrorCode::Unsupported,
+            "verify --repair works on a stopped server only: while it serves, a blob being pushed is briefly a file without a record",
+        ));
+    }
+    let mut report = VerifyReport::default();
+    let known = known_digests(store).await?;
     let mut on_disk = DigestSet::default();
     let mut files = store.blobs.files();
     while let Some(batch) = files.next().await? {
@@ -71,37 +128,24 @@ pub async fn verify(store: &Store, repair: bool) -> Result<VerifyReport> {
     }
     drop(known);
     on_disk.seal();
-    report.missing = store
-        .index
-        .blocking(move |i| {
-            let mut missing = Vec::new();
-            i.for_each_mirror_entry(|e| {
-                if !on_disk.contains(&e.digest) {
-                    let kind = if e.manifest {
-                        "mirrored manifest"
-                    } else {
-                        "mirrored blob"
-                    };
-                    missing.push((format!("{kind} from {}", e.upstream), e.digest));
+    report.missing = missing_records(store, move |d| !on_disk.contains(d)).await?;
+    if live {
+        if !report.orphaned.is_empty() {
+            let now = known_digests(store).await?;
+            report.orphaned.retain(|d| !now.contains(d));
+        }
+        if !report.missing.is_empty() {
+            let _still = store.gc_lock.read().await;
+            let mut absent = DigestSet::default();
+            for (_, d) in &report.missing {
+                if store.blobs.size(d).await?.is_none() {
+                    absent.insert(d);
                 }
-            })?;
-            let mut links: BTreeMap<Digest, Vec<String>> = BTreeMap::new();
-            i.for_each_local_link(|repo, d| {
-                if !on_disk.contains(&d) {
-                    links.entry(d).or_default().push(repo.to_string());
-                }
-            })?;
-            for (d, repos) in links {
-                missing.push((format!("blob of {}", repos.join(", ")), d));
             }
-            i.for_each_local_manifest(|repo, d| {
-                if !on_disk.contains(&d) {
-                    missing.push((format!("manifest of {repo}"), d));
-                }
-            })?;
-            Ok(missing)
-        })
-        .await?;
+            absent.seal();
+            report.missing = missing_records(store, move |d| absent.contains(d)).await?;
+        }
+    }
 
     if repair {
         let bad: HashSet<Digest> = report

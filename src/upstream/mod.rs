@@ -76,7 +76,7 @@ pub struct Upstream {
 
 impl Upstream {
     pub fn new(config: UpstreamConfig) -> Result<Upstream, String> {
-        let tls = tls_config(config.ca_file.as_deref())?;
+        let tls = crate::tls::client_config(config.ca_file.as_deref())?;
         let mut http = HttpConnector::new();
         configure(&mut http);
         let client = https_client(tls.clone(), http);
@@ -353,28 +353,6 @@ fn configure<R>(http: &mut HttpConnector<R>) {
     http.enforce_http(false);
     http.set_connect_timeout(Some(CONNECT_TIMEOUT));
     http.set_nodelay(true);
-}
-
-/// TLS for upstreams: the web PKI roots, plus the certificates of
-/// `ca_file` for a private registry with its own CA.
-fn tls_config(ca_file: Option<&std::path::Path>) -> Result<rustls::ClientConfig, String> {
-    let mut roots = rustls::RootCertStore::empty();
-    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-    if let Some(path) = ca_file {
-        for cert in crate::tls::read_certs(path).map_err(|e| format!("ca_file {e}"))? {
-            roots
-                .add(cert)
-                .map_err(|e| format!("ca_file {}: {e}", path.display()))?;
-        }
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map_err(|e| format!("TLS setup: {e}"))?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    Ok(tls)
 }
 
 /// A pooled client for http and https (rustls) over `http`.

@@ -1,0 +1,147 @@
+//! Maintenance of a running server, for the callers in `admins`:
+//! `POST /admin/gc` (query `dry_run=true`, and `grace=DURATION`, which may
+//! lengthen the server's `gc_grace` but not shorten it: pushes in progress
+//! upload their blobs before the manifest that references them) and
+//! `POST /admin/verify`, each answering its
+//! report as JSON. They run beside serving, without a pause, one at a time
+//! (a second one is told to come back). The command line's `wharf gc
+//! --server URL` and `wharf verify --server URL` call them.
+
+use crate::error::{Error, ErrorCode, Result};
+use crate::store::Store;
+use http::request::Parts;
+use std::time::Duration;
+
+/// The content type of the answers.
+pub const CONTENT_TYPE: &str = "application/json";
+
+/// A maintenance operation, from its path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminPath {
+    Gc,
+    Verify,
+}
+
+impl AdminPath {
+    pub fn parse(path: &str) -> Option<AdminPath> {
+        match path {
+            "/admin/gc" => Some(AdminPath::Gc),
+            "/admin/verify" => Some(AdminPath::Verify),
+            _ => None,
+        }
+    }
+}
+
+/// What an operation did, for the answer and the audit line.
+pub enum Outcome {
+    Gc(crate::store::gc::GcReport, bool),
+    Verify(crate::store::verify::VerifyReport),
+}
+
+impl Outcome {
+    pub fn json(&self) -> serde_json::Value {
+        match self {
+            Outcome::Gc(r, dry_run) => {
+                let mut v = serde_json::to_value(r).unwrap_or_default();
+                v["dry_run"] = (*dry_run).into();
+                v
+            }
+            Outcome::Verify(r) => serde_json::to_value(r).unwrap_or_default(),
+        }
+    }
+
+    /// One line for the audit log.
+    pub fn summary(&self) -> String {
+        match self {
+            Outcome::Gc(r, true) => format!(
+                "gc --dry-run: would remove {} blobs ({} bytes)",
+                r.removed.len(),
+                r.bytes
+            ),
+            Outcome::Gc(r, false) => {
+                format!("gc: removed {} blobs ({} bytes)", r.removed.len(), r.bytes)
+            }
+            Outcome::Verify(r) => format!(
+                "verify: checked {} blobs, {} corrupt, {} orphaned, {} missing",
+                r.checked,
+                r.corrupt.len(),
+                r.orphaned.len(),
+                r.missing.len()
+            ),
+        }
+    }
+}
+
+fn busy() -> Error {
+    Error::oci(
+        ErrorCode::Unavailable,
+        "a garbage collection or verify is already running; try again when it ends",
+    )
+}
+
+/// Runs `op` with the query of `parts`; `grace` is the server's default.
+pub async fn run(store: &Store, op: AdminPath, parts: &Parts, grace: Duration) -> Result<Outcome> {
+    let q = crate::reply::query(&parts.uri);
+    let flag = |name: &str| -> Result<bool> {
+        match crate::reply::query_one(&q, name) {
+            None => Ok(false),
+            Some("true" | "1") => Ok(true),
+            Some("false" | "0") => Ok(false),
+            Some(v) => Err(Error::oci(
+                ErrorCode::ParameterInvalid,
+                format!("{name}={v:?}: expected true or false"),
+            )),
+        }
+    };
+    match op {
+        AdminPath::Gc => {
+            let dry_run = flag("dry_run")?;
+            let grace = match crate::reply::query_one(&q, "grace") {
+                None => grace,
+                Some(g) => {
+                    let asked = humantime::parse_duration(g).map_err(|_| {
+                        Error::oci(
+                            ErrorCode::ParameterInvalid,
+                            format!("grace={g:?}: expected a duration, e.g. 0s, 30m, 1h"),
+                        )
+                    })?;
+                    if asked < grace {
+                        return Err(Error::oci(
+                            ErrorCode::ParameterInvalid,
+                            format!(
+                                "a running server keeps its gc_grace ({}) at least: a push in progress uploads its blobs before the manifest that references them. Lower gc_grace, or run wharf gc --data on a stopped server",
+                                humantime::format_duration(grace)
+                            ),
+                        ));
+                    }
+                    asked
+                }
+            };
+            let report = store
+                .collect_garbage(grace, dry_run, false)
+                .await?
+                .ok_or_else(busy)?;
+            Ok(Outcome::Gc(report, dry_run))
+        }
+        AdminPath::Verify => {
+            let report = store
+                .verify(flag("repair")?, true, false)
+                .await?
+                .ok_or_else(busy)?;
+            Ok(Outcome::Verify(report))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths() {
+        assert_eq!(AdminPath::parse("/admin/gc"), Some(AdminPath::Gc));
+        assert_eq!(AdminPath::parse("/admin/verify"), Some(AdminPath::Verify));
+        assert_eq!(AdminPath::parse("/admin/gc/"), None);
+        assert_eq!(AdminPath::parse("/admin/"), None);
+    }
+}

@@ -1,0 +1,127 @@
+//! The command line's client of a running Wharf (`--server URL`): one
+//! HTTP(S) request at a time with the caller's password (Basic, never in a
+//! log line), its answer's JSON read with a bound, and the registry's
+//! error body turned into a message a person can act on.
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty, Limited};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use std::path::Path;
+
+/// The largest answer read (a gc report lists every blob it removes).
+const MAX_ANSWER: usize = 256 << 20;
+
+pub struct ServerClient {
+    base: url::Url,
+    authorization: Option<HeaderValue>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>,
+}
+
+impl ServerClient {
+    /// A client of the Wharf at `url` (`http://` or `https://`), logging
+    /// in as `user` with `password` when given; `ca_file` adds a CA to
+    /// the trusted roots (a server with its own).
+    pub fn new(
+        url: &str,
+        user: Option<&str>,
+        password: Option<&str>,
+        ca_file: Option<&Path>,
+    ) -> Result<ServerClient, String> {
+        let base = url::Url::parse(url.trim())
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .ok_or_else(|| {
+                format!("--server {url:?}: expected http:// or https:// and a host, e.g. https://wharf.example.com:5000")
+            })?;
+        let authorization = match (user, password) {
+            (Some(u), Some(p)) => {
+                use base64::Engine;
+                let token = base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}"));
+                let mut v = HeaderValue::from_str(&format!("Basic {token}")).map_err(|_| {
+                    "the user name or password has characters a header cannot carry"
+                })?;
+                v.set_sensitive(true);
+                Some(v)
+            }
+            (Some(_), None) => {
+                return Err("--user needs a password: set WHARF_PASSWORD or --password-file".into())
+            }
+            (None, _) => None,
+        };
+        let tls = crate::tls::client_config(ca_file)?;
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_connect_timeout(Some(std::time::Duration::from_secs(10)));
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        Ok(ServerClient {
+            base,
+            authorization,
+            client: Client::builder(TokioExecutor::new()).build(https),
+        })
+    }
+
+    /// Sends `POST path_and_query` and reads the JSON answer.
+    pub async fn post_json(&self, path_and_query: &str) -> Result<serde_json::Value, String> {
+        let url = self
+            .base
+            .join(path_and_query)
+            .map_err(|e| format!("{path_and_query}: {e}"))?;
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(url.as_str())
+            .header(
+                header::USER_AGENT,
+                concat!("wharf/", env!("CARGO_PKG_VERSION")),
+            );
+        if let Some(a) = &self.authorization {
+            req = req.header(header::AUTHORIZATION, a.clone());
+        }
+        let req = req.body(Empty::new()).map_err(|e| e.to_string())?;
+        let host = self.base.host_str().unwrap_or("?");
+        let resp = self
+            .client
+            .request(req)
+            .await
+            .map_err(|e| format!("cannot reach {host}: {}", chain(&e)))?;
+        let status = resp.status();
+        let body = Limited::new(resp.into_body(), MAX_ANSWER)
+            .collect()
+            .await
+            .map_err(|e| format!("reading the answer of {host}: {e}"))?
+            .to_bytes();
+        if status.is_success() {
+            return serde_json::from_slice(&body)
+                .map_err(|e| format!("{host} answered something that is not JSON: {e}"));
+        }
+        let message = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v["errors"][0]["message"].as_str().map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
+        Err(match status {
+            StatusCode::UNAUTHORIZED if self.authorization.is_none() => format!(
+                "{host} asks who you are: pass --user NAME with WHARF_PASSWORD or --password-file ({message})"
+            ),
+            StatusCode::UNAUTHORIZED => format!("{host} refused the user name or password ({message})"),
+            StatusCode::FORBIDDEN => format!("{host} refused: {message} (an admin is named in `admins` in its config)"),
+            s => format!("{host} answered {s}: {message}"),
+        })
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
