@@ -9,7 +9,6 @@
 
 use crate::error::{Error, ErrorCode, Result};
 use crate::store::Store;
-use http::request::Parts;
 use std::time::Duration;
 
 /// The content type of the answers.
@@ -23,6 +22,13 @@ pub enum AdminPath {
 }
 
 impl AdminPath {
+    pub fn name(self) -> &'static str {
+        match self {
+            AdminPath::Gc => "gc",
+            AdminPath::Verify => "verify",
+        }
+    }
+
     pub fn parse(path: &str) -> Option<AdminPath> {
         match path {
             "/admin/gc" => Some(AdminPath::Gc),
@@ -79,9 +85,11 @@ fn busy() -> Error {
     )
 }
 
-/// Runs `op` with the query of `parts`; `grace` is the server's default.
-pub async fn run(store: &Store, op: AdminPath, parts: &Parts, grace: Duration) -> Result<Outcome> {
-    let q = crate::reply::query(&parts.uri);
+/// Runs `op` with `query` (the request's); `grace` is the server's.
+pub async fn run(store: &Store, op: AdminPath, query: &str, grace: Duration) -> Result<Outcome> {
+    let q: Vec<(String, String)> = form_urlencoded::parse(query.as_bytes())
+        .into_owned()
+        .collect();
     let flag = |name: &str| -> Result<bool> {
         match crate::reply::query_one(&q, name) {
             None => Ok(false),

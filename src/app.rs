@@ -358,12 +358,27 @@ impl App {
         let caller = self.auth.authenticate(parts, peer).await?;
         self.auth
             .authorize(&caller, &Op::Admin, &Backend::Local, parts, peer)?;
-        let outcome = crate::admin::run(&self.store, op, parts, self.config.gc_grace).await?;
-        audit::maintenance(&caller, &outcome.summary());
-        Ok(crate::reply::json(
-            &outcome.json(),
-            crate::admin::CONTENT_TYPE,
-        ))
+        // A task of its own: a client that goes away, or shutdown's drain,
+        // does not stop a collection between forgetting a blob and
+        // removing it.
+        let (store, grace) = (self.store.clone(), self.config.gc_grace);
+        let query = parts.uri.query().unwrap_or_default().to_string();
+        let ran = tokio::spawn(async move { crate::admin::run(&store, op, &query, grace).await })
+            .await
+            .map_err(|e| Error::storage("running maintenance", e))?;
+        match ran {
+            Ok(outcome) => {
+                audit::maintenance(&caller, &outcome.summary());
+                Ok(crate::reply::json(
+                    &outcome.json(),
+                    crate::admin::CONTENT_TYPE,
+                ))
+            }
+            Err(e) => {
+                audit::maintenance(&caller, &format!("{} refused or failed: {e}", op.name()));
+                Err(e)
+            }
+        }
     }
 
     /// The cache page's figures; without `detail`, no upstream address,
@@ -553,8 +568,12 @@ impl App {
                     }
                 }
                 _ = gc.tick(), if !self.config.gc_interval.is_zero() => {
-                    if let Err(e) = self.store.collect_garbage(self.config.gc_grace, false, true).await {
-                        tracing::warn!(error = %e, "garbage collection failed");
+                    // Not while an admin's collection or verify runs (the
+                    // next tick comes soon enough): this loop must go on.
+                    match self.store.collect_garbage(self.config.gc_grace, false, false).await {
+                        Ok(Some(_)) => {}
+                        Ok(None) => tracing::debug!("scheduled garbage collection skipped: a collection or verify is running"),
+                        Err(e) => tracing::warn!(error = %e, "garbage collection failed"),
                     }
                 }
             }

@@ -4,8 +4,9 @@
 //! error body turned into a message a person can act on.
 
 use bytes::Bytes;
-use http::{header, HeaderValue, Method, Request, StatusCode};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Empty, Limited};
+use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
@@ -13,6 +14,8 @@ use std::path::Path;
 
 /// The largest answer read (a gc report lists every blob it removes).
 const MAX_ANSWER: usize = 256 << 20;
+/// The most of an error answer read.
+const ERROR_BODY: usize = 64 << 10;
 
 pub struct ServerClient {
     base: url::Url,
@@ -69,37 +72,61 @@ impl ServerClient {
 
     /// Sends `POST path_and_query` and reads the JSON answer.
     pub async fn post_json(&self, path_and_query: &str) -> Result<serde_json::Value, String> {
+        let resp = self.send(Method::POST, path_and_query, &[]).await?;
+        let host = self.host();
+        let body = read_bounded(resp, MAX_ANSWER)
+            .await
+            .map_err(|e| format!("reading the answer of {host}: {e}"))?;
+        serde_json::from_slice(&body)
+            .map_err(|e| format!("{host} answered something that is not JSON: {e}"))
+    }
+
+    /// Sends `GET path_and_query` (accepting `accept`); a 2xx answer, its
+    /// body unread, or what went wrong.
+    pub async fn get(
+        &self,
+        path_and_query: &str,
+        accept: &[&str],
+    ) -> Result<Response<Incoming>, String> {
+        self.send(Method::GET, path_and_query, accept).await
+    }
+
+    fn host(&self) -> &str {
+        self.base.host_str().unwrap_or("?")
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path_and_query: &str,
+        accept: &[&str],
+    ) -> Result<Response<Incoming>, String> {
         let url = self
             .base
             .join(path_and_query)
             .map_err(|e| format!("{path_and_query}: {e}"))?;
-        let mut req = Request::builder()
-            .method(Method::POST)
-            .uri(url.as_str())
-            .header(
-                header::USER_AGENT,
-                concat!("wharf/", env!("CARGO_PKG_VERSION")),
-            );
+        let mut req = Request::builder().method(method).uri(url.as_str()).header(
+            header::USER_AGENT,
+            concat!("wharf/", env!("CARGO_PKG_VERSION")),
+        );
+        for a in accept {
+            req = req.header(header::ACCEPT, *a);
+        }
         if let Some(a) = &self.authorization {
             req = req.header(header::AUTHORIZATION, a.clone());
         }
         let req = req.body(Empty::new()).map_err(|e| e.to_string())?;
-        let host = self.base.host_str().unwrap_or("?");
+        let host = self.host();
         let resp = self
             .client
             .request(req)
             .await
             .map_err(|e| format!("cannot reach {host}: {}", chain(&e)))?;
         let status = resp.status();
-        let body = Limited::new(resp.into_body(), MAX_ANSWER)
-            .collect()
-            .await
-            .map_err(|e| format!("reading the answer of {host}: {e}"))?
-            .to_bytes();
         if status.is_success() {
-            return serde_json::from_slice(&body)
-                .map_err(|e| format!("{host} answered something that is not JSON: {e}"));
+            return Ok(resp);
         }
+        let body = read_bounded(resp, ERROR_BODY).await.unwrap_or_default();
         let message = serde_json::from_slice::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| v["errors"][0]["message"].as_str().map(str::to_string))
@@ -109,10 +136,21 @@ impl ServerClient {
                 "{host} asks who you are: pass --user NAME with WHARF_PASSWORD or --password-file ({message})"
             ),
             StatusCode::UNAUTHORIZED => format!("{host} refused the user name or password ({message})"),
-            StatusCode::FORBIDDEN => format!("{host} refused: {message} (an admin is named in `admins` in its config)"),
+            StatusCode::FORBIDDEN if path_and_query.starts_with("/admin/") => format!(
+                "{host} refused: {message} (an admin is named in `admins` in its config)"
+            ),
             s => format!("{host} answered {s}: {message}"),
         })
     }
+}
+
+/// Reads a whole body of at most `limit` bytes.
+pub async fn read_bounded(resp: Response<Incoming>, limit: usize) -> Result<Bytes, String> {
+    Limited::new(resp.into_body(), limit)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| e.to_string())
 }
 
 fn chain(e: &dyn std::error::Error) -> String {

@@ -85,6 +85,7 @@ pub mod metrics;
 pub mod mirror;
 pub mod oci;
 pub mod pages;
+pub mod prefetch;
 pub mod registry;
 pub mod reply;
 pub mod server;
@@ -189,7 +190,7 @@ pub fn gc_lines(report: &store::gc::GcReport, dry_run: bool, online: bool) -> Ve
     if report.recent > 0 {
         let grace = humantime::format_duration(std::time::Duration::from_secs(report.grace_secs));
         let how = if online {
-            "they go once unused that long (the server's gc_grace); on a stopped server, wharf gc --data DIR removes them at once"
+            "they go once unused that long (the server's gc_grace); on a stopped server with --storage fs, wharf gc --data DIR removes them at once"
         } else {
             "--grace 0s removes them too"
         };

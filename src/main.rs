@@ -30,6 +30,72 @@ enum Command {
     /// Exits 1 when anything is wrong. Works on a data directory no server is
     /// using, or with --server on a running server.
     Verify(VerifyArgs),
+    /// Pull images through a running Wharf so they are cached: every
+    /// platform of an index (or those given), configs and layers, and with
+    /// --referrers their signatures and SBOMs. Exits 1 if any failed, 2 on
+    /// bad input.
+    Prefetch(PrefetchArgs),
+}
+
+#[derive(clap::Args)]
+struct PrefetchArgs {
+    /// Images as you would pull them: alpine:3.20, ghcr.io/org/app:1.2,
+    /// docker.io/library/nginx@sha256:...
+    #[arg(value_name = "REF")]
+    refs: Vec<String>,
+    /// A file of references, one per line (# starts a comment).
+    #[arg(long, value_name = "LIST")]
+    file: Option<std::path::PathBuf>,
+    /// Only these platforms of an index (os/arch or os/arch/variant;
+    /// repeatable) [default: all of them].
+    #[arg(long, value_name = "OS/ARCH", conflicts_with = "all_platforms")]
+    platform: Vec<String>,
+    /// Every platform of an index (the default).
+    #[arg(long)]
+    all_platforms: bool,
+    /// Also what refers to each manifest (signatures, SBOMs: the OCI
+    /// referrers API).
+    #[arg(long)]
+    referrers: bool,
+    #[command(flatten)]
+    server: ServerArgs,
+}
+
+impl PrefetchArgs {
+    /// The references and options, or what is wrong with them.
+    fn read(&self) -> Result<(Vec<wharf::prefetch::ImageRef>, wharf::prefetch::Options), String> {
+        let mut refs = self
+            .refs
+            .iter()
+            .map(|r| wharf::prefetch::ImageRef::parse(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(f) = &self.file {
+            let text =
+                std::fs::read_to_string(f).map_err(|e| format!("--file {}: {e}", f.display()))?;
+            refs.extend(
+                wharf::prefetch::read_list(&text)
+                    .map_err(|e| format!("--file {}: {e}", f.display()))?,
+            );
+        }
+        if refs.is_empty() {
+            return Err("nothing to prefetch: give references, or --file LIST".into());
+        }
+        if self.server.server.is_none() {
+            return Err("prefetch pulls through a running Wharf: give --server URL".into());
+        }
+        let platforms = self
+            .platform
+            .iter()
+            .map(|p| wharf::prefetch::Platform::parse(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((
+            refs,
+            wharf::prefetch::Options {
+                platforms,
+                referrers: self.referrers,
+            },
+        ))
+    }
 }
 
 /// Which data directory a maintenance command works on.
@@ -52,7 +118,7 @@ struct ServerArgs {
     /// Work on the Wharf serving at this URL, through its /admin/ endpoints
     /// (with access control on, the user must be in its `admins`), without
     /// a pause in serving.
-    #[arg(long, env = "WHARF_SERVER", value_name = "URL")]
+    #[arg(long, value_name = "URL")]
     server: Option<String>,
     /// The user to log in to the server as; the password comes from
     /// WHARF_PASSWORD or --password-file.
@@ -171,6 +237,10 @@ fn main() -> ExitCode {
         }),
         Command::Gc(args) => maintenance_config(&args.data),
         Command::Verify(args) => maintenance_config(&args.data),
+        Command::Prefetch(_) => Config::load(&ServeArgs::default()).map_err(|e| {
+            eprintln!("wharf: {e}");
+            ExitCode::from(2)
+        }),
     };
     let config = match config {
         Ok(c) => c,
@@ -178,9 +248,9 @@ fn main() -> ExitCode {
     };
     init_logging(config.log_format);
     let server = match &cli.command {
-        Command::Gc(GcArgs { server, .. }) | Command::Verify(VerifyArgs { server, .. }) => {
-            server.client()
-        }
+        Command::Gc(GcArgs { server, .. })
+        | Command::Verify(VerifyArgs { server, .. })
+        | Command::Prefetch(PrefetchArgs { server, .. }) => server.client(),
         Command::Serve(_) => Ok(None),
     };
     let server = match server {
@@ -236,6 +306,29 @@ fn main() -> ExitCode {
                     eprintln!("wharf: {e}");
                     ExitCode::FAILURE
                 }
+            }
+        }
+        Command::Prefetch(args) => {
+            let (refs, opts) = match args.read() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("wharf: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let Some(client) = &server else {
+                return ExitCode::from(2);
+            };
+            let progress = wharf::prefetch::Progress::new(refs.len());
+            let (totals, failures) =
+                runtime.block_on(wharf::prefetch::run(client, &refs, &opts, &progress));
+            for line in wharf::prefetch::summary(&totals, refs.len(), &failures) {
+                println!("{line}");
+            }
+            if failures.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
             }
         }
         Command::Verify(args) => match runtime.block_on(wharf::verify(target, args.repair)) {

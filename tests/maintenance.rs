@@ -5,7 +5,7 @@
 //! `store_limits.rs`.)
 
 mod common;
-use common::layout::write_oci_layout;
+use common::layout::write_oci_layout_from;
 use common::pki::htpasswd;
 use common::*;
 use std::process::Command;
@@ -16,11 +16,11 @@ fn skopeo(args: &[&str]) -> Command {
     c
 }
 
-/// skopeo pushes an image of `layers` layers to `golden/<repo>:1` as alice;
-/// its manifest digest.
-fn push(addr: &str, repo: &str, layers: usize) -> String {
+/// skopeo pushes an image of layers `first..first + layers` to
+/// `golden/<repo>:1` as alice; its manifest digest.
+fn push(addr: &str, repo: &str, first: usize, layers: usize) -> String {
     let tmp = tempfile::tempdir().unwrap();
-    let digest = write_oci_layout(tmp.path(), "1", layers);
+    let digest = write_oci_layout_from(tmp.path(), "1", first, layers);
     run(skopeo(&[
         "copy",
         "--dest-tls-verify=false",
@@ -84,7 +84,7 @@ async fn gc_and_verify_run_on_a_running_server_for_admins_while_it_serves() {
             "--htpasswd",
             &users.display().to_string(),
             "--gc-grace",
-            "3s",
+            "8s",
             "--gc-interval",
             "0s",
         ]
@@ -95,10 +95,10 @@ async fn gc_and_verify_run_on_a_running_server_for_admins_while_it_serves() {
     });
     let addr = w.addr.to_string();
     let alice = Api::new(&w).basic("alice", "alice-pw");
-    push(&addr, "app", 1);
+    push(&addr, "app", 0, 1);
     // Shares its first layer with app; its manifest, config and second
     // layer are its own.
-    let old = push(&addr, "old", 2);
+    let old = push(&addr, "old", 0, 2);
     let orphan = alice
         .push_blob("golden/app", b"pushed, never referenced")
         .await;
@@ -108,6 +108,7 @@ async fn gc_and_verify_run_on_a_running_server_for_admins_while_it_serves() {
             .await,
         202
     );
+    let deleted = std::time::Instant::now();
     let ops = Some(("ops", "ops-pw"));
 
     // Only admins: anonymous callers are told to log in, alice is refused.
@@ -127,20 +128,26 @@ async fn gc_and_verify_run_on_a_running_server_for_admins_while_it_serves() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("would remove 0 unreferenced blobs"), "{out}");
     assert!(
-        out.contains("kept 4 unreferenced blobs") && out.contains("grace period (3s)"),
+        out.contains("kept 4 unreferenced blobs") && out.contains("grace period (8s)"),
         "{out}"
+    );
+    assert!(
+        deleted.elapsed().as_secs() < 6,
+        "the dry run came within the grace"
     );
     // The online form keeps the server's grace.
     let (code, out) = admin_cli(&addr, ops, &["gc", "--grace", "0s"]);
     assert_ne!(code, 0);
-    assert!(out.contains("keeps its gc_grace (3s)"), "{out}");
+    assert!(out.contains("keeps its gc_grace (8s)"), "{out}");
     assert!(blob_file(&w.data, &orphan).exists());
 
     // Past the grace: a collection while another push runs.
-    tokio::time::sleep(std::time::Duration::from_millis(3500)).await;
+    tokio::time::sleep(std::time::Duration::from_secs(8).saturating_sub(deleted.elapsed())).await;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    // Layers of its own: none of them was a candidate before the push.
     let pusher = {
         let addr = addr.clone();
-        std::thread::spawn(move || push(&addr, "new", 3))
+        std::thread::spawn(move || push(&addr, "new", 10, 3))
     };
     let (code, out) = admin_cli(&addr, ops, &["gc"]);
     assert_eq!(code, 0, "{out}");
@@ -158,7 +165,15 @@ async fn gc_and_verify_run_on_a_running_server_for_admins_while_it_serves() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("0 corrupt, 0 orphaned, 0 missing"), "{out}");
     let (code, out) = admin_cli(&addr, ops, &["verify", "--repair"]);
-    assert_eq!(code, 2, "{out}");
+    assert_eq!(code, 2, "the command line refuses it: {out}");
+    let r = Api::new(&w)
+        .basic("ops", "ops-pw")
+        .req("POST", "/admin/verify?repair=true")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    assert!(r.text().await.unwrap().contains("stopped server only"));
     let log = w.log();
     assert!(log.contains("maintenance: gc: removed 4 blobs"), "{log}");
     assert!(log.contains("maintenance: verify: checked"), "{log}");

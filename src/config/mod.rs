@@ -424,7 +424,10 @@ impl RatelimitReserve {
     /// unknown), rounded up.
     pub fn of(self, limit: Option<u64>) -> Option<u64> {
         match self {
-            RatelimitReserve::Percent(p) => limit.map(|l| (l * u64::from(p)).div_ceil(100)),
+            // The limit is the upstream's to say: no overflow for any value.
+            RatelimitReserve::Percent(p) => {
+                limit.map(|l| (u128::from(l) * u128::from(p)).div_ceil(100) as u64)
+            }
             RatelimitReserve::Pulls(n) => Some(n),
         }
     }
@@ -1236,6 +1239,10 @@ mod tests {
         );
         assert_eq!(RatelimitReserve::Percent(10).of(None), None);
         assert_eq!(RatelimitReserve::Pulls(3).of(None), Some(3));
+        assert_eq!(
+            RatelimitReserve::Percent(100).of(Some(u64::MAX)),
+            Some(u64::MAX)
+        );
 
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("wharf.toml");

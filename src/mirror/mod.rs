@@ -936,11 +936,21 @@ fn cached_lookup(head: Option<&Resolved>) -> Lookup {
 /// Counts the body bytes of an answer as served from the cache, or (for
 /// a miss: fetched or streaming from the upstream for this request) from
 /// the upstream.
-fn counted(r: Response<Body>, lookup: Lookup) -> Response<Body> {
+fn counted(mut r: Response<Body>, lookup: Lookup) -> Response<Body> {
     let source = match lookup {
         Lookup::Miss => Source::Upstream,
         Lookup::Hit | Lookup::Stale => Source::Cache,
     };
+    // What the cache had, as RFC 9211 spells it (`wharf prefetch` counts
+    // bytes fetched and bytes already cached by it).
+    r.headers_mut().insert(
+        "cache-status",
+        http::HeaderValue::from_static(match lookup {
+            Lookup::Hit => "wharf; hit",
+            Lookup::Stale => "wharf; hit; detail=stale",
+            Lookup::Miss => "wharf; fwd=miss",
+        }),
+    );
     r.map(|b| crate::metrics::counted(b, source))
 }
 

@@ -133,26 +133,30 @@ impl Budget {
         if let Some(s) = text("docker-ratelimit-source") {
             r.source = Some(s.chars().take(64).collect());
         }
-        r.remaining = if limited {
+        let headers = limit.is_some() || remaining.is_some();
+        // A bare 429 says nothing of what is left: it only stops GETs.
+        r.remaining = if limited && headers {
             Some(0)
         } else {
             remaining.or(r.remaining)
         };
         r.at = Some(now);
-        r.spent_until = if limited {
+        let until = if limited {
             let wait = text(header::RETRY_AFTER.as_str())
                 .and_then(|v| v.trim().parse::<u64>().ok())
                 .map(Duration::from_secs)
-                .unwrap_or(if limit.is_some() || remaining.is_some() {
-                    RECHECK
-                } else {
-                    BARE_429
-                });
+                .unwrap_or(if headers { RECHECK } else { BARE_429 });
             Some(now + wait.min(RECHECK))
         } else if remaining == Some(0) {
             Some(now + RECHECK)
         } else {
             None
+        };
+        // Answers cross on the wire: an earlier one arriving late does not
+        // lift a stop, and the later of two deadlines holds.
+        r.spent_until = match (r.spent_until.filter(|u| *u > now), until) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
         };
         let level = self.level(r);
         let before = std::mem::replace(&mut state.1, level);
@@ -173,17 +177,23 @@ impl Budget {
             };
         }
         let fresh = r.at.is_some_and(|at| now.duration_since(at) < RECHECK);
-        if fresh && self.level(r) >= Level::Reserve {
+        let low = r.remaining.is_some_and(|left| {
+            left == 0 || self.reserve.of(r.limit).is_some_and(|keep| left <= keep)
+        });
+        if fresh && low {
             return Spend::Reserve;
         }
         Spend::Freely
     }
 
     fn level(&self, r: &Reading) -> Level {
+        if r.spent_until.is_some() {
+            return Level::Spent;
+        }
         let Some(left) = r.remaining else {
             return Level::Plenty;
         };
-        if left == 0 || r.spent_until.is_some() {
+        if left == 0 {
             Level::Spent
         } else if self.reserve.of(r.limit).is_some_and(|keep| left <= keep) {
             Level::Reserve
@@ -314,6 +324,7 @@ mod tests {
         );
         assert_eq!(b.spend_at(t + RECHECK), Spend::Freely, "asked again");
         // A 429 with Retry-After: that long (capped at RECHECK).
+        let b = budget(RatelimitReserve::Pulls(5));
         let mut h = headers(100, 0);
         h.insert(header::RETRY_AFTER, "30".parse().unwrap());
         b.observe_at(StatusCode::TOO_MANY_REQUESTS, &h, t);
@@ -327,6 +338,7 @@ mod tests {
         assert_eq!(b.spend_at(t + Duration::from_secs(30)), Spend::Reserve);
         assert_eq!(b.spend_at(t + RECHECK), Spend::Freely);
         h.insert(header::RETRY_AFTER, "99999".parse().unwrap());
+        let b = budget(RatelimitReserve::Pulls(5));
         b.observe_at(StatusCode::TOO_MANY_REQUESTS, &h, t);
         assert_eq!(b.spend_at(t + RECHECK), Spend::Freely, "capped");
         // A bare 429 from a registry that sends no rate-limit headers.
@@ -338,12 +350,28 @@ mod tests {
                 retry_after: BARE_429
             }
         );
-        assert_eq!(b.spend_at(t + BARE_429), Spend::Reserve);
-        assert_eq!(b.spend_at(t + RECHECK), Spend::Freely);
-        // Answers with pulls left end it.
+        assert_eq!(b.spend_at(t + BARE_429), Spend::Freely, "tags are not held");
+        // An answer sent before the 429 and arriving after it does not
+        // lift the stop; the later of two deadlines holds.
         b.observe_at(StatusCode::TOO_MANY_REQUESTS, &HeaderMap::new(), t);
-        b.observe_at(StatusCode::OK, &headers(100, 60), t);
-        assert_eq!(b.spend_at(t), Spend::Freely);
+        b.observe_at(
+            StatusCode::OK,
+            &headers(100, 60),
+            t + Duration::from_secs(1),
+        );
+        assert!(matches!(
+            b.spend_at(t + Duration::from_secs(2)),
+            Spend::Spent { .. }
+        ));
+        assert_eq!(b.spend_at(t + BARE_429), Spend::Freely);
+        let mut short = headers(100, 0);
+        short.insert(header::RETRY_AFTER, "5".parse().unwrap());
+        b.observe_at(StatusCode::TOO_MANY_REQUESTS, &short, t);
+        b.observe_at(StatusCode::OK, &headers(100, 0), t);
+        assert!(matches!(
+            b.spend_at(t + Duration::from_secs(6)),
+            Spend::Spent { .. }
+        ));
     }
 
     #[test]

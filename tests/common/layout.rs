@@ -9,6 +9,12 @@ use std::process::Command;
 /// Writes an OCI image layout with a config and `layers` layers; returns
 /// the manifest digest.
 pub fn write_oci_layout(dir: &Path, tag: &str, layers: usize) -> String {
+    write_oci_layout_from(dir, tag, 0, layers)
+}
+
+/// [`write_oci_layout`] with the layers numbered from `first` (each
+/// number makes its own layer content), for images that share none.
+pub fn write_oci_layout_from(dir: &Path, tag: &str, first: usize, layers: usize) -> String {
     let blobs = dir.join("blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
     let put = |bytes: &[u8]| {
@@ -18,7 +24,7 @@ pub fn write_oci_layout(dir: &Path, tag: &str, layers: usize) -> String {
     };
     let mut descs = Vec::new();
     let mut diff_ids = Vec::new();
-    for i in 0..layers {
+    for i in first..first + layers {
         let (bytes, diff_id) = gzipped_tar(dir, i);
         let (d, s) = put(&bytes);
         diff_ids.push(diff_id);

@@ -1,0 +1,159 @@
+//! `wharf prefetch` against a running Wharf mirroring the counted test
+//! upstream: an image and a two-platform index are prefetched, then the
+//! upstream goes away and skopeo still pulls both through Wharf; a second
+//! run fetches nothing; `--platform` takes one platform of the index; bad
+//! input changes nothing.
+
+mod common;
+use common::upstream::{Faults, Upstream};
+use common::*;
+use std::process::Command;
+
+/// `wharf prefetch ARGS --server http://ADDR`: exit code and output.
+fn prefetch(addr: &str, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .arg("prefetch")
+        .args(args)
+        .args(["--server", &format!("http://{addr}")])
+        .env("WHARF_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Seeds `library/multi:1`, an index of a linux/amd64 and a linux/arm64
+/// image; its digest.
+async fn seed_index(up: &Upstream) -> String {
+    let reg = Api::at(&up.registry_addr);
+    let mut entries = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let config = format!("{{\"architecture\":\"{arch}\",\"os\":\"linux\"}}");
+        let (d, m, _) = push_image_of(
+            &reg,
+            "library/multi",
+            arch,
+            config.as_bytes(),
+            format!("layer for {arch}").as_bytes(),
+        )
+        .await;
+        entries.push(serde_json::json!({
+            "mediaType": OCI_MANIFEST, "digest": d, "size": m.len(),
+            "platform": {"os": "linux", "architecture": arch},
+        }));
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries,
+    })
+    .to_string();
+    let r = reg
+        .put_manifest("library/multi", "1", OCI_INDEX, index.as_bytes())
+        .await;
+    assert_eq!(r.status(), 201);
+    sha256(index.as_bytes())
+}
+
+#[tokio::test]
+async fn prefetched_images_pull_with_the_upstream_gone() {
+    let up = Upstream::start(false);
+    let (app, _, _) = up.seed("library/app", "1", b"app layer").await;
+    let multi = seed_index(&up).await;
+    let w = up.mirror(&[]);
+    let addr = w.addr.to_string();
+
+    up.reset();
+    let (code, out) = prefetch(&addr, &["app:1", "docker.io/library/multi:1"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("prefetched 2 of 2 images (4 manifests, 6 blobs)"),
+        "{out}"
+    );
+    assert!(out.contains("0 B already cached"), "{out}");
+    assert_eq!(up.count("GET", "/blobs/"), 6, "each blob fetched once");
+
+    // Again: all of it is cached now.
+    up.reset();
+    let (code, out) = prefetch(&addr, &["app:1", "multi:1"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0 B fetched from upstreams"), "{out}");
+    assert_eq!(up.count("GET", "/blobs/"), 0);
+
+    // The upstream goes away: skopeo pulls both, every platform.
+    up.set_faults(Faults {
+        refuse: true,
+        ..Default::default()
+    });
+    for (image, digest) in [("library/app:1", &app), ("library/multi:1", &multi)] {
+        let tmp = tempfile::tempdir().unwrap();
+        run(Command::new(require("skopeo"))
+            .args([
+                "--insecure-policy",
+                "copy",
+                "--all",
+                "--src-tls-verify=false",
+            ])
+            .arg(format!("docker://{addr}/{image}"))
+            .arg(format!("dir:{}", tmp.path().display())));
+        let got = sha256(&std::fs::read(tmp.path().join("manifest.json")).unwrap());
+        assert_eq!(&got, digest, "{image}");
+    }
+}
+
+#[tokio::test]
+async fn platforms_lists_and_bad_input() {
+    let up = Upstream::start(false);
+    seed_index(&up).await;
+    let w = up.mirror(&[]);
+    let addr = w.addr.to_string();
+
+    // Nothing is fetched for bad input, and it says what is wrong.
+    let dir = tempfile::tempdir().unwrap();
+    let list = dir.path().join("images.txt");
+    std::fs::write(&list, "# bases\nmulti:1\nnot a reference\n").unwrap();
+    up.reset();
+    for (args, says) in [
+        (vec!["--file", list.to_str().unwrap()], "line 3"),
+        (vec!["multi:1", "--platform", "linux"], "--platform"),
+        (vec!["Multi:1"], "not an image reference"),
+        (vec![], "nothing to prefetch"),
+    ] {
+        let (code, out) = prefetch(&addr, &args);
+        assert_eq!(code, 2, "{args:?}: {out}");
+        assert!(out.contains(says), "{args:?}: {out}");
+    }
+    assert_eq!(up.seen().len(), 0, "nothing reached the upstream");
+
+    // One platform of the index, from a list file.
+    std::fs::write(&list, "# bases\nmulti:1  # two platforms\n").unwrap();
+    let (code, out) = prefetch(
+        &addr,
+        &[
+            "--file",
+            list.to_str().unwrap(),
+            "--platform",
+            "linux/arm64",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("prefetched 1 of 1 images (2 manifests, 2 blobs)"),
+        "{out}"
+    );
+
+    // An image the upstream does not have: a failure named, exit 1, and
+    // the rest still fetched.
+    let (code, out) = prefetch(&addr, &["nosuch:1", "multi:1"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("prefetched 1 of 2 images"), "{out}");
+    assert!(out.contains("failed: nosuch:1: "), "{out}");
+    assert!(
+        out.contains("failed nosuch:1"),
+        "a log line per image: {out}"
+    );
+}
