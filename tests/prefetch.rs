@@ -157,3 +157,57 @@ async fn platforms_lists_and_bad_input() {
         "a log line per image: {out}"
     );
 }
+
+/// `--referrers` through a mirror whose upstream is another Wharf (which
+/// has the referrers API; the reference registry does not): the
+/// signature of an image is prefetched with it, and pulls with the
+/// upstream gone.
+#[tokio::test]
+async fn referrers_come_along_when_asked() {
+    let origin = Wharf::start();
+    let api = Api::new(&origin);
+    let (image, m, _) = push_image_of(&api, "golden/app", "1", b"{\"os\":\"linux\"}", b"app").await;
+    let sig_layer = api.push_blob("golden/app", b"a signature").await;
+    let empty = api.push_blob("golden/app", b"{}").await;
+    let sig = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": "application/vnd.example.signature",
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": empty, "size": 2},
+        "layers": [{"mediaType": "application/octet-stream", "digest": sig_layer, "size": 11}],
+        "subject": {"mediaType": OCI_MANIFEST, "digest": image, "size": m.len()},
+    })
+    .to_string();
+    let sig_digest = sha256(sig.as_bytes());
+    let r = api
+        .put_manifest("golden/app", &sig_digest, OCI_MANIFEST, sig.as_bytes())
+        .await;
+    assert_eq!(r.status(), 201);
+
+    let origin_addr = origin.addr.to_string();
+    let mirror = Wharf::start_with(Opts {
+        args: vec![
+            "--upstream".into(),
+            format!("origin.test={}", format!("http://{origin_addr}")),
+        ],
+        ..Default::default()
+    });
+    let addr = mirror.addr.to_string();
+    let (code, out) = prefetch(&addr, &["origin.test/golden/app:1"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("(1 manifests, 2 blobs)"), "{out}");
+    let (code, out) = prefetch(&addr, &["--referrers", "origin.test/golden/app:1"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("(2 manifests, 4 blobs)"), "{out}");
+    drop(origin);
+    let r = Api::new(&mirror)
+        .get(&format!(
+            "/v2/origin.test/golden/app/manifests/{sig_digest}"
+        ))
+        .await;
+    assert_eq!(r.status(), 200, "the signature is cached");
+    let r = Api::new(&mirror)
+        .get(&format!("/v2/origin.test/golden/app/blobs/{sig_layer}"))
+        .await;
+    assert_eq!(r.bytes().await.unwrap().as_ref(), b"a signature");
+}
