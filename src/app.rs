@@ -419,6 +419,32 @@ impl App {
         }
     }
 
+    /// A GET of mirrored content for the server's own jobs (its scheduled
+    /// prefetch lists): routed like a client's request, with no caller to
+    /// authorise. Local content is not the mirror's: refused.
+    pub async fn get_mirrored(&self, path: &str, accept: &[&str]) -> Result<Response<Body>> {
+        let mut req = http::Request::builder().method(Method::GET).uri(path);
+        for a in accept {
+            req = req.header(http::header::ACCEPT, *a);
+        }
+        let (parts, ()) = req
+            .body(())
+            .map_err(|e| Error::oci(ErrorCode::NameInvalid, e.to_string()))?
+            .into_parts();
+        let route = ApiRoute::parse(parts.uri.path()).map_err(|e| route_error(e, &parts.method))?;
+        let name = route.repo().ok_or_else(|| unsupported(&parts.method))?;
+        match self.router.route(name, None)? {
+            Backend::Local => Err(Error::oci(
+                ErrorCode::Unsupported,
+                format!("{name} is local content: it is never evicted, nothing to prefetch"),
+            )),
+            Backend::Mirror { upstream, repo } => {
+                self.dispatch_mirror(&route, &parts, name, &upstream, &repo)
+                    .await
+            }
+        }
+    }
+
     /// Serves a mirrored repository; the policy has refused every write.
     async fn dispatch_mirror(
         &self,

@@ -94,6 +94,7 @@ pub mod summary;
 pub mod tls;
 pub mod ui;
 pub mod upstream;
+pub mod warm;
 pub mod watch;
 
 use std::sync::Arc;

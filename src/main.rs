@@ -63,17 +63,25 @@ struct PrefetchArgs {
 
 impl PrefetchArgs {
     /// The references and options, or what is wrong with them.
-    fn read(&self) -> Result<(Vec<wharf::prefetch::ImageRef>, wharf::prefetch::Options), String> {
+    fn read(
+        &self,
+    ) -> Result<
+        (
+            Vec<wharf::oci::image_ref::ImageRef>,
+            wharf::prefetch::Options,
+        ),
+        String,
+    > {
         let mut refs = self
             .refs
             .iter()
-            .map(|r| wharf::prefetch::ImageRef::parse(r))
+            .map(|r| wharf::oci::image_ref::ImageRef::parse(r))
             .collect::<Result<Vec<_>, _>>()?;
         if let Some(f) = &self.file {
             let text =
                 std::fs::read_to_string(f).map_err(|e| format!("--file {}: {e}", f.display()))?;
             refs.extend(
-                wharf::prefetch::read_list(&text)
+                wharf::oci::image_ref::read_list(&text)
                     .map_err(|e| format!("--file {}: {e}", f.display()))?,
             );
         }
@@ -86,7 +94,7 @@ impl PrefetchArgs {
         let platforms = self
             .platform
             .iter()
-            .map(|p| wharf::prefetch::Platform::parse(p))
+            .map(|p| wharf::oci::image_ref::Platform::parse(p))
             .collect::<Result<Vec<_>, _>>()?;
         Ok((
             refs,

@@ -8,159 +8,18 @@
 //! `Cache-Status`; progress shows as bars on a terminal, as log lines
 //! otherwise.
 
-use crate::client::{read_bounded, ServerClient};
+use crate::body::Body;
+use crate::client::ServerClient;
+use crate::oci::image_ref::{ImageRef, Platform};
 use crate::oci::manifest::{self, MANIFEST_TYPES, MAX_MANIFEST_BYTES};
 use crate::oci::Digest;
 use futures_util::StreamExt;
+use http::Response;
 use http_body_util::BodyExt;
 use std::collections::HashSet;
 
 /// Blobs of one manifest fetched at once.
 const BLOBS_AT_ONCE: usize = 4;
-
-/// A reference as a user types it, and where Wharf serves it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageRef {
-    /// What the user typed.
-    pub text: String,
-    /// The repository's name in Wharf's `/v2/` paths.
-    pub name: String,
-    /// A tag, or a digest.
-    pub reference: String,
-}
-
-/// Docker Hub's names for itself.
-const DOCKER_HUB: [&str; 3] = ["docker.io", "index.docker.io", "registry-1.docker.io"];
-
-impl ImageRef {
-    /// `alpine`, `alpine:3.20`, `ghcr.io/org/app:1.2`,
-    /// `registry.example.com:5000/team/app@sha256:...`.
-    pub fn parse(text: &str) -> Result<ImageRef, String> {
-        let t = text.trim();
-        let bad = |why: &str| format!("{t:?} is not an image reference: {why}");
-        let (rest, digest) = match t.split_once('@') {
-            Some((r, d)) => {
-                d.parse::<Digest>().map_err(|e| bad(&e.to_string()))?;
-                (r, Some(d))
-            }
-            None => (t, None),
-        };
-        let (name, tag) = match rest.rfind(':') {
-            Some(i) if !rest[i..].contains('/') => (&rest[..i], Some(&rest[i + 1..])),
-            _ => (rest, None),
-        };
-        if let Some(tag) = tag {
-            let ok = !tag.is_empty()
-                && tag.len() <= 128
-                && tag
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
-                && !tag.starts_with(['.', '-']);
-            if !ok {
-                return Err(bad("a tag is up to 128 letters, digits, '_', '.' and '-'"));
-            }
-        }
-        let mut parts: Vec<&str> = name.split('/').collect();
-        let host = parts.len() > 1 && (parts[0].contains(['.', ':']) || parts[0] == "localhost");
-        if host && !is_host(parts[0]) {
-            return Err(bad(
-                "the registry host is not a host name with an optional :port",
-            ));
-        }
-        let repo_parts = if host { &parts[1..] } else { &parts[..] };
-        let repo = repo_parts.join("/");
-        crate::oci::RepoName::parse(&repo).map_err(|e| bad(&e.to_string()))?;
-        if host && DOCKER_HUB.contains(&parts[0]) {
-            parts[0] = "docker.io";
-            if parts.len() == 2 {
-                parts.insert(1, "library");
-            }
-        }
-        Ok(ImageRef {
-            text: t.to_string(),
-            name: parts.join("/"),
-            reference: digest.or(tag).unwrap_or("latest").to_string(),
-        })
-    }
-
-    /// The registry host named in the reference, if any.
-    fn host(&self) -> Option<&str> {
-        let first = self.name.split('/').next()?;
-        (self.name.contains('/') && (first.contains(['.', ':']) || first == "localhost"))
-            .then_some(first)
-    }
-}
-
-/// `registry.example.com`, `localhost:5000`: labels of letters, digits
-/// and inner `-`, dot-separated, and a numeric port.
-fn is_host(s: &str) -> bool {
-    let (host, port) = match s.split_once(':') {
-        Some((h, p)) => (h, Some(p)),
-        None => (s, None),
-    };
-    let label = |l: &str| {
-        !l.is_empty()
-            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            && !l.starts_with('-')
-            && !l.ends_with('-')
-    };
-    host.split('.').all(label)
-        && port
-            .is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()))
-}
-
-/// References from a list file: one per line; blank lines and `#`
-/// comments are skipped.
-pub fn read_list(text: &str) -> Result<Vec<ImageRef>, String> {
-    text.lines()
-        .enumerate()
-        .map(|(i, l)| (i, l.split('#').next().unwrap_or("").trim()))
-        .filter(|(_, l)| !l.is_empty())
-        .map(|(i, l)| ImageRef::parse(l).map_err(|e| format!("line {}: {e}", i + 1)))
-        .collect()
-}
-
-/// `os/arch[/variant]`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Platform {
-    os: String,
-    arch: String,
-    variant: Option<String>,
-}
-
-impl Platform {
-    pub fn parse(s: &str) -> Result<Platform, String> {
-        let parts: Vec<&str> = s.trim().split('/').collect();
-        let ok =
-            |p: &&str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
-        match parts.as_slice() {
-            [os, arch] if ok(os) && ok(arch) => Ok(Platform {
-                os: os.to_string(),
-                arch: arch.to_string(),
-                variant: None,
-            }),
-            [os, arch, v] if ok(os) && ok(arch) && ok(v) => Ok(Platform {
-                os: os.to_string(),
-                arch: arch.to_string(),
-                variant: Some(v.to_string()),
-            }),
-            _ => Err(format!(
-                "--platform {s:?}: expected os/arch or os/arch/variant, e.g. linux/amd64, linux/arm64/v8"
-            )),
-        }
-    }
-
-    /// Whether an index entry's `platform` object is this one (a variant
-    /// asked for must match; none asked for matches any).
-    fn matches(&self, p: &serde_json::Value) -> bool {
-        p["os"].as_str() == Some(self.os.as_str())
-            && p["architecture"].as_str() == Some(self.arch.as_str())
-            && self
-                .variant
-                .as_deref()
-                .is_none_or(|v| p["variant"].as_str() == Some(v))
-    }
-}
 
 #[derive(Debug, Clone, Default)]
 pub struct Options {
@@ -207,19 +66,31 @@ fn was_cached(h: &http::HeaderMap) -> bool {
         .is_some_and(|v| v.split(';').any(|p| p.trim() == "hit"))
 }
 
-/// Progress on a terminal (bars), or log lines.
+/// Progress on a terminal (bars), or lines on standard error, or (in the
+/// server) log lines.
 pub struct Progress {
     bars: Option<indicatif::MultiProgress>,
     overall: Option<indicatif::ProgressBar>,
+    log: bool,
 }
 
 impl Progress {
+    /// A line in the log per image (the server's scheduled lists).
+    pub fn logged() -> Progress {
+        Progress {
+            bars: None,
+            overall: None,
+            log: true,
+        }
+    }
+
     /// Bars when standard error is a terminal, for `images` images.
     pub fn new(images: usize) -> Progress {
         if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             return Progress {
                 bars: None,
                 overall: None,
+                log: false,
             };
         }
         let bars = indicatif::MultiProgress::new();
@@ -235,6 +106,7 @@ impl Progress {
         Progress {
             bars: Some(bars),
             overall: Some(overall),
+            log: false,
         }
     }
 
@@ -265,6 +137,17 @@ impl Progress {
                     indicatif::HumanBytes(sum.cached)
                 ));
             }
+            (None, Ok(t)) if self.log => tracing::info!(
+                image = %r.text,
+                manifests = t.manifests,
+                blobs = t.blobs,
+                fetched_bytes = t.fetched,
+                cached_bytes = t.cached,
+                "prefetched"
+            ),
+            (None, Err(e)) if self.log => {
+                tracing::warn!(image = %r.text, error = %e, "prefetch failed")
+            }
             (None, Ok(t)) => eprintln!(
                 "prefetched {}: {} manifests, {} blobs, {} fetched, {} already cached",
                 r.text,
@@ -284,10 +167,40 @@ impl Progress {
     }
 }
 
+/// Where prefetch gets content: a running Wharf over HTTP, or the
+/// server's own mirror (its scheduled `[[prefetch]]` lists).
+pub trait Source: Sync {
+    /// `GET /v2/<name>/<what>` (`manifests/REF`, `blobs/DIGEST`,
+    /// `referrers/DIGEST`) accepting `accept`: a 2xx answer, or what went
+    /// wrong.
+    fn get(
+        &self,
+        name: &str,
+        what: &str,
+        accept: &[&str],
+    ) -> impl std::future::Future<Output = Result<Response<Body>, String>> + Send;
+}
+
+impl Source for ServerClient {
+    async fn get(&self, name: &str, what: &str, accept: &[&str]) -> Result<Response<Body>, String> {
+        let resp = ServerClient::get(self, &format!("/v2/{name}/{what}"), accept).await?;
+        Ok(resp.map(|b| b.map_err(std::io::Error::other).boxed_unsync()))
+    }
+}
+
+/// A whole body of at most `limit` bytes.
+async fn read_bounded(resp: Response<Body>, limit: usize) -> Result<bytes::Bytes, String> {
+    http_body_util::Limited::new(resp.into_body(), limit)
+        .collect()
+        .await
+        .map(|c| c.to_bytes())
+        .map_err(|e| e.to_string())
+}
+
 /// Prefetches `refs` one after another; the totals and the failures
 /// (reference, why).
 pub async fn run(
-    client: &ServerClient,
+    client: &impl Source,
     refs: &[ImageRef],
     opts: &Options,
     progress: &Progress,
@@ -334,7 +247,7 @@ pub fn summary(t: &Totals, wanted: usize, failures: &[(String, String)]) -> Vec<
 
 /// One reference: its manifests and blobs.
 async fn image(
-    client: &ServerClient,
+    client: &impl Source,
     r: &ImageRef,
     opts: &Options,
     bar: &indicatif::ProgressBar,
@@ -346,9 +259,8 @@ async fn image(
     let mut queue = vec![r.reference.clone()];
     let mut seen: HashSet<String> = HashSet::new();
     while let Some(reference) = queue.pop() {
-        let path = format!("/v2/{}/manifests/{reference}", r.name);
         let resp = client
-            .get(&path, &MANIFEST_TYPES)
+            .get(&r.name, &format!("manifests/{reference}"), &MANIFEST_TYPES)
             .await
             .map_err(|e| format!("manifest {reference}: {e}"))?;
         let hit = was_cached(resp.headers());
@@ -397,10 +309,11 @@ async fn image(
             })
             .filter_map(|l| l["digest"].as_str())
             .collect();
-        let blobs: Vec<&Digest> = parsed
+        let blobs: Vec<Digest> = parsed
             .blobs
             .iter()
             .filter(|d| !foreign.contains(d.to_string().as_str()))
+            .cloned()
             .collect();
         let sizes: u64 = raw["layers"]
             .as_array()
@@ -410,20 +323,26 @@ async fn image(
             .filter_map(|d| d["size"].as_u64())
             .sum();
         bar.inc_length(sizes);
-        let fetched: Vec<Result<(u64, bool), String>> = futures_util::stream::iter(blobs)
-            .map(|d| blob(client, &r.name, d, bar))
-            .buffer_unordered(BLOBS_AT_ONCE)
-            .collect()
-            .await;
+        // The futures made by an iterator (not a stream's map over a
+        // closure taking references), so the whole walk stays Send.
+        let name = r.name.as_str();
+        let fetched: Vec<Result<(u64, bool), String>> =
+            futures_util::stream::iter(blobs.into_iter().map(|d| blob(client, name, d, bar)))
+                .buffer_unordered(BLOBS_AT_ONCE)
+                .collect()
+                .await;
         for f in fetched {
             let (n, hit) = f?;
             t.blobs += 1;
             t.count(n, hit);
         }
         if opts.referrers {
-            let path = format!("/v2/{}/referrers/{digest}", r.name);
             let resp = client
-                .get(&path, &[manifest::OCI_INDEX])
+                .get(
+                    &r.name,
+                    &format!("referrers/{digest}"),
+                    &[manifest::OCI_INDEX],
+                )
                 .await
                 .map_err(|e| format!("referrers of {digest}: {e}"))?;
             let body = read_bounded(resp, MAX_MANIFEST_BYTES)
@@ -444,13 +363,13 @@ async fn image(
 /// Fetches one blob, its bytes read and dropped as they come; its size
 /// and whether it was cached.
 async fn blob(
-    client: &ServerClient,
+    client: &impl Source,
     name: &str,
-    d: &Digest,
+    d: Digest,
     bar: &indicatif::ProgressBar,
 ) -> Result<(u64, bool), String> {
     let resp = client
-        .get(&format!("/v2/{name}/blobs/{d}"), &[])
+        .get(name, &format!("blobs/{d}"), &[])
         .await
         .map_err(|e| format!("blob {d}: {e}"))?;
     let hit = was_cached(resp.headers());
@@ -464,86 +383,4 @@ async fn blob(
         }
     }
     Ok((n, hit))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn r(text: &str) -> (String, String) {
-        let r = ImageRef::parse(text).unwrap();
-        (r.name, r.reference)
-    }
-
-    #[test]
-    fn references_as_users_type_them() {
-        let s = |a: &str, b: &str| (a.to_string(), b.to_string());
-        assert_eq!(r("alpine"), s("alpine", "latest"));
-        assert_eq!(r("alpine:3.20"), s("alpine", "3.20"));
-        assert_eq!(r("library/alpine:3.20"), s("library/alpine", "3.20"));
-        assert_eq!(r("docker.io/alpine:3"), s("docker.io/library/alpine", "3"));
-        assert_eq!(
-            r("index.docker.io/bitnami/redis"),
-            s("docker.io/bitnami/redis", "latest")
-        );
-        assert_eq!(r("ghcr.io/org/app:1.2"), s("ghcr.io/org/app", "1.2"));
-        assert_eq!(
-            r("localhost:5000/team/app"),
-            s("localhost:5000/team/app", "latest")
-        );
-        let d = format!("sha256:{}", "a".repeat(64));
-        assert_eq!(r(&format!("nginx@{d}")), s("nginx", &d));
-        assert_eq!(
-            r(&format!("nginx:1.27@{d}")),
-            s("nginx", &d),
-            "the digest wins"
-        );
-        for bad in [
-            "",
-            "Alpine",
-            "alpine:",
-            "alpine:-x",
-            "alpine@sha256:short",
-            "ghcr.io/",
-            "a//b",
-            "alpine:3.20:x",
-            "../etc",
-            "-x.io/app",
-            "reg.io:http/app",
-        ] {
-            assert!(ImageRef::parse(bad).is_err(), "{bad:?}");
-        }
-        assert_eq!(
-            ImageRef::parse("ghcr.io/org/app").unwrap().host(),
-            Some("ghcr.io")
-        );
-        assert_eq!(ImageRef::parse("team/app").unwrap().host(), None);
-    }
-
-    #[test]
-    fn lists_skip_comments_and_name_bad_lines() {
-        let refs = read_list("# bases\nalpine:3.20\n\n  ghcr.io/org/app:1 # pinned\n").unwrap();
-        assert_eq!(refs.len(), 2);
-        assert_eq!(refs[1].name, "ghcr.io/org/app");
-        let e = read_list("alpine\nnot a ref\n").unwrap_err();
-        assert!(e.starts_with("line 2:"), "{e}");
-    }
-
-    #[test]
-    fn platforms() {
-        let p = Platform::parse("linux/arm64/v8").unwrap();
-        let j = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap();
-        assert!(p.matches(&j(
-            r#"{"os":"linux","architecture":"arm64","variant":"v8"}"#
-        )));
-        assert!(!p.matches(&j(r#"{"os":"linux","architecture":"arm64"}"#)));
-        let p = Platform::parse("linux/amd64").unwrap();
-        assert!(p.matches(&j(
-            r#"{"os":"linux","architecture":"amd64","variant":"v3"}"#
-        )));
-        assert!(!p.matches(&j(r#"{"os":"windows","architecture":"amd64"}"#)));
-        for bad in ["linux", "linux/", "/amd64", "a/b/c/d", "linux/amd 64"] {
-            assert!(Platform::parse(bad).is_err(), "{bad}");
-        }
-    }
 }

@@ -211,3 +211,39 @@ async fn referrers_come_along_when_asked() {
         .await;
     assert_eq!(r.bytes().await.unwrap().as_ref(), b"a signature");
 }
+
+/// A `[[prefetch]]` list in the config: the server pulls it through
+/// itself at start-up (and then on its schedule), so the images pull with
+/// the upstream gone without anyone having pulled them.
+#[tokio::test]
+async fn the_servers_own_lists_are_pulled_at_start() {
+    let up = Upstream::start(false);
+    let (app, _, _) = up.seed("library/app", "1", b"app layer").await;
+    seed_index(&up).await;
+    up.reset();
+    let w = up.mirror_with(
+        "\n[[prefetch]]\nimages = [\"app:1\", \"multi:1\"]\nevery = \"1h\"\nplatforms = [\"linux/amd64\"]\n",
+        &[],
+    );
+    let done = wait_until(
+        std::time::Duration::from_secs(30),
+        std::time::Duration::from_millis(100),
+        || w.log().contains("prefetch list done"),
+    )
+    .await;
+    assert!(done, "{}", w.log());
+    // app (config, layer) and the amd64 image of the index (config, layer).
+    assert_eq!(up.count("GET", "/blobs/"), 4, "{}", w.log());
+    assert!(w.log().contains("images=2"), "{}", w.log());
+    up.set_faults(Faults {
+        refuse: true,
+        ..Default::default()
+    });
+    let tmp = tempfile::tempdir().unwrap();
+    run(Command::new(require("skopeo"))
+        .args(["--insecure-policy", "copy", "--src-tls-verify=false"])
+        .arg(format!("docker://{}/library/app:1", w.addr))
+        .arg(format!("dir:{}", tmp.path().display())));
+    let got = sha256(&std::fs::read(tmp.path().join("manifest.json")).unwrap());
+    assert_eq!(got, app);
+}

@@ -324,6 +324,57 @@ struct FileConfig {
     /// Who may run maintenance on the running server (`/admin/...`).
     #[serde(default)]
     admins: Vec<String>,
+    #[serde(default)]
+    prefetch: Vec<FilePrefetch>,
+}
+
+/// One `[[prefetch]]` table.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FilePrefetch {
+    images: Vec<String>,
+    every: String,
+    #[serde(default)]
+    platforms: Vec<String>,
+    #[serde(default)]
+    referrers: bool,
+}
+
+/// The `[[prefetch]]` lists, checked.
+fn prefetch_lists(lists: &[FilePrefetch]) -> Result<Vec<PrefetchList>, ConfigError> {
+    use crate::oci::image_ref::{ImageRef, Platform};
+    let conflict = |m: String| ConfigError::Conflict(format!("[[prefetch]]: {m}"));
+    lists
+        .iter()
+        .map(|l| {
+            if l.images.is_empty() {
+                return Err(conflict("images is empty".into()));
+            }
+            let every = humantime::parse_duration(l.every.trim())
+                .ok()
+                .filter(|d| *d >= Duration::from_secs(60))
+                .ok_or_else(|| {
+                    conflict(format!(
+                        "every = {:?}: expected a duration of at least 1m, e.g. 6h",
+                        l.every
+                    ))
+                })?;
+            Ok(PrefetchList {
+                images: l
+                    .images
+                    .iter()
+                    .map(|i| ImageRef::parse(i).map_err(conflict))
+                    .collect::<Result<_, _>>()?,
+                every,
+                platforms: l
+                    .platforms
+                    .iter()
+                    .map(|p| Platform::parse(p).map_err(conflict))
+                    .collect::<Result<_, _>>()?,
+                referrers: l.referrers,
+            })
+        })
+        .collect()
 }
 
 /// One `[[access]]` rule.
@@ -530,6 +581,19 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Where durable state lives.
     pub storage: Storage,
+    /// Lists of images the server pulls through itself on a schedule.
+    pub prefetch: Vec<PrefetchList>,
+}
+
+/// One `[[prefetch]]` table: images kept warm (and their tags fresh),
+/// pulled through the server's own mirror every `every`.
+#[derive(Debug, Clone)]
+pub struct PrefetchList {
+    pub images: Vec<crate::oci::image_ref::ImageRef>,
+    pub every: Duration,
+    /// Platforms of an index to fetch; empty: all.
+    pub platforms: Vec<crate::oci::image_ref::Platform>,
+    pub referrers: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -878,7 +942,9 @@ impl Config {
             DEFAULT_TOKEN_TTL,
             "token_ttl (--token-ttl, WHARF_TOKEN_TTL)",
         )?;
+        let prefetch = prefetch_lists(&file.prefetch)?;
         Ok(Config {
+            prefetch,
             tls,
             htpasswd,
             policy,
@@ -1277,6 +1343,49 @@ mod tests {
             reserve(&Config::load(&ServeArgs::default()).unwrap(), "docker.io"),
             RatelimitReserve::Percent(10)
         );
+    }
+
+    #[test]
+    fn prefetch_lists_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("wharf.toml");
+        let load = |text: &str| {
+            std::fs::write(&f, text).unwrap();
+            Config::load(&ServeArgs {
+                config: Some(f.clone()),
+                ..Default::default()
+            })
+        };
+        let c = load(
+            "[[prefetch]]\nimages = [\"alpine:3.20\", \"ghcr.io/org/app:1\"]\nevery = \"6h\"\nplatforms = [\"linux/arm64/v8\"]\nreferrers = true\n",
+        )
+        .unwrap();
+        assert_eq!(c.prefetch.len(), 1);
+        assert_eq!(c.prefetch[0].images[1].name, "ghcr.io/org/app");
+        assert_eq!(c.prefetch[0].every, Duration::from_secs(6 * 3600));
+        assert!(c.prefetch[0].referrers);
+        for (bad, says) in [
+            (
+                "[[prefetch]]\nimages = []\nevery = \"6h\"\n",
+                "images is empty",
+            ),
+            (
+                "[[prefetch]]\nimages = [\"a\"]\nevery = \"10s\"\n",
+                "at least 1m",
+            ),
+            (
+                "[[prefetch]]\nimages = [\"A:1\"]\nevery = \"1h\"\n",
+                "not an image reference",
+            ),
+            (
+                "[[prefetch]]\nimages = [\"a\"]\nevery = \"1h\"\nplatforms = [\"x\"]\n",
+                "--platform",
+            ),
+            ("[[prefetch]]\nimages = [\"a\"]\n", "every"),
+        ] {
+            let e = load(bad).unwrap_err().to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -153,6 +153,13 @@ pub async fn run(
         async move { app.evict_when_full(stop_rx).await }
     });
     let watching = tokio::spawn(app.clone().watch_files(stop_rx.clone()));
+    let warming: Vec<_> = (0..app.config.prefetch.len())
+        .map(|i| {
+            let app = app.clone();
+            let stop_rx = stop_rx.clone();
+            tokio::spawn(async move { crate::warm::keep_warm(&app, i, stop_rx).await })
+        })
+        .collect();
     // Each open connection holds a permit, each request in flight a share.
     let permits = Arc::new(Semaphore::new(max));
     let shares = Arc::new(Semaphore::new(max_requests));
@@ -227,6 +234,9 @@ pub async fn run(
     let _ = maintenance.await;
     let _ = eviction.await;
     let _ = watching.await;
+    for w in warming {
+        let _ = w.await;
+    }
     let all = u32::try_from(max).unwrap_or(u32::MAX);
     if tokio::time::timeout(DRAIN_TIMEOUT, permits.acquire_many(all))
         .await
