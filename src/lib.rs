@@ -75,6 +75,7 @@ pub mod app;
 pub mod audit;
 pub mod auth;
 pub mod body;
+pub mod bundle;
 pub mod client;
 pub mod config;
 pub mod error;

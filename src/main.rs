@@ -35,6 +35,25 @@ enum Command {
     /// --referrers their signatures and SBOMs. Exits 1 if any failed, 2 on
     /// bad input.
     Prefetch(PrefetchArgs),
+    /// Write images pulled through a running Wharf into one tar holding an
+    /// OCI image layout (for an air-gapped site; `skopeo copy
+    /// oci-archive:BUNDLE:REF` reads it too), every blob checked on the way
+    /// out. --exclude leaves out what the receiving site already has.
+    Export(ExportArgs),
+}
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    #[command(flatten)]
+    pick: PrefetchArgs,
+    /// The bundle to write (it must not exist; written beside it as
+    /// BUNDLE.partial and renamed when complete).
+    #[arg(short = 'o', long = "output", value_name = "BUNDLE.tar")]
+    output: std::path::PathBuf,
+    /// An inventory of the receiving site (JSON: {"digests": [...]}):
+    /// blobs it lists are left out of the bundle.
+    #[arg(long, value_name = "HAVE.json")]
+    exclude: Option<std::path::PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -89,7 +108,7 @@ impl PrefetchArgs {
             return Err("nothing to prefetch: give references, or --file LIST".into());
         }
         if self.server.server.is_none() {
-            return Err("prefetch pulls through a running Wharf: give --server URL".into());
+            return Err("this pulls through a running Wharf: give --server URL".into());
         }
         let platforms = self
             .platform
@@ -245,10 +264,12 @@ fn main() -> ExitCode {
         }),
         Command::Gc(args) => maintenance_config(&args.data),
         Command::Verify(args) => maintenance_config(&args.data),
-        Command::Prefetch(_) => Config::load(&ServeArgs::default()).map_err(|e| {
-            eprintln!("wharf: {e}");
-            ExitCode::from(2)
-        }),
+        Command::Prefetch(_) | Command::Export(_) => {
+            Config::load(&ServeArgs::default()).map_err(|e| {
+                eprintln!("wharf: {e}");
+                ExitCode::from(2)
+            })
+        }
     };
     let config = match config {
         Ok(c) => c,
@@ -258,7 +279,11 @@ fn main() -> ExitCode {
     let server = match &cli.command {
         Command::Gc(GcArgs { server, .. })
         | Command::Verify(VerifyArgs { server, .. })
-        | Command::Prefetch(PrefetchArgs { server, .. }) => server.client(),
+        | Command::Prefetch(PrefetchArgs { server, .. })
+        | Command::Export(ExportArgs {
+            pick: PrefetchArgs { server, .. },
+            ..
+        }) => server.client(),
         Command::Serve(_) => Ok(None),
     };
     let server = match server {
@@ -337,6 +362,60 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
+            }
+        }
+        Command::Export(args) => {
+            let read = args.pick.read().and_then(|(refs, o)| {
+                if args.output.exists() {
+                    return Err(format!(
+                        "{} exists: remove it, or write the bundle under another name",
+                        args.output.display()
+                    ));
+                }
+                let exclude = match &args.exclude {
+                    Some(f) => std::fs::read_to_string(f)
+                        .map_err(|e| e.to_string())
+                        .and_then(|t| wharf::bundle::read_inventory(&t))
+                        .map_err(|e| format!("--exclude {}: {e}", f.display()))?,
+                    None => Default::default(),
+                };
+                Ok((
+                    refs,
+                    wharf::bundle::ExportOptions {
+                        platforms: o.platforms,
+                        referrers: o.referrers,
+                        exclude,
+                    },
+                ))
+            });
+            let (refs, opts) = match read {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("wharf: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let Some(client) = &server else {
+                return ExitCode::from(2);
+            };
+            match runtime.block_on(wharf::bundle::export(client, &refs, &opts, &args.output)) {
+                Ok(r) => {
+                    println!(
+                        "wrote {}: {} images, {} manifests, {} blobs, {} bytes; left out {} blobs ({} bytes) the receiving site has",
+                        args.output.display(),
+                        r.images,
+                        r.manifests,
+                        r.blobs,
+                        r.bytes,
+                        r.excluded,
+                        r.excluded_bytes
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("wharf: export failed, nothing written: {e}");
+                    ExitCode::FAILURE
+                }
             }
         }
         Command::Verify(args) => match runtime.block_on(wharf::verify(target, args.repair)) {

@@ -259,69 +259,22 @@ async fn image(
     let mut queue = vec![r.reference.clone()];
     let mut seen: HashSet<String> = HashSet::new();
     while let Some(reference) = queue.pop() {
-        let resp = client
-            .get(&r.name, &format!("manifests/{reference}"), &MANIFEST_TYPES)
-            .await
-            .map_err(|e| format!("manifest {reference}: {e}"))?;
-        let hit = was_cached(resp.headers());
-        let media_type = resp
-            .headers()
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .map(|v| manifest::bare_media_type(v).to_string());
-        let bytes = read_bounded(resp, MAX_MANIFEST_BYTES)
-            .await
-            .map_err(|e| format!("manifest {reference}: {e}"))?;
-        let digest = Digest::of(crate::oci::Algorithm::Sha256, &bytes).to_string();
-        if reference.contains(':') && reference.parse::<Digest>().is_ok() && reference != digest {
-            return Err(format!(
-                "manifest {reference}: the server sent content whose digest is {digest}"
-            ));
-        }
+        let Manifest {
+            bytes,
+            media_type,
+            digest,
+            hit,
+        } = fetch_manifest(client, &r.name, &reference).await?;
         if !seen.insert(digest.clone()) {
             continue;
         }
         t.manifests += 1;
         t.count(bytes.len() as u64, hit);
-        let parsed = manifest::parse(&bytes, media_type.as_deref())
+        let plan = plan(&bytes, media_type.as_deref(), &opts.platforms)
             .map_err(|e| format!("manifest {reference}: {e}"))?;
-        let raw: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        if let Some(children) = raw["manifests"].as_array() {
-            for c in children {
-                let wanted = opts.platforms.is_empty()
-                    || opts.platforms.iter().any(|p| p.matches(&c["platform"]));
-                if let (true, Some(d)) = (wanted, c["digest"].as_str()) {
-                    queue.push(d.to_string());
-                }
-            }
-        }
-        // Foreign layers (Windows base layers) are not the registry's to
-        // serve: skipped, as clients skip them.
-        let foreign: HashSet<&str> = raw["layers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|l| {
-                l["urls"].is_array()
-                    || l["mediaType"]
-                        .as_str()
-                        .is_some_and(|m| m.contains("foreign"))
-            })
-            .filter_map(|l| l["digest"].as_str())
-            .collect();
-        let blobs: Vec<Digest> = parsed
-            .blobs
-            .iter()
-            .filter(|d| !foreign.contains(d.to_string().as_str()))
-            .cloned()
-            .collect();
-        let sizes: u64 = raw["layers"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .chain(std::iter::once(&raw["config"]))
-            .filter_map(|d| d["size"].as_u64())
-            .sum();
+        queue.extend(plan.children);
+        let sizes: u64 = plan.blobs.iter().map(|(_, n)| n).sum();
+        let blobs: Vec<Digest> = plan.blobs.into_iter().map(|(d, _)| d).collect();
         bar.inc_length(sizes);
         // The futures made by an iterator (not a stream's map over a
         // closure taking references), so the whole walk stays Send.
@@ -337,27 +290,136 @@ async fn image(
             t.count(n, hit);
         }
         if opts.referrers {
-            let resp = client
-                .get(
-                    &r.name,
-                    &format!("referrers/{digest}"),
-                    &[manifest::OCI_INDEX],
-                )
-                .await
-                .map_err(|e| format!("referrers of {digest}: {e}"))?;
-            let body = read_bounded(resp, MAX_MANIFEST_BYTES)
-                .await
-                .map_err(|e| format!("referrers of {digest}: {e}"))?;
-            let index: serde_json::Value = serde_json::from_slice(&body)
-                .map_err(|e| format!("referrers of {digest}: not JSON: {e}"))?;
-            for m in index["manifests"].as_array().into_iter().flatten() {
-                if let Some(d) = m["digest"].as_str() {
-                    queue.push(d.to_string());
-                }
-            }
+            queue.extend(referrers(client, &r.name, &digest).await?);
         }
     }
     Ok(t)
+}
+
+/// A manifest as the server sent it.
+pub struct Manifest {
+    pub bytes: bytes::Bytes,
+    pub media_type: Option<String>,
+    /// Its sha256 digest (checked against `reference` when that is one).
+    pub digest: String,
+    /// Whether the server had it cached.
+    pub hit: bool,
+}
+
+/// GETs manifest `reference` (a tag or digest) of `name`.
+pub async fn fetch_manifest(
+    client: &impl Source,
+    name: &str,
+    reference: &str,
+) -> Result<Manifest, String> {
+    let resp = client
+        .get(name, &format!("manifests/{reference}"), &MANIFEST_TYPES)
+        .await
+        .map_err(|e| format!("manifest {reference}: {e}"))?;
+    let hit = was_cached(resp.headers());
+    let media_type = resp
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| manifest::bare_media_type(v).to_string());
+    let bytes = read_bounded(resp, MAX_MANIFEST_BYTES)
+        .await
+        .map_err(|e| format!("manifest {reference}: {e}"))?;
+    let digest = match reference.parse::<Digest>() {
+        Ok(d) => {
+            let got = Digest::of(d.algorithm(), &bytes);
+            if got != d {
+                return Err(format!(
+                    "manifest {reference}: the server sent content whose digest is {got}"
+                ));
+            }
+            d.to_string()
+        }
+        Err(_) => Digest::of(crate::oci::Algorithm::Sha256, &bytes).to_string(),
+    };
+    Ok(Manifest {
+        bytes,
+        media_type,
+        digest,
+        hit,
+    })
+}
+
+/// What a manifest leads to: the child manifests to fetch (an index's, of
+/// the `platforms` asked for, all when none are) and an image's blobs
+/// with their sizes, foreign layers left out (Windows base layers are not
+/// the registry's to serve; clients skip them too).
+pub struct Plan {
+    pub children: Vec<String>,
+    pub blobs: Vec<(Digest, u64)>,
+}
+
+pub fn plan(
+    bytes: &[u8],
+    media_type: Option<&str>,
+    platforms: &[Platform],
+) -> Result<Plan, String> {
+    let parsed = manifest::parse(bytes, media_type).map_err(|e| e.to_string())?;
+    let raw: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+    let mut children = Vec::new();
+    for c in raw["manifests"].as_array().into_iter().flatten() {
+        let wanted = platforms.is_empty() || platforms.iter().any(|p| p.matches(&c["platform"]));
+        if let (true, Some(d)) = (wanted, c["digest"].as_str()) {
+            children.push(d.to_string());
+        }
+    }
+    let descriptors: Vec<&serde_json::Value> = raw["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .chain(std::iter::once(&raw["config"]))
+        .collect();
+    let foreign = |d: &Digest| {
+        descriptors.iter().any(|l| {
+            l["digest"].as_str() == Some(d.to_string().as_str())
+                && (l["urls"].is_array()
+                    || l["mediaType"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("foreign")))
+        })
+    };
+    let size = |d: &Digest| {
+        descriptors
+            .iter()
+            .find(|l| l["digest"].as_str() == Some(d.to_string().as_str()))
+            .and_then(|l| l["size"].as_u64())
+            .unwrap_or(0)
+    };
+    let blobs = parsed
+        .blobs
+        .iter()
+        .filter(|d| !foreign(d))
+        .map(|d| (d.clone(), size(d)))
+        .collect();
+    Ok(Plan { children, blobs })
+}
+
+/// The digests of what refers to manifest `digest` of `name`.
+pub async fn referrers(
+    client: &impl Source,
+    name: &str,
+    digest: &str,
+) -> Result<Vec<String>, String> {
+    let resp = client
+        .get(name, &format!("referrers/{digest}"), &[manifest::OCI_INDEX])
+        .await
+        .map_err(|e| format!("referrers of {digest}: {e}"))?;
+    let body = read_bounded(resp, MAX_MANIFEST_BYTES)
+        .await
+        .map_err(|e| format!("referrers of {digest}: {e}"))?;
+    let index: serde_json::Value = serde_json::from_slice(&body)
+        .map_err(|e| format!("referrers of {digest}: not JSON: {e}"))?;
+    Ok(index["manifests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| m["digest"].as_str().map(str::to_string))
+        .collect())
 }
 
 /// Fetches one blob, its bytes read and dropped as they come; its size

@@ -176,7 +176,11 @@ impl Upstream {
                     break;
                 }
                 if std::net::TcpStream::connect(&registry_addr).is_ok() {
-                    up = true;
+                    // Something listens there: the registry, unless the
+                    // port was taken between free_port() and its bind (by
+                    // another test's process), when it exits at once.
+                    std::thread::sleep(Duration::from_millis(200));
+                    up = child.try_wait().unwrap().is_none();
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(50));

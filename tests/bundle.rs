@@ -1,0 +1,136 @@
+//! `wharf export`: a bundle of images pulled through a running Wharf (the
+//! counted test upstream behind it) is an OCI image layout in a tar that
+//! skopeo reads (`oci-archive:`); a delta against an inventory leaves the
+//! listed blobs out; bad input writes nothing.
+
+mod common;
+use common::upstream::Upstream;
+use common::*;
+use std::path::Path;
+use std::process::Command;
+
+/// `wharf export ARGS --server http://ADDR`: exit code and output.
+fn export(addr: &str, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .arg("export")
+        .args(args)
+        .args(["--server", &format!("http://{addr}")])
+        .env("WHARF_LOG", "warn")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// The names of a tar's entries.
+fn entries(tar: &Path) -> Vec<String> {
+    run(Command::new("tar").arg("-tf").arg(tar))
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn bundles_are_oci_layouts_and_deltas_leave_out_what_the_site_has() {
+    let up = Upstream::start(false);
+    let layer = pattern(300_000, 3);
+    let (app, manifest, layer_digest) = up.seed("library/app", "1", &layer).await;
+    let (tool, _, _) = up.seed("library/tool", "2", b"tool layer").await;
+    let w = up.mirror(&[]);
+    let addr = w.addr.to_string();
+    let dir = tempfile::tempdir().unwrap();
+
+    let full = dir.path().join("full.tar");
+    let (code, out) = export(&addr, &["app:1", "tool:2", "-o", full.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("2 images, 2 manifests, 4 blobs"), "{out}");
+    let names = entries(&full);
+    assert!(names.contains(&"oci-layout".to_string()) && names.contains(&"index.json".to_string()));
+    assert!(names.contains(&format!(
+        "blobs/sha256/{}",
+        layer_digest.trim_start_matches("sha256:")
+    )));
+    assert!(!dir.path().join("full.tar.partial").exists());
+    // skopeo reads it, by the names the index gives.
+    for (name, digest) in [("app:1", &app), ("tool:2", &tool)] {
+        let got = dir.path().join(name.replace(':', "_"));
+        run(Command::new(require("skopeo"))
+            .args(["--insecure-policy", "copy"])
+            .arg(format!("oci-archive:{}:{name}", full.display()))
+            .arg(format!("dir:{}", got.display())));
+        let m = std::fs::read(got.join("manifest.json")).unwrap();
+        assert_eq!(&sha256(&m), digest, "{name}");
+    }
+
+    // The receiving site has app's blobs: the delta carries its manifest
+    // only, and is smaller by about the layer.
+    let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    let have = dir.path().join("have.json");
+    std::fs::write(
+        &have,
+        serde_json::json!({"digests": [m["config"]["digest"], layer_digest]}).to_string(),
+    )
+    .unwrap();
+    let delta = dir.path().join("delta.tar");
+    let (code, out) = export(
+        &addr,
+        &[
+            "app:1",
+            "tool:2",
+            "-o",
+            delta.to_str().unwrap(),
+            "--exclude",
+            have.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("2 manifests, 2 blobs"), "{out}");
+    assert!(out.contains("left out 2 blobs"), "{out}");
+    let (full_len, delta_len) = (
+        std::fs::metadata(&full).unwrap().len(),
+        std::fs::metadata(&delta).unwrap().len(),
+    );
+    assert!(
+        full_len - delta_len >= layer.len() as u64,
+        "full {full_len}, delta {delta_len}"
+    );
+    assert!(!entries(&delta)
+        .iter()
+        .any(|e| e.ends_with(layer_digest.trim_start_matches("sha256:"))));
+
+    // Bad input: a clear message, exit 2, nothing written.
+    std::fs::write(&have, "not json").unwrap();
+    let bad = dir.path().join("bad.tar");
+    for (args, says) in [
+        (
+            vec![
+                "app:1",
+                "-o",
+                bad.to_str().unwrap(),
+                "--exclude",
+                have.to_str().unwrap(),
+            ],
+            "not an inventory",
+        ),
+        (vec!["app:1", "-o", full.to_str().unwrap()], "exists"),
+        (
+            vec!["App:1", "-o", bad.to_str().unwrap()],
+            "not an image reference",
+        ),
+    ] {
+        let (code, out) = export(&addr, &args);
+        assert_eq!(code, 2, "{args:?}: {out}");
+        assert!(out.contains(says), "{args:?}: {out}");
+    }
+    // A reference the upstream lacks: the export fails whole.
+    let (code, out) = export(&addr, &["app:1", "nosuch:1", "-o", bad.to_str().unwrap()]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("nosuch:1"), "{out}");
+    assert!(!bad.exists() && !dir.path().join("bad.tar.partial").exists());
+}
