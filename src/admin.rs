@@ -2,7 +2,8 @@
 //! `POST /admin/gc` (query `dry_run=true`, and `grace=DURATION`, which may
 //! lengthen the server's `gc_grace` but not shorten it: pushes in progress
 //! upload their blobs before the manifest that references them) and
-//! `POST /admin/verify`, each answering its
+//! `POST /admin/verify`, and `POST /admin/inventory` (every digest the
+//! store holds, for delta bundles), each answering its
 //! report as JSON. They run beside serving, without a pause, one at a time
 //! (a second one is told to come back). The command line's `wharf gc
 //! --server URL` and `wharf verify --server URL` call them.
@@ -19,6 +20,7 @@ pub const CONTENT_TYPE: &str = "application/json";
 pub enum AdminPath {
     Gc,
     Verify,
+    Inventory,
 }
 
 impl AdminPath {
@@ -26,6 +28,7 @@ impl AdminPath {
         match self {
             AdminPath::Gc => "gc",
             AdminPath::Verify => "verify",
+            AdminPath::Inventory => "inventory",
         }
     }
 
@@ -33,6 +36,7 @@ impl AdminPath {
         match path {
             "/admin/gc" => Some(AdminPath::Gc),
             "/admin/verify" => Some(AdminPath::Verify),
+            "/admin/inventory" => Some(AdminPath::Inventory),
             _ => None,
         }
     }
@@ -42,6 +46,7 @@ impl AdminPath {
 pub enum Outcome {
     Gc(crate::store::gc::GcReport, bool),
     Verify(crate::store::verify::VerifyReport),
+    Inventory(Vec<crate::oci::Digest>),
 }
 
 impl Outcome {
@@ -53,6 +58,7 @@ impl Outcome {
                 v
             }
             Outcome::Verify(r) => serde_json::to_value(r).unwrap_or_default(),
+            Outcome::Inventory(d) => serde_json::json!({ "digests": d }),
         }
     }
 
@@ -67,6 +73,7 @@ impl Outcome {
             Outcome::Gc(r, false) => {
                 format!("gc: removed {} blobs ({} bytes)", r.removed.len(), r.bytes)
             }
+            Outcome::Inventory(d) => format!("inventory: {} digests", d.len()),
             Outcome::Verify(r) => format!(
                 "verify: checked {} blobs, {} corrupt, {} orphaned, {} missing",
                 r.checked,
@@ -131,6 +138,7 @@ pub async fn run(store: &Store, op: AdminPath, query: &str, grace: Duration) -> 
                 .ok_or_else(busy)?;
             Ok(Outcome::Gc(report, dry_run))
         }
+        AdminPath::Inventory => Ok(Outcome::Inventory(store.inventory().await?)),
         AdminPath::Verify => {
             let report = store
                 .verify(flag("repair")?, true, false)
@@ -149,6 +157,10 @@ mod tests {
     fn paths() {
         assert_eq!(AdminPath::parse("/admin/gc"), Some(AdminPath::Gc));
         assert_eq!(AdminPath::parse("/admin/verify"), Some(AdminPath::Verify));
+        assert_eq!(
+            AdminPath::parse("/admin/inventory"),
+            Some(AdminPath::Inventory)
+        );
         assert_eq!(AdminPath::parse("/admin/gc/"), None);
         assert_eq!(AdminPath::parse("/admin/"), None);
     }

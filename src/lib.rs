@@ -204,6 +204,43 @@ pub fn gc_lines(report: &store::gc::GcReport, dry_run: bool, online: bool) -> Ve
     lines
 }
 
+/// `wharf inventory`: writes every digest the store holds to `out` (`-`:
+/// standard output) as `{"digests": [...]}`, what `wharf export
+/// --exclude` reads. Returns how many.
+pub async fn inventory(
+    target: Target<'_>,
+    out: &std::path::Path,
+) -> Result<usize, Box<dyn std::error::Error>> {
+    let digests: Vec<oci::Digest> = match target {
+        Target::Data(config) => {
+            let store = store::Store::open_for_maintenance(
+                &config.data,
+                &config.storage,
+                config.index_cache_size,
+            )
+            .await?;
+            let d = store.inventory().await;
+            store.close(false).await?;
+            d?
+        }
+        Target::Server(server) => {
+            let v = server.post_json("/admin/inventory").await?;
+            bundle::read_inventory(&v.to_string())?
+                .into_iter()
+                .collect()
+        }
+    };
+    let text = serde_json::json!({ "digests": digests }).to_string();
+    if out == std::path::Path::new("-") {
+        println!("{text}");
+    } else {
+        let tmp = out.with_extension("partial");
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, out)?;
+    }
+    Ok(digests.len())
+}
+
 /// `wharf verify`: scrubs the store. Returns whether it was clean.
 pub async fn verify(target: Target<'_>, repair: bool) -> Result<bool, Box<dyn std::error::Error>> {
     let r: store::verify::VerifyReport = match target {

@@ -40,6 +40,21 @@ enum Command {
     /// oci-archive:BUNDLE:REF` reads it too), every blob checked on the way
     /// out. --exclude leaves out what the receiving site already has.
     Export(ExportArgs),
+    /// List every digest a Wharf holds (a data directory no server is using,
+    /// or with --server a running one), as JSON for `wharf export
+    /// --exclude` at the sending site.
+    Inventory(InventoryArgs),
+}
+
+#[derive(clap::Args)]
+struct InventoryArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Where to write it (- for standard output).
+    #[arg(short = 'o', long = "output", value_name = "HAVE.json")]
+    output: std::path::PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -264,6 +279,7 @@ fn main() -> ExitCode {
         }),
         Command::Gc(args) => maintenance_config(&args.data),
         Command::Verify(args) => maintenance_config(&args.data),
+        Command::Inventory(args) => maintenance_config(&args.data),
         Command::Prefetch(_) | Command::Export(_) => {
             Config::load(&ServeArgs::default()).map_err(|e| {
                 eprintln!("wharf: {e}");
@@ -279,6 +295,7 @@ fn main() -> ExitCode {
     let server = match &cli.command {
         Command::Gc(GcArgs { server, .. })
         | Command::Verify(VerifyArgs { server, .. })
+        | Command::Inventory(InventoryArgs { server, .. })
         | Command::Prefetch(PrefetchArgs { server, .. })
         | Command::Export(ExportArgs {
             pick: PrefetchArgs { server, .. },
@@ -362,6 +379,20 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::from(1)
+            }
+        }
+        Command::Inventory(args) => {
+            match runtime.block_on(wharf::inventory(target, &args.output)) {
+                Ok(n) => {
+                    if args.output != std::path::Path::new("-") {
+                        println!("wrote {}: {n} digests", args.output.display());
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("wharf: {e}");
+                    ExitCode::FAILURE
+                }
             }
         }
         Command::Export(args) => {

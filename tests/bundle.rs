@@ -134,3 +134,69 @@ async fn bundles_are_oci_layouts_and_deltas_leave_out_what_the_site_has() {
     assert!(out.contains("nosuch:1"), "{out}");
     assert!(!bad.exists() && !dir.path().join("bad.tar.partial").exists());
 }
+
+/// The receiving site's inventory (from its running server, or its data
+/// directory) makes the sending site's delta.
+#[tokio::test]
+async fn an_inventory_of_the_receiving_site_makes_the_delta() {
+    let up = Upstream::start(false);
+    let (_, manifest, layer_digest) = up.seed("library/app", "1", b"app layer").await;
+    up.seed("library/tool", "2", b"tool layer").await;
+    let sender = up.mirror(&[]);
+    let receiver = up.mirror(&[]);
+    // The receiving site pulled app before.
+    let r = Api::new(&receiver).get("/v2/library/app/manifests/1").await;
+    assert_eq!(r.status(), 200);
+    let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
+    for d in [
+        m["config"]["digest"].as_str().unwrap(),
+        layer_digest.as_str(),
+    ] {
+        let r = Api::new(&receiver)
+            .get(&format!("/v2/library/app/blobs/{d}"))
+            .await;
+        assert!(!r.bytes().await.unwrap().is_empty());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let have = dir.path().join("have.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
+        .args(["inventory", "-o"])
+        .arg(&have)
+        .args(["--server", &format!("http://{}", receiver.addr)])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&std::fs::read(&have).unwrap()).unwrap();
+    assert_eq!(listed["digests"].as_array().unwrap().len(), 3, "{listed}");
+
+    let delta = dir.path().join("delta.tar");
+    let (code, out) = export(
+        &sender.addr.to_string(),
+        &[
+            "app:1",
+            "tool:2",
+            "-o",
+            delta.to_str().unwrap(),
+            "--exclude",
+            have.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("2 manifests, 2 blobs"), "{out}");
+    assert!(out.contains("left out 2 blobs"), "{out}");
+
+    // The same list from the receiver's data directory, once it stopped.
+    let (data, _tmp) = receiver.stop();
+    let (code, text) = wharf_cli(&["inventory", "--data", data.to_str().unwrap(), "-o", "-"]);
+    assert_eq!(code, 0, "{text}");
+    let offline: serde_json::Value = serde_json::from_str(text.trim()).unwrap();
+    let mut a: Vec<String> = serde_json::from_value(offline["digests"].clone()).unwrap();
+    let mut b: Vec<String> = serde_json::from_value(listed["digests"].clone()).unwrap();
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+}

@@ -218,6 +218,18 @@ impl Store {
         verify::verify(self, repair, live).await.map(Some)
     }
 
+    /// Every blob digest the store holds (manifests included): what `wharf
+    /// inventory` reports, for delta bundles: one listing of the files (or
+    /// objects), held as the list it answers (some 80 bytes a digest).
+    pub async fn inventory(&self) -> Result<Vec<crate::oci::Digest>> {
+        let mut out = Vec::new();
+        let mut files = self.blobs.files();
+        while let Some(batch) = files.next().await? {
+            out.extend(batch.into_iter().map(|(d, _, _)| d));
+        }
+        Ok(out)
+    }
+
     async fn maintenance_turn(&self, wait: bool) -> Option<tokio::sync::OwnedMutexGuard<()>> {
         if wait {
             Some(self.maintenance.clone().lock_owned().await)
