@@ -149,7 +149,7 @@ pub async fn export(
     out: &Path,
 ) -> Result<ExportReport, String> {
     let partial = beside(out, ".partial");
-    let tmp = beside(out, ".blob");
+    let tmp = beside(out, &format!(".{}.blob", std::process::id()));
     let result = write(client, refs, opts, &partial, &tmp).await;
     let _ = std::fs::remove_file(&tmp);
     match result {
@@ -223,7 +223,9 @@ async fn write(
                 if !written.insert(b.to_string()) {
                     continue;
                 }
-                let n = download(client, &r.name, &b, tmp).await.map_err(fail)?;
+                let n = download(client, &r.name, &b, size, tmp)
+                    .await
+                    .map_err(fail)?;
                 tar.file(blob_path(&b), tmp.to_path_buf(), n)
                     .await
                     .map_err(fail)?;
@@ -247,9 +249,15 @@ async fn write(
     Ok(report)
 }
 
-/// Fetches blob `d` of `name` into `tmp`, checking it against its digest;
-/// its size.
-async fn download(client: &impl Source, name: &str, d: &Digest, tmp: &Path) -> Result<u64, String> {
+/// Fetches blob `d` of `name` into `tmp`, checking it against its size
+/// (from its descriptor: no more is written) and its digest; its size.
+async fn download(
+    client: &impl Source,
+    name: &str,
+    d: &Digest,
+    size: u64,
+    tmp: &Path,
+) -> Result<u64, String> {
     let resp = client
         .get(name, &format!("blobs/{d}"), &[])
         .await
@@ -263,8 +271,13 @@ async fn download(client: &impl Source, name: &str, d: &Digest, tmp: &Path) -> R
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| format!("blob {d}: {e}"))?;
         if let Some(data) = frame.data_ref() {
-            hasher.update(data);
             n += data.len() as u64;
+            if n > size {
+                return Err(format!(
+                    "blob {d}: the server sent more than its {size} bytes"
+                ));
+            }
+            hasher.update(data);
             f.write_all(data)
                 .await
                 .map_err(|e| format!("{}: {e}", tmp.display()))?;
@@ -273,6 +286,9 @@ async fn download(client: &impl Source, name: &str, d: &Digest, tmp: &Path) -> R
     f.flush()
         .await
         .map_err(|e| format!("{}: {e}", tmp.display()))?;
+    if n != size {
+        return Err(format!("blob {d}: the server sent {n} of its {size} bytes"));
+    }
     let got = hasher.finish();
     if got != *d {
         return Err(format!(

@@ -72,7 +72,10 @@ impl ServerClient {
 
     /// Sends `POST path_and_query` and reads the JSON answer.
     pub async fn post_json(&self, path_and_query: &str) -> Result<serde_json::Value, String> {
-        let resp = self.send(Method::POST, path_and_query, &[]).await?;
+        let resp = self
+            .send(Method::POST, path_and_query, &[])
+            .await
+            .map_err(|e| e.message)?;
         let host = self.host();
         let body = read_bounded(resp, MAX_ANSWER)
             .await
@@ -87,7 +90,7 @@ impl ServerClient {
         &self,
         path_and_query: &str,
         accept: &[&str],
-    ) -> Result<Response<Incoming>, String> {
+    ) -> Result<Response<Incoming>, Refused> {
         self.send(Method::GET, path_and_query, accept).await
     }
 
@@ -100,11 +103,11 @@ impl ServerClient {
         method: Method,
         path_and_query: &str,
         accept: &[&str],
-    ) -> Result<Response<Incoming>, String> {
+    ) -> Result<Response<Incoming>, Refused> {
         let url = self
             .base
             .join(path_and_query)
-            .map_err(|e| format!("{path_and_query}: {e}"))?;
+            .map_err(|e| Refused::new(None, format!("{path_and_query}: {e}")))?;
         let mut req = Request::builder().method(method).uri(url.as_str()).header(
             header::USER_AGENT,
             concat!("wharf/", env!("CARGO_PKG_VERSION")),
@@ -115,13 +118,15 @@ impl ServerClient {
         if let Some(a) = &self.authorization {
             req = req.header(header::AUTHORIZATION, a.clone());
         }
-        let req = req.body(Empty::new()).map_err(|e| e.to_string())?;
+        let req = req
+            .body(Empty::new())
+            .map_err(|e| Refused::new(None, e.to_string()))?;
         let host = self.host();
         let resp = self
             .client
             .request(req)
             .await
-            .map_err(|e| format!("cannot reach {host}: {}", chain(&e)))?;
+            .map_err(|e| Refused::new(None, format!("cannot reach {host}: {}", chain(&e))))?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -131,7 +136,7 @@ impl ServerClient {
             .ok()
             .and_then(|v| v["errors"][0]["message"].as_str().map(str::to_string))
             .unwrap_or_else(|| String::from_utf8_lossy(&body).trim().to_string());
-        Err(match status {
+        let message = match status {
             StatusCode::UNAUTHORIZED if self.authorization.is_none() => format!(
                 "{host} asks who you are: pass --user NAME with WHARF_PASSWORD or --password-file ({message})"
             ),
@@ -140,7 +145,28 @@ impl ServerClient {
                 "{host} refused: {message} (an admin is named in `admins` in its config)"
             ),
             s => format!("{host} answered {s}: {message}"),
-        })
+        };
+        Err(Refused::new(Some(status), message))
+    }
+}
+
+/// What went wrong with a request: the status when the server answered,
+/// and a message a person can act on.
+#[derive(Debug, Clone)]
+pub struct Refused {
+    pub status: Option<StatusCode>,
+    pub message: String,
+}
+
+impl Refused {
+    fn new(status: Option<StatusCode>, message: String) -> Refused {
+        Refused { status, message }
+    }
+}
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
     }
 }
 

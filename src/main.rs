@@ -157,9 +157,9 @@ struct DataArgs {
 /// A running server to work on instead of a data directory.
 #[derive(clap::Args)]
 struct ServerArgs {
-    /// Work on the Wharf serving at this URL, through its /admin/ endpoints
-    /// (with access control on, the user must be in its `admins`), without
-    /// a pause in serving.
+    /// The running Wharf to work with, e.g. https://wharf.example.com:5000
+    /// (gc, verify and inventory use its /admin/ endpoints, for the users
+    /// in its `admins`; prefetch and export pull through it).
     #[arg(long, value_name = "URL")]
     server: Option<String>,
     /// The user to log in to the server as; the password comes from

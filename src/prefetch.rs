@@ -178,12 +178,31 @@ pub trait Source: Sync {
         name: &str,
         what: &str,
         accept: &[&str],
-    ) -> impl std::future::Future<Output = Result<Response<Body>, String>> + Send;
+    ) -> impl std::future::Future<Output = Result<Response<Body>, Failed>> + Send;
+}
+
+/// Why a GET did not work.
+#[derive(Debug, Clone)]
+pub struct Failed {
+    /// The answer was a 404 (for referrers: no referrers API upstream).
+    pub not_found: bool,
+    pub message: String,
+}
+
+impl std::fmt::Display for Failed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
 }
 
 impl Source for ServerClient {
-    async fn get(&self, name: &str, what: &str, accept: &[&str]) -> Result<Response<Body>, String> {
-        let resp = ServerClient::get(self, &format!("/v2/{name}/{what}"), accept).await?;
+    async fn get(&self, name: &str, what: &str, accept: &[&str]) -> Result<Response<Body>, Failed> {
+        let resp = ServerClient::get(self, &format!("/v2/{name}/{what}"), accept)
+            .await
+            .map_err(|e| Failed {
+                not_found: e.status == Some(http::StatusCode::NOT_FOUND),
+                message: e.message,
+            })?;
         Ok(resp.map(|b| b.map_err(std::io::Error::other).boxed_unsync()))
     }
 }
@@ -405,10 +424,15 @@ pub async fn referrers(
     name: &str,
     digest: &str,
 ) -> Result<Vec<String>, String> {
-    let resp = client
+    // No referrers API upstream (a 404): no referrers.
+    let resp = match client
         .get(name, &format!("referrers/{digest}"), &[manifest::OCI_INDEX])
         .await
-        .map_err(|e| format!("referrers of {digest}: {e}"))?;
+    {
+        Ok(r) => r,
+        Err(e) if e.not_found => return Ok(Vec::new()),
+        Err(e) => return Err(format!("referrers of {digest}: {e}")),
+    };
     let body = read_bounded(resp, MAX_MANIFEST_BYTES)
         .await
         .map_err(|e| format!("referrers of {digest}: {e}"))?;
@@ -418,7 +442,9 @@ pub async fn referrers(
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|m| m["digest"].as_str().map(str::to_string))
+        .filter_map(|m| m["digest"].as_str())
+        .filter(|d| d.parse::<Digest>().is_ok())
+        .map(str::to_string)
         .collect())
 }
 

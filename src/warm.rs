@@ -9,7 +9,7 @@
 use crate::app::App;
 use crate::body::Body;
 use crate::config::PrefetchList;
-use crate::prefetch::{self, Options, Progress, Source};
+use crate::prefetch::{self, Failed, Options, Progress, Source};
 use http::Response;
 use std::time::Duration;
 
@@ -21,11 +21,14 @@ const FIRST_RUN_AFTER: Duration = Duration::from_secs(2);
 struct Own<'a>(&'a App);
 
 impl Source for Own<'_> {
-    async fn get(&self, name: &str, what: &str, accept: &[&str]) -> Result<Response<Body>, String> {
+    async fn get(&self, name: &str, what: &str, accept: &[&str]) -> Result<Response<Body>, Failed> {
         self.0
             .get_mirrored(&format!("/v2/{name}/{what}"), accept)
             .await
-            .map_err(|e| e.to_string())
+            .map_err(|e| Failed {
+                not_found: e.code().status() == http::StatusCode::NOT_FOUND,
+                message: e.to_string(),
+            })
     }
 }
 

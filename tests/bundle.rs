@@ -157,6 +157,22 @@ async fn an_inventory_of_the_receiving_site_makes_the_delta() {
             .await;
         assert!(!r.bytes().await.unwrap().is_empty());
     }
+    // A fill commits its file just after the last byte reaches the client.
+    assert!(
+        wait_until(
+            std::time::Duration::from_secs(10),
+            std::time::Duration::from_millis(50),
+            || {
+                [
+                    m["config"]["digest"].as_str().unwrap(),
+                    layer_digest.as_str(),
+                ]
+                .iter()
+                .all(|d| blob_file(&receiver.data, d).exists())
+            }
+        )
+        .await
+    );
     let dir = tempfile::tempdir().unwrap();
     let have = dir.path().join("have.json");
     let out = Command::new(env!("CARGO_BIN_EXE_wharf"))

@@ -146,6 +146,14 @@ async fn platforms_lists_and_bad_input() {
         "{out}"
     );
 
+    // The reference registry has no referrers API: none found, no failure.
+    let (code, out) = prefetch(&addr, &["multi:1", "--referrers"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("prefetched 1 of 1 images (3 manifests"),
+        "{out}"
+    );
+
     // An image the upstream does not have: a failure named, exit 1, and
     // the rest still fetched.
     let (code, out) = prefetch(&addr, &["nosuch:1", "multi:1"]);

@@ -340,8 +340,13 @@ struct FilePrefetch {
     referrers: bool,
 }
 
-/// The `[[prefetch]]` lists, checked.
-fn prefetch_lists(lists: &[FilePrefetch]) -> Result<Vec<PrefetchList>, ConfigError> {
+/// The `[[prefetch]]` lists, checked: a reference naming a registry host
+/// must name a configured upstream (any other host would be asked of the
+/// default upstream as a repository name, and fail on every run).
+fn prefetch_lists(
+    lists: &[FilePrefetch],
+    upstreams: &[UpstreamConfig],
+) -> Result<Vec<PrefetchList>, ConfigError> {
     use crate::oci::image_ref::{ImageRef, Platform};
     let conflict = |m: String| ConfigError::Conflict(format!("[[prefetch]]: {m}"));
     lists
@@ -363,7 +368,15 @@ fn prefetch_lists(lists: &[FilePrefetch]) -> Result<Vec<PrefetchList>, ConfigErr
                 images: l
                     .images
                     .iter()
-                    .map(|i| ImageRef::parse(i).map_err(conflict))
+                    .map(|i| {
+                        let r = ImageRef::parse(i).map_err(conflict)?;
+                        match r.host() {
+                            Some(h) if !upstreams.iter().any(|u| u.name == h) => {
+                                Err(conflict(format!("{i}: {h} is not a configured upstream")))
+                            }
+                            _ => Ok(r),
+                        }
+                    })
                     .collect::<Result<_, _>>()?,
                 every,
                 platforms: l
@@ -942,7 +955,7 @@ impl Config {
             DEFAULT_TOKEN_TTL,
             "token_ttl (--token-ttl, WHARF_TOKEN_TTL)",
         )?;
-        let prefetch = prefetch_lists(&file.prefetch)?;
+        let prefetch = prefetch_lists(&file.prefetch, &upstreams)?;
         Ok(Config {
             prefetch,
             tls,
@@ -1357,7 +1370,7 @@ mod tests {
             })
         };
         let c = load(
-            "[[prefetch]]\nimages = [\"alpine:3.20\", \"ghcr.io/org/app:1\"]\nevery = \"6h\"\nplatforms = [\"linux/arm64/v8\"]\nreferrers = true\n",
+            "[[upstreams]]\nname = \"ghcr.io\"\nurl = \"https://ghcr.io\"\n[[prefetch]]\nimages = [\"alpine:3.20\", \"ghcr.io/org/app:1\"]\nevery = \"6h\"\nplatforms = [\"linux/arm64/v8\"]\nreferrers = true\n",
         )
         .unwrap();
         assert_eq!(c.prefetch.len(), 1);
@@ -1382,6 +1395,10 @@ mod tests {
                 "--platform",
             ),
             ("[[prefetch]]\nimages = [\"a\"]\n", "every"),
+            (
+                "[[prefetch]]\nimages = [\"quay.io/org/app:1\"]\nevery = \"1h\"\n",
+                "quay.io is not a configured upstream",
+            ),
         ] {
             let e = load(bad).unwrap_err().to_string();
             assert!(e.contains(says), "{bad}: {e}");

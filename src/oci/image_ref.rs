@@ -17,7 +17,12 @@ pub struct ImageRef {
 }
 
 /// Docker Hub's names for itself.
-const DOCKER_HUB: [&str; 3] = ["docker.io", "index.docker.io", "registry-1.docker.io"];
+const DOCKER_HUB: [&str; 4] = [
+    "docker.io",
+    "index.docker.io",
+    "registry-1.docker.io",
+    "registry.hub.docker.com",
+];
 
 impl ImageRef {
     /// `alpine`, `alpine:3.20`, `ghcr.io/org/app:1.2`,
@@ -39,25 +44,36 @@ impl ImageRef {
         if let Some(tag) = tag {
             super::Tag::parse(tag).map_err(|e| bad(&e.to_string()))?;
         }
-        let mut parts: Vec<&str> = name.split('/').collect();
+        let mut parts: Vec<String> = name.split('/').map(str::to_string).collect();
         let host = parts.len() > 1 && (parts[0].contains(['.', ':']) || parts[0] == "localhost");
-        if host && !is_host(parts[0]) {
-            return Err(bad(
-                "the registry host is not a host name with an optional :port",
-            ));
-        }
-        let repo_parts = if host { &parts[1..] } else { &parts[..] };
-        let repo = repo_parts.join("/");
-        super::RepoName::parse(&repo).map_err(|e| bad(&e.to_string()))?;
-        if host && DOCKER_HUB.contains(&parts[0]) {
-            parts[0] = "docker.io";
-            if parts.len() == 2 {
-                parts.insert(1, "library");
+        if host {
+            if !is_host(&parts[0]) {
+                return Err(bad(
+                    "the registry host is not a host name with an optional :port",
+                ));
+            }
+            if parts[0].contains(':') {
+                // A repository name cannot hold a ':': Wharf serves such
+                // an upstream under its alias (or containerd's ?ns=).
+                return Err(bad(
+                    "a registry with a port is reached through its alias in Wharf (alias = \"...\" in its [[upstreams]] table): give alias/repository",
+                ));
+            }
+            // Host names are case-insensitive; repository names are not.
+            parts[0] = parts[0].to_ascii_lowercase();
+            if DOCKER_HUB.contains(&parts[0].as_str()) {
+                parts[0] = "docker.io".into();
+                if parts.len() == 2 {
+                    parts.insert(1, "library".into());
+                }
             }
         }
+        let name = parts.join("/");
+        // The whole name as Wharf will be asked for it (length included).
+        super::RepoName::parse(&name).map_err(|e| bad(&e.to_string()))?;
         Ok(ImageRef {
             text: t.to_string(),
-            name: parts.join("/"),
+            name,
             reference: digest.or(tag).unwrap_or("latest").to_string(),
         })
     }
@@ -162,10 +178,13 @@ mod tests {
             s("docker.io/bitnami/redis", "latest")
         );
         assert_eq!(r("ghcr.io/org/app:1.2"), s("ghcr.io/org/app", "1.2"));
+        assert_eq!(r("GHCR.io/org/app"), s("ghcr.io/org/app", "latest"));
         assert_eq!(
-            r("localhost:5000/team/app"),
-            s("localhost:5000/team/app", "latest")
+            r("registry.hub.docker.com/alpine"),
+            s("docker.io/library/alpine", "latest")
         );
+        let e = ImageRef::parse("localhost:5000/team/app").unwrap_err();
+        assert!(e.contains("alias"), "{e}");
         let d = format!("sha256:{}", "a".repeat(64));
         assert_eq!(r(&format!("nginx@{d}")), s("nginx", &d));
         assert_eq!(
@@ -185,6 +204,7 @@ mod tests {
             "../etc",
             "-x.io/app",
             "reg.io:http/app",
+            &format!("ghcr.io/{}", "a".repeat(300)),
         ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad:?}");
         }
