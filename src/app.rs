@@ -345,14 +345,17 @@ impl App {
         Ok(ui::answer(&viewer, &cx, parts, p, || self.cache_facts(detail)).await)
     }
 
-    /// Garbage collection or verify on the running store, for admins.
+    /// Garbage collection, verify or the inventory of the running store,
+    /// for admins.
     async fn admin(&self, parts: &Parts, peer: &Peer) -> Result<Response<Body>> {
         use crate::auth::policy::Op;
         let path = parts.uri.path();
         let op = crate::admin::AdminPath::parse(path).ok_or_else(|| {
             Error::oci(
                 ErrorCode::NameUnknown,
-                format!("{path}: no such maintenance operation (/admin/gc, /admin/verify)"),
+                format!(
+                    "{path}: no such maintenance operation (/admin/gc, /admin/verify, /admin/inventory)"
+                ),
             )
         })?;
         let caller = self.auth.authenticate(parts, peer).await?;
