@@ -30,6 +30,9 @@ pub struct ExportOptions {
     pub referrers: bool,
     /// Blobs the receiving site has (from its inventory): left out.
     pub exclude: HashSet<Digest>,
+    /// Continue the `BUNDLE.partial` an interrupted run left: its
+    /// complete entries that still match their digests are kept.
+    pub resume: bool,
 }
 
 /// What an export wrote.
@@ -43,6 +46,9 @@ pub struct ExportReport {
     /// Blobs left out because the inventory lists them, and their bytes.
     pub excluded: usize,
     pub excluded_bytes: u64,
+    /// Manifests and blobs kept from the partial bundle of an interrupted
+    /// run (`resume`).
+    pub resumed: usize,
 }
 
 /// Reads an inventory (`wharf inventory`'s output): the digests a site
@@ -70,11 +76,28 @@ struct Tar {
 impl Tar {
     fn create(path: &Path) -> Result<Tar, String> {
         let f = std::fs::File::create(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Self::on(f))
+    }
+
+    /// Continues the tar at `path` after its first `keep` bytes.
+    fn append(path: &Path, keep: u64) -> Result<Tar, String> {
+        use std::io::Seek;
+        let err = |e: std::io::Error| format!("{}: {e}", path.display());
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(err)?;
+        f.set_len(keep).map_err(err)?;
+        f.seek(std::io::SeekFrom::Start(keep)).map_err(err)?;
+        Ok(Self::on(f))
+    }
+
+    fn on(f: std::fs::File) -> Tar {
         let mut b = tar::Builder::new(f);
         b.mode(tar::HeaderMode::Deterministic);
-        Ok(Tar {
+        Tar {
             builder: Arc::new(Mutex::new(b)),
-        })
+        }
     }
 
     fn header(size: u64) -> tar::Header {
@@ -129,6 +152,77 @@ impl Tar {
     }
 }
 
+/// What a partial bundle holds that can be kept.
+#[derive(Default)]
+struct Salvaged {
+    /// Its `oci-layout` entry is complete (else nothing is kept).
+    layout: bool,
+    /// The digests of its complete entries that match them.
+    digests: HashSet<String>,
+    /// Bytes up to the end of the last entry kept.
+    keep: u64,
+}
+
+/// Reads a partial bundle entry by entry, re-hashing each blob, up to the
+/// first entry that is incomplete, does not match its name, or is
+/// `index.json` (written last, and written again).
+fn salvage(partial: &Path) -> Result<Salvaged, String> {
+    use std::io::Read;
+    let f = std::fs::File::open(partial).map_err(|e| format!("{}: {e}", partial.display()))?;
+    let len = f
+        .metadata()
+        .map_err(|e| format!("{}: {e}", partial.display()))?
+        .len();
+    let mut out = Salvaged::default();
+    let mut archive = tar::Archive::new(f);
+    let Ok(entries) = archive.entries() else {
+        return Ok(out);
+    };
+    for entry in entries {
+        let Ok(mut e) = entry else { break };
+        let size = e.size();
+        let end = e.raw_file_position() + size.div_ceil(512) * 512;
+        if end > len {
+            break;
+        }
+        let name = match e.path() {
+            Ok(p) => p.to_string_lossy().into_owned(),
+            Err(_) => break,
+        };
+        if name == "oci-layout" {
+            out.layout = true;
+            out.keep = end;
+            continue;
+        }
+        let digest = name
+            .strip_prefix("blobs/")
+            .and_then(|p| p.split_once('/'))
+            .and_then(|(alg, hex)| format!("{alg}:{hex}").parse::<Digest>().ok());
+        let (true, Some(d)) = (out.layout, digest) else {
+            break;
+        };
+        let mut hasher = Hasher::new(d.algorithm());
+        let mut buf = vec![0u8; 64 << 10];
+        let mut n = 0u64;
+        loop {
+            match e.read(&mut buf) {
+                Ok(0) => break,
+                Ok(k) => {
+                    hasher.update(&buf[..k]);
+                    n += k as u64;
+                }
+                Err(_) => return Ok(out),
+            }
+        }
+        if n != size || hasher.finish() != d {
+            break;
+        }
+        out.digests.insert(d.to_string());
+        out.keep = end;
+    }
+    Ok(out)
+}
+
 fn blob_path(d: &Digest) -> String {
     format!("blobs/{}/{}", d.algorithm().as_str(), d.hex())
 }
@@ -171,14 +265,30 @@ async fn write(
     partial: &Path,
     tmp: &Path,
 ) -> Result<ExportReport, String> {
-    let tar = Tar::create(partial)?;
-    tar.bytes(
-        "oci-layout".into(),
-        br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
-    )
-    .await?;
     let mut report = ExportReport::default();
     let mut written: HashSet<String> = HashSet::new();
+    let mut walked: HashSet<String> = HashSet::new();
+    let salvaged = if opts.resume && partial.exists() {
+        let p = partial.to_path_buf();
+        tokio::task::spawn_blocking(move || salvage(&p))
+            .await
+            .map_err(|e| e.to_string())??
+    } else {
+        Salvaged::default()
+    };
+    let tar = if salvaged.layout {
+        report.resumed = salvaged.digests.len();
+        written = salvaged.digests;
+        Tar::append(partial, salvaged.keep)?
+    } else {
+        let tar = Tar::create(partial)?;
+        tar.bytes(
+            "oci-layout".into(),
+            br#"{"imageLayoutVersion":"1.0.0"}"#.to_vec(),
+        )
+        .await?;
+        tar
+    };
     let mut index = Vec::new();
     for r in refs {
         let fail = |e: String| format!("{}: {e}", r.text);
@@ -203,14 +313,18 @@ async fn write(
                 }));
                 top = false;
             }
-            if !written.insert(m.digest.clone()) {
+            // Walked once per run; written once per bundle (a resumed
+            // bundle may hold a manifest whose blobs it lacks).
+            if !walked.insert(m.digest.clone()) {
                 continue;
             }
-            report.manifests += 1;
-            report.bytes += m.bytes.len() as u64;
-            tar.bytes(blob_path(&d), m.bytes.to_vec())
-                .await
-                .map_err(fail)?;
+            if written.insert(m.digest.clone()) {
+                report.manifests += 1;
+                report.bytes += m.bytes.len() as u64;
+                tar.bytes(blob_path(&d), m.bytes.to_vec())
+                    .await
+                    .map_err(fail)?;
+            }
             let p = plan(&m.bytes, m.media_type.as_deref(), &opts.platforms)
                 .map_err(|e| fail(format!("manifest {reference}: {e}")))?;
             queue.extend(p.children);
@@ -301,6 +415,36 @@ async fn download(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partial_bundle_is_kept_up_to_its_first_bad_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.tar.partial");
+        let mut b = tar::Builder::new(std::fs::File::create(&path).unwrap());
+        let mut add = |name: &str, data: &[u8]| {
+            b.append_data(&mut Tar::header(data.len() as u64), name, data)
+                .unwrap();
+        };
+        let good = |data: &[u8]| {
+            let d = Digest::of(crate::oci::Algorithm::Sha256, data);
+            (blob_path(&d), d.to_string())
+        };
+        add("oci-layout", b"{}");
+        let (a, da) = good(b"first");
+        add(&a, b"first");
+        let (wrong, _) = good(b"what the name says");
+        add(&wrong, b"something else");
+        let (c, _) = good(b"third");
+        add(&c, b"third");
+        b.into_inner().unwrap();
+        let s = salvage(&path).unwrap();
+        assert!(s.layout);
+        assert_eq!(s.digests, HashSet::from([da]));
+        assert_eq!(s.keep, 512 * 4, "two entries: a header and a block each");
+        // Not a tar, or no layout first: nothing kept.
+        std::fs::write(&path, b"junk").unwrap();
+        assert!(!salvage(&path).unwrap().layout);
+    }
 
     #[test]
     fn inventories_are_checked() {

@@ -69,6 +69,11 @@ struct ExportArgs {
     /// blobs it lists are left out of the bundle.
     #[arg(long, value_name = "HAVE.json")]
     exclude: Option<std::path::PathBuf>,
+    /// Continue BUNDLE.partial, left by an interrupted run: its complete
+    /// entries that still match their digests are kept, the rest fetched.
+    /// Without it, BUNDLE.partial is started again.
+    #[arg(long)]
+    resume: bool,
 }
 
 #[derive(clap::Args)]
@@ -416,6 +421,7 @@ fn main() -> ExitCode {
                         platforms: o.platforms,
                         referrers: o.referrers,
                         exclude,
+                        resume: args.resume,
                     },
                 ))
             });
@@ -432,14 +438,19 @@ fn main() -> ExitCode {
             match runtime.block_on(wharf::bundle::export(client, &refs, &opts, &args.output)) {
                 Ok(r) => {
                     println!(
-                        "wrote {}: {} images, {} manifests, {} blobs, {} bytes; left out {} blobs ({} bytes) the receiving site has",
+                        "wrote {}: {} images, {} manifests, {} blobs, {} bytes; left out {} blobs ({} bytes) the receiving site has{}",
                         args.output.display(),
                         r.images,
                         r.manifests,
                         r.blobs,
                         r.bytes,
                         r.excluded,
-                        r.excluded_bytes
+                        r.excluded_bytes,
+                        if r.resumed > 0 {
+                            format!("; kept {} manifests and blobs from the interrupted run", r.resumed)
+                        } else {
+                            String::new()
+                        }
                     );
                     ExitCode::SUCCESS
                 }

@@ -68,6 +68,46 @@ async fn bundles_are_oci_layouts_and_deltas_leave_out_what_the_site_has() {
         assert_eq!(&sha256(&m), digest, "{name}");
     }
 
+    // An interrupted run (its partial bundle cut in the middle of the
+    // layer) is continued with --resume: what is complete is kept, and
+    // the bundle comes out whole.
+    let resumed = dir.path().join("resumed.tar");
+    let partial = dir.path().join("resumed.tar.partial");
+    let bytes = std::fs::read(&full).unwrap();
+    std::fs::write(&partial, &bytes[..bytes.len() * 6 / 10]).unwrap();
+    let (code, out) = export(
+        &addr,
+        &[
+            "app:1",
+            "tool:2",
+            "-o",
+            resumed.to_str().unwrap(),
+            "--resume",
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("from the interrupted run"), "{out}");
+    let (mut a, mut b) = (entries(&full), entries(&resumed));
+    a.sort();
+    b.sort();
+    assert_eq!(a, b);
+    assert!(!partial.exists());
+    let got = dir.path().join("resumed-app");
+    run(Command::new(require("skopeo"))
+        .args(["--insecure-policy", "copy"])
+        .arg(format!("oci-archive:{}:app:1", resumed.display()))
+        .arg(format!("dir:{}", got.display())));
+    assert_eq!(
+        sha256(&std::fs::read(got.join("manifest.json")).unwrap()),
+        app
+    );
+    // A partial bundle that is not a tar: started again.
+    let again = dir.path().join("again.tar");
+    std::fs::write(dir.path().join("again.tar.partial"), b"not a tar at all").unwrap();
+    let (code, out) = export(&addr, &["app:1", "-o", again.to_str().unwrap(), "--resume"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains("interrupted run"), "{out}");
+
     // The receiving site has app's blobs: the delta carries its manifest
     // only, and is smaller by about the layer.
     let m: serde_json::Value = serde_json::from_slice(&manifest).unwrap();
