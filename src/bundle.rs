@@ -56,6 +56,11 @@ pub struct ExportReport {
 pub fn read_inventory(text: &str) -> Result<HashSet<Digest>, String> {
     let v: serde_json::Value =
         serde_json::from_str(text).map_err(|e| format!("not an inventory (not JSON: {e})"))?;
+    inventory_of(&v)
+}
+
+/// The digests of an inventory already read as JSON (a server's answer).
+pub fn inventory_of(v: &serde_json::Value) -> Result<HashSet<Digest>, String> {
     let list = v["digests"]
         .as_array()
         .ok_or("not an inventory: expected {\"digests\": [\"sha256:...\", ...]}")?;

@@ -122,11 +122,12 @@ impl ServerClient {
             .body(Empty::new())
             .map_err(|e| Refused::new(None, e.to_string()))?;
         let host = self.host();
-        let resp = self
-            .client
-            .request(req)
-            .await
-            .map_err(|e| Refused::new(None, format!("cannot reach {host}: {}", chain(&e))))?;
+        let resp = self.client.request(req).await.map_err(|e| {
+            Refused::new(
+                None,
+                format!("cannot reach {host}: {}", crate::error::error_chain(&e)),
+            )
+        })?;
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -171,21 +172,14 @@ impl std::fmt::Display for Refused {
 }
 
 /// Reads a whole body of at most `limit` bytes.
-pub async fn read_bounded(resp: Response<Incoming>, limit: usize) -> Result<Bytes, String> {
+pub async fn read_bounded<B>(resp: Response<B>, limit: usize) -> Result<Bytes, String>
+where
+    B: http_body::Body,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     Limited::new(resp.into_body(), limit)
         .collect()
         .await
         .map(|c| c.to_bytes())
         .map_err(|e| e.to_string())
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

@@ -320,6 +320,19 @@ impl From<crate::oci::route::RouteError> for Error {
     }
 }
 
+/// An error and each of its sources, `: `-separated: what a connection
+/// failure says only in its causes (refused, DNS, TLS).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

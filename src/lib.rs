@@ -138,6 +138,12 @@ pub enum Target<'a> {
     Server(&'a client::ServerClient),
 }
 
+/// The store of a data directory no server is using (or its bucket), for
+/// a maintenance command.
+async fn open_data(config: &config::Config) -> Result<store::Store, error::Error> {
+    store::Store::open_for_maintenance(&config.data, &config.storage, config.index_cache_size).await
+}
+
 /// `wharf gc`: collects unreferenced local blobs. Prints what it removed
 /// (or would remove), and what it kept only because of the grace period.
 /// `grace`: the period asked for (a server's own `gc_grace` otherwise; on a
@@ -149,12 +155,7 @@ pub async fn gc(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let report = match target {
         Target::Data(config) => {
-            let store = store::Store::open_for_maintenance(
-                &config.data,
-                &config.storage,
-                config.index_cache_size,
-            )
-            .await?;
+            let store = open_data(config).await?;
             let grace = grace.unwrap_or(config.gc_grace);
             let report = store.collect_garbage(grace, dry_run, true).await;
             store.close(true).await?;
@@ -213,21 +214,14 @@ pub async fn inventory(
 ) -> Result<usize, Box<dyn std::error::Error>> {
     let digests: Vec<oci::Digest> = match target {
         Target::Data(config) => {
-            let store = store::Store::open_for_maintenance(
-                &config.data,
-                &config.storage,
-                config.index_cache_size,
-            )
-            .await?;
+            let store = open_data(config).await?;
             let d = store.inventory().await;
             store.close(false).await?;
             d?
         }
         Target::Server(server) => {
             let v = server.post_json("/admin/inventory").await?;
-            bundle::read_inventory(&v.to_string())?
-                .into_iter()
-                .collect()
+            bundle::inventory_of(&v)?.into_iter().collect()
         }
     };
     let text = serde_json::json!({ "digests": digests }).to_string();
@@ -245,12 +239,7 @@ pub async fn inventory(
 pub async fn verify(target: Target<'_>, repair: bool) -> Result<bool, Box<dyn std::error::Error>> {
     let r: store::verify::VerifyReport = match target {
         Target::Data(config) => {
-            let store = store::Store::open_for_maintenance(
-                &config.data,
-                &config.storage,
-                config.index_cache_size,
-            )
-            .await?;
+            let store = open_data(config).await?;
             let r = store.verify(repair, false, true).await;
             store.close(true).await?;
             r?.ok_or("verify did not run")?

@@ -9,7 +9,7 @@
 //! otherwise.
 
 use crate::body::Body;
-use crate::client::ServerClient;
+use crate::client::{read_bounded, ServerClient};
 use crate::oci::image_ref::{ImageRef, Platform};
 use crate::oci::manifest::{self, MANIFEST_TYPES, MAX_MANIFEST_BYTES};
 use crate::oci::Digest;
@@ -66,6 +66,13 @@ fn was_cached(h: &http::HeaderMap) -> bool {
         .is_some_and(|v| v.split(';').any(|p| p.trim() == "hit"))
 }
 
+/// A bar drawn from `template` (the default bar should it not parse).
+fn style(template: &str) -> indicatif::ProgressStyle {
+    indicatif::ProgressStyle::with_template(template)
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+        .progress_chars("=> ")
+}
+
 /// Progress on a terminal (bars), or lines on standard error, or (in the
 /// server) log lines.
 pub struct Progress {
@@ -95,13 +102,7 @@ impl Progress {
         }
         let bars = indicatif::MultiProgress::new();
         let overall = bars.add(indicatif::ProgressBar::new(images as u64));
-        overall.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix:>12} [{bar:30}] {pos}/{len} images, {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
+        overall.set_style(style("{prefix:>12} [{bar:30}] {pos}/{len} images, {msg}"));
         overall.set_prefix("prefetch");
         Progress {
             bars: Some(bars),
@@ -115,13 +116,7 @@ impl Progress {
             return indicatif::ProgressBar::hidden();
         };
         let bar = bars.insert_from_back(1, indicatif::ProgressBar::new(0));
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {msg}",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-            .progress_chars("=> "),
-        );
+        bar.set_style(style("{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {msg}"));
         bar.set_prefix("image");
         bar.set_message(name.to_string());
         bar
@@ -205,15 +200,6 @@ impl Source for ServerClient {
             })?;
         Ok(resp.map(|b| b.map_err(std::io::Error::other).boxed_unsync()))
     }
-}
-
-/// A whole body of at most `limit` bytes.
-async fn read_bounded(resp: Response<Body>, limit: usize) -> Result<bytes::Bytes, String> {
-    http_body_util::Limited::new(resp.into_body(), limit)
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .map_err(|e| e.to_string())
 }
 
 /// Prefetches `refs` one after another; the totals and the failures

@@ -11,21 +11,35 @@ use std::process::Command;
 
 /// `wharf export ARGS --server http://ADDR`: exit code and output.
 fn export(addr: &str, args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
-        .arg("export")
-        .args(args)
-        .args(["--server", &format!("http://{addr}")])
-        .env("WHARF_LOG", "warn")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    wharf_at(addr, "export", args)
+}
+
+/// Exports app:1 and tool:2 to `delta` leaving out what `have` lists (app's
+/// config and layer), and checks that only those stayed out.
+fn export_delta(addr: &str, have: &Path, delta: &Path) {
+    let (code, out) = export(
+        addr,
+        &[
+            "app:1",
+            "tool:2",
+            "-o",
+            delta.to_str().unwrap(),
+            "--exclude",
+            have.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("2 manifests, 2 blobs"), "{out}");
+    assert!(out.contains("left out 2 blobs"), "{out}");
+}
+
+/// The digest of the manifest skopeo copies out of `bundle` for `name`.
+fn manifest_in(bundle: &Path, name: &str, scratch: &Path) -> String {
+    run(Command::new(require("skopeo"))
+        .args(["--insecure-policy", "copy"])
+        .arg(format!("oci-archive:{}:{name}", bundle.display()))
+        .arg(format!("dir:{}", scratch.display())));
+    sha256(&std::fs::read(scratch.join("manifest.json")).unwrap())
 }
 
 /// The names of a tar's entries.
@@ -60,12 +74,7 @@ async fn bundles_are_oci_layouts_and_deltas_leave_out_what_the_site_has() {
     // skopeo reads it, by the names the index gives.
     for (name, digest) in [("app:1", &app), ("tool:2", &tool)] {
         let got = dir.path().join(name.replace(':', "_"));
-        run(Command::new(require("skopeo"))
-            .args(["--insecure-policy", "copy"])
-            .arg(format!("oci-archive:{}:{name}", full.display()))
-            .arg(format!("dir:{}", got.display())));
-        let m = std::fs::read(got.join("manifest.json")).unwrap();
-        assert_eq!(&sha256(&m), digest, "{name}");
+        assert_eq!(&manifest_in(&full, name, &got), digest, "{name}");
     }
 
     // An interrupted run (its partial bundle cut in the middle of the
@@ -93,14 +102,7 @@ async fn bundles_are_oci_layouts_and_deltas_leave_out_what_the_site_has() {
     assert_eq!(a, b);
     assert!(!partial.exists());
     let got = dir.path().join("resumed-app");
-    run(Command::new(require("skopeo"))
-        .args(["--insecure-policy", "copy"])
-        .arg(format!("oci-archive:{}:app:1", resumed.display()))
-        .arg(format!("dir:{}", got.display())));
-    assert_eq!(
-        sha256(&std::fs::read(got.join("manifest.json")).unwrap()),
-        app
-    );
+    assert_eq!(manifest_in(&resumed, "app:1", &got), app);
     // A partial bundle that is not a tar: started again.
     let again = dir.path().join("again.tar");
     std::fs::write(dir.path().join("again.tar.partial"), b"not a tar at all").unwrap();
@@ -118,20 +120,7 @@ async fn bundles_are_oci_layouts_and_deltas_leave_out_what_the_site_has() {
     )
     .unwrap();
     let delta = dir.path().join("delta.tar");
-    let (code, out) = export(
-        &addr,
-        &[
-            "app:1",
-            "tool:2",
-            "-o",
-            delta.to_str().unwrap(),
-            "--exclude",
-            have.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("2 manifests, 2 blobs"), "{out}");
-    assert!(out.contains("left out 2 blobs"), "{out}");
+    export_delta(&addr, &have, &delta);
     let (full_len, delta_len) = (
         std::fs::metadata(&full).unwrap().len(),
         std::fs::metadata(&delta).unwrap().len(),
@@ -230,20 +219,7 @@ async fn an_inventory_of_the_receiving_site_makes_the_delta() {
     assert_eq!(listed["digests"].as_array().unwrap().len(), 3, "{listed}");
 
     let delta = dir.path().join("delta.tar");
-    let (code, out) = export(
-        &sender.addr.to_string(),
-        &[
-            "app:1",
-            "tool:2",
-            "-o",
-            delta.to_str().unwrap(),
-            "--exclude",
-            have.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("2 manifests, 2 blobs"), "{out}");
-    assert!(out.contains("left out 2 blobs"), "{out}");
+    export_delta(&sender.addr.to_string(), &have, &delta);
 
     // The same list from the receiver's data directory, once it stopped.
     let (data, _tmp) = receiver.stop();

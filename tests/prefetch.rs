@@ -11,21 +11,7 @@ use std::process::Command;
 
 /// `wharf prefetch ARGS --server http://ADDR`: exit code and output.
 fn prefetch(addr: &str, args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_wharf"))
-        .arg("prefetch")
-        .args(args)
-        .args(["--server", &format!("http://{addr}")])
-        .env("WHARF_LOG", "warn")
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    wharf_at(addr, "prefetch", args)
 }
 
 /// Seeds `library/multi:1`, an index of a linux/amd64 and a linux/arm64

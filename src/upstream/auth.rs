@@ -246,7 +246,10 @@ impl Authorizer {
             .await
             .map_err(|_| UpstreamError::Unavailable("token server did not answer in time".into()))?
             .map_err(|e| {
-                UpstreamError::Unavailable(format!("token server: {}", super::error_chain(&e)))
+                UpstreamError::Unavailable(format!(
+                    "token server: {}",
+                    crate::error::error_chain(&e)
+                ))
             })?;
         let status = resp.status();
         if status.is_server_error() {

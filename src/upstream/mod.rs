@@ -255,7 +255,7 @@ impl Upstream {
                         None => UpstreamError::Unavailable(format!(
                             "{}: {}",
                             self.name(),
-                            error_chain(&e)
+                            crate::error::error_chain(&e)
                         )),
                     })
                 });
@@ -335,17 +335,6 @@ fn classify(resp: Response<Incoming>) -> Result<Response<Incoming>, UpstreamErro
         s if s.is_server_error() => UpstreamError::Unavailable(format!("upstream answered {s}")),
         s => UpstreamError::Status(s.as_u16()),
     })
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }
 
 /// Connection settings shared by both clients.

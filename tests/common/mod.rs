@@ -680,6 +680,16 @@ pub fn wharf_cli(args: &[&str]) -> (i32, String) {
     (out.status.code().unwrap_or(-1), format!("{stdout}{stderr}"))
 }
 
+/// Runs `wharf COMMAND ARGS --server http://ADDR` (a command that works
+/// through a running Wharf) and returns its exit code and output.
+pub fn wharf_at(addr: &str, command: &str, args: &[&str]) -> (i32, String) {
+    let server = format!("http://{addr}");
+    let mut all = vec![command];
+    all.extend_from_slice(args);
+    all.extend(["--server", server.as_str()]);
+    wharf_cli(&all)
+}
+
 /// The file of blob `digest` under a data directory.
 pub fn blob_file(data: &Path, digest: &str) -> PathBuf {
     let (alg, hex) = digest.split_once(':').unwrap();
