@@ -2,14 +2,20 @@
 //! `POST /admin/gc` (query `dry_run=true`, and `grace=DURATION`, which may
 //! lengthen the server's `gc_grace` but not shorten it: pushes in progress
 //! upload their blobs before the manifest that references them) and
-//! `POST /admin/verify`, and `POST /admin/inventory` (every digest the
-//! store holds, for delta bundles), each answering its
+//! `POST /admin/verify`, `POST /admin/inventory` (every digest the
+//! store holds, for delta bundles) and `POST /admin/import` (a bundle as
+//! the request body, see [`crate::bundle::import`]), each answering its
 //! report as JSON. They run beside serving, without a pause, one at a time
 //! (a second one is told to come back). The command line's `wharf gc
 //! --server URL` and `wharf verify --server URL` call them.
 
-use crate::error::{Error, ErrorCode, Result};
+use crate::error::{BoxError, Error, ErrorCode, Result};
+use crate::mirror::routing::Router;
 use crate::store::Store;
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http_body::Body as HttpBody;
+use http_body_util::BodyStream;
 use std::time::Duration;
 
 /// The content type of the answers.
@@ -21,6 +27,7 @@ pub enum AdminPath {
     Gc,
     Verify,
     Inventory,
+    Import,
 }
 
 impl AdminPath {
@@ -29,6 +36,7 @@ impl AdminPath {
             AdminPath::Gc => "gc",
             AdminPath::Verify => "verify",
             AdminPath::Inventory => "inventory",
+            AdminPath::Import => "import",
         }
     }
 
@@ -37,6 +45,7 @@ impl AdminPath {
             "/admin/gc" => Some(AdminPath::Gc),
             "/admin/verify" => Some(AdminPath::Verify),
             "/admin/inventory" => Some(AdminPath::Inventory),
+            "/admin/import" => Some(AdminPath::Import),
             _ => None,
         }
     }
@@ -47,6 +56,7 @@ pub enum Outcome {
     Gc(crate::store::gc::GcReport, bool),
     Verify(crate::store::verify::VerifyReport),
     Inventory(Vec<crate::oci::Digest>),
+    Import(crate::bundle::import::ImportReport),
 }
 
 impl Outcome {
@@ -59,6 +69,7 @@ impl Outcome {
             }
             Outcome::Verify(r) => serde_json::to_value(r).unwrap_or_default(),
             Outcome::Inventory(d) => serde_json::json!({ "digests": d }),
+            Outcome::Import(r) => serde_json::to_value(r).unwrap_or_default(),
         }
     }
 
@@ -74,6 +85,13 @@ impl Outcome {
                 format!("gc: removed {} blobs ({} bytes)", r.removed.len(), r.bytes)
             }
             Outcome::Inventory(d) => format!("inventory: {} digests", d.len()),
+            Outcome::Import(r) => format!(
+                "import: {} images ({}), {} new blobs ({} bytes)",
+                r.images.len(),
+                r.images.join(", "),
+                r.new_blobs,
+                r.new_bytes
+            ),
             Outcome::Verify(r) => format!(
                 "verify: checked {} blobs, {} corrupt, {} orphaned, {} missing",
                 r.checked,
@@ -90,6 +108,24 @@ fn busy() -> Error {
         ErrorCode::Unavailable,
         "a garbage collection or verify is already running; try again when it ends",
     )
+}
+
+/// Imports the bundle `body` brings, placing its names as `router` does.
+pub async fn import<B>(store: &Store, router: &Router, body: B) -> Result<Outcome>
+where
+    B: HttpBody<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    let frames = BodyStream::new(body).filter_map(|f| {
+        std::future::ready(match f {
+            Ok(frame) => frame.into_data().ok().map(Ok),
+            Err(e) => Some(Err(std::io::Error::other(e.into()))),
+        })
+    });
+    let reader = tokio_util::io::StreamReader::new(frames);
+    crate::bundle::import::import(store, router, reader)
+        .await
+        .map(Outcome::Import)
 }
 
 /// Runs `op` with `query` (the request's); `grace` is the server's.
@@ -139,6 +175,10 @@ pub async fn run(store: &Store, op: AdminPath, query: &str, grace: Duration) -> 
             Ok(Outcome::Gc(report, dry_run))
         }
         AdminPath::Inventory => Ok(Outcome::Inventory(store.inventory().await?)),
+        AdminPath::Import => Err(Error::oci(
+            ErrorCode::Unsupported,
+            "an import reads its bundle from the request body",
+        )),
         AdminPath::Verify => {
             let report = store
                 .verify(flag("repair")?, true, false)

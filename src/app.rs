@@ -224,7 +224,7 @@ impl App {
                 Page::Readyz => Ok(self.readiness().await),
                 Page::Metrics => Ok(self.metrics()),
                 Page::Ui | Page::Login | Page::Api => self.browse(page, &parts, peer).await,
-                Page::Admin => self.admin(&parts, peer).await,
+                Page::Admin => self.admin(&parts, body, peer).await,
             };
         }
         let route = ApiRoute::parse(parts.uri.path()).map_err(|e| route_error(e, &parts.method))?;
@@ -345,30 +345,54 @@ impl App {
         Ok(ui::answer(&viewer, &cx, parts, p, || self.cache_facts(detail)).await)
     }
 
-    /// Garbage collection, verify or the inventory of the running store,
-    /// for admins.
-    async fn admin(&self, parts: &Parts, peer: &Peer) -> Result<Response<Body>> {
+    /// Garbage collection, verify, the inventory of the running store or
+    /// an import into it, for admins.
+    async fn admin<B>(&self, parts: &Parts, body: B, peer: &Peer) -> Result<Response<Body>>
+    where
+        B: HttpBody<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
         use crate::auth::policy::Op;
         let path = parts.uri.path();
         let op = crate::admin::AdminPath::parse(path).ok_or_else(|| {
             Error::oci(
                 ErrorCode::NameUnknown,
                 format!(
-                    "{path}: no such maintenance operation (/admin/gc, /admin/verify, /admin/inventory)"
+                    "{path}: no such maintenance operation (/admin/gc, /admin/verify, /admin/inventory, /admin/import)"
                 ),
             )
         })?;
-        let caller = self.auth.authenticate(parts, peer).await?;
-        self.auth
-            .authorize(&caller, &Op::Admin, &Backend::Local, parts, peer)?;
+        let mut body = body;
+        let checked = match self.auth.authenticate(parts, peer).await {
+            Ok(c) => self
+                .auth
+                .authorize(&c, &Op::Admin, &Backend::Local, parts, peer)
+                .map(|()| c),
+            Err(e) => Err(e),
+        };
+        let caller = match checked {
+            Ok(c) => c,
+            Err(e) => {
+                // A refused import still sending its bundle gets to read why.
+                body::drain(&mut body).await;
+                return Err(e);
+            }
+        };
         // A task of its own: a client that goes away, or shutdown's drain,
         // does not stop a collection between forgetting a blob and
         // removing it.
         let (store, grace) = (self.store.clone(), self.config.gc_grace);
         let query = parts.uri.query().unwrap_or_default().to_string();
-        let ran = tokio::spawn(async move { crate::admin::run(&store, op, &query, grace).await })
-            .await
-            .map_err(|e| Error::storage("running maintenance", e))?;
+        let ran = match op {
+            // Read as it streams in; its records are written by a task of
+            // their own (see the bundle's import).
+            crate::admin::AdminPath::Import => {
+                crate::admin::import(&store, &self.router, body).await
+            }
+            _ => tokio::spawn(async move { crate::admin::run(&store, op, &query, grace).await })
+                .await
+                .map_err(|e| Error::storage("running maintenance", e))?,
+        };
         match ran {
             Ok(outcome) => {
                 audit::maintenance(&caller, &outcome.summary());

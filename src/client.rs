@@ -5,6 +5,7 @@
 
 use bytes::Bytes;
 use http::{header, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Limited};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -17,10 +18,13 @@ const MAX_ANSWER: usize = 256 << 20;
 /// The most of an error answer read.
 const ERROR_BODY: usize = 64 << 10;
 
+/// A request's body: nothing, or a file as it is read.
+pub type Sent = BoxBody<Bytes, std::io::Error>;
+
 pub struct ServerClient {
     base: url::Url,
     authorization: Option<HeaderValue>,
-    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>,
+    client: Client<hyper_rustls::HttpsConnector<HttpConnector>, Sent>,
 }
 
 impl ServerClient {
@@ -72,8 +76,17 @@ impl ServerClient {
 
     /// Sends `POST path_and_query` and reads the JSON answer.
     pub async fn post_json(&self, path_and_query: &str) -> Result<serde_json::Value, String> {
+        self.post_body(path_and_query, nothing()).await
+    }
+
+    /// Sends `POST path_and_query` with `body` and reads the JSON answer.
+    pub async fn post_body(
+        &self,
+        path_and_query: &str,
+        body: Sent,
+    ) -> Result<serde_json::Value, String> {
         let resp = self
-            .send(Method::POST, path_and_query, &[])
+            .send(Method::POST, path_and_query, &[], body)
             .await
             .map_err(|e| e.message)?;
         let host = self.host();
@@ -91,7 +104,8 @@ impl ServerClient {
         path_and_query: &str,
         accept: &[&str],
     ) -> Result<Response<Incoming>, Refused> {
-        self.send(Method::GET, path_and_query, accept).await
+        self.send(Method::GET, path_and_query, accept, nothing())
+            .await
     }
 
     fn host(&self) -> &str {
@@ -103,6 +117,7 @@ impl ServerClient {
         method: Method,
         path_and_query: &str,
         accept: &[&str],
+        body: Sent,
     ) -> Result<Response<Incoming>, Refused> {
         let url = self
             .base
@@ -119,7 +134,7 @@ impl ServerClient {
             req = req.header(header::AUTHORIZATION, a.clone());
         }
         let req = req
-            .body(Empty::new())
+            .body(body)
             .map_err(|e| Refused::new(None, e.to_string()))?;
         let host = self.host();
         let resp = self.client.request(req).await.map_err(|e| {
@@ -149,6 +164,10 @@ impl ServerClient {
         };
         Err(Refused::new(Some(status), message))
     }
+}
+
+fn nothing() -> Sent {
+    Empty::new().map_err(|never| match never {}).boxed()
 }
 
 /// What went wrong with a request: the status when the server answered,

@@ -191,6 +191,17 @@ impl Error {
         self
     }
 
+    /// What went wrong, for a person: the first entry's message, or the
+    /// whole error when it has no OCI entry (the command line prints it).
+    pub fn message(&self) -> String {
+        match self {
+            Error::Oci { errors, .. } => errors
+                .first()
+                .map_or_else(String::new, |e| e.message.clone()),
+            e => e.to_string(),
+        }
+    }
+
     /// The OCI code of the first entry, for tests and logs.
     pub fn code(&self) -> ErrorCode {
         match self {

@@ -235,6 +235,56 @@ pub async fn inventory(
     Ok(digests.len())
 }
 
+/// `wharf import`: reads the bundle at `path` into the store (a data
+/// directory no server is using, or a running server, which reads it as
+/// it is sent), with a progress bar on a terminal. Refused, nothing of it
+/// is served.
+pub async fn import(
+    target: Target<'_>,
+    path: &std::path::Path,
+) -> Result<bundle::import::ImportReport, Box<dyn std::error::Error>> {
+    let file = tokio::fs::File::open(path)
+        .await
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let len = file.metadata().await?.len();
+    let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let bar = indicatif::ProgressBar::new(len);
+        bar.set_style(prefetch::style(
+            "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {msg}",
+        ));
+        bar.set_prefix("import");
+        bar.set_message(path.display().to_string());
+        bar
+    } else {
+        eprintln!("importing {} ({len} bytes)", path.display());
+        indicatif::ProgressBar::hidden()
+    };
+    let reader = bar.wrap_async_read(file);
+    let report = match target {
+        Target::Data(config) => {
+            let store = open_data(config).await?;
+            let router = mirror::routing::Router::new(config);
+            let r = bundle::import::import(&store, &router, reader).await;
+            store.close(true).await?;
+            r.map_err(|e| e.message())?
+        }
+        Target::Server(server) => {
+            use futures_util::StreamExt;
+            use http_body_util::BodyExt;
+            let stream = tokio_util::io::ReaderStream::new(reader)
+                .map(|chunk| chunk.map(http_body::Frame::data));
+            let body = BodyExt::boxed(http_body_util::StreamBody::new(stream));
+            bar.set_message(format!(
+                "{} (the server checks each blob as it arrives)",
+                path.display()
+            ));
+            serde_json::from_value(server.post_body("/admin/import", body).await?)?
+        }
+    };
+    bar.finish_and_clear();
+    Ok(report)
+}
+
 /// `wharf verify`: scrubs the store. Returns whether it was clean.
 pub async fn verify(target: Target<'_>, repair: bool) -> Result<bool, Box<dyn std::error::Error>> {
     let r: store::verify::VerifyReport = match target {

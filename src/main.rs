@@ -44,6 +44,25 @@ enum Command {
     /// or with --server a running one), as JSON for `wharf export
     /// --exclude` at the sending site.
     Inventory(InventoryArgs),
+    /// Read a bundle (from `wharf export`, or any OCI image layout as a tar)
+    /// into a Wharf: a data directory no server is using, or with --server a
+    /// running one. Every blob is checked against its digest and every
+    /// manifest against what references it before anything is served;
+    /// upstreams' images are then served as if pulled through the mirror
+    /// (offline too), local names as if pushed. A bundle with anything wrong
+    /// is refused whole.
+    Import(ImportArgs),
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// The bundle to read.
+    #[arg(value_name = "BUNDLE.tar")]
+    bundle: std::path::PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
+    #[command(flatten)]
+    server: ServerArgs,
 }
 
 #[derive(clap::Args)]
@@ -163,8 +182,8 @@ struct DataArgs {
 #[derive(clap::Args)]
 struct ServerArgs {
     /// The running Wharf to work with, e.g. https://wharf.example.com:5000
-    /// (gc, verify and inventory use its /admin/ endpoints, for the users
-    /// in its `admins`; prefetch and export pull through it).
+    /// (gc, verify, inventory and import use its /admin/ endpoints, for the
+    /// users in its `admins`; prefetch and export pull through it).
     #[arg(long, value_name = "URL")]
     server: Option<String>,
     /// The user to log in to the server as; the password comes from
@@ -285,6 +304,7 @@ fn main() -> ExitCode {
         Command::Gc(args) => maintenance_config(&args.data),
         Command::Verify(args) => maintenance_config(&args.data),
         Command::Inventory(args) => maintenance_config(&args.data),
+        Command::Import(args) => maintenance_config(&args.data),
         Command::Prefetch(_) | Command::Export(_) => {
             Config::load(&ServeArgs::default()).map_err(|e| {
                 eprintln!("wharf: {e}");
@@ -301,6 +321,7 @@ fn main() -> ExitCode {
         Command::Gc(GcArgs { server, .. })
         | Command::Verify(VerifyArgs { server, .. })
         | Command::Inventory(InventoryArgs { server, .. })
+        | Command::Import(ImportArgs { server, .. })
         | Command::Prefetch(PrefetchArgs { server, .. })
         | Command::Export(ExportArgs {
             pick: PrefetchArgs { server, .. },
@@ -400,6 +421,32 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Import(args) => match runtime.block_on(wharf::import(target, &args.bundle)) {
+            Ok(r) => {
+                for image in &r.images {
+                    println!("imported {image}");
+                }
+                println!(
+                    "{}: {} images, {} manifests, {} blobs; {} new here ({} bytes){}",
+                    args.bundle.display(),
+                    r.images.len(),
+                    r.manifests,
+                    r.blobs,
+                    r.new_blobs,
+                    r.new_bytes,
+                    if r.left_out > 0 {
+                        format!("; {} platforms of an index were not in the bundle (pulls of them are not served)", r.left_out)
+                    } else {
+                        String::new()
+                    }
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("wharf: import refused, nothing of it is served: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Export(args) => {
             let read = args.pick.read().and_then(|(refs, o)| {
                 if args.output.exists() {

@@ -67,7 +67,7 @@ fn was_cached(h: &http::HeaderMap) -> bool {
 }
 
 /// A bar drawn from `template` (the default bar should it not parse).
-fn style(template: &str) -> indicatif::ProgressStyle {
+pub(crate) fn style(template: &str) -> indicatif::ProgressStyle {
     indicatif::ProgressStyle::with_template(template)
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> ")

@@ -232,3 +232,258 @@ async fn an_inventory_of_the_receiving_site_makes_the_delta() {
     b.sort();
     assert_eq!(a, b);
 }
+
+/// `wharf import BUNDLE --server http://ADDR`: exit code and output.
+fn import(addr: &str, bundle: &Path) -> (i32, String) {
+    wharf_at(addr, "import", &[bundle.to_str().unwrap()])
+}
+
+/// A Wharf that cannot reach any upstream: `--offline`, its docker.io a
+/// closed port.
+fn offline_site() -> Wharf {
+    Wharf::start_with(offline_opts())
+}
+
+fn offline_opts() -> Opts {
+    Opts {
+        args: ["--upstream", "docker.io=http://127.0.0.1:9", "--offline"]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    }
+}
+
+/// skopeo copies `image` (every platform) out of the Wharf at `addr`;
+/// the digest of the manifest it got.
+fn pulled(addr: &str, image: &str) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    run(Command::new(require("skopeo"))
+        .args([
+            "--insecure-policy",
+            "copy",
+            "--all",
+            "--src-tls-verify=false",
+        ])
+        .arg(format!("docker://{addr}/{image}"))
+        .arg(format!("dir:{}", tmp.path().display())));
+    sha256(&std::fs::read(tmp.path().join("manifest.json")).unwrap())
+}
+
+/// The blob files under a data directory.
+fn blob_files(data: &Path) -> usize {
+    fn walk(p: &Path) -> usize {
+        std::fs::read_dir(p).map_or(0, |d| {
+            d.flatten()
+                .map(|e| {
+                    if e.path().is_dir() {
+                        walk(&e.path())
+                    } else {
+                        1
+                    }
+                })
+                .sum()
+        })
+    }
+    walk(&data.join("blobs"))
+}
+
+/// Site A exports mirrored images (one a two-platform index) and a local
+/// one; site B, offline and with no upstream it can reach, imports the
+/// bundle through its running server and serves every image by the same
+/// digests, the local one as local content; the same bundle again changes
+/// nothing. After one image changed upstream, B's inventory makes a delta
+/// that carries only the changed blobs, and B takes it. A site that lacks
+/// the delta's base refuses it.
+#[tokio::test]
+async fn an_offline_site_is_filled_from_bundles_and_deltas() {
+    let up = Upstream::start(false);
+    let (app, _, old_layer) = up.seed("library/app", "1", &pattern(300_000, 3)).await;
+    let multi = seed_index(&up, "library/multi").await;
+    let a = up.mirror(&["--tag-ttl", "1s"]);
+    let golden = push_image(&Api::new(&a), "golden/base", "1", "base").await;
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full.tar");
+    let (code, out) = export(
+        &a.addr,
+        &[
+            "app:1",
+            "docker.io/library/multi:1",
+            "golden/base:1",
+            "-o",
+            full.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+
+    let b = offline_site();
+    let api = Api::new(&b);
+    assert_ne!(api.get("/v2/library/app/manifests/1").await.status(), 200);
+    let (code, out) = import(&b.addr, &full);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("3 images, 5 manifests"), "{out}");
+    assert!(
+        out.contains("docker.io/library/multi:1 (mirrored from docker.io as library/multi)"),
+        "{out}"
+    );
+    assert!(out.contains("golden/base:1 (local)"), "{out}");
+    for (image, digest) in [
+        ("library/app:1", &app),
+        ("library/multi:1", &multi),
+        ("docker.io/library/multi:1", &multi),
+        ("golden/base:1", &golden),
+    ] {
+        assert_eq!(&pulled(&b.addr, image), digest, "{image}");
+    }
+    // The local image is B's own: listed, and its tag deletable.
+    let tags = api.json("/v2/golden/base/tags/list").await;
+    assert_eq!(tags["tags"], serde_json::json!(["1"]));
+
+    // The same bundle again: nothing new.
+    let files = blob_files(&b.data);
+    let (code, out) = import(&b.addr, &full);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("0 new here (0 bytes)"), "{out}");
+    assert_eq!(blob_files(&b.data), files);
+
+    // app:1 moves upstream to a new layer; A sees it once its tag expires.
+    let new_layer = pattern(200_000, 9);
+    let (app2, _, new_layer_digest) = up.seed("library/app", "1", &new_layer).await;
+    assert_ne!(app2, app);
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let have = dir.path().join("have.json");
+    let (code, out) = wharf_at(&b.addr, "inventory", &["-o", have.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let delta = dir.path().join("delta.tar");
+    let (code, out) = export(
+        &a.addr,
+        &[
+            "app:1",
+            "multi:1",
+            "golden/base:1",
+            "-o",
+            delta.to_str().unwrap(),
+            "--exclude",
+            have.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    let (full_len, delta_len) = (
+        std::fs::metadata(&full).unwrap().len(),
+        std::fs::metadata(&delta).unwrap().len(),
+    );
+    eprintln!("bundle sizes: full {full_len} bytes, delta {delta_len} bytes");
+    // The new layer and the manifests (always sent), nothing else.
+    assert!(
+        delta_len > new_layer.len() as u64 && delta_len < new_layer.len() as u64 + 16_384,
+        "delta {delta_len}"
+    );
+    let names = entries(&delta);
+    assert!(names.iter().any(|e| e.ends_with(&new_layer_digest[7..])));
+    assert!(!names.iter().any(|e| e.ends_with(&old_layer[7..])));
+    let (code, out) = import(&b.addr, &delta);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(pulled(&b.addr, "library/app:1"), app2);
+    assert_eq!(pulled(&b.addr, "golden/base:1"), golden);
+
+    // A site without the delta's base: refused, nothing served.
+    let c = offline_site();
+    let (code, out) = import(&c.addr, &delta);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("neither in the bundle nor on this site"),
+        "{out}"
+    );
+    assert!(out.contains("nothing of it is served"), "{out}");
+    assert_ne!(
+        Api::new(&c)
+            .get("/v2/library/app/manifests/1")
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(blob_files(&c.data), 0);
+}
+
+/// Bundles that are not what they claim are refused whole, with a message
+/// naming what is wrong, and nothing of them is served or kept: a blob
+/// altered in transit, a bundle cut short, a link, a file that is not a
+/// tar. A stopped site's data directory takes a good bundle (`--data`).
+#[tokio::test]
+async fn bad_bundles_are_refused_and_a_data_directory_takes_a_good_one() {
+    let up = Upstream::start(false);
+    let layer = pattern(300_000, 5);
+    let (app, _, layer_digest) = up.seed("library/app", "1", &layer).await;
+    let a = up.mirror(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let full = dir.path().join("full.tar");
+    let (code, out) = export(&a.addr, &["app:1", "-o", full.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let bytes = std::fs::read(&full).unwrap();
+
+    // One byte of the layer changed.
+    let at = bytes
+        .windows(64)
+        .position(|w| w == &layer[1000..1064])
+        .unwrap();
+    let mut tampered = bytes.clone();
+    tampered[at] ^= 0xff;
+    let tampered_tar = dir.path().join("tampered.tar");
+    std::fs::write(&tampered_tar, &tampered).unwrap();
+    // Cut in the middle of the layer.
+    let cut = dir.path().join("cut.tar");
+    std::fs::write(&cut, &bytes[..at + 1000]).unwrap();
+    // A link where index.json should be.
+    let linked = dir.path().join("linked.tar");
+    {
+        let mut b = tar::Builder::new(std::fs::File::create(&linked).unwrap());
+        let layout = br#"{"imageLayoutVersion":"1.0.0"}"#;
+        let mut h = tar::Header::new_ustar();
+        h.set_size(layout.len() as u64);
+        h.set_mode(0o644);
+        b.append_data(&mut h, "oci-layout", &layout[..]).unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_size(0);
+        b.append_link(&mut h, "index.json", "/etc/passwd").unwrap();
+        b.finish().unwrap();
+    }
+    let junk = dir.path().join("junk.tar");
+    std::fs::write(&junk, pattern(10_000, 1)).unwrap();
+
+    let b = offline_site();
+    for (bundle, says) in [
+        (
+            &tampered_tar,
+            format!("blob {layer_digest}: its content hashes to"),
+        ),
+        (&cut, "cut short".to_string()),
+        (&linked, "a link (index.json → /etc/passwd)".to_string()),
+        (&junk, "not a tar".to_string()),
+    ] {
+        let (code, out) = import(&b.addr, bundle);
+        assert_eq!(code, 1, "{}: {out}", bundle.display());
+        assert!(out.contains(&says), "{}: {out}", bundle.display());
+    }
+    assert_ne!(
+        Api::new(&b)
+            .get("/v2/library/app/manifests/1")
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(blob_files(&b.data), 0, "nothing kept");
+
+    // The good bundle into the data directory of a stopped site, which
+    // then serves it offline.
+    let (data, _tmp) = b.stop();
+    let (code, out) = wharf_cli(&[
+        "import",
+        full.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("1 images, 1 manifests, 2 blobs"), "{out}");
+    let b = Wharf::start_on(&data, offline_opts());
+    assert_eq!(pulled(&b.addr, "library/app:1"), app);
+}

@@ -1,6 +1,6 @@
 //! Maintenance on a running server: `wharf gc --server URL` and `wharf
-//! verify --server URL` through its `/admin/` endpoints, for the users in
-//! `admins` only, while skopeo pushes and pulls; what a dry run says of the
+//! verify --server URL` (and `import`) through its `/admin/` endpoints, for
+//! the users in `admins` only, while skopeo pushes and pulls; what a dry run says of the
 //! grace period. (`wharf gc --data` on a stopped server is in
 //! `store_limits.rs`.)
 
@@ -118,6 +118,24 @@ async fn gc_and_verify_run_on_a_running_server_for_admins_while_it_serves() {
     let (code, out) = admin_cli(&addr, Some(("alice", "alice-pw")), &["gc", "--dry-run"]);
     assert_ne!(code, 0);
     assert!(out.contains("refused") && out.contains("admins"), "{out}");
+    // An import too; an image layout naming its image by tag alone is
+    // refused even to an admin.
+    let layout = tempfile::tempdir().unwrap();
+    write_oci_layout_from(layout.path(), "1", 20, 2);
+    let bundle = dir.path().join("bundle.tar");
+    run(Command::new("tar")
+        .arg("-cf")
+        .arg(&bundle)
+        .arg("-C")
+        .arg(layout.path())
+        .arg("."));
+    let bundle = bundle.to_str().unwrap();
+    let (code, out) = admin_cli(&addr, Some(("alice", "alice-pw")), &["import", bundle]);
+    assert_ne!(code, 0);
+    assert!(out.contains("refused") && out.contains("admins"), "{out}");
+    let (code, out) = admin_cli(&addr, Some(("ops", "ops-pw")), &["import", bundle]);
+    assert_eq!(code, 1);
+    assert!(out.contains("only as \"1\""), "{out}");
     let (code, out) = admin_cli(&addr, Some(("ops", "wrong")), &["verify"]);
     assert_ne!(code, 0, "{out}");
     assert!(std::fs::read_dir(w.data.join("quarantine")).is_err());

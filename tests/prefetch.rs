@@ -14,42 +14,11 @@ fn prefetch(addr: &str, args: &[&str]) -> (i32, String) {
     wharf_at(addr, "prefetch", args)
 }
 
-/// Seeds `library/multi:1`, an index of a linux/amd64 and a linux/arm64
-/// image; its digest.
-async fn seed_index(up: &Upstream) -> String {
-    let reg = Api::at(&up.registry_addr);
-    let mut entries = Vec::new();
-    for arch in ["amd64", "arm64"] {
-        let config = format!("{{\"architecture\":\"{arch}\",\"os\":\"linux\"}}");
-        let (d, m, _) = push_image_of(
-            &reg,
-            "library/multi",
-            arch,
-            config.as_bytes(),
-            format!("layer for {arch}").as_bytes(),
-        )
-        .await;
-        entries.push(serde_json::json!({
-            "mediaType": OCI_MANIFEST, "digest": d, "size": m.len(),
-            "platform": {"os": "linux", "architecture": arch},
-        }));
-    }
-    let index = serde_json::json!({
-        "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries,
-    })
-    .to_string();
-    let r = reg
-        .put_manifest("library/multi", "1", OCI_INDEX, index.as_bytes())
-        .await;
-    assert_eq!(r.status(), 201);
-    sha256(index.as_bytes())
-}
-
 #[tokio::test]
 async fn prefetched_images_pull_with_the_upstream_gone() {
     let up = Upstream::start(false);
     let (app, _, _) = up.seed("library/app", "1", b"app layer").await;
-    let multi = seed_index(&up).await;
+    let multi = seed_index(&up, "library/multi").await;
     let w = up.mirror(&[]);
     let addr = w.addr.to_string();
 
@@ -94,7 +63,7 @@ async fn prefetched_images_pull_with_the_upstream_gone() {
 #[tokio::test]
 async fn platforms_lists_and_bad_input() {
     let up = Upstream::start(false);
-    seed_index(&up).await;
+    seed_index(&up, "library/multi").await;
     let w = up.mirror(&[]);
     let addr = w.addr.to_string();
 
@@ -213,7 +182,7 @@ async fn referrers_come_along_when_asked() {
 async fn the_servers_own_lists_are_pulled_at_start() {
     let up = Upstream::start(false);
     let (app, _, _) = up.seed("library/app", "1", b"app layer").await;
-    seed_index(&up).await;
+    seed_index(&up, "library/multi").await;
     up.reset();
     let w = up.mirror_with(
         "\n[[prefetch]]\nimages = [\"app:1\", \"multi:1\"]\nevery = \"1h\"\nplatforms = [\"linux/amd64\"]\n",

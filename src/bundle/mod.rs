@@ -7,7 +7,10 @@
 //! file beside the bundle, one blob at a time: a bundle larger than memory
 //! is fine), and the bundle only takes its name once complete. An
 //! inventory of what the receiving site holds (`{"digests": [...]}`) makes
-//! a delta: blobs listed there are left out.
+//! a delta: blobs listed there are left out. [`import`] reads a bundle
+//! at the receiving site.
+
+pub mod import;
 
 use crate::body::Body;
 use crate::oci::digest::Hasher;

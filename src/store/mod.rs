@@ -12,6 +12,7 @@ mod bucket_uploads;
 pub mod cache;
 mod digest_set;
 pub mod gc;
+mod imported;
 pub mod index;
 mod journal;
 mod local;
@@ -23,6 +24,7 @@ pub mod uploads;
 pub mod verify;
 
 pub use blobs::{Spool, TempBlob};
+pub use imported::{Arriving, ImportedImage, ImportedManifest, Placement, Staging};
 pub use index::Index;
 pub use local::{ManifestPush, Pushed};
 pub use opened::Opened;

@@ -557,6 +557,37 @@ pub async fn push_image_of(
     (sha256(&m), m, ld)
 }
 
+/// Seeds `REPO:1` on the test upstream, an index of a linux/amd64 and a
+/// linux/arm64 image (tagged amd64 and arm64); its digest.
+pub async fn seed_index(up: &upstream::Upstream, repo: &str) -> String {
+    let reg = Api::at(&up.registry_addr);
+    let mut entries = Vec::new();
+    for arch in ["amd64", "arm64"] {
+        let config = format!("{{\"architecture\":\"{arch}\",\"os\":\"linux\"}}");
+        let (d, m, _) = push_image_of(
+            &reg,
+            repo,
+            arch,
+            config.as_bytes(),
+            format!("layer for {arch}").as_bytes(),
+        )
+        .await;
+        entries.push(serde_json::json!({
+            "mediaType": OCI_MANIFEST, "digest": d, "size": m.len(),
+            "platform": {"os": "linux", "architecture": arch},
+        }));
+    }
+    let index = serde_json::json!({
+        "schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries,
+    })
+    .to_string();
+    let r = reg
+        .put_manifest(repo, "1", OCI_INDEX, index.as_bytes())
+        .await;
+    assert_eq!(r.status(), 201);
+    sha256(index.as_bytes())
+}
+
 /// Pushes the config and the one layer of an image to `repo`; returns the
 /// image's manifest (not pushed) and the layer's digest.
 pub async fn push_blobs_of_image(
