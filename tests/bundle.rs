@@ -269,24 +269,6 @@ fn pulled(addr: &str, image: &str) -> String {
     sha256(&std::fs::read(tmp.path().join("manifest.json")).unwrap())
 }
 
-/// The blob files under a data directory.
-fn blob_files(data: &Path) -> usize {
-    fn walk(p: &Path) -> usize {
-        std::fs::read_dir(p).map_or(0, |d| {
-            d.flatten()
-                .map(|e| {
-                    if e.path().is_dir() {
-                        walk(&e.path())
-                    } else {
-                        1
-                    }
-                })
-                .sum()
-        })
-    }
-    walk(&data.join("blobs"))
-}
-
 /// Site A exports mirrored images (one a two-platform index) and a local
 /// one; site B, offline and with no upstream it can reach, imports the
 /// bundle through its running server and serves every image by the same
@@ -339,11 +321,11 @@ async fn an_offline_site_is_filled_from_bundles_and_deltas() {
     assert_eq!(tags["tags"], serde_json::json!(["1"]));
 
     // The same bundle again: nothing new.
-    let files = blob_files(&b.data);
+    let files = stored_blobs(&b.data).await;
     let (code, out) = import(&b.addr, &full);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("0 new here (0 bytes)"), "{out}");
-    assert_eq!(blob_files(&b.data), files);
+    assert_eq!(stored_blobs(&b.data).await, files);
 
     // app:1 moves upstream to a new layer; A sees it once its tag expires.
     let new_layer = pattern(200_000, 9);
@@ -401,7 +383,7 @@ async fn an_offline_site_is_filled_from_bundles_and_deltas() {
             .status(),
         200
     );
-    assert_eq!(blob_files(&c.data), 0);
+    assert_eq!(stored_blobs(&c.data).await, 0);
 }
 
 /// Bundles that are not what they claim are refused whole, with a message
@@ -471,7 +453,7 @@ async fn bad_bundles_are_refused_and_a_data_directory_takes_a_good_one() {
             .status(),
         200
     );
-    assert_eq!(blob_files(&b.data), 0, "nothing kept");
+    assert_eq!(stored_blobs(&b.data).await, 0, "nothing kept");
 
     // The good bundle into the data directory of a stopped site, which
     // then serves it offline.

@@ -25,4 +25,4 @@ echo "the same tests again on --storage s3 (Garage):"
 WHARF_TEST_STORAGE=s3 cargo test \
     --test real_clients --test docker --test mirror_clients --test auth_clients \
     --test faults --test durability --test store_limits --test mirror \
-    --test api_blobs --test api_manifests "$@"
+    --test api_blobs --test api_manifests --test bundle "$@"

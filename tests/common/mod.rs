@@ -734,6 +734,37 @@ pub fn open_fds(pid: u32) -> usize {
         .unwrap_or(0)
 }
 
+/// How many blobs the store of data directory `data` holds: its blob
+/// files, or on S3 the blob objects of its bucket.
+pub async fn stored_blobs(data: &Path) -> usize {
+    if !on_s3() {
+        fn walk(p: &Path) -> usize {
+            std::fs::read_dir(p).map_or(0, |d| {
+                d.flatten()
+                    .map(|e| {
+                        if e.path().is_dir() {
+                            walk(&e.path())
+                        } else {
+                            1
+                        }
+                    })
+                    .sum()
+            })
+        }
+        return walk(&data.join("blobs"));
+    }
+    use futures_util::TryStreamExt;
+    use object_store::ObjectStore as _;
+    let t = garage::target_for(data);
+    let listed: Vec<_> = t
+        .client()
+        .list(Some(&t.object("blobs")))
+        .try_collect()
+        .await
+        .unwrap();
+    listed.len()
+}
+
 /// Bytes of upload session `location` that are stored where a crash
 /// cannot lose them: on the filesystem, the session's file; on S3, what
 /// the session's record in the bucket counts.
