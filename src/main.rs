@@ -395,7 +395,7 @@ fn main() -> ExitCode {
             let Some(client) = &server else {
                 return ExitCode::from(2);
             };
-            let progress = wharf::prefetch::Progress::new(refs.len());
+            let progress = wharf::prefetch::Progress::new("prefetch", refs.len());
             let (totals, failures) =
                 runtime.block_on(wharf::prefetch::run(client, &refs, &opts, &progress));
             for line in wharf::prefetch::summary(&totals, refs.len(), &failures) {
@@ -482,7 +482,14 @@ fn main() -> ExitCode {
             let Some(client) = &server else {
                 return ExitCode::from(2);
             };
-            match runtime.block_on(wharf::bundle::export(client, &refs, &opts, &args.output)) {
+            let progress = wharf::prefetch::Progress::new("export", refs.len());
+            match runtime.block_on(wharf::bundle::export(
+                client,
+                &refs,
+                &opts,
+                &args.output,
+                &progress,
+            )) {
                 Ok(r) => {
                     println!(
                         "wrote {}: {} images, {} manifests, {} blobs, {} bytes; left out {} blobs ({} bytes) the receiving site has{}",

@@ -91,8 +91,9 @@ impl Progress {
         }
     }
 
-    /// Bars when standard error is a terminal, for `images` images.
-    pub fn new(images: usize) -> Progress {
+    /// Bars when standard error is a terminal, for `images` images,
+    /// the overall one named `what` (prefetch, export).
+    pub fn new(what: &str, images: usize) -> Progress {
         if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
             return Progress {
                 bars: None,
@@ -103,7 +104,7 @@ impl Progress {
         let bars = indicatif::MultiProgress::new();
         let overall = bars.add(indicatif::ProgressBar::new(images as u64));
         overall.set_style(style("{prefix:>12} [{bar:30}] {pos}/{len} images, {msg}"));
-        overall.set_prefix("prefetch");
+        overall.set_prefix(what.to_string());
         Progress {
             bars: Some(bars),
             overall: Some(overall),
@@ -111,7 +112,8 @@ impl Progress {
         }
     }
 
-    fn image(&self, name: &str) -> indicatif::ProgressBar {
+    /// A bar of bytes for image `name` (hidden without a terminal).
+    pub(crate) fn image(&self, name: &str) -> indicatif::ProgressBar {
         let Some(bars) = &self.bars else {
             return indicatif::ProgressBar::hidden();
         };
@@ -155,7 +157,20 @@ impl Progress {
         }
     }
 
-    fn finish(&self) {
+    /// One more image done: the overall bar moves and says `message`;
+    /// without a terminal, `line` goes to standard error.
+    pub(crate) fn step(&self, line: &str, message: String) {
+        match &self.overall {
+            Some(o) => {
+                o.inc(1);
+                o.set_message(message);
+            }
+            None if self.log => tracing::info!("{line}"),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    pub(crate) fn finish(&self) {
         if let Some(o) = &self.overall {
             o.finish();
         }

@@ -64,6 +64,7 @@ async fn bundles_are_oci_layouts_and_deltas_leave_out_what_the_site_has() {
     let (code, out) = export(&addr, &["app:1", "tool:2", "-o", full.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("2 images, 2 manifests, 4 blobs"), "{out}");
+    assert!(out.contains("exported tool:2: "), "a line per image: {out}");
     let names = entries(&full);
     assert!(names.contains(&"oci-layout".to_string()) && names.contains(&"index.json".to_string()));
     assert!(names.contains(&format!(

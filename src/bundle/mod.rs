@@ -16,7 +16,7 @@ use crate::body::Body;
 use crate::oci::digest::Hasher;
 use crate::oci::image_ref::{ImageRef, Platform};
 use crate::oci::Digest;
-use crate::prefetch::{fetch_manifest, plan, referrers, Source};
+use crate::prefetch::{fetch_manifest, plan, referrers, Progress, Source};
 use http_body_util::BodyExt;
 use std::collections::HashSet;
 use std::io::Write as _;
@@ -249,10 +249,12 @@ pub async fn export(
     refs: &[ImageRef],
     opts: &ExportOptions,
     out: &Path,
+    progress: &Progress,
 ) -> Result<ExportReport, String> {
     let partial = beside(out, ".partial");
     let tmp = beside(out, &format!(".{}.blob", std::process::id()));
-    let result = write(client, refs, opts, &partial, &tmp).await;
+    let result = write(client, refs, opts, &partial, &tmp, progress).await;
+    progress.finish();
     let _ = std::fs::remove_file(&tmp);
     match result {
         Ok(report) => {
@@ -272,6 +274,7 @@ async fn write(
     opts: &ExportOptions,
     partial: &Path,
     tmp: &Path,
+    progress: &Progress,
 ) -> Result<ExportReport, String> {
     let mut report = ExportReport::default();
     let mut written: HashSet<String> = HashSet::new();
@@ -300,6 +303,8 @@ async fn write(
     let mut index = Vec::new();
     for r in refs {
         let fail = |e: String| format!("{}: {e}", r.text);
+        let bar = progress.image(&r.text);
+        let before = report.bytes;
         let mut queue = vec![r.reference.clone()];
         let mut top = true;
         while let Some(reference) = queue.pop() {
@@ -336,13 +341,16 @@ async fn write(
             let p = plan(&m.bytes, m.media_type.as_deref(), &opts.platforms)
                 .map_err(|e| fail(format!("manifest {reference}: {e}")))?;
             queue.extend(p.children);
+            bar.inc_length(p.blobs.iter().map(|(_, n)| n).sum());
             for (b, size) in p.blobs {
                 if opts.exclude.contains(&b) {
                     report.excluded += 1;
                     report.excluded_bytes += size;
+                    bar.inc(size);
                     continue;
                 }
                 if !written.insert(b.to_string()) {
+                    bar.inc(size);
                     continue;
                 }
                 let n = download(client, &r.name, &b, size, tmp)
@@ -353,12 +361,22 @@ async fn write(
                     .map_err(fail)?;
                 report.blobs += 1;
                 report.bytes += n;
+                bar.inc(n);
             }
             if opts.referrers {
                 queue.extend(referrers(client, &r.name, &m.digest).await.map_err(fail)?);
             }
         }
         report.images += 1;
+        bar.finish_and_clear();
+        progress.step(
+            &format!(
+                "exported {}: {} written",
+                r.text,
+                indicatif::HumanBytes(report.bytes - before)
+            ),
+            format!("{} written", indicatif::HumanBytes(report.bytes)),
+        );
     }
     let index = serde_json::json!({
         "schemaVersion": 2,
