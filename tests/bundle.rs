@@ -390,7 +390,7 @@ async fn an_offline_site_is_filled_from_bundles_and_deltas() {
 /// Bundles that are not what they claim are refused whole, with a message
 /// naming what is wrong, and nothing of them is served or kept: a blob
 /// altered in transit, a bundle cut short, a link, a file that is not a
-/// tar. A stopped site's data directory takes a good bundle (`--data`).
+/// tar, names with `..` or absolute. A stopped site's data directory takes a good bundle (`--data`).
 #[tokio::test]
 async fn bad_bundles_are_refused_and_a_data_directory_takes_a_good_one() {
     let up = Upstream::start(false);
@@ -430,6 +430,21 @@ async fn bad_bundles_are_refused_and_a_data_directory_takes_a_good_one() {
         b.append_link(&mut h, "index.json", "/etc/passwd").unwrap();
         b.finish().unwrap();
     }
+    // Entries named to land outside wherever a tar is unpacked.
+    let escaping = |name: &str| {
+        let path = dir.path().join(format!("escaping-{}.tar", name.len()));
+        let mut b = tar::Builder::new(std::fs::File::create(&path).unwrap());
+        let mut h = tar::Header::new_ustar();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name.as_bytes());
+        h.set_size(4);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append(&h, &b"evil"[..]).unwrap();
+        b.finish().unwrap();
+        path
+    };
+    let dotdot = escaping("../../etc/cron.d/evil");
+    let absolute = escaping("/etc/evil");
     let junk = dir.path().join("junk.tar");
     std::fs::write(&junk, pattern(10_000, 1)).unwrap();
 
@@ -442,6 +457,11 @@ async fn bad_bundles_are_refused_and_a_data_directory_takes_a_good_one() {
         (&cut, "cut short".to_string()),
         (&linked, "a link (index.json → /etc/passwd)".to_string()),
         (&junk, "not a tar".to_string()),
+        (
+            &dotdot,
+            "a path with .. (../../etc/cron.d/evil)".to_string(),
+        ),
+        (&absolute, "an absolute path (/etc/evil)".to_string()),
     ] {
         let (code, out) = import(&b.addr, bundle);
         assert_eq!(code, 1, "{}: {out}", bundle.display());
