@@ -5,9 +5,10 @@
 //! `POST /admin/verify`, `POST /admin/inventory` (every digest the
 //! store holds, for delta bundles) and `POST /admin/import` (a bundle as
 //! the request body, see [`crate::bundle::import`]), each answering its
-//! report as JSON. They run beside serving, without a pause, one at a time
-//! (a second one is told to come back). The command line's `wharf gc
-//! --server URL` and `wharf verify --server URL` call them.
+//! report as JSON. They run beside serving, without a pause; a collection
+//! and a verify one at a time (a second one is told to come back), while
+//! imports only add content and run beside them. The command line's `wharf
+//! gc`, `verify`, `inventory` and `import` with `--server URL` call them.
 
 use crate::error::{BoxError, Error, ErrorCode, Result};
 use crate::mirror::routing::Router;
@@ -113,7 +114,7 @@ fn busy() -> Error {
 /// Imports the bundle `body` brings, placing its names as `router` does.
 pub async fn import<B>(store: &Store, router: &Router, body: B) -> Result<Outcome>
 where
-    B: HttpBody<Data = Bytes> + Unpin,
+    B: HttpBody<Data = Bytes> + Unpin + Send + 'static,
     B::Error: Into<BoxError>,
 {
     let frames = BodyStream::new(body).filter_map(|f| {
@@ -122,10 +123,17 @@ where
             Err(e) => Some(Err(std::io::Error::other(e.into()))),
         })
     });
-    let reader = tokio_util::io::StreamReader::new(frames);
-    crate::bundle::import::import(store, router, reader)
-        .await
-        .map(Outcome::Import)
+    let mut reader = tokio_util::io::StreamReader::new(frames);
+    let r = crate::bundle::import::import(store, router, &mut reader).await;
+    if r.is_err() {
+        // The refusal goes out now; the rest of the bundle is read and
+        // dropped meanwhile, so a client still sending it reads why
+        // instead of a broken pipe (it stops sending once it has).
+        tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut reader, &mut tokio::io::sink()).await;
+        });
+    }
+    r.map(Outcome::Import)
 }
 
 /// Runs `op` with `query` (the request's); `grace` is the server's.

@@ -166,7 +166,7 @@ impl App {
     /// error bodies.
     pub async fn handle<B>(&self, req: Request<B>, peer: &Peer) -> Response<Body>
     where
-        B: HttpBody<Data = Bytes> + Unpin,
+        B: HttpBody<Data = Bytes> + Unpin + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let started = Instant::now();
@@ -201,7 +201,7 @@ impl App {
 
     async fn dispatch<B>(&self, req: Request<B>, peer: &Peer) -> Result<Response<Body>>
     where
-        B: HttpBody<Data = Bytes> + Unpin,
+        B: HttpBody<Data = Bytes> + Unpin + Send + 'static,
         B::Error: Into<BoxError>,
     {
         let (parts, body) = req.into_parts();
@@ -349,7 +349,7 @@ impl App {
     /// an import into it, for admins.
     async fn admin<B>(&self, parts: &Parts, body: B, peer: &Peer) -> Result<Response<Body>>
     where
-        B: HttpBody<Data = Bytes> + Unpin,
+        B: HttpBody<Data = Bytes> + Unpin + Send + 'static,
         B::Error: Into<BoxError>,
     {
         use crate::auth::policy::Op;

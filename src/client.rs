@@ -76,25 +76,30 @@ impl ServerClient {
 
     /// Sends `POST path_and_query` and reads the JSON answer.
     pub async fn post_json(&self, path_and_query: &str) -> Result<serde_json::Value, String> {
-        self.post_body(path_and_query, nothing()).await
+        self.post_body(path_and_query, nothing())
+            .await
+            .map_err(|e| e.message)
     }
 
     /// Sends `POST path_and_query` with `body` and reads the JSON answer.
+    /// An answer that cannot be read keeps its status (the server did
+    /// what was asked).
     pub async fn post_body(
         &self,
         path_and_query: &str,
         body: Sent,
-    ) -> Result<serde_json::Value, String> {
-        let resp = self
-            .send(Method::POST, path_and_query, &[], body)
-            .await
-            .map_err(|e| e.message)?;
-        let host = self.host();
-        let body = read_bounded(resp, MAX_ANSWER)
-            .await
-            .map_err(|e| format!("reading the answer of {host}: {e}"))?;
-        serde_json::from_slice(&body)
-            .map_err(|e| format!("{host} answered something that is not JSON: {e}"))
+    ) -> Result<serde_json::Value, Refused> {
+        let resp = self.send(Method::POST, path_and_query, &[], body).await?;
+        let (host, status) = (self.host(), resp.status());
+        let body = read_bounded(resp, MAX_ANSWER).await.map_err(|e| {
+            Refused::new(Some(status), format!("reading the answer of {host}: {e}"))
+        })?;
+        serde_json::from_slice(&body).map_err(|e| {
+            Refused::new(
+                Some(status),
+                format!("{host} answered something that is not JSON: {e}"),
+            )
+        })
     }
 
     /// Sends `GET path_and_query` (accepting `accept`); a 2xx answer, its

@@ -266,7 +266,12 @@ pub async fn import(
             let router = mirror::routing::Router::new(config);
             let r = bundle::import::import(&store, &router, reader).await;
             store.close(true).await?;
-            r.map_err(|e| e.message())?
+            r.map_err(|e| match e {
+                error::Error::Oci { .. } => {
+                    format!("import refused, nothing of it is served: {}", e.message())
+                }
+                e => format!("import failed: {e}"),
+            })?
         }
         Target::Server(server) => {
             use futures_util::StreamExt;
@@ -278,7 +283,16 @@ pub async fn import(
                 "{} (the server checks each blob as it arrives)",
                 path.display()
             ));
-            serde_json::from_value(server.post_body("/admin/import", body).await?)?
+            match server.post_body("/admin/import", body).await {
+                Ok(v) => serde_json::from_value(v)?,
+                Err(e) if e.status.is_some_and(|s| !s.is_success()) => {
+                    return Err(format!("import refused, nothing of it is served: {e}").into())
+                }
+                Err(e) => return Err(format!(
+                    "{e}: the server's log says what became of the bundle (a refused one leaves nothing, and importing one again changes nothing)"
+                )
+                .into()),
+            }
         }
     };
     bar.finish_and_clear();

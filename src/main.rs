@@ -443,7 +443,7 @@ fn main() -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!("wharf: import refused, nothing of it is served: {e}");
+                eprintln!("wharf: {e}");
                 ExitCode::FAILURE
             }
         },

@@ -317,7 +317,7 @@ async fn an_offline_site_is_filled_from_bundles_and_deltas() {
     ] {
         assert_eq!(&pulled(&b.addr, image), digest, "{image}");
     }
-    // The local image is B's own: listed, and its tag deletable.
+    // The local image is B's own: its tags are listed.
     let tags = api.json("/v2/golden/base/tags/list").await;
     assert_eq!(tags["tags"], serde_json::json!(["1"]));
 
@@ -475,6 +475,38 @@ async fn bad_bundles_are_refused_and_a_data_directory_takes_a_good_one() {
         200
     );
     assert_eq!(stored_blobs(&b.data).await, 0, "nothing kept");
+
+    // A large bundle refused early (its config, sent before its 48 MiB
+    // layer, altered): the client, still sending, is told why.
+    let (_, m, _) = up.seed("library/big", "1", &pattern(48 << 20, 7)).await;
+    let config = serde_json::from_slice::<serde_json::Value>(&m).unwrap()["config"]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let big = dir.path().join("big.tar");
+    let (code, out) = export(&a.addr, &["big:1", "-o", big.to_str().unwrap()]);
+    assert_eq!(code, 0, "{out}");
+    let mut bytes = std::fs::read(&big).unwrap();
+    let at = tar::Archive::new(&bytes[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .find(|e| e.path().unwrap().ends_with(&config[7..]))
+        .unwrap()
+        .raw_file_position() as usize;
+    assert!(at < 1 << 20, "the config comes before the layer");
+    bytes[at] ^= 0xff;
+    std::fs::write(&big, &bytes).unwrap();
+    let (code, out) = import(&b.addr, &big);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("import refused, nothing of it is served"),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("blob {config}: its content hashes to")),
+        "{out}"
+    );
 
     // The good bundle into the data directory of a stopped site, which
     // then serves it offline.

@@ -20,11 +20,31 @@ use crate::store::{ImportedImage, ImportedManifest, Placement, Staging, Store};
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use std::collections::{HashMap, HashSet};
-use tokio::io::{AsyncRead, AsyncReadExt};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
 
 /// Most bytes of manifests one bundle may hold (they are kept in memory
 /// until the bundle is checked): some 100,000 manifests.
 const MAX_MANIFESTS_BYTES: usize = 256 << 20;
+
+/// Most entries one bundle may hold (each costs some memory until the
+/// bundle is checked).
+const MAX_ENTRIES: usize = 500_000;
+
+/// Most bytes a tar may spend between one entry's data and the next
+/// entry: headers, and the long names and pax records the tar reader
+/// holds in memory.
+const MAX_HEADER_BYTES: u64 = 1 << 20;
+
+/// Deepest nesting of indexes (an index of indexes is one level).
+const MAX_DEPTH: usize = 8;
+
+/// Most manifests the images of one bundle may take together (counting
+/// one shared by two images twice).
+const MAX_VISITS: usize = 200_000;
 
 /// The annotation containerd and `docker save` name an image with.
 const CONTAINERD_NAME: &str = "io.containerd.image.name";
@@ -105,6 +125,41 @@ fn entry_of(kind: tokio_tar::EntryType, raw: &[u8], link: Option<&[u8]>) -> Resu
     })
 }
 
+/// The bundle's bytes, allowing only so many between one entry's data and
+/// the next entry ([`MAX_HEADER_BYTES`]): the tar reader holds a long
+/// name or pax record whole, and none may be larger than that.
+struct Guarded<R> {
+    inner: R,
+    left: Arc<AtomicU64>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Guarded<R> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let left = self.left.load(Ordering::Relaxed);
+        if left == 0 {
+            return Poll::Ready(Err(std::io::Error::other(format!(
+                "a tar header (a long name or pax record) is over {} KiB",
+                MAX_HEADER_BYTES >> 10
+            ))));
+        }
+        let want = buf
+            .remaining()
+            .min(usize::try_from(left).unwrap_or(usize::MAX));
+        let mut part = ReadBuf::new(buf.initialize_unfilled_to(want));
+        let r = Pin::new(&mut self.inner).poll_read(cx, &mut part);
+        let n = part.filled().len();
+        if let Poll::Ready(Ok(())) = &r {
+            buf.advance(n);
+            self.left.fetch_sub(n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
 /// What streaming the bundle found.
 #[derive(Default)]
 struct Read {
@@ -114,6 +169,8 @@ struct Read {
     sizes: HashMap<Digest, u64>,
     /// The blobs that read as manifests, and their bytes.
     manifests: HashMap<Digest, Vec<u8>>,
+    /// For each subject, the manifests in the bundle that refer to it.
+    referrers: HashMap<Digest, Vec<Descriptor>>,
     manifest_bytes: usize,
     staging: Staging,
 }
@@ -141,7 +198,11 @@ fn cut(name: &str, e: &std::io::Error) -> Error {
 /// Streams the bundle: every blob checked and staged.
 async fn read(store: &Store, reader: impl AsyncRead + Unpin) -> Result<Read> {
     let mut out = Read::default();
-    let mut archive = tokio_tar::Archive::new(reader);
+    let left = Arc::new(AtomicU64::new(MAX_HEADER_BYTES));
+    let mut archive = tokio_tar::Archive::new(Guarded {
+        inner: reader,
+        left: left.clone(),
+    });
     let mut entries = archive
         .entries()
         .map_err(|e| bad(format!("not a tar: {e}")))?;
@@ -153,6 +214,16 @@ async fn read(store: &Store, reader: impl AsyncRead + Unpin) -> Result<Read> {
             ))
         })?;
         any = true;
+        // This entry's data, padding and the next headers.
+        left.store(
+            entry.effective_size().saturating_add(MAX_HEADER_BYTES),
+            Ordering::Relaxed,
+        );
+        if out.sizes.len() >= MAX_ENTRIES {
+            return Err(bad(format!(
+                "the bundle holds more than {MAX_ENTRIES} blobs: split it"
+            )));
+        }
         let h = entry.header();
         let kind = h.entry_type();
         let raw = entry
@@ -197,7 +268,25 @@ async fn read(store: &Store, reader: impl AsyncRead + Unpin) -> Result<Read> {
                 }
                 arriving.finish(&mut out.staging).await?;
                 out.sizes.insert(d.clone(), size);
-                if keep && manifest::parse(&kept, None).is_ok() {
+                let parsed = if keep {
+                    manifest::parse(&kept, None).ok()
+                } else {
+                    None
+                };
+                if let Some(p) = parsed {
+                    if let Some(subject) = p.subject {
+                        out.referrers
+                            .entry(subject.digest)
+                            .or_default()
+                            .push(Descriptor {
+                                media_type: p.media_type,
+                                digest: d.clone(),
+                                size,
+                                artifact_type: None,
+                                annotations: None,
+                                urls: None,
+                            });
+                    }
                     out.manifest_bytes += kept.len();
                     if out.manifest_bytes > MAX_MANIFESTS_BYTES {
                         return Err(bad(format!(
@@ -256,6 +345,8 @@ struct Walk<'a> {
     store: &'a Store,
     read: &'a Read,
     report: ImportReport,
+    /// Manifests walked so far, all images together.
+    visits: usize,
 }
 
 /// One image being walked.
@@ -268,15 +359,29 @@ struct Image<'a> {
 }
 
 impl Walk<'_> {
-    /// Adds manifest `desc` and what it needs to `image`, children first.
+    /// Adds manifest `desc` and what it needs to `image`, children first;
+    /// `depth`: indexes above it.
     async fn manifest(
         &mut self,
         image: &mut Image<'_>,
         desc: &Descriptor,
-        top: bool,
+        depth: usize,
     ) -> Result<()> {
         if !image.seen.insert(desc.digest.clone()) {
             return Ok(());
+        }
+        let top = depth == 0;
+        if depth > MAX_DEPTH {
+            return Err(bad(format!(
+                "{}: indexes nested more than {MAX_DEPTH} deep",
+                image.name
+            )));
+        }
+        self.visits += 1;
+        if self.visits > MAX_VISITS {
+            return Err(bad(format!(
+                "the bundle's images hold more than {MAX_VISITS} manifests: split it"
+            )));
         }
         let d = &desc.digest;
         let Some(bytes) = self.read.manifests.get(d) else {
@@ -302,7 +407,7 @@ impl Walk<'_> {
         let children: Vec<Descriptor> =
             serde_json::from_value(raw["manifests"].clone()).unwrap_or_default();
         for c in &children {
-            Box::pin(self.manifest(image, c, false)).await?;
+            Box::pin(self.manifest(image, c, depth + 1)).await?;
         }
         for (b, size) in blob_sizes(bytes, &parsed.blobs) {
             let here = match self.read.sizes.get(&b) {
@@ -376,33 +481,19 @@ impl Walk<'_> {
     /// Adds the bundle's manifests whose subject is in `image`, and
     /// theirs, until none is left.
     async fn referrers(&mut self, image: &mut Image<'_>) -> Result<()> {
-        loop {
-            let mut found: Vec<Descriptor> = Vec::new();
-            for (d, bytes) in &self.read.manifests {
-                if image.seen.contains(d) {
-                    continue;
+        let mut subjects: Vec<Digest> = image.seen.iter().cloned().collect();
+        while let Some(s) = subjects.pop() {
+            let Some(list) = self.read.referrers.get(&s) else {
+                continue;
+            };
+            for desc in list {
+                if !image.seen.contains(&desc.digest) {
+                    self.manifest(image, desc, 0).await?;
+                    subjects.push(desc.digest.clone());
                 }
-                let Ok(p) = manifest::parse(bytes, None) else {
-                    continue;
-                };
-                if p.subject.is_some_and(|s| image.seen.contains(&s.digest)) {
-                    found.push(Descriptor {
-                        media_type: p.media_type,
-                        digest: d.clone(),
-                        size: bytes.len() as u64,
-                        artifact_type: None,
-                        annotations: None,
-                        urls: None,
-                    });
-                }
-            }
-            if found.is_empty() {
-                return Ok(());
-            }
-            for desc in found {
-                self.manifest(image, &desc, true).await?;
             }
         }
+        Ok(())
     }
 }
 
@@ -469,6 +560,7 @@ pub async fn import(
         store,
         read: &read,
         report: ImportReport::default(),
+        visits: 0,
     };
     let mut images = Vec::new();
     for desc in &index.manifests {
@@ -509,7 +601,7 @@ pub async fn import(
             blobs: Vec::new(),
             seen: HashSet::new(),
         };
-        walk.manifest(&mut image, desc, true).await?;
+        walk.manifest(&mut image, desc, 0).await?;
         walk.referrers(&mut image).await?;
         walk.report.manifests += image.manifests.len();
         walk.report.blobs += image.blobs.len();
@@ -523,13 +615,13 @@ pub async fn import(
         });
     }
     let mut report = walk.report;
-    (report.new_blobs, report.new_bytes) = read.staging.count();
     // A task of its own: a client that goes away does not stop the
     // records half-way.
     let (store, staging) = (store.clone(), read.staging);
-    tokio::spawn(async move { store.import(staging, &images).await })
-        .await
-        .map_err(|e| Error::storage("importing", e))??;
+    (report.new_blobs, report.new_bytes) =
+        tokio::spawn(async move { store.import(staging, &images).await })
+            .await
+            .map_err(|e| Error::storage("importing", e))??;
     Ok(report)
 }
 
@@ -551,7 +643,12 @@ mod tests {
         }
         let link = entry_of(EntryType::Symlink, b"index.json", Some(b"/etc/shadow"));
         assert!(link.unwrap_err().message().contains("link"));
-        assert!(entry_of(EntryType::Link, b"blobs/sha256/x", Some(b"y")).is_err());
+        let hard = entry_of(
+            EntryType::Link,
+            format!("blobs/sha256/{}", "b".repeat(64)).as_bytes(),
+            Some(b"index.json"),
+        );
+        assert!(hard.unwrap_err().message().contains("a link"));
         assert!(entry_of(EntryType::Fifo, b"oci-layout", None).is_err());
         let hex = "a".repeat(64);
         assert!(matches!(
@@ -604,6 +701,27 @@ mod tests {
         }
         let err = place("ghcr.io/org/app:1").err().unwrap();
         assert!(err.message().contains("upstream ghcr.io is not configured"));
+    }
+
+    #[tokio::test]
+    async fn a_huge_long_name_is_refused_before_it_is_held() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open_for_maintenance(dir.path(), &crate::config::Storage::Fs, 8 << 20)
+            .await
+            .unwrap();
+        // A GNU long-name entry of 2 MiB, which the tar reader would hold
+        // whole.
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::GNULongName);
+        h.set_size(2 << 20);
+        h.set_path("././@LongLink").unwrap();
+        h.set_cksum();
+        let mut bundle = h.as_bytes().to_vec();
+        bundle.resize(bundle.len() + (2 << 20), b'a');
+        let Err(e) = read(&store, &bundle[..]).await else {
+            panic!("read");
+        };
+        assert!(e.message().contains("over 1024 KiB"), "{}", e.message());
     }
 
     #[test]

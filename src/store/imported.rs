@@ -17,24 +17,19 @@ use crate::oci::digest::Hasher;
 use crate::oci::manifest::Descriptor;
 use crate::oci::{Digest, RepoName, Tag};
 use bytes::Bytes;
+use futures_util::StreamExt;
 use std::collections::HashMap;
 
 /// The new blobs of a bundle, checked, waiting to be installed.
 #[derive(Default)]
 pub struct Staging {
     blobs: HashMap<Digest, TempBlob>,
-    bytes: u64,
 }
 
 impl Staging {
     /// Whether the bundle brought `d` (new to the store).
     pub fn has(&self, d: &Digest) -> bool {
         self.blobs.contains_key(d)
-    }
-
-    /// New blobs and their bytes.
-    pub fn count(&self) -> (usize, u64) {
-        (self.blobs.len(), self.bytes)
     }
 }
 
@@ -89,7 +84,6 @@ impl Arriving {
             Sink::Temp(mut t) => {
                 let got = t.finish().await?;
                 if got == d {
-                    staging.bytes += self.size;
                     staging.blobs.insert(d.clone(), t);
                 }
                 got
@@ -160,34 +154,54 @@ impl Store {
         self.blobs.size(d).await
     }
 
-    /// Installs the staged blobs and records `images`. Every blob and
+    /// Installs the staged blobs `images` need (others are dropped) and
+    /// records `images`; the new blobs and their bytes. Every blob and
     /// manifest they name must be staged or stored (the caller checked);
     /// under the GC lock each is checked again before any record is
     /// written, so nothing is recorded that is not there.
-    pub async fn import(&self, staging: Staging, images: &[ImportedImage]) -> Result<()> {
+    pub async fn import(&self, staging: Staging, images: &[ImportedImage]) -> Result<(usize, u64)> {
+        let mut needed: HashMap<&Digest, u64> = HashMap::new();
+        for image in images {
+            for (d, size) in &image.blobs {
+                needed.insert(d, *size);
+            }
+            for m in &image.manifests {
+                needed.insert(&m.digest, m.size);
+            }
+        }
+        let (mut count, mut bytes) = (0, 0);
         for (d, temp) in staging.blobs {
+            let Some(size) = needed.get(&d) else {
+                continue;
+            };
             // Touched first: garbage collection leaves it alone until it
             // is referenced below.
             self.touch(&d);
             temp.install(&self.blobs, &d).await?;
+            (count, bytes) = (count + 1, bytes + size);
         }
         let _gc = self.gc_lock.read().await;
-        for image in images {
-            let needed = image
-                .blobs
-                .iter()
-                .map(|(d, size)| (d, *size))
-                .chain(image.manifests.iter().map(|m| (&m.digest, m.size)));
-            for (d, size) in needed {
-                self.touch(d);
-                if self.blobs.size(d).await? != Some(size) {
-                    return Err(Error::oci(
-                        ErrorCode::Unavailable,
-                        format!("{d} was removed while the bundle was imported; import it again"),
-                    ));
-                }
+        for d in needed.keys() {
+            self.touch(d);
+        }
+        let list: Vec<(Digest, u64)> = needed.iter().map(|(d, n)| ((*d).clone(), *n)).collect();
+        let mut checks = futures_util::stream::iter(list.into_iter().map(|(d, size)| {
+            let blobs = self.blobs.clone();
+            async move {
+                let found = blobs.size(&d).await;
+                (d, size, found)
+            }
+        }))
+        .buffer_unordered(16);
+        while let Some((d, size, found)) = checks.next().await {
+            if found? != Some(size) {
+                return Err(Error::oci(
+                    ErrorCode::Unavailable,
+                    format!("{d} was removed while the bundle was imported; import it again"),
+                ));
             }
         }
+        drop(checks);
         let now = unix_now() / 1000;
         for image in images {
             let meta = |m: &ImportedManifest| ManifestMeta {
@@ -252,6 +266,7 @@ impl Store {
                 }
             }
         }
-        self.index.flush().await
+        self.index.flush().await?;
+        Ok((count, bytes))
     }
 }
