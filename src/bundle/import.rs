@@ -355,6 +355,8 @@ struct Image<'a> {
     place: &'a Placement,
     manifests: Vec<ImportedManifest>,
     blobs: Vec<(Digest, u64)>,
+    /// Children of a local index already in its repository.
+    present: Vec<Digest>,
     seen: HashSet<Digest>,
 }
 
@@ -401,8 +403,15 @@ impl Walk<'_> {
                 desc.size
             )));
         }
-        let parsed = manifest::parse(bytes, Some(&desc.media_type))
-            .map_err(|e| bad(format!("{}: manifest {d}: {e}", image.name)))?;
+        let parsed = manifest::parse(bytes, Some(&desc.media_type)).map_err(|e| {
+            let why = match e {
+                manifest::ManifestError::MediaTypeMismatch { body, header } => {
+                    format!("its mediaType {body:?} contradicts its descriptor's {header:?}")
+                }
+                e => e.to_string(),
+            };
+            bad(format!("{}: manifest {d}: {why}", image.name))
+        })?;
         let raw: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
         let children: Vec<Descriptor> =
             serde_json::from_value(raw["manifests"].clone()).unwrap_or_default();
@@ -466,6 +475,7 @@ impl Walk<'_> {
                 Ok(())
             }
             Placement::Local { repo, .. } if self.store.index().manifest(repo, d)?.is_some() => {
+                image.present.push(d.clone());
                 Ok(())
             }
             Placement::Local { repo, .. } => Err(Error::oci(
@@ -501,13 +511,10 @@ impl Walk<'_> {
 fn placement(router: &Router, r: &ImageRef) -> Result<(Placement, String)> {
     if let Some(host) = r.host() {
         if router.upstream_prefixed(host).is_none() {
-            return Err(Error::oci(
-                ErrorCode::NameUnknown,
-                format!(
-                    "{}: upstream {host} is not configured on this site: add it to [[upstreams]] (it need not be reachable) and import again",
-                    r.text
-                ),
-            ));
+            return Err(bad(format!(
+                "{}: upstream {host} is not configured on this site: add it to [[upstreams]] (it need not be reachable) and import again",
+                r.text
+            )));
         }
     }
     let name = RepoName::parse(&r.name)
@@ -599,6 +606,7 @@ pub async fn import(
             place: &place,
             manifests: Vec::new(),
             blobs: Vec::new(),
+            present: Vec::new(),
             seen: HashSet::new(),
         };
         walk.manifest(&mut image, desc, 0).await?;
@@ -606,12 +614,13 @@ pub async fn import(
         walk.report.manifests += image.manifests.len();
         walk.report.blobs += image.blobs.len();
         walk.report.images.push(shown);
-        let (manifests, blobs) = (image.manifests, image.blobs);
+        let (manifests, blobs, present) = (image.manifests, image.blobs, image.present);
         images.push(ImportedImage {
             placement: place,
             top: desc.digest.clone(),
             manifests,
             blobs,
+            present,
         });
     }
     let mut report = walk.report;

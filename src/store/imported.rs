@@ -130,6 +130,8 @@ pub struct ImportedImage {
     pub top: Digest,
     pub manifests: Vec<ImportedManifest>,
     pub blobs: Vec<(Digest, u64)>,
+    /// Manifests of a local index already in its repository.
+    pub present: Vec<Digest>,
 }
 
 impl Store {
@@ -202,6 +204,18 @@ impl Store {
             }
         }
         drop(checks);
+        for image in images {
+            if let Placement::Local { repo, .. } = &image.placement {
+                for d in &image.present {
+                    if self.index.manifest(repo, d)?.is_none() {
+                        return Err(Error::oci(
+                            ErrorCode::Unavailable,
+                            format!("{d} was deleted from {repo} while the bundle was imported; import it again"),
+                        ));
+                    }
+                }
+            }
+        }
         let now = unix_now() / 1000;
         for image in images {
             let meta = |m: &ImportedManifest| ManifestMeta {
