@@ -153,8 +153,11 @@ impl Upstream {
         let mut last_err = String::new();
         for _ in 0..5 {
             let port = free_port();
+            // Every answer of this registry carries a mark of its own: what
+            // answers on the port is checked to be it.
+            let mark = format!("{}-{port}", std::process::id());
             let config = format!(
-                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                "version: 0.1\nlog:\n  level: warn\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:{port}\n  headers:\n    X-Test-Registry: [\"{mark}\"]\n",
                 dir.path().join("data").display()
             );
             let cfg = dir.path().join("registry.yml");
@@ -175,12 +178,18 @@ impl Upstream {
                 if child.try_wait().unwrap().is_some() {
                     break;
                 }
-                if std::net::TcpStream::connect(&registry_addr).is_ok() {
+                if let Ok(mut c) = std::net::TcpStream::connect(&registry_addr) {
                     // Something listens there: the registry, unless the
                     // port was taken between free_port() and its bind (by
-                    // another test's process), when it exits at once.
-                    std::thread::sleep(Duration::from_millis(200));
-                    up = child.try_wait().unwrap().is_none();
+                    // another test's process), when it exits, and what
+                    // answers lacks its mark.
+                    use std::io::{Read, Write};
+                    let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+                    let _ = c.write_all(b"GET /v2/ HTTP/1.0\r\nHost: registry\r\n\r\n");
+                    let mut answer = Vec::new();
+                    let _ = c.read_to_end(&mut answer);
+                    up = String::from_utf8_lossy(&answer).contains(&mark)
+                        && child.try_wait().unwrap().is_none();
                     break;
                 }
                 std::thread::sleep(Duration::from_millis(50));
