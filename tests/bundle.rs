@@ -455,13 +455,16 @@ async fn bad_bundles_are_refused_and_a_data_directory_takes_a_good_one() {
             format!("blob {layer_digest}: its content hashes to"),
         ),
         (&cut, "cut short".to_string()),
-        (&linked, "a link (index.json → /etc/passwd)".to_string()),
+        (
+            &linked,
+            "a link (\"index.json\" → \"/etc/passwd\")".to_string(),
+        ),
         (&junk, "not a tar".to_string()),
         (
             &dotdot,
-            "a path with .. (../../etc/cron.d/evil)".to_string(),
+            "a path with .. (\"../../etc/cron.d/evil\")".to_string(),
         ),
-        (&absolute, "an absolute path (/etc/evil)".to_string()),
+        (&absolute, "an absolute path (\"/etc/evil\")".to_string()),
     ] {
         let (code, out) = import(&b.addr, bundle);
         assert_eq!(code, 1, "{}: {out}", bundle.display());

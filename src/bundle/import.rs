@@ -81,13 +81,13 @@ enum Entry {
 }
 
 /// Reads an entry's name; anything that could point outside the bundle is
-/// refused.
+/// refused. Names are quoted in messages (they go to the log).
 fn entry_of(kind: tokio_tar::EntryType, raw: &[u8], link: Option<&[u8]>) -> Result<Entry> {
     let name = std::str::from_utf8(raw)
         .map_err(|_| bad("the bundle holds an entry whose name is not UTF-8".into()))?;
     if name.starts_with('/') {
         return Err(bad(format!(
-            "the bundle holds an absolute path ({name}): refused"
+            "the bundle holds an absolute path ({name:?}): refused"
         )));
     }
     let parts: Vec<&str> = name
@@ -96,13 +96,13 @@ fn entry_of(kind: tokio_tar::EntryType, raw: &[u8], link: Option<&[u8]>) -> Resu
         .collect();
     if parts.contains(&"..") {
         return Err(bad(format!(
-            "the bundle holds a path with .. ({name}): refused"
+            "the bundle holds a path with .. ({name:?}): refused"
         )));
     }
     if kind.is_symlink() || kind.is_hard_link() {
         let to = link.map(String::from_utf8_lossy).unwrap_or_default();
         return Err(bad(format!(
-            "the bundle holds a link ({name} → {to}): refused"
+            "the bundle holds a link ({name:?} → {to:?}): refused"
         )));
     }
     if kind.is_dir() || kind.is_pax_global_extensions() {
@@ -110,7 +110,7 @@ fn entry_of(kind: tokio_tar::EntryType, raw: &[u8], link: Option<&[u8]>) -> Resu
     }
     if !kind.is_file() {
         return Err(bad(format!(
-            "the bundle holds {name}, which is not a regular file: refused"
+            "the bundle holds {name:?}, which is not a regular file: refused"
         )));
     }
     Ok(match parts.as_slice() {
@@ -119,7 +119,7 @@ fn entry_of(kind: tokio_tar::EntryType, raw: &[u8], link: Option<&[u8]>) -> Resu
         ["blobs", alg, hex] => Entry::Blob(
             format!("{alg}:{hex}")
                 .parse()
-                .map_err(|e| bad(format!("the bundle holds {name}, not a blob's name: {e}")))?,
+                .map_err(|e| bad(format!("the bundle holds {name:?}, not a blob's name: {e}")))?,
         ),
         _ => Entry::Skipped,
     })
