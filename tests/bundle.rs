@@ -254,22 +254,6 @@ fn offline_opts() -> Opts {
     }
 }
 
-/// skopeo copies `image` (every platform) out of the Wharf at `addr`;
-/// the digest of the manifest it got.
-fn pulled(addr: &str, image: &str) -> String {
-    let tmp = tempfile::tempdir().unwrap();
-    run(Command::new(require("skopeo"))
-        .args([
-            "--insecure-policy",
-            "copy",
-            "--all",
-            "--src-tls-verify=false",
-        ])
-        .arg(format!("docker://{addr}/{image}"))
-        .arg(format!("dir:{}", tmp.path().display())));
-    sha256(&std::fs::read(tmp.path().join("manifest.json")).unwrap())
-}
-
 /// Site A exports mirrored images (one a two-platform index) and a local
 /// one; site B, offline and with no upstream it can reach, imports the
 /// bundle through its running server and serves every image by the same
@@ -315,7 +299,7 @@ async fn an_offline_site_is_filled_from_bundles_and_deltas() {
         ("docker.io/library/multi:1", &multi),
         ("golden/base:1", &golden),
     ] {
-        assert_eq!(&pulled(&b.addr, image), digest, "{image}");
+        assert_eq!(&skopeo_pulled(&b.addr, image), digest, "{image}");
     }
     // The local image is B's own: its tags are listed.
     let tags = api.json("/v2/golden/base/tags/list").await;
@@ -365,8 +349,8 @@ async fn an_offline_site_is_filled_from_bundles_and_deltas() {
     assert!(!names.iter().any(|e| e.ends_with(&old_layer[7..])));
     let (code, out) = import(&b.addr, &delta);
     assert_eq!(code, 0, "{out}");
-    assert_eq!(pulled(&b.addr, "library/app:1"), app2);
-    assert_eq!(pulled(&b.addr, "golden/base:1"), golden);
+    assert_eq!(skopeo_pulled(&b.addr, "library/app:1"), app2);
+    assert_eq!(skopeo_pulled(&b.addr, "golden/base:1"), golden);
 
     // A site without the delta's base: refused, nothing served.
     let c = offline_site();
@@ -523,5 +507,5 @@ async fn bad_bundles_are_refused_and_a_data_directory_takes_a_good_one() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("1 images, 1 manifests, 2 blobs"), "{out}");
     let b = Wharf::start_on(&data, offline_opts());
-    assert_eq!(pulled(&b.addr, "library/app:1"), app);
+    assert_eq!(skopeo_pulled(&b.addr, "library/app:1"), app);
 }

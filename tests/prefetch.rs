@@ -45,18 +45,7 @@ async fn prefetched_images_pull_with_the_upstream_gone() {
         ..Default::default()
     });
     for (image, digest) in [("library/app:1", &app), ("library/multi:1", &multi)] {
-        let tmp = tempfile::tempdir().unwrap();
-        run(Command::new(require("skopeo"))
-            .args([
-                "--insecure-policy",
-                "copy",
-                "--all",
-                "--src-tls-verify=false",
-            ])
-            .arg(format!("docker://{addr}/{image}"))
-            .arg(format!("dir:{}", tmp.path().display())));
-        let got = sha256(&std::fs::read(tmp.path().join("manifest.json")).unwrap());
-        assert_eq!(&got, digest, "{image}");
+        assert_eq!(&skopeo_pulled(&addr, image), digest, "{image}");
     }
 }
 

@@ -685,6 +685,22 @@ pub fn try_run(cmd: &mut Command) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// skopeo copies `image` (every platform) out of the Wharf at `addr`;
+/// the digest of the manifest it got.
+pub fn skopeo_pulled(addr: &str, image: &str) -> String {
+    let tmp = tempfile::tempdir().unwrap();
+    run(Command::new(require("skopeo"))
+        .args([
+            "--insecure-policy",
+            "copy",
+            "--all",
+            "--src-tls-verify=false",
+        ])
+        .arg(format!("docker://{addr}/{image}"))
+        .arg(format!("dir:{}", tmp.path().display())));
+    sha256(&std::fs::read(tmp.path().join("manifest.json")).unwrap())
+}
+
 /// Runs `wharf ARGS` (a maintenance command) and returns its exit code and
 /// standard output.
 /// On S3 (`WHARF_TEST_STORAGE=s3`) it works on the bucket of the data
