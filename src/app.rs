@@ -199,6 +199,33 @@ impl App {
         resp
     }
 
+    /// Who asks, and whether they may do `op`: the caller, or the refusal
+    /// (after reading and dropping some of `body`, so a client still
+    /// sending an upload or a bundle gets to read why).
+    async fn admit<B>(
+        &self,
+        parts: &Parts,
+        op: &auth::policy::Op<'_>,
+        backend: &Backend,
+        peer: &Peer,
+        body: &mut B,
+    ) -> Result<Caller>
+    where
+        B: HttpBody<Data = Bytes> + Unpin,
+    {
+        let checked = match self.auth.authenticate(parts, peer).await {
+            Ok(c) => self
+                .auth
+                .authorize(&c, op, backend, parts, peer)
+                .map(|()| c),
+            Err(e) => Err(e),
+        };
+        if checked.is_err() {
+            body::drain(body).await;
+        }
+        checked
+    }
+
     async fn dispatch<B>(&self, req: Request<B>, peer: &Peer) -> Result<Response<Body>>
     where
         B: HttpBody<Data = Bytes> + Unpin + Send + 'static,
@@ -237,22 +264,8 @@ impl App {
         // Who asks, and may they: before any handler runs.
         let at = self.auth.locate(&backend);
         let op = auth::operation(&route, &parts.method, &at);
-        let checked = match self.auth.authenticate(&parts, peer).await {
-            Ok(c) => self
-                .auth
-                .authorize(&c, &op, &backend, &parts, peer)
-                .map(|()| c),
-            Err(e) => Err(e),
-        };
-        let caller = match checked {
-            Ok(c) => c,
-            Err(e) => {
-                // A refused upload still sending its body gets to read why.
-                let mut body = body;
-                body::drain(&mut body).await;
-                return Err(e);
-            }
-        };
+        let mut body = body;
+        let caller = self.admit(&parts, &op, &backend, peer, &mut body).await?;
         match backend {
             Backend::Local => {
                 let mut r = self.dispatch_local(&route, parts, body, &caller).await?;
@@ -363,21 +376,9 @@ impl App {
             )
         })?;
         let mut body = body;
-        let checked = match self.auth.authenticate(parts, peer).await {
-            Ok(c) => self
-                .auth
-                .authorize(&c, &Op::Admin, &Backend::Local, parts, peer)
-                .map(|()| c),
-            Err(e) => Err(e),
-        };
-        let caller = match checked {
-            Ok(c) => c,
-            Err(e) => {
-                // A refused import still sending its bundle gets to read why.
-                body::drain(&mut body).await;
-                return Err(e);
-            }
-        };
+        let caller = self
+            .admit(parts, &Op::Admin, &Backend::Local, peer, &mut body)
+            .await?;
         // A task of its own: a client that goes away, or shutdown's drain,
         // does not stop a collection between forgetting a blob and
         // removing it.

@@ -249,9 +249,7 @@ pub async fn import(
     let len = file.metadata().await?.len();
     let bar = if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         let bar = indicatif::ProgressBar::new(len);
-        bar.set_style(prefetch::style(
-            "{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {msg}",
-        ));
+        bar.set_style(prefetch::bytes_style());
         bar.set_prefix("import");
         bar.set_message(path.display().to_string());
         bar

@@ -67,10 +67,15 @@ fn was_cached(h: &http::HeaderMap) -> bool {
 }
 
 /// A bar drawn from `template` (the default bar should it not parse).
-pub(crate) fn style(template: &str) -> indicatif::ProgressStyle {
+fn style(template: &str) -> indicatif::ProgressStyle {
     indicatif::ProgressStyle::with_template(template)
         .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
         .progress_chars("=> ")
+}
+
+/// A bar of bytes: `prefix`, the bar, bytes done of all, the message.
+pub(crate) fn bytes_style() -> indicatif::ProgressStyle {
+    style("{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {msg}")
 }
 
 /// Progress on a terminal (bars), or lines on standard error, or (in the
@@ -118,7 +123,7 @@ impl Progress {
             return indicatif::ProgressBar::hidden();
         };
         let bar = bars.insert_from_back(1, indicatif::ProgressBar::new(0));
-        bar.set_style(style("{prefix:>12} [{bar:30}] {bytes}/{total_bytes} {msg}"));
+        bar.set_style(bytes_style());
         bar.set_prefix("image");
         bar.set_message(name.to_string());
         bar
