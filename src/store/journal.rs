@@ -23,7 +23,7 @@ use crate::error::{Error, Result};
 use bytes::Bytes;
 use futures_util::{StreamExt, TryStreamExt};
 use std::collections::BTreeSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard};
 
 /// Where the records live in the bucket.
 const DIR: &str = "index/";
@@ -105,46 +105,105 @@ fn marker(k: &[u8]) -> Vec<u8> {
 pub(crate) struct Journal {
     bucket: Arc<Bucket>,
     db: sled::Db,
-    dirty: Mutex<BTreeSet<Vec<u8>>>,
+    notes: Notes,
+}
+
+/// The keys of the records changed since the bucket last got them: in
+/// memory, and as `J/<key>` marks in sled so that neither a crash nor an
+/// outage forgets one.
+struct Notes {
+    db: sled::Db,
+    keys: Mutex<BTreeSet<Vec<u8>>>,
+    /// Held shared from a change's note until the change is in sled, and
+    /// exclusively while a flush takes the noted keys: a flush that took a
+    /// key between its note and its change would send the old value, and
+    /// the change's own flush would then find nothing left to send.
+    changing: RwLock<()>,
+}
+
+/// Proof that changes were noted; the changes are made while it is held.
+pub(super) struct Noted<'a> {
+    _held: Option<RwLockReadGuard<'a, ()>>,
+}
+
+impl Noted<'_> {
+    /// For an index without a bucket: nothing to note.
+    pub(super) fn none() -> Noted<'static> {
+        Noted { _held: None }
+    }
+}
+
+impl Notes {
+    /// The notes `db` holds, left by a previous run.
+    fn load(db: sled::Db) -> Result<Notes> {
+        let mut keys = BTreeSet::new();
+        for kv in db.scan_prefix(DIRTY) {
+            let (k, _) = kv.map_err(|e| Error::storage("reading the index", e))?;
+            keys.insert(k[DIRTY.len()..].to_vec());
+        }
+        Ok(Notes {
+            db,
+            keys: Mutex::new(keys),
+            changing: RwLock::new(()),
+        })
+    }
+
+    fn keys(&self) -> MutexGuard<'_, BTreeSet<Vec<u8>>> {
+        self.keys.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Notes that records `keys` are about to change: call it before the
+    /// change, and make the change while the returned guard is held.
+    fn note<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) -> sled::Result<Noted<'_>> {
+        let guard = self.changing.read().unwrap_or_else(PoisonError::into_inner);
+        let mut d = self.keys();
+        for k in keys {
+            if durable(k) && d.insert(k.to_vec()) {
+                self.db.insert(marker(k), &[])?;
+            }
+        }
+        Ok(Noted { _held: Some(guard) })
+    }
+
+    /// Takes every key noted so far, each with its change made (a change
+    /// noted but not made yet is waited for). Their marks stay until the
+    /// bucket has the records.
+    fn take(&self) -> BTreeSet<Vec<u8>> {
+        let _all = self
+            .changing
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        std::mem::take(&mut *self.keys())
+    }
 }
 
 impl Journal {
     /// The journal of `db`, with the changes a previous run left unsent.
     pub(super) fn open(bucket: Arc<Bucket>, db: sled::Db) -> Result<Journal> {
-        let mut dirty = BTreeSet::new();
-        for kv in db.scan_prefix(DIRTY) {
-            let (k, _) = kv.map_err(|e| Error::storage("reading the index", e))?;
-            dirty.insert(k[DIRTY.len()..].to_vec());
-        }
-        if !dirty.is_empty() {
+        let notes = Notes::load(db.clone())?;
+        let n = notes.keys().len();
+        if n > 0 {
             tracing::info!(
-                records = dirty.len(),
+                records = n,
                 "index changes the bucket may lack: sending them with the next flush"
             );
         }
-        Ok(Journal {
-            bucket,
-            db,
-            dirty: Mutex::new(dirty),
-        })
+        Ok(Journal { bucket, db, notes })
     }
 
-    /// Notes that record `k` is about to change: call it before the change.
-    pub(super) fn note(&self, k: &[u8]) -> sled::Result<()> {
-        if !durable(k) {
-            return Ok(());
-        }
-        let mut d = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
-        if d.insert(k.to_vec()) {
-            self.db.insert(marker(k), &[])?;
-        }
-        Ok(())
+    /// Notes that records `keys` are about to change: call it before the
+    /// change, and make the change while the returned guard is held.
+    pub(super) fn note<'k>(
+        &self,
+        keys: impl IntoIterator<Item = &'k [u8]>,
+    ) -> sled::Result<Noted<'_>> {
+        self.notes.note(keys)
     }
 
     /// Forgets every noted change (the records were replaced from the
     /// bucket).
     fn clear(&self) -> Result<()> {
-        let mut d = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+        let mut d = self.notes.keys();
         let mut b = sled::Batch::default();
         for k in d.iter() {
             b.remove(marker(k));
@@ -160,7 +219,7 @@ impl Journal {
     /// waiting for every timeout); what was not written stays noted and
     /// the flush fails.
     pub(super) async fn push(&self) -> Result<()> {
-        let batch = std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()));
+        let batch = self.notes.take();
         if batch.is_empty() {
             return Ok(());
         }
@@ -198,7 +257,7 @@ impl Journal {
             .collect()
             .await;
         let mut first_error = None;
-        let mut d = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+        let mut d = self.notes.keys();
         let mut done = sled::Batch::default();
         for (k, r) in results {
             match r {
@@ -340,5 +399,48 @@ mod tests {
     fn only_durable_records_are_journaled() {
         assert!(durable(b"t/x\0y") && durable(b"B/u\0d") && durable(b"p/x"));
         assert!(!durable(b"s/d") && !durable(b"A/d") && !durable(b"u/id") && !durable(b"S/origin"));
+    }
+
+    /// CI caught an acknowledged push missing from the bucket: a
+    /// concurrent flush took the tag's key between its note and its
+    /// change, sent the old value, and the push's own flush then had
+    /// nothing to send. A flush now takes a key only with its change made.
+    #[test]
+    fn a_flush_takes_a_noted_key_only_once_its_change_is_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = sled::open(dir.path()).unwrap();
+        let notes = std::sync::Arc::new(Notes::load(db.clone()).unwrap());
+        let k: &[u8] = b"t/golden/app\0v1";
+        let noted = notes.note([k]).unwrap();
+        assert!(
+            db.contains_key(marker(k)).unwrap(),
+            "the mark is durable first"
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        let taker = {
+            let notes = notes.clone();
+            std::thread::spawn(move || tx.send(notes.take()).unwrap())
+        };
+        let early = rx.recv_timeout(std::time::Duration::from_millis(200));
+        assert!(
+            early.is_err(),
+            "taken before the change was made: {early:?}"
+        );
+        db.insert(k, b"sha256:new".as_slice()).unwrap();
+        drop(noted);
+        let taken = rx.recv_timeout(std::time::Duration::from_secs(10)).unwrap();
+        taker.join().unwrap();
+        assert!(taken.contains(k));
+        assert!(notes.keys().is_empty());
+        assert!(
+            db.contains_key(marker(k)).unwrap(),
+            "the mark stays until sent"
+        );
+        // Noted again after the take: the next flush has it again.
+        drop(notes.note([k]).unwrap());
+        assert!(notes.take().contains(k));
+        // Records that never go to the bucket are not noted.
+        drop(notes.note([b"A/x".as_slice()]).unwrap());
+        assert!(notes.take().is_empty());
     }
 }

@@ -40,7 +40,7 @@ mod layout;
 mod migrate;
 
 use super::bucket::Bucket;
-use super::journal::Journal;
+use super::journal::{Journal, Noted};
 use crate::error::{Error, Result};
 use crate::oci::manifest::Descriptor;
 use crate::oci::{Digest, RepoName, Tag};
@@ -217,31 +217,30 @@ impl Index {
         })
     }
 
-    /// Notes (before it happens) that record `k` changes.
-    fn note(&self, k: &[u8]) -> sled::Result<()> {
+    /// Notes (before they happen) that records `keys` change; the changes
+    /// are made while the returned guard is held.
+    fn note<'k>(&self, keys: impl IntoIterator<Item = &'k [u8]>) -> sled::Result<Noted<'_>> {
         match &self.journal {
-            Some(j) => j.note(k),
-            None => Ok(()),
+            Some(j) => j.note(keys),
+            None => Ok(Noted::none()),
         }
     }
 
     /// Inserts one record, journaling it.
     fn insert(&self, k: Vec<u8>, v: impl AsRef<[u8]>) -> sled::Result<Option<sled::IVec>> {
-        self.note(&k)?;
+        let _noted = self.note([k.as_slice()])?;
         self.db.insert(&k, v.as_ref())
     }
 
     /// Removes one record, journaling it.
     fn remove(&self, k: Vec<u8>) -> sled::Result<Option<sled::IVec>> {
-        self.note(&k)?;
+        let _noted = self.note([k.as_slice()])?;
         self.db.remove(&k)
     }
 
     /// Applies a batch, journaling it.
     fn apply(&self, c: Changes) -> sled::Result<()> {
-        for k in &c.keys {
-            self.note(k)?;
-        }
+        let _noted = self.note(c.keys.iter().map(Vec::as_slice))?;
         self.db.apply_batch(c.batch)
     }
 
@@ -389,9 +388,9 @@ impl Index {
         for tag in put.tags {
             written.push((layout::tag(repo, tag.as_str()), digest.clone()));
         }
-        for (k, _) in &written {
-            self.note(k).map_err(db_err("recording a manifest"))?;
-        }
+        let _noted = self
+            .note(written.iter().map(|(k, _)| k.as_slice()))
+            .map_err(db_err("recording a manifest"))?;
         let old = self
             .db
             .transaction(|tx| {
@@ -1009,7 +1008,9 @@ impl Index {
             if self.mirror_manifest(&upstream, &d)?.is_some() {
                 continue;
             }
-            self.note(&k).map_err(db_err("forgetting a mirrored tag"))?;
+            let _noted = self
+                .note([&k[..]])
+                .map_err(db_err("forgetting a mirrored tag"))?;
             let swapped = self
                 .db
                 .compare_and_swap(&k, Some(&v), None as Option<&[u8]>)
