@@ -168,12 +168,33 @@ impl Notes {
     /// Takes every key noted so far, each with its change made (a change
     /// noted but not made yet is waited for). Their marks stay until the
     /// bucket has the records.
-    fn take(&self) -> BTreeSet<Vec<u8>> {
+    fn take(&self) -> Taken<'_> {
         let _all = self
             .changing
             .write()
             .unwrap_or_else(PoisonError::into_inner);
-        std::mem::take(&mut *self.keys())
+        Taken {
+            notes: self,
+            keys: std::mem::take(&mut *self.keys()),
+        }
+    }
+}
+
+/// The keys a flush took. Those it has not settled when it is dropped
+/// (its caller went away mid-flush) go back to the notes, so the next
+/// flush sends them: otherwise a push waiting for that next flush would
+/// be acknowledged with its records still missing from the bucket.
+struct Taken<'a> {
+    notes: &'a Notes,
+    keys: BTreeSet<Vec<u8>>,
+}
+
+impl Drop for Taken<'_> {
+    fn drop(&mut self) {
+        if !self.keys.is_empty() {
+            let keys = std::mem::take(&mut self.keys);
+            self.notes.keys().extend(keys);
+        }
     }
 }
 
@@ -219,10 +240,11 @@ impl Journal {
     /// waiting for every timeout); what was not written stays noted and
     /// the flush fails.
     pub(super) async fn push(&self) -> Result<()> {
-        let batch = self.notes.take();
-        if batch.is_empty() {
+        let mut taken = self.notes.take();
+        if taken.keys.is_empty() {
             return Ok(());
         }
+        let batch: Vec<Vec<u8>> = taken.keys.iter().cloned().collect();
         let failed = std::sync::atomic::AtomicBool::new(false);
         let (bucket, db, failed) = (&self.bucket, &self.db, &failed);
         let results: Vec<(Vec<u8>, Result<()>)> = futures_util::stream::iter(batch)
@@ -256,6 +278,9 @@ impl Journal {
             .buffer_unordered(PARALLEL)
             .collect()
             .await;
+        // Settled below, with no await left: nothing to give back.
+        taken.keys.clear();
+        drop(taken);
         let mut first_error = None;
         let mut d = self.notes.keys();
         let mut done = sled::Batch::default();
@@ -419,7 +444,10 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let taker = {
             let notes = notes.clone();
-            std::thread::spawn(move || tx.send(notes.take()).unwrap())
+            std::thread::spawn(move || {
+                let mut taken = notes.take();
+                tx.send(std::mem::take(&mut taken.keys)).unwrap()
+            })
         };
         let early = rx.recv_timeout(std::time::Duration::from_millis(200));
         assert!(
@@ -438,9 +466,27 @@ mod tests {
         );
         // Noted again after the take: the next flush has it again.
         drop(notes.note([k]).unwrap());
-        assert!(notes.take().contains(k));
+        let mut again = notes.take();
+        assert!(again.keys.contains(k));
+        again.keys.clear();
+        drop(again);
         // Records that never go to the bucket are not noted.
         drop(notes.note([b"A/x".as_slice()]).unwrap());
-        assert!(notes.take().is_empty());
+        assert!(notes.take().keys.is_empty());
+    }
+
+    /// A flush dropped half way (its caller went away) gives back the
+    /// keys it took, so the next flush sends them.
+    #[test]
+    fn a_dropped_flush_gives_its_keys_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let notes = Notes::load(sled::open(dir.path()).unwrap()).unwrap();
+        let k: &[u8] = b"t/golden/app\0v1";
+        drop(notes.note([k]).unwrap());
+        let taken = notes.take();
+        assert!(notes.keys().is_empty());
+        drop(taken);
+        assert!(notes.keys().contains(k), "given back");
+        assert!(notes.take().keys.contains(k));
     }
 }
