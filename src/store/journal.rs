@@ -104,7 +104,7 @@ fn marker(k: &[u8]) -> Vec<u8> {
 /// bucket by an older value.
 pub(crate) struct Journal {
     bucket: Arc<Bucket>,
-    db: sled::Db,
+    /// The noted keys, and the sled database they are records of.
     notes: Notes,
 }
 
@@ -201,7 +201,7 @@ impl Drop for Taken<'_> {
 impl Journal {
     /// The journal of `db`, with the changes a previous run left unsent.
     pub(super) fn open(bucket: Arc<Bucket>, db: sled::Db) -> Result<Journal> {
-        let notes = Notes::load(db.clone())?;
+        let notes = Notes::load(db)?;
         let n = notes.keys().len();
         if n > 0 {
             tracing::info!(
@@ -209,7 +209,7 @@ impl Journal {
                 "index changes the bucket may lack: sending them with the next flush"
             );
         }
-        Ok(Journal { bucket, db, notes })
+        Ok(Journal { bucket, notes })
     }
 
     /// Notes that records `keys` are about to change: call it before the
@@ -230,7 +230,8 @@ impl Journal {
             b.remove(marker(k));
         }
         d.clear();
-        self.db
+        self.notes
+            .db
             .apply_batch(b)
             .map_err(|e| Error::storage("clearing the index", e))
     }
@@ -244,40 +245,40 @@ impl Journal {
         if taken.keys.is_empty() {
             return Ok(());
         }
-        let batch: Vec<Vec<u8>> = taken.keys.iter().cloned().collect();
         let failed = std::sync::atomic::AtomicBool::new(false);
-        let (bucket, db, failed) = (&self.bucket, &self.db, &failed);
-        let results: Vec<(Vec<u8>, Result<()>)> = futures_util::stream::iter(batch)
-            .map(|k| async move {
-                use std::sync::atomic::Ordering::Relaxed;
-                if failed.load(Relaxed) {
-                    let skipped = Error::storage(
-                        "writing to the bucket",
-                        crate::error::StorageUnavailable("an earlier write failed".into()),
-                    );
-                    return (k, Err(skipped));
-                }
-                let r = match db.get(&k) {
-                    Ok(Some(v)) => match to_text(&k, &v) {
-                        Some((tk, tv)) => {
-                            bucket.put_small(&object_name(&tk), Bytes::from(tv)).await
-                        }
-                        None => unsendable(&k),
-                    },
-                    Ok(None) => match text_key(&k) {
-                        Some(tk) => bucket.delete(&object_name(&tk)).await,
-                        None => unsendable(&k),
-                    },
-                    Err(e) => Err(Error::storage("reading the index", e)),
-                };
-                if r.is_err() {
-                    failed.store(true, Relaxed);
-                }
-                (k, r)
-            })
-            .buffer_unordered(PARALLEL)
-            .collect()
-            .await;
+        let (bucket, db, failed) = (&self.bucket, &self.notes.db, &failed);
+        let results: Vec<(Vec<u8>, Result<()>)> =
+            futures_util::stream::iter(taken.keys.iter().cloned())
+                .map(|k| async move {
+                    use std::sync::atomic::Ordering::Relaxed;
+                    if failed.load(Relaxed) {
+                        let skipped = Error::storage(
+                            "writing to the bucket",
+                            crate::error::StorageUnavailable("an earlier write failed".into()),
+                        );
+                        return (k, Err(skipped));
+                    }
+                    let r = match db.get(&k) {
+                        Ok(Some(v)) => match to_text(&k, &v) {
+                            Some((tk, tv)) => {
+                                bucket.put_small(&object_name(&tk), Bytes::from(tv)).await
+                            }
+                            None => unsendable(&k),
+                        },
+                        Ok(None) => match text_key(&k) {
+                            Some(tk) => bucket.delete(&object_name(&tk)).await,
+                            None => unsendable(&k),
+                        },
+                        Err(e) => Err(Error::storage("reading the index", e)),
+                    };
+                    if r.is_err() {
+                        failed.store(true, Relaxed);
+                    }
+                    (k, r)
+                })
+                .buffer_unordered(PARALLEL)
+                .collect()
+                .await;
         // Settled below, with no await left: nothing to give back.
         taken.keys.clear();
         drop(taken);
@@ -295,7 +296,8 @@ impl Journal {
                 }
             }
         }
-        self.db
+        self.notes
+            .db
             .apply_batch(done)
             .map_err(|e| Error::storage("updating the index", e))?;
         match first_error {
@@ -345,7 +347,7 @@ pub(super) fn check_kind(db: &sled::Db, s3: bool) -> Result<()> {
 /// the bucket does not have). Returns how many records were read, or
 /// `None` when the data directory already held them.
 pub(super) async fn restore(journal: &Journal) -> Result<Option<usize>> {
-    let (bucket, db) = (&journal.bucket, &journal.db);
+    let (bucket, db) = (&journal.bucket, &journal.notes.db);
     let origin = bucket.identity();
     let err = |what: &'static str| move |e: sled::Error| Error::storage(what, e);
     if db.get(ORIGIN).map_err(err("reading the index"))?.as_deref() == Some(origin.as_bytes()) {
